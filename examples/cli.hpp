@@ -1,0 +1,77 @@
+#pragma once
+// Small helpers shared by iwsec-server and iwsec-admin: argument parsing and
+// the "one line on stderr, exit 2" rule for bad arguments.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <cerrno>
+#include <sys/stat.h>
+
+#include <iwsec/detail/file.hpp>
+
+namespace cli {
+
+/// Prints "PROGRAM: MESSAGE" on one line of stderr and exits with @p status.
+[[noreturn]] inline void die(const char* program, const std::string& message, int status) {
+  std::fprintf(stderr, "%s: %s\n", program, message.c_str());
+  std::exit(status);
+}
+
+/// A bad command line: one line, exit status 2.
+[[noreturn]] inline void usage_error(const char* program, const std::string& message) {
+  die(program, message + " (try --help)", 2);
+}
+
+/// A decimal integer in [min, max], nothing else.
+inline std::optional<std::int64_t> parse_integer(std::string_view text, std::int64_t min, std::int64_t max) {
+  if (text.empty() || text.size() > 18) return std::nullopt;
+  std::int64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + (c - '0');
+  }
+  if (value < min || value > max) return std::nullopt;
+  return value;
+}
+
+/// Creates @p dir (mode 0700) unless it exists; false if it is unusable.
+inline bool ensure_directory(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0) return iwsec::detail::fsync_directory(iwsec::detail::parent_directory(dir));
+  struct stat st;
+  return errno == EEXIST && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// Walks argv; `value()` takes the argument of an option, failing with a usage error when absent.
+class Arguments {
+ public:
+  Arguments(const char* program, int argc, char** argv) : program_(program), argc_(argc), argv_(argv) {}
+  bool next() { return ++index_ < argc_; }
+  std::string_view current() const { return argv_[index_]; }
+  std::string value() {
+    const std::string option(current());
+    if (index_ + 1 >= argc_) usage_error(program_, "option " + option + " needs a value");
+    return argv_[++index_];
+  }
+  std::int64_t integer_value(std::int64_t min, std::int64_t max) {
+    const std::string option(current());
+    const std::string text = value();
+    const auto v = parse_integer(text, min, max);
+    if (!v)
+      usage_error(program_, "option " + option + " takes a whole number from " + std::to_string(min) + " to " +
+                                std::to_string(max));
+    return *v;
+  }
+
+ private:
+  const char* program_;
+  int argc_;
+  char** argv_;
+  int index_ = 0;
+};
+
+}  // namespace cli

@@ -1,0 +1,109 @@
+#pragma once
+/// @file
+/// @brief Strict base64url (JWS) and standard base64 (HTTP Basic) codecs.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace iwsec {
+namespace detail {
+
+/// @brief Maps an ASCII byte to its 6-bit value in the given alphabet, or -1.
+inline int base64_value(unsigned char c, bool url) noexcept {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (url) {
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+  } else {
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+  }
+  return -1;
+}
+
+/// @brief Decodes unpadded symbols; rejects foreign bytes, impossible lengths
+/// and non-zero trailing bits, so every byte string has exactly one encoding.
+inline bool base64_decode_symbols(std::string_view in, bool url, std::string& out) {
+  if (in.size() % 4 == 1) return false;
+  out.clear();
+  out.reserve(in.size() / 4 * 3 + 2);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    const int v = base64_value(c, url);
+    if (v < 0) return false;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  // Leftover bits must be zero: "Xl", "Xm", "Xn" are not aliases of "Xk".
+  return (acc & ((1u << bits) - 1u)) == 0;
+}
+
+inline std::string base64_encode_impl(std::string_view in, bool url, bool pad) {
+  const char* alphabet = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                             : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const std::uint32_t n = (static_cast<unsigned char>(in[i]) << 16) |
+                            (static_cast<unsigned char>(in[i + 1]) << 8) |
+                            static_cast<unsigned char>(in[i + 2]);
+    out.push_back(alphabet[(n >> 18) & 63]);
+    out.push_back(alphabet[(n >> 12) & 63]);
+    out.push_back(alphabet[(n >> 6) & 63]);
+    out.push_back(alphabet[n & 63]);
+  }
+  const std::size_t rest = in.size() - i;
+  if (rest > 0) {
+    std::uint32_t n = static_cast<unsigned char>(in[i]) << 16;
+    if (rest == 2) n |= static_cast<unsigned char>(in[i + 1]) << 8;
+    out.push_back(alphabet[(n >> 18) & 63]);
+    out.push_back(alphabet[(n >> 12) & 63]);
+    if (rest == 2) out.push_back(alphabet[(n >> 6) & 63]);
+    if (pad) out.append(rest == 1 ? "==" : "=");
+  }
+  return out;
+}
+
+}  // namespace detail
+
+/// @brief base64url without padding (RFC 7515 §2).
+inline std::string base64url_encode(std::string_view in) {
+  return detail::base64_encode_impl(in, true, false);
+}
+
+/// @brief Strict base64url decode: no padding, no '+', '/', whitespace, and
+/// no non-zero trailing bits. Returns nothing on any violation.
+inline std::optional<std::string> base64url_decode(std::string_view in) {
+  std::string out;
+  if (!detail::base64_decode_symbols(in, true, out)) return std::nullopt;
+  return out;
+}
+
+/// @brief Standard base64 with padding (RFC 4648 §4), as HTTP Basic uses it.
+inline std::string base64_encode(std::string_view in) {
+  return detail::base64_encode_impl(in, false, true);
+}
+
+/// @brief Strict standard base64 decode: padding required to a multiple of
+/// four, canonical trailing bits, nothing outside the alphabet.
+inline std::optional<std::string> base64_decode(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::size_t pad = 0;
+  while (pad < 2 && pad < in.size() && in[in.size() - 1 - pad] == '=') ++pad;
+  std::string out;
+  if (!detail::base64_decode_symbols(in.substr(0, in.size() - pad), false, out)) return std::nullopt;
+  return out;
+}
+
+}  // namespace iwsec

@@ -1,0 +1,105 @@
+#pragma once
+/// @file
+/// @brief HTTP plumbing of the security routes: reading `Authorization`
+/// (RFC 7617, RFC 6750) and writing Infoworks-shaped JSON answers.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <httplib.h>
+
+#include "json.hpp"
+
+namespace iwsec {
+namespace detail {
+
+constexpr const char* json_content_type = "application/json; charset=utf-8";
+
+/// @brief What a request's `Authorization` header holds.
+struct authorization {
+  enum class kind {
+    none,       ///< absent, empty, or a scheme with empty credentials
+    basic,      ///< scheme "Basic" (any case)
+    bearer,     ///< scheme "Bearer" (any case)
+    other,      ///< some other scheme
+    duplicate,  ///< more than one Authorization header
+    too_long,   ///< value longer than the configured bound
+  };
+  kind type = kind::none;
+  std::string credentials;
+};
+
+inline bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+inline authorization read_authorization(const httplib::Request& req, std::size_t max_bytes) {
+  authorization out;
+  const std::size_t count = req.get_header_value_count("Authorization");
+  if (count == 0) return out;
+  if (count > 1) {
+    out.type = authorization::kind::duplicate;
+    return out;
+  }
+  const std::string& raw = req.headers.find("Authorization")->second;
+  if (raw.size() > max_bytes) {
+    out.type = authorization::kind::too_long;
+    return out;
+  }
+  std::string_view v(raw);
+  while (!v.empty() && is_ows(v.front())) v.remove_prefix(1);
+  while (!v.empty() && is_ows(v.back())) v.remove_suffix(1);
+  std::size_t scheme_end = 0;
+  while (scheme_end < v.size() && !is_ows(v[scheme_end])) ++scheme_end;
+  const std::string_view scheme = v.substr(0, scheme_end);
+  std::string_view credentials = v.substr(scheme_end);
+  while (!credentials.empty() && is_ows(credentials.front())) credentials.remove_prefix(1);
+  if (scheme.empty() || credentials.empty()) return out;  // "Basic " counts as no credentials
+  if (iequals(scheme, "Basic")) {
+    out.type = authorization::kind::basic;
+  } else if (iequals(scheme, "Bearer")) {
+    out.type = authorization::kind::bearer;
+  } else {
+    out.type = authorization::kind::other;
+  }
+  out.credentials = std::string(credentials);
+  return out;
+}
+
+/// @brief Writes a JSON body with the headers every security answer carries.
+inline void send_json(httplib::Response& res, int status, const std::string& body) {
+  res.status = status;
+  res.set_header("Cache-Control", "no-store");
+  res.set_content(body, json_content_type);
+}
+
+/// @brief The Infoworks error envelope.
+inline std::string error_envelope(std::string_view message, std::string_view details, std::string_view iw_code,
+                                  std::string_view help_base) {
+  std::string body = "{\"message\":";
+  append_json_string(body, message);
+  body += ",\"details\":";
+  append_json_string(body, details);
+  body += ",\"iw_code\":";
+  append_json_string(body, iw_code);
+  body += ",\"help\":";
+  std::string help(help_base);
+  if (!help.empty() && help.back() != '/') help += '/';
+  help += iw_code;
+  append_json_string(body, help);
+  body += '}';
+  return body;
+}
+
+}  // namespace detail
+}  // namespace iwsec

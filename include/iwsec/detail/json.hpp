@@ -1,0 +1,162 @@
+#pragma once
+/// @file
+/// @brief picojson with the strictness a token verifier needs: duplicate keys,
+/// non-finite numbers and deep nesting are parse errors, never exceptions.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <picojson.h>
+
+// iwsec reads every JSON number as a double and checks integrality itself, so
+// it works whether or not the host compiles picojson with PICOJSON_USE_INT64;
+// the only requirement is that picojson's own parse entry points exist.
+
+namespace iwsec {
+namespace detail {
+
+/// @brief A picojson parse context that refuses what RFC 8725 says to refuse.
+class strict_json_context {
+ public:
+  strict_json_context(picojson::value* out, std::size_t depth_left, bool* rejected)
+      : out_(out), depth_left_(depth_left), rejected_(rejected) {}
+  strict_json_context(const strict_json_context&) = delete;
+  strict_json_context& operator=(const strict_json_context&) = delete;
+
+  bool set_null() {
+    *out_ = picojson::value();
+    return true;
+  }
+  bool set_bool(bool b) {
+    *out_ = picojson::value(b);
+    return true;
+  }
+#ifdef PICOJSON_USE_INT64
+  bool set_int64(std::int64_t i) {
+    *out_ = picojson::value(static_cast<double>(i));
+    return true;
+  }
+#endif
+  bool set_number(double f) {
+    // picojson's value(double) throws on inf/nan ("1e309"), and picojson
+    // ignores this function's result, so the refusal is recorded on the side.
+    if (!std::isfinite(f)) {
+      *rejected_ = true;
+      return false;
+    }
+    *out_ = picojson::value(f);
+    return true;
+  }
+  template <typename Iter>
+  bool parse_string(picojson::input<Iter>& in) {
+    *out_ = picojson::value(picojson::string_type, false);
+    return picojson::_parse_string(out_->get<std::string>(), in);
+  }
+  bool parse_array_start() {
+    if (depth_left_ == 0) return false;
+    --depth_left_;
+    *out_ = picojson::value(picojson::array_type, false);
+    return true;
+  }
+  template <typename Iter>
+  bool parse_array_item(picojson::input<Iter>& in, std::size_t) {
+    auto& a = out_->get<picojson::array>();
+    a.emplace_back();
+    strict_json_context ctx(&a.back(), depth_left_, rejected_);
+    return picojson::_parse(ctx, in);
+  }
+  bool parse_array_stop(std::size_t) {
+    ++depth_left_;
+    return true;
+  }
+  bool parse_object_start() {
+    if (depth_left_ == 0) return false;
+    --depth_left_;
+    *out_ = picojson::value(picojson::object_type, false);
+    return true;
+  }
+  template <typename Iter>
+  bool parse_object_item(picojson::input<Iter>& in, const std::string& key) {
+    auto& o = out_->get<picojson::object>();
+    auto inserted = o.emplace(key, picojson::value());
+    if (!inserted.second) return false;  // duplicate member name
+    strict_json_context ctx(&inserted.first->second, depth_left_, rejected_);
+    return picojson::_parse(ctx, in);
+  }
+  bool parse_object_stop() {
+    ++depth_left_;
+    return true;
+  }
+
+ private:
+  picojson::value* out_;
+  std::size_t depth_left_;
+  bool* rejected_;
+};
+
+/// @brief Parses one complete JSON text strictly; trailing bytes other than
+/// whitespace, duplicate keys, non-finite numbers or nesting deeper than
+/// @p max_depth make it fail.
+inline std::optional<picojson::value> parse_json_strict(std::string_view text, std::size_t max_depth = 16) {
+  picojson::value out;
+  bool rejected = false;
+  strict_json_context ctx(&out, max_depth, &rejected);
+  picojson::input<std::string_view::const_iterator> in(text.begin(), text.end());
+  try {
+    if (!picojson::_parse(ctx, in) || rejected) return std::nullopt;
+  } catch (...) {  // allocation failure or a picojson invariant: a parse error to us
+    return std::nullopt;
+  }
+  in.skip_ws();
+  if (in.getc() != -1) return std::nullopt;
+  return out;
+}
+
+/// @brief Appends @p s as a JSON string literal (quotes included).
+inline void append_json_string(std::string& out, std::string_view s) {
+  static const char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7F) {
+          out += "\\u00";
+          out.push_back(hex[c >> 4]);
+          out.push_back(hex[c & 15]);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+/// @brief A JSON number that is an integer in [0, 2^53): the only NumericDate
+/// (and counter) form iwsec accepts.
+inline std::optional<std::int64_t> json_non_negative_integer(const picojson::value& v) {
+  if (!v.is<double>()) return std::nullopt;
+  const double d = v.get<double>();
+  // ">=": every text above 2^53 - 1 rounds to at least 2^53, so none slips in.
+  if (!(d >= 0.0) || d >= 9007199254740992.0 || std::floor(d) != d) return std::nullopt;
+  return static_cast<std::int64_t>(d);
+}
+
+/// @brief The member @p key of object @p obj, or null when absent.
+inline const picojson::value* json_member(const picojson::object& obj, const char* key) {
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &it->second;
+}
+
+}  // namespace detail
+}  // namespace iwsec

@@ -1,0 +1,14 @@
+#pragma once
+/// @file
+/// @brief iwsec: the Infoworks REST API v3 security endpoints for any
+/// cpp-httplib service. Include this one header.
+
+#include "version.hpp"
+#include "clock.hpp"
+#include "signer.hpp"
+#include "password.hpp"
+#include "user_store.hpp"
+#include "json_file_user_store.hpp"
+#include "revocation_store.hpp"
+#include "options.hpp"
+#include "routes.hpp"

@@ -1,0 +1,48 @@
+#pragma once
+/// @file
+/// @brief Options for mount_security_routes; every field has a sane default.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "clock.hpp"
+#include "password.hpp"
+#include "revocation_store.hpp"
+
+namespace iwsec {
+
+/// @brief How the security routes behave. A default-constructed Options is
+/// what `mount_security_routes(server, users, signer)` uses.
+struct Options {
+  /// @brief Lifetime of each access token (`exp` = `iat` + this).
+  std::chrono::seconds token_lifetime{900};
+
+  /// @brief Clock skew tolerated when checking `exp`, `nbf` and `iat`.
+  std::chrono::seconds leeway{0};
+
+  /// @brief Source of "now"; tests inject their own.
+  Clock clock = system_now;
+
+  /// @brief Where revoked access tokens are kept. Null: an in-memory store
+  /// owned by the routes (revocations then do not survive a restart; pass a
+  /// JournalRevocationStore for that).
+  std::shared_ptr<RevocationStore> revocations;
+
+  /// @brief Base of the `help` link in error envelopes: `<base>/<iw_code>`.
+  std::string help_url_base = "https://docs.infoworks.io/api/errors";
+
+  /// @brief The realm named in `WWW-Authenticate` challenges.
+  std::string realm = "iwsec";
+
+  /// @brief PBKDF2 rounds spent on a login for an unknown email, so it costs
+  /// what a wrong password costs. Match the rounds your users' hashes use.
+  std::uint32_t password_rounds = default_pbkdf2_rounds;
+
+  /// @brief Longest `Authorization` header value accepted; longer is a 400.
+  std::size_t max_authorization_bytes = 4096;
+};
+
+}  // namespace iwsec

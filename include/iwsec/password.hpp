@@ -1,0 +1,125 @@
+#pragma once
+/// @file
+/// @brief Password hashes in passlib's `$pbkdf2-sha256$rounds$salt$checksum`
+/// format (PBKDF2-HMAC-SHA256 via OpenSSL), verified in constant time.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <openssl/evp.h>
+
+#include "detail/base64.hpp"
+#include "detail/crypto.hpp"
+
+namespace iwsec {
+
+/// @brief The current OWASP recommendation for PBKDF2-HMAC-SHA256.
+constexpr std::uint32_t default_pbkdf2_rounds = 600000;
+
+namespace detail {
+
+/// @brief passlib's "adapted base64": standard alphabet with '.' for '+', no padding.
+inline std::string ab64_encode(std::string_view raw) {
+  std::string s = base64_encode(raw);
+  while (!s.empty() && s.back() == '=') s.pop_back();
+  for (auto& c : s)
+    if (c == '+') c = '.';
+  return s;
+}
+
+inline std::optional<std::string> ab64_decode(std::string_view text) {
+  std::string s(text);
+  for (auto& c : s) {
+    if (c == '.') {
+      c = '+';
+    } else if (c == '+' || c == '=') {
+      return std::nullopt;
+    }
+  }
+  std::string out;
+  if (!base64_decode_symbols(s, false, out)) return std::nullopt;
+  return out;
+}
+
+inline std::string pbkdf2_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
+                                 std::size_t length = 32) {
+  std::string out(length, '\0');
+  if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
+                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
+                        static_cast<int>(rounds), sha256_md(), static_cast<int>(length),
+                        reinterpret_cast<unsigned char*>(&out[0])) != 1)
+    throw std::runtime_error("iwsec: PBKDF2 failed");
+  return out;
+}
+
+}  // namespace detail
+
+/// @brief A parsed `$pbkdf2-sha256$...` string.
+struct Pbkdf2Hash {
+  static constexpr std::uint32_t max_rounds = 100000000;  // bounds work a hostile file can ask for
+  std::uint32_t rounds = 0;
+  std::string salt;      ///< raw bytes
+  std::string checksum;  ///< raw bytes, 32 of them
+
+  /// @brief Parses the passlib format; nothing on any deviation.
+  static std::optional<Pbkdf2Hash> parse(std::string_view text) {
+    constexpr std::string_view prefix = "$pbkdf2-sha256$";
+    if (text.size() > 512 || text.substr(0, prefix.size()) != prefix) return std::nullopt;
+    text.remove_prefix(prefix.size());
+    const auto d1 = text.find('$');
+    if (d1 == std::string_view::npos) return std::nullopt;
+    const auto d2 = text.find('$', d1 + 1);
+    if (d2 == std::string_view::npos || text.find('$', d2 + 1) != std::string_view::npos) return std::nullopt;
+    const auto rounds_text = text.substr(0, d1);
+    if (rounds_text.empty() || rounds_text.size() > 9 || rounds_text[0] == '0') return std::nullopt;
+    std::uint64_t rounds = 0;
+    for (char c : rounds_text) {
+      if (c < '0' || c > '9') return std::nullopt;
+      rounds = rounds * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (rounds == 0 || rounds > max_rounds) return std::nullopt;
+    auto salt = detail::ab64_decode(text.substr(d1 + 1, d2 - d1 - 1));
+    auto checksum = detail::ab64_decode(text.substr(d2 + 1));
+    if (!salt || !checksum || checksum->size() != 32) return std::nullopt;
+    return Pbkdf2Hash{static_cast<std::uint32_t>(rounds), std::move(*salt), std::move(*checksum)};
+  }
+
+  std::string to_string() const {
+    return "$pbkdf2-sha256$" + std::to_string(rounds) + '$' + detail::ab64_encode(salt) + '$' +
+           detail::ab64_encode(checksum);
+  }
+};
+
+/// @brief Hashes @p password with a fresh 16-byte salt.
+inline std::string hash_password(std::string_view password, std::uint32_t rounds = default_pbkdf2_rounds) {
+  if (rounds == 0 || rounds > Pbkdf2Hash::max_rounds) throw std::invalid_argument("iwsec: PBKDF2 rounds out of range");
+  Pbkdf2Hash h;
+  h.rounds = rounds;
+  h.salt = detail::random_string(16);
+  h.checksum = detail::pbkdf2_sha256(password, h.salt, rounds);
+  return h.to_string();
+}
+
+/// @brief True when @p password matches @p stored (compared in constant
+/// time); false for a wrong password and for an unparseable hash.
+inline bool verify_password(std::string_view password, std::string_view stored) {
+  const auto h = Pbkdf2Hash::parse(stored);
+  if (!h) return false;
+  return detail::constant_time_equal(detail::pbkdf2_sha256(password, h->salt, h->rounds), h->checksum);
+}
+
+/// @brief Spends the work of one verify_password at @p rounds and returns
+/// false: what a login for an unknown user costs, so timing hides who exists.
+inline bool verify_password_decoy(std::string_view password, std::uint32_t rounds = default_pbkdf2_rounds) {
+  static const std::string salt = detail::random_string(16);
+  static const std::string checksum = detail::random_string(32);
+  const bool equal = detail::constant_time_equal(detail::pbkdf2_sha256(password, salt, rounds), checksum);
+  (void)equal;
+  return false;
+}
+
+}  // namespace iwsec

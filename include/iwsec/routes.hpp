@@ -1,0 +1,354 @@
+#pragma once
+/// @file
+/// @brief mount_security_routes: the five `/v3/security` endpoints on a
+/// host's httplib::Server, and a guard for the host's own routes.
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <httplib.h>
+
+#include "detail/base64.hpp"
+#include "detail/http.hpp"
+#include "detail/json.hpp"
+#include "options.hpp"
+#include "password.hpp"
+#include "revocation_store.hpp"
+#include "signer.hpp"
+#include "user_store.hpp"
+
+namespace iwsec {
+
+/// @brief The outcome of checking a bearer access token.
+enum class AccessCheck {
+  valid,
+  no_credentials,  ///< no bearer token was presented
+  bad_request,     ///< duplicate or over-long Authorization header
+  invalid_token,   ///< malformed, badly signed, expired, revoked, stale or for an unknown/disabled user
+};
+
+namespace detail {
+
+// The error answers of the security routes, one per row of SPEC "Errors".
+enum class failure { bad_request, no_credentials, invalid_token, rejected, internal };
+
+/// @brief The state and the logic behind the routes, shared by every handler
+/// and by the guard (so they see the same revocations).
+class security_core {
+ public:
+  security_core(UserStore& users, const Signer& signer, Options options)
+      : users_(users), signer_(signer), options_(std::move(options)) {
+    if (!options_.clock) options_.clock = system_now;
+    revocations_ = options_.revocations ? options_.revocations
+                                        : std::make_shared<MemoryRevocationStore>(options_.clock);
+  }
+
+  RevocationStore& revocations() const { return *revocations_; }
+  const Options& options() const { return options_; }
+
+  std::int64_t now() const { return options_.clock(); }
+
+  /// @brief Full access check: signature, claims, times, revocation, user
+  /// still enabled and of the same refresh-token generation.
+  std::optional<VerifiedToken> check_access_token(std::string_view token) const {
+    auto result = signer_.verify(token, now(), static_cast<std::int64_t>(options_.leeway.count()));
+    if (!result) return std::nullopt;
+    const VerifiedToken& t = result.token();
+    if (revocations_->is_revoked(t.jti())) return std::nullopt;
+    const auto status = users_.status_of(t.email());
+    if (!status || status->disabled || status->refresh_generation != t.refresh_generation()) return std::nullopt;
+    return t;
+  }
+
+  // ---- answers --------------------------------------------------------------
+
+  void fail(httplib::Response& res, failure f, const char* challenge_scheme) const {
+    std::string details, code;
+    int status = 500;
+    switch (f) {
+      case failure::bad_request:
+        status = 400;
+        code = "IW10006";
+        details = "Bad Request: unusable Authorization header or query parameter";
+        break;
+      case failure::no_credentials:
+        status = 401;
+        code = "IW10004";
+        details = "Authentication Required: missing or unsupported credentials";
+        break;
+      case failure::invalid_token:
+        status = 401;
+        code = "IW10004";
+        details = "Authentication Required: invalid or expired access token";
+        break;
+      case failure::rejected:
+        status = 406;
+        code = "IW10031";
+        details = "Authentication Failed: Incorrect user credentials";
+        break;
+      case failure::internal:
+        status = 500;
+        code = "IW10002";
+        details = "Internal Server Error";
+        break;
+    }
+    if (status == 401) res.set_header("WWW-Authenticate", challenge(challenge_scheme, f == failure::invalid_token));
+    send_json(res, status,
+              error_envelope(status >= 500 ? "Security Server Errors" : "Security Client Errors", details, code,
+                             options_.help_url_base));
+  }
+
+  std::string challenge(const char* scheme, bool invalid_token) const {
+    std::string c = scheme;
+    c += " realm=";
+    append_json_string(c, options_.realm);
+    if (std::string_view(scheme) == "Basic") c += ", charset=\"UTF-8\"";
+    if (invalid_token) c += ", error=\"invalid_token\"";
+    return c;
+  }
+
+  void send_token(httplib::Response& res, const std::string& token, const std::string* user_id) const {
+    std::string body = "{\"message\":\"Authentication Success\",\"result\":{\"authentication_token\":";
+    append_json_string(body, token);
+    body += ",\"is_authenticated\":true";
+    if (user_id) {
+      body += ",\"user_id\":";
+      append_json_string(body, *user_id);
+    }
+    body += "}}";
+    send_json(res, 200, body);
+  }
+
+  std::string mint(const User& user, TokenAction action) const {
+    AccessClaims claims;
+    claims.email = user.email;
+    claims.action = action;
+    claims.issued_at = now();
+    claims.expires_at = claims.issued_at + static_cast<std::int64_t>(options_.token_lifetime.count());
+    claims.refresh_generation = user.refresh_generation;
+    return signer_.sign(claims);
+  }
+
+  // ---- Basic username:password ---------------------------------------------
+
+  /// @brief Checks Basic credentials; the user on success. Always spends one
+  /// password hash, whether or not the email exists.
+  std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
+    const auto auth = read_authorization(req, options_.max_authorization_bytes);
+    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long) {
+      fail(res, failure::bad_request, "Basic");
+      return std::nullopt;
+    }
+    if (auth.type != authorization::kind::basic) {
+      fail(res, failure::no_credentials, "Basic");
+      return std::nullopt;
+    }
+    const auto decoded = base64_decode(auth.credentials);
+    const auto colon = decoded ? decoded->find(':') : std::string::npos;
+    if (colon == std::string::npos) {
+      fail(res, failure::bad_request, "Basic");
+      return std::nullopt;
+    }
+    const std::string_view email = std::string_view(*decoded).substr(0, colon);
+    const std::string_view password = std::string_view(*decoded).substr(colon + 1);
+    auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
+    bool ok;
+    if (user) {
+      ok = verify_password(password, user->password_hash) && !user->disabled;
+    } else {
+      ok = verify_password_decoy(password, options_.password_rounds);
+    }
+    if (!ok) {
+      fail(res, failure::rejected, "Basic");
+      return std::nullopt;
+    }
+    return user;
+  }
+
+  // ---- the five endpoints --------------------------------------------------
+
+  void authenticate(const httplib::Request& req, httplib::Response& res) const {
+    if (req.params.count("service_id")) {
+      const auto range = req.params.equal_range("service_id");
+      const std::string& value = range.first->second;
+      bool numeric = req.params.count("service_id") == 1 && !value.empty() && value.size() <= 18;
+      for (char c : value) numeric = numeric && c >= '0' && c <= '9';
+      if (!numeric) return fail(res, failure::bad_request, "Basic");
+    }
+    const auto user = password_login(req, res);
+    if (!user) return;
+    send_token(res, mint(*user, TokenAction::password), &user->user_id);
+  }
+
+  void access_token(const httplib::Request& req, httplib::Response& res) const {
+    const auto auth = read_authorization(req, options_.max_authorization_bytes);
+    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long)
+      return fail(res, failure::bad_request, "Basic");
+    if (auth.type != authorization::kind::basic) return fail(res, failure::no_credentials, "Basic");
+    const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(auth.credentials));
+    if (!user || user->disabled) return fail(res, failure::rejected, "Basic");
+    send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
+  }
+
+  void revoke_access_token(const httplib::Request& req, httplib::Response& res) const {
+    const auto auth = read_authorization(req, options_.max_authorization_bytes);
+    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long)
+      return fail(res, failure::bad_request, "Bearer");
+    if (auth.type != authorization::kind::bearer) return fail(res, failure::no_credentials, "Bearer");
+    const auto result = signer_.verify_ignoring_lifetime(auth.credentials);
+    if (!result) return fail(res, failure::invalid_token, "Bearer");
+    const VerifiedToken& t = result.token();
+    // An expired token needs no entry: it can never be valid again.
+    if (t.expires_at() + static_cast<std::int64_t>(options_.leeway.count()) > now() &&
+        !revocations_->revoke(t.jti(), t.expires_at() + static_cast<std::int64_t>(options_.leeway.count())))
+      return fail(res, failure::internal, "Bearer");
+    send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
+  }
+
+  void validate(const httplib::Request& req, httplib::Response& res) const {
+    const auto auth = read_authorization(req, options_.max_authorization_bytes);
+    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long)
+      return fail(res, failure::bad_request, "Bearer");
+    if (auth.type != authorization::kind::bearer) return fail(res, failure::no_credentials, "Bearer");
+    const bool valid = check_access_token(auth.credentials).has_value();
+    send_json(res, 200, valid ? "{\"message\":\"\",\"result\":{\"is_valid\":true}}"
+                              : "{\"message\":\"\",\"result\":{\"is_valid\":false}}");
+  }
+
+  void rotate_refresh_token(const httplib::Request& req, httplib::Response& res) const {
+    const auto user = password_login(req, res);
+    if (!user) return;
+    const auto rotated = iwsec::rotate_refresh_token(users_, user->email);
+    if (rotated.status == StoreStatus::not_found) return fail(res, failure::rejected, "Basic");  // deleted meanwhile
+    if (rotated.status != StoreStatus::ok) return fail(res, failure::internal, "Basic");
+    std::string body =
+        "{\"message\":\"Refresh Token Rotated\",\"result\":\"Successfully Blacklisted Refresh Token.\","
+        "\"refresh_token\":";
+    append_json_string(body, rotated.refresh_token);
+    body += '}';
+    send_json(res, 200, body);
+  }
+
+  /// @brief Runs @p body, turning any escaping exception into the 500
+  /// envelope: the host's exception handler is never involved, and no
+  /// exception text reaches the client.
+  template <typename F>
+  void shielded(httplib::Response& res, const char* scheme, F&& body) const {
+    try {
+      body();
+    } catch (...) {
+      res.headers.clear();
+      fail(res, failure::internal, scheme);
+    }
+  }
+
+ private:
+  UserStore& users_;
+  const Signer& signer_;
+  Options options_;
+  std::shared_ptr<RevocationStore> revocations_;
+};
+
+}  // namespace detail
+
+/// @brief What mount_security_routes returns: a handle to the mounted routes'
+/// state, used to guard the host's own routes. Cheap to copy; keeps that
+/// state alive for as long as any copy (or the server's handlers) exist.
+class SecurityRoutes {
+ public:
+  /// @brief A handler that receives the verified claims of the request's token.
+  using GuardedHandler = std::function<void(const httplib::Request&, httplib::Response&, const VerifiedToken&)>;
+
+  /// @brief Wraps @p handler so that it runs only for a request bearing a
+  /// valid, unrevoked access token; other requests get the same 401 (or
+  /// 400) envelope as the security routes.
+  httplib::Server::Handler guard(GuardedHandler handler) const {
+    auto core = core_;
+    return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      std::optional<VerifiedToken> token;
+      bool answered = false;
+      core->shielded(res, "Bearer", [&] {
+        const auto auth = detail::read_authorization(req, core->options().max_authorization_bytes);
+        if (auth.type == detail::authorization::kind::duplicate || auth.type == detail::authorization::kind::too_long) {
+          core->fail(res, detail::failure::bad_request, "Bearer");
+        } else if (auth.type != detail::authorization::kind::bearer) {
+          core->fail(res, detail::failure::no_credentials, "Bearer");
+        } else if (!(token = core->check_access_token(auth.credentials))) {
+          core->fail(res, detail::failure::invalid_token, "Bearer");
+        }
+        answered = !token.has_value();
+      });
+      if (!answered) handler(req, res, *token);  // the host's own exceptions stay the host's
+    };
+  }
+
+  /// @brief The same check as guard(), without HTTP: the claims when @p req
+  /// bears a valid access token.
+  std::optional<VerifiedToken> verify_request(const httplib::Request& req) const {
+    const auto auth = detail::read_authorization(req, core_->options().max_authorization_bytes);
+    if (auth.type != detail::authorization::kind::bearer) return std::nullopt;
+    return core_->check_access_token(auth.credentials);
+  }
+
+  /// @brief The revocation store the routes use.
+  RevocationStore& revocations() const { return core_->revocations(); }
+
+ private:
+  friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
+  explicit SecurityRoutes(std::shared_ptr<detail::security_core> core) : core_(std::move(core)) {}
+  std::shared_ptr<detail::security_core> core_;
+};
+
+/// @brief Adds the Infoworks v3 security endpoints under `/v3/security` to
+/// @p server. It only adds routes: the host's error, exception, pre-routing
+/// handlers and logger stay untouched. @p users and @p signer must outlive
+/// the server's use of the routes.
+inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& users, const Signer& signer,
+                                            const Options& options = Options()) {
+  auto core = std::make_shared<detail::security_core>(users, signer, options);
+  using member = void (detail::security_core::*)(const httplib::Request&, httplib::Response&) const;
+  const auto route = [core](member endpoint, const char* scheme) {
+    return [core, endpoint, scheme](const httplib::Request& req, httplib::Response& res) {
+      core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
+    };
+  };
+  const auto wrong_method = [core](const char* allow) {
+    return [core, allow](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Allow", allow);
+      detail::send_json(res, 405,
+                        detail::error_envelope("Security Client Errors", "Method Not Allowed", "IW10006",
+                                               core->options().help_url_base));
+    };
+  };
+
+  server.Get("/v3/security/authenticate", route(&detail::security_core::authenticate, "Basic"));
+  server.Get("/v3/security/token/access", route(&detail::security_core::access_token, "Basic"));
+  server.Delete("/v3/security/token/access", route(&detail::security_core::revoke_access_token, "Bearer"));
+  server.Get("/v3/security/token/validate", route(&detail::security_core::validate, "Bearer"));
+  server.Delete("/v3/security/token/refresh", route(&detail::security_core::rotate_refresh_token, "Basic"));
+
+  // Other methods on these paths: a 405 in the same envelope, not the host's 404.
+  const struct {
+    const char* path;
+    const char* allow;
+  } paths[] = {{"/v3/security/authenticate", "GET"},
+               {"/v3/security/token/access", "GET, DELETE"},
+               {"/v3/security/token/validate", "GET"},
+               {"/v3/security/token/refresh", "DELETE"}};
+  for (const auto& p : paths) {
+    server.Post(p.path, wrong_method(p.allow));
+    server.Put(p.path, wrong_method(p.allow));
+    server.Patch(p.path, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("DELETE") == std::string_view::npos) server.Delete(p.path, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("GET") == std::string_view::npos) server.Get(p.path, wrong_method(p.allow));
+  }
+  return SecurityRoutes(std::move(core));
+}
+
+}  // namespace iwsec

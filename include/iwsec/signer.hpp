@@ -1,0 +1,347 @@
+#pragma once
+/// @file
+/// @brief HS256 access tokens: minting and strict verification, in-house on
+/// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "detail/base64.hpp"
+#include "detail/crypto.hpp"
+#include "detail/json.hpp"
+
+namespace iwsec {
+
+/// @brief How an access token was obtained (the `scope.action` inside `sub`).
+enum class TokenAction { password, refresh_token };
+
+/// @brief The wire name of a TokenAction: "password" or "refresh_token".
+inline const char* to_string(TokenAction a) noexcept {
+  return a == TokenAction::password ? "password" : "refresh_token";
+}
+
+/// @brief Why a token was not accepted. Every rejection has exactly one.
+enum class VerifyError {
+  none,                   ///< accepted
+  too_large,              ///< longer than Signer::max_token_bytes; nothing was parsed
+  malformed,              ///< not three canonical unpadded base64url segments
+  bad_header,             ///< header not a JSON object of only alg, typ, kid
+  unsupported_algorithm,  ///< alg is anything but exactly "HS256"
+  unknown_key,            ///< kid names no key this signer holds
+  bad_signature,          ///< MAC mismatch (compared in constant time)
+  bad_payload,            ///< payload not a strict JSON object
+  bad_claims,             ///< a required claim missing or of the wrong type
+  expired,                ///< now >= exp + leeway
+  not_yet_valid,          ///< nbf or iat later than now + leeway
+};
+
+/// @brief A short, stable, lower-case name for a VerifyError (for logs and tests).
+inline const char* to_string(VerifyError e) noexcept {
+  switch (e) {
+    case VerifyError::none: return "none";
+    case VerifyError::too_large: return "too_large";
+    case VerifyError::malformed: return "malformed";
+    case VerifyError::bad_header: return "bad_header";
+    case VerifyError::unsupported_algorithm: return "unsupported_algorithm";
+    case VerifyError::unknown_key: return "unknown_key";
+    case VerifyError::bad_signature: return "bad_signature";
+    case VerifyError::bad_payload: return "bad_payload";
+    case VerifyError::bad_claims: return "bad_claims";
+    case VerifyError::expired: return "expired";
+    case VerifyError::not_yet_valid: return "not_yet_valid";
+  }
+  return "unknown";
+}
+
+/// @brief What a new access token says; Signer::sign turns it into a JWS.
+struct AccessClaims {
+  std::string email;
+  TokenAction action = TokenAction::refresh_token;
+  std::int64_t issued_at = 0;           ///< `iat`
+  std::int64_t expires_at = 0;          ///< `exp`
+  std::string jti;                      ///< lower-case UUID v4; Signer::sign makes one when empty
+  std::int64_t refresh_generation = 0;  ///< `gen`: the user's refresh-token generation
+};
+
+class Signer;
+
+/// @brief Claims of a token whose signature, header and times all checked
+/// out. Only Signer can make one, so it cannot be confused with input.
+class VerifiedToken {
+ public:
+  const std::string& email() const noexcept { return email_; }
+  TokenAction action() const noexcept { return action_; }
+  std::int64_t issued_at() const noexcept { return issued_at_; }
+  std::int64_t expires_at() const noexcept { return expires_at_; }
+  const std::string& jti() const noexcept { return jti_; }
+  std::int64_t refresh_generation() const noexcept { return refresh_generation_; }
+  /// @brief The `kid` the token named, empty when it named none.
+  const std::string& key_id() const noexcept { return key_id_; }
+
+ private:
+  friend class Signer;
+  VerifiedToken() = default;
+  std::string email_;
+  TokenAction action_ = TokenAction::refresh_token;
+  std::int64_t issued_at_ = 0;
+  std::int64_t expires_at_ = 0;
+  std::string jti_;
+  std::int64_t refresh_generation_ = 0;
+  std::string key_id_;
+};
+
+/// @brief The outcome of Signer::verify: a VerifiedToken or a VerifyError.
+class VerifyResult {
+ public:
+  bool ok() const noexcept { return error_ == VerifyError::none; }
+  explicit operator bool() const noexcept { return ok(); }
+  VerifyError error() const noexcept { return error_; }
+  /// @brief The verified claims; throws std::logic_error when !ok().
+  const VerifiedToken& token() const {
+    if (!ok()) throw std::logic_error("iwsec: VerifyResult::token() on a rejected token");
+    return *token_;
+  }
+
+ private:
+  friend class Signer;
+  explicit VerifyResult(VerifyError e) : error_(e) {}
+  explicit VerifyResult(VerifiedToken t) : error_(VerifyError::none), token_(std::move(t)) {}
+  VerifyError error_;
+  std::optional<VerifiedToken> token_;
+};
+
+/// @brief One HMAC key with its identifier (`kid`).
+struct SigningKey {
+  std::string key_id;  ///< may be empty only when it is the signer's sole key
+  std::string secret;  ///< raw bytes, at least Signer::min_key_bytes
+};
+
+/// @brief Thrown by Signer's constructors for unusable key material.
+class key_error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// @brief HS256 signer and strict verifier. Holds one or more keys: signs with
+/// the newest (the last given) and verifies with the one the token's `kid`
+/// names. Immutable after construction, so one instance serves all threads.
+class Signer {
+ public:
+  static constexpr std::size_t min_key_bytes = 32;
+  static constexpr std::size_t max_keys = 16;
+  static constexpr std::size_t max_token_bytes = 8192;
+
+  /// @brief A fresh random key of min_key_bytes bytes from the CSPRNG.
+  static std::string generate_secret() { return detail::random_string(min_key_bytes); }
+
+  /// @brief A signer with one key and no `kid`; throws key_error when the key
+  /// is shorter than 32 bytes.
+  explicit Signer(std::string_view secret) : Signer(std::vector<SigningKey>{SigningKey{"", std::string(secret)}}) {}
+
+  /// @brief A signer holding several keys for rotation; the last one signs.
+  /// With more than one key each needs a distinct, non-empty `kid`.
+  explicit Signer(const std::vector<SigningKey>& keys) {
+    if (keys.empty()) throw key_error("iwsec: a Signer needs at least one key");
+    if (keys.size() > max_keys) throw key_error("iwsec: a Signer holds at most 16 keys");
+    for (const auto& k : keys) {
+      if (k.secret.size() < min_key_bytes) throw key_error("iwsec: HS256 keys must be at least 32 bytes");
+      if (keys.size() > 1 && k.key_id.empty()) throw key_error("iwsec: with several keys each needs a kid");
+      if (k.key_id.size() > 128) throw key_error("iwsec: kid longer than 128 bytes");
+      for (const auto& other : keys_)
+        if (other.key_id == k.key_id) throw key_error("iwsec: duplicate kid");
+      keys_.push_back(entry{k.key_id, std::make_shared<detail::hmac_sha256_key>(k.secret)});
+    }
+    const auto& newest = keys_.back();
+    std::string header = "{\"alg\":\"HS256\"";
+    if (keys_.size() > 1) {
+      header += ",\"kid\":";
+      detail::append_json_string(header, newest.key_id);
+    }
+    header += '}';
+    encoded_header_ = base64url_encode(header) + '.';
+  }
+
+  /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
+  std::string sign(const AccessClaims& claims) const {
+    std::string sub = "{\n  \"email\" : ";
+    detail::append_json_string(sub, claims.email);
+    sub += ",\n  \"scope\" : {\n    \"action\" : \"";
+    sub += to_string(claims.action);
+    sub += "\"\n  }\n}";
+
+    std::string payload = "{\"iat\":" + std::to_string(claims.issued_at) + ",\"sub\":";
+    detail::append_json_string(payload, sub);
+    payload += ",\"jti\":";
+    detail::append_json_string(payload, claims.jti.empty() ? detail::uuid_v4() : claims.jti);
+    payload += ",\"exp\":" + std::to_string(claims.expires_at);
+    payload += ",\"gen\":" + std::to_string(claims.refresh_generation) + '}';
+
+    std::string token = encoded_header_;
+    token += base64url_encode(payload);
+    const auto mac = keys_.back().hmac->mac(token);
+    token += '.';
+    token += base64url_encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    return token;
+  }
+
+  /// @brief Full verification: size, shape, header (alg pinned to HS256, only
+  /// alg/typ/kid), signature in constant time, then claims and times.
+  /// @param now seconds since the epoch; @param leeway_seconds clock skew allowed.
+  VerifyResult verify(std::string_view token, std::int64_t now, std::int64_t leeway_seconds = 0) const {
+    return verify_impl(token, now, leeway_seconds, true);
+  }
+
+  /// @brief Everything verify() checks except `exp`, `nbf` and `iat` against
+  /// the clock: "is this a genuine token of ours?" Revocation uses it, since
+  /// revoking an expired genuine token is a harmless success. Never use it to
+  /// grant access.
+  VerifyResult verify_ignoring_lifetime(std::string_view token) const { return verify_impl(token, 0, 0, false); }
+
+  /// @brief The `kid` new tokens carry (empty with a single key).
+  const std::string& signing_key_id() const noexcept { return keys_.back().key_id; }
+
+ private:
+  VerifyResult verify_impl(std::string_view token, std::int64_t now, std::int64_t leeway_seconds,
+                           bool check_lifetime) const {
+    if (token.size() > max_token_bytes) return VerifyResult(VerifyError::too_large);
+    const auto dot1 = token.find('.');
+    if (dot1 == std::string_view::npos) return VerifyResult(VerifyError::malformed);
+    const auto dot2 = token.find('.', dot1 + 1);
+    if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos)
+      return VerifyResult(VerifyError::malformed);
+    const std::string_view header_b64 = token.substr(0, dot1);
+    const std::string_view payload_b64 = token.substr(dot1 + 1, dot2 - dot1 - 1);
+    const std::string_view signature_b64 = token.substr(dot2 + 1);
+    if (header_b64.empty() || payload_b64.empty() || signature_b64.empty()) return VerifyResult(VerifyError::malformed);
+
+    // Header first: the algorithm is pinned before any MAC work.
+    const auto header_json = base64url_decode(header_b64);
+    if (!header_json) return VerifyResult(VerifyError::malformed);
+    const auto header = detail::parse_json_strict(*header_json, 2);
+    if (!header || !header->is<picojson::object>()) return VerifyResult(VerifyError::bad_header);
+    const auto& h = header->get<picojson::object>();
+    const picojson::value* alg = nullptr;
+    const picojson::value* kid = nullptr;
+    for (const auto& member : h) {
+      if (member.first == "alg") {
+        alg = &member.second;
+      } else if (member.first == "kid") {
+        kid = &member.second;
+      } else if (member.first == "typ") {
+        if (!member.second.is<std::string>() || member.second.get<std::string>() != "JWT")
+          return VerifyResult(VerifyError::bad_header);
+      } else {
+        return VerifyResult(VerifyError::bad_header);  // crit, jku, jwk, x5u, x5c, ...
+      }
+    }
+    if (!alg || !alg->is<std::string>() || alg->get<std::string>() != "HS256")
+      return VerifyResult(VerifyError::unsupported_algorithm);
+    if (kid && !kid->is<std::string>()) return VerifyResult(VerifyError::bad_header);
+
+    const auto signature = base64url_decode(signature_b64);
+    if (!signature || signature->size() != 32) return VerifyResult(VerifyError::malformed);
+
+    const std::string_view signing_input = token.substr(0, dot2);
+    const entry* key = nullptr;
+    if (kid) {
+      for (const auto& k : keys_)
+        if (!k.key_id.empty() && k.key_id == kid->get<std::string>()) key = &k;
+      if (!key) return VerifyResult(VerifyError::unknown_key);
+      if (!mac_matches(*key, signing_input, *signature)) return VerifyResult(VerifyError::bad_signature);
+    } else {
+      // A token minted while the signer held a single key carries no kid;
+      // after a rotation adds keys it must still verify under its own key.
+      for (const auto& k : keys_)
+        if (mac_matches(k, signing_input, *signature)) key = &k;
+      if (!key) return VerifyResult(VerifyError::bad_signature);
+    }
+
+    const auto payload_json = base64url_decode(payload_b64);
+    if (!payload_json) return VerifyResult(VerifyError::malformed);
+    const auto payload = detail::parse_json_strict(*payload_json, 8);
+    if (!payload || !payload->is<picojson::object>()) return VerifyResult(VerifyError::bad_payload);
+    const auto& p = payload->get<picojson::object>();
+
+    VerifiedToken out;
+    const auto* exp = detail::json_member(p, "exp");
+    const auto* iat = detail::json_member(p, "iat");
+    const auto* jti = detail::json_member(p, "jti");
+    const auto* gen = detail::json_member(p, "gen");
+    const auto* sub = detail::json_member(p, "sub");
+    const auto* nbf = detail::json_member(p, "nbf");
+    if (!exp || !iat || !jti || !gen || !sub) return VerifyResult(VerifyError::bad_claims);
+    const auto exp_v = detail::json_non_negative_integer(*exp);
+    const auto iat_v = detail::json_non_negative_integer(*iat);
+    const auto gen_v = detail::json_non_negative_integer(*gen);
+    if (!exp_v || !iat_v || !gen_v) return VerifyResult(VerifyError::bad_claims);
+    std::optional<std::int64_t> nbf_v;
+    if (nbf) {
+      nbf_v = detail::json_non_negative_integer(*nbf);
+      if (!nbf_v) return VerifyResult(VerifyError::bad_claims);
+    }
+    if (!jti->is<std::string>() || !detail::is_canonical_uuid(jti->get<std::string>()))
+      return VerifyResult(VerifyError::bad_claims);
+    if (!sub->is<std::string>() || !parse_subject(sub->get<std::string>(), out))
+      return VerifyResult(VerifyError::bad_claims);
+
+    if (check_lifetime) {
+      if (leeway_seconds < 0) leeway_seconds = 0;
+      if (now >= *exp_v + leeway_seconds) return VerifyResult(VerifyError::expired);
+      if (*iat_v > now + leeway_seconds || (nbf_v && *nbf_v > now + leeway_seconds))
+        return VerifyResult(VerifyError::not_yet_valid);
+    }
+
+    out.issued_at_ = *iat_v;
+    out.expires_at_ = *exp_v;
+    out.refresh_generation_ = *gen_v;
+    out.jti_ = jti->get<std::string>();
+    out.key_id_ = kid ? kid->get<std::string>() : std::string();
+    return VerifyResult(std::move(out));
+  }
+
+  struct entry {
+    std::string key_id;
+    std::shared_ptr<const detail::hmac_sha256_key> hmac;
+  };
+
+  static bool mac_matches(const entry& k, std::string_view signing_input, const std::string& signature) {
+    const auto mac = k.hmac->mac(signing_input);
+    return detail::constant_time_equal(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()),
+                                       signature);
+  }
+
+  // `sub` is itself JSON: {"email": "...", "scope": {"action": "..."}}.
+  static bool parse_subject(const std::string& text, VerifiedToken& out) {
+    const auto sub = detail::parse_json_strict(text, 4);
+    if (!sub || !sub->is<picojson::object>()) return false;
+    const auto& o = sub->get<picojson::object>();
+    const auto* email = detail::json_member(o, "email");
+    const auto* scope = detail::json_member(o, "scope");
+    if (!email || !email->is<std::string>() || email->get<std::string>().empty()) return false;
+    if (!scope || !scope->is<picojson::object>()) return false;
+    const auto* action = detail::json_member(scope->get<picojson::object>(), "action");
+    if (!action || !action->is<std::string>()) return false;
+    const auto& a = action->get<std::string>();
+    if (a == "password") {
+      out.action_ = TokenAction::password;
+    } else if (a == "refresh_token") {
+      out.action_ = TokenAction::refresh_token;
+    } else {
+      return false;
+    }
+    out.email_ = email->get<std::string>();
+    return true;
+  }
+
+  std::vector<entry> keys_;
+  std::string encoded_header_;  // base64url(header) + '.', fixed per signer
+};
+
+}  // namespace iwsec
