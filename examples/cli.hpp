@@ -10,7 +10,14 @@
 #include <string_view>
 
 #include <cerrno>
+#include <thread>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+
+#include <httplib.h>
 
 #include <iwsec/detail/file.hpp>
 
@@ -44,6 +51,33 @@ inline bool ensure_directory(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) == 0) return iwsec::detail::fsync_directory(iwsec::detail::parent_directory(dir));
   struct stat st;
   return errno == EEXIST && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// Socket options for a listening server: SO_REUSEADDR only. httplib's
+/// default sets SO_REUSEPORT, which lets a second server bind a port that is
+/// taken and silently share its connections.
+inline void exclusive_port(socket_t sock) {
+  int yes = 1;
+  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+}
+
+/// Makes SIGINT and SIGTERM stop @p server: stop accepting, let the workers
+/// finish the requests in flight. Call before starting any other thread (the
+/// signals are blocked in every thread and awaited by one).
+inline void stop_on_signals(httplib::Server& server) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::thread([&server, stop_signals] {
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    // httplib's stop() does nothing before the accept loop runs; a signal
+    // that arrives that early must not be lost.
+    while (!server.is_running()) std::this_thread::yield();
+    server.stop();
+  }).detach();
 }
 
 /// Walks argv; `value()` takes the argument of an option, failing with a usage error when absent.

@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
 
   // What the service already had.
   httplib::Server server;
+  cli::stop_on_signals(server);
+  server.set_socket_options(cli::exclusive_port);
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
 
   // What adopting iwsec adds: a user store, a signer, and one line to mount.

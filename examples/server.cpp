@@ -137,6 +137,20 @@ thread_local std::chrono::steady_clock::time_point request_started;
 thread_local bool request_timed = false;
 std::mutex log_mutex;
 
+// Paths arrive percent-decoded: escape what could break or forge a log line.
+void append_loggable(std::string& out, const std::string& text) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (unsigned char c : text) {
+    if (c <= 0x20 || c >= 0x7F || c == '%') {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+}
+
 void log_request(const httplib::Request& req, const httplib::Response& res) {
   const long long micros =
       request_timed
@@ -144,8 +158,13 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
                 .count()
           : 0;
   request_timed = false;
+  std::string line;
+  append_loggable(line, req.method);
+  line += ' ';
+  append_loggable(line, req.path);
+  line += ' ' + std::to_string(res.status) + ' ' + std::to_string(micros) + "us\n";
   std::lock_guard<std::mutex> lock(log_mutex);
-  std::printf("%s %s %d %lldus\n", req.method.c_str(), req.path.c_str(), res.status, micros);
+  std::fputs(line.c_str(), stdout);
   std::fflush(stdout);
 }
 
@@ -154,12 +173,6 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
 int main(int argc, char** argv) {
   const Settings settings = parse_arguments(argc, argv);
 
-  // Block the stop signals in every thread; one thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
   if (!cli::ensure_directory(settings.data_dir)) cli::die(program, "cannot use data directory " + settings.data_dir, 1);
@@ -189,6 +202,8 @@ int main(int argc, char** argv) {
 
   // cpp-httplib's defaults leave Nagle's algorithm on and close a keep-alive
   // connection after 5 requests; each open connection holds a worker thread.
+  cli::stop_on_signals(*server);  // before any other thread starts
+  server->set_socket_options(cli::exclusive_port);
   server->set_tcp_nodelay(true);
   server->set_keep_alive_max_count(100000);
   const int threads = settings.threads;
@@ -207,13 +222,6 @@ int main(int argc, char** argv) {
   const int port = settings.port == 0 ? server->bind_to_any_port(settings.host)
                                       : (server->bind_to_port(settings.host, settings.port) ? settings.port : -1);
   if (port <= 0) cli::die(program, "cannot listen on " + settings.host + ":" + std::to_string(settings.port), 1);
-
-  std::thread signal_waiter([&] {
-    int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
-    server->stop();
-  });
-  signal_waiter.detach();
 
   const bool ipv6 = settings.host.find(':') != std::string::npos;
   std::printf("listening on %s://%s%s%s:%d\n", settings.tls_cert.empty() ? "http" : "https", ipv6 ? "[" : "",

@@ -224,18 +224,26 @@ class JsonFileUserStore : public UserStore {
   bool reload_locked(std::string& error) {
     std::string text;
     auto previous = loaded_;
-    if (!adopt_current_file_locked(error, &text)) return false;
+    // Keep the served version open until a new one is accepted, so that its
+    // inode cannot be reused while loaded_ still names it.
+    detail::unique_fd previous_fd = std::move(loaded_fd_);
+    if (!adopt_current_file_locked(error, &text)) {
+      loaded_fd_ = std::move(previous_fd);
+      return false;
+    }
     detail::user_index next;
     if (loaded_) {
       auto users = parse(text, error);
       if (!users) {
         loaded_ = previous;  // retry on the next request
+        loaded_fd_ = std::move(previous_fd);
         return false;
       }
       for (const auto& u : *users) {
         if (next.add(u) != StoreStatus::ok) {
           error = "duplicate or empty email, user id or refresh token in the file";
           loaded_ = previous;
+          loaded_fd_ = std::move(previous_fd);
           return false;
         }
       }

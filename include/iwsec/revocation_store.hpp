@@ -124,7 +124,10 @@ class JournalRevocationStore : public MemoryRevocationStore {
       std::int64_t exp = 0;
       bool digits = true;
       for (char c : exp_text) {
-        if (c < '0' || c > '9') digits = false;
+        if (c < '0' || c > '9') {
+          digits = false;  // stop here: a non-digit could push exp past int64 (UB)
+          break;
+        }
         exp = exp * 10 + (c - '0');
       }
       if (!digits || exp <= now) continue;

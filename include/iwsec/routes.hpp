@@ -272,7 +272,6 @@ class SecurityRoutes {
     auto core = core_;
     return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
       std::optional<VerifiedToken> token;
-      bool answered = false;
       core->shielded(res, "Bearer", [&] {
         const auto auth = detail::read_authorization(req, core->options().max_authorization_bytes);
         if (auth.type == detail::authorization::kind::duplicate || auth.type == detail::authorization::kind::too_long) {
@@ -282,9 +281,10 @@ class SecurityRoutes {
         } else if (!(token = core->check_access_token(auth.credentials))) {
           core->fail(res, detail::failure::invalid_token, "Bearer");
         }
-        answered = !token.has_value();
       });
-      if (!answered) handler(req, res, *token);  // the host's own exceptions stay the host's
+      // Only with a verified token: a fault in the check above (already
+      // answered 500) must not run the host's handler on an empty token.
+      if (token) handler(req, res, *token);  // the host's own exceptions stay the host's
     };
   }
 

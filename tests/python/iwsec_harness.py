@@ -7,6 +7,7 @@ killed, whether the test passes or fails (the start helpers register the
 kill with TestCase.addCleanup).
 """
 
+import atexit
 import base64
 import json
 import os
@@ -29,6 +30,10 @@ HTTP_TIMEOUT = 15
 
 # PBKDF2 rounds for test users: fast, and still a real hash.
 FAST_ROUNDS = 1000
+
+# Programs run with a permissive umask, so a 0600 file proves the program
+# asked for 0600 rather than inheriting it.
+UMASK = 0o022
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 ENVELOPE_KEYS = {"message", "details", "iw_code", "help"}
@@ -84,6 +89,17 @@ class ServerError(AssertionError):
     pass
 
 
+# Every server not yet reaped: a safety net for an interpreter that exits
+# without running the tests' cleanups (Ctrl-C, an error in module code).
+_live_servers = set()
+
+
+@atexit.register
+def _kill_leftover_servers():
+    for server in list(_live_servers):
+        server.force_stop()
+
+
 class Server:
     """A running server process. Use start_server() to make one."""
 
@@ -98,7 +114,8 @@ class Server:
         self._threads = []
         self._stdout_closed = False
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, umask=UMASK)
+        _live_servers.add(self)
 
     # -- start-up ----------------------------------------------------------
 
@@ -135,10 +152,23 @@ class Server:
                 self._start_drains(out_fd in open_fds, err_fd in open_fds)
                 return self.base_url
         # stdout closed before a listening line: the program failed to start.
+        while err_fd in open_fds:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            ready, _, _ = select.select([err_fd], [], [], remaining)
+            if not ready:
+                break
+            chunk = os.read(err_fd, 65536)
+            if chunk:
+                self._stderr += chunk
+            else:
+                open_fds.discard(err_fd)
         try:
-            self.proc.wait(timeout=STOP_TIMEOUT)
+            self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
+        self.returncode = self.proc.returncode
         raise ServerError("%s exited (status %r) before listening; stderr: %r"
                           % (self.argv[0], self.proc.returncode, bytes(self._stderr)))
 
@@ -234,6 +264,7 @@ class Server:
         self._finish()
 
     def _finish(self):
+        _live_servers.discard(self)
         for t in self._threads:
             t.join(timeout=STOP_TIMEOUT)
         self._threads = []
@@ -268,7 +299,7 @@ def run_program(argv, stdin=None, timeout=PROGRAM_TIMEOUT):
     if isinstance(stdin, str):
         stdin = stdin.encode("utf-8")
     result = subprocess.run(argv, input=stdin if stdin is not None else b"", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, timeout=timeout)
+                            stderr=subprocess.PIPE, timeout=timeout, umask=UMASK)
     result.stdout = result.stdout.decode("utf-8")
     result.stderr = result.stderr.decode("utf-8", "replace")
     return result
@@ -336,6 +367,11 @@ class Api:
         self.base_url = base_url
         self.http = http or session()
 
+    def close(self):
+        """Closes idle keep-alive connections (the server's shutdown waits
+        for idle connections to time out, so close them before stopping)."""
+        self.http.close()
+
     def request(self, method, path, authorization=None, **kwargs):
         headers = dict(kwargs.pop("headers", {}) or {})
         if authorization is not None:
@@ -379,10 +415,49 @@ class Api:
         return valid
 
 
+class RawResponse:
+    """The parts of a requests.Response the assertions use, for raw_request."""
+
+    def __init__(self, status, headers, body):
+        self.status_code = status
+        self.headers = requests.structures.CaseInsensitiveDict(headers)
+        self.content = body
+        self.text = body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def raw_request(base_url, method, path, header_list):
+    """One request with exactly the headers in @p header_list (pairs, repeats
+    allowed), which requests cannot send; bounded by HTTP_TIMEOUT."""
+    import http.client
+    import urllib.parse
+    url = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=HTTP_TIMEOUT)
+    try:
+        conn.putrequest(method, path)
+        for name, value in header_list:
+            conn.putheader(name, value)
+        conn.endheaders()
+        r = conn.getresponse()
+        return RawResponse(r.status, r.getheaders(), r.read())
+    finally:
+        conn.close()
+
+
+def assert_no_secret(test, secret, text, what):
+    """Fails when @p secret occurs in @p text, without printing either."""
+    if secret and secret in text:
+        test.fail("a secret (%s) appears in the output" % what)
+
+
 def assert_envelope(test, response, status=None, iw_code=None):
     """Every error answer: the Infoworks envelope, as JSON with charset."""
     if status is not None:
-        test.assertEqual(response.status_code, status, response.text)
+        # A success body may hold a token: show only error bodies.
+        shown = response.text if response.status_code >= 400 else "(a %d body, withheld)" % response.status_code
+        test.assertEqual(response.status_code, status, shown)
     test.assertEqual(response.headers.get("Content-Type"), JSON_CONTENT_TYPE)
     body = response.json()
     test.assertIsInstance(body, dict)

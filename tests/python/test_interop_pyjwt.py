@@ -256,6 +256,26 @@ class TokenInterop(unittest.TestCase):
     def test_unknown_kid_rejected(self):
         self.assert_rejected(self.pyjwt(claims(iat=self.now), headers={"kid": "no-such-key"}), "unknown_key")
 
+    def hand_signed(self, header_text, payload_text):
+        signing_input = b64url(header_text.encode()) + "." + b64url(payload_text.encode())
+        mac = hmac.new(self.key, signing_input.encode(), hashlib.sha256).digest()
+        return signing_input + "." + b64url(mac)
+
+    def test_duplicate_keys_rejected(self):
+        good = claims(iat=self.now)
+        body = json.dumps(good)
+        self.assertTrue(self.verify(self.hand_signed('{"alg":"HS256"}', body))[0])
+        duplicated = body[:-1] + ', "exp": %d}' % (self.now + 10 * LIFETIME)
+        self.assert_rejected(self.hand_signed('{"alg":"HS256"}', duplicated), "bad_payload")
+        self.assert_rejected(self.hand_signed('{"alg":"HS256","alg":"HS256"}', body), "bad_header")
+
+    def test_huge_times_rejected(self):
+        for value in (2 ** 53, 2 ** 63, 2 ** 64):
+            with self.subTest(exp=value):
+                payload = claims(iat=self.now)
+                payload["exp"] = value
+                self.assert_rejected(self.pyjwt(payload), "bad_claims")
+
     def test_tampered_payload_rejected(self):
         token = self.sign("alice@example.com", "refresh_token", self.now, self.now + LIFETIME, 0)
         header, payload, signature = token.split(".")
@@ -317,6 +337,33 @@ class ServerTokens(unittest.TestCase):
         self.assertTrue(api.is_valid(self, minted))
         forged = jwt.encode(claims(email=email, action="password", gen=0), new_key(), algorithm="HS256")
         self.assertFalse(api.is_valid(self, forged))
+        # How the server judges other tokens minted with its own key.
+        now = int(time.time())
+        expired = claims(email=email, action="password", iat=now - 2 * lifetime, lifetime=lifetime)
+        future = claims(email=email, action="password", iat=now + 3600)
+        cases = {
+            "expired": (expired, {}, False, 200),
+            "not yet valid": (future, {}, False, 200),
+            "newer generation": (claims(email=email, gen=1), {}, False, 200),
+            "unknown user": (claims(email="nobody@example.com"), {}, False, 200),
+            "unknown kid": (claims(email=email), {"kid": "other"}, False, 401),
+            "crit header": (claims(email=email), {"crit": ["gen"]}, False, 401),
+        }
+        for name, (payload, headers, valid, revoke_status) in cases.items():
+            with self.subTest(case=name):
+                token = jwt.encode(payload, key, algorithm="HS256", headers=headers or None)
+                self.assertIs(api.is_valid(self, token), valid)
+                r = api.revoke(token)
+                # Revoking an expired (or otherwise unusable) but genuine token is a 200;
+                # a token that is not genuine is a 401.
+                self.assertEqual(r.status_code, revoke_status, r.text)
+                if revoke_status == 401:
+                    h.assert_envelope(self, r, 401, "IW10004")
+                    self.assertIn('error="invalid_token"', r.headers["WWW-Authenticate"])
+                self.assertFalse(api.is_valid(self, token))
+        r = api.revoke(forged)
+        h.assert_envelope(self, r, 401, "IW10004")
+        api.close()
         self.assertEqual(server.stop(), 0)
 
 
