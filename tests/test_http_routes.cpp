@@ -24,12 +24,17 @@
 
 #include <unistd.h>
 
+#include "support/temp_dir.hpp"
 #include "support/http_fixture.hpp"
 
 using namespace iwsec_http;
 using iwsec_test::basic;
 
 namespace {
+
+using iwsec_test::TempDir;
+using iwsec_test::read_file;
+using iwsec_test::write_file;
 
 bool iequal(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
@@ -88,25 +93,7 @@ std::string with_header(const std::string& token, const std::string& header_json
   return iwsec::base64url_encode(header_json) + token.substr(token.find('.'));
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/iwsec-http-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    const std::string cmd = "rm -rf '" + path + "'";
-    (void)std::system(cmd.c_str());
-  }
-};
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 

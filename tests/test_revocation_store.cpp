@@ -17,6 +17,7 @@
 
 #include <iwsec/revocation_store.hpp>
 
+#include "support/temp_dir.hpp"
 #include "support/test_server.hpp"
 
 using iwsec::JournalRevocationStore;
@@ -25,36 +26,14 @@ using iwsec_test::ManualClock;
 
 namespace {
 
+using iwsec_test::TempDir;
+using iwsec_test::read_file;
+using iwsec_test::write_file;
+
 const std::int64_t t0 = 1700000000;
 
-/// A fresh directory under /tmp, removed with everything in it at scope exit.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/iwsec-revocation-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
-void write_file(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-}
 
 unsigned permissions(const std::string& path) {
   struct stat st;

@@ -27,24 +27,14 @@ using iwsec::StoreStatus;
 using iwsec::User;
 using iwsec::UserStore;
 
+#include "support/temp_dir.hpp"
+
 namespace {
 
-/// A fresh directory under /tmp, removed with everything in it at scope exit.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/iwsec-user-store-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
+using iwsec_test::TempDir;
+using iwsec_test::read_file;
+using iwsec_test::write_file;
+
 
 User make_user(const std::string& email, const std::string& user_id, const std::string& refresh_token = "") {
   User u;
@@ -67,12 +57,6 @@ std::vector<std::string> emails_of(const std::vector<User>& users) {
   return out;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Replaces @p path with @p content the way another program would: a new file renamed over it.
 void replace_file(const std::string& path, const std::string& content) {
