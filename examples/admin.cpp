@@ -52,6 +52,17 @@ bool takes_email(const std::string& name) {
          name == "rotate-refresh-token";
 }
 
+// An email that can log in over HTTP Basic: no colon (it ends the user name),
+// no whitespace or control bytes, one '@' with text on both sides.
+bool plausible_email(const std::string& email) {
+  if (email.size() < 3 || email.size() > 254) return false;
+  for (unsigned char ch : email)
+    if (ch <= 0x20 || ch == 0x7F || ch == ':') return false;
+  if (!iwsec::detail::is_valid_utf8(email)) return false;
+  const auto at = email.find('@');
+  return at != std::string::npos && at > 0 && at + 1 < email.size() && email.find('@', at + 1) == std::string::npos;
+}
+
 Command parse_arguments(int argc, char** argv) {
   Command c;
   std::vector<std::string> positional;
@@ -82,18 +93,11 @@ Command parse_arguments(int argc, char** argv) {
   if (positional.size() < wanted) cli::usage_error(program, c.name + " needs an EMAIL");
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
   if (wanted == 2) c.email = positional[1];
+  if (c.name == "add-user" && !plausible_email(c.email))
+    cli::usage_error(program, "'" + c.email + "' is not a usable email");
   return c;
 }
 
-// An email that can log in over HTTP Basic: no colon (it ends the user name),
-// no whitespace or control bytes, one '@' with text on both sides.
-bool plausible_email(const std::string& email) {
-  if (email.size() < 3 || email.size() > 254) return false;
-  for (unsigned char ch : email)
-    if (ch <= 0x20 || ch == 0x7F || ch == ':') return false;
-  const auto at = email.find('@');
-  return at != std::string::npos && at > 0 && at + 1 < email.size() && email.find('@', at + 1) == std::string::npos;
-}
 
 // One line of standard input, without echo when it is a terminal.
 std::string read_password() {
@@ -149,7 +153,9 @@ int run(const Command& c) {
     return 0;
   }
 
-  if (!cli::ensure_directory(c.data_dir)) cli::die(program, "cannot use data directory " + c.data_dir, 1);
+  // Only a new user may need a new data directory; reading never creates one.
+  if (c.name == "add-user" && !cli::ensure_directory(c.data_dir))
+    cli::die(program, "cannot use data directory " + c.data_dir, 1);
   iwsec::JsonFileUserStore users(c.data_dir + "/users.json");
 
   if (c.name == "list-users") {
@@ -172,7 +178,6 @@ int run(const Command& c) {
   }
 
   if (c.name == "add-user") {
-    if (!plausible_email(c.email)) cli::usage_error(program, "'" + c.email + "' is not a usable email");
     if (users.find_by_email(c.email)) store_failure(iwsec::StoreStatus::already_exists, c.email);
     const auto created = iwsec::create_user(users, c.email, read_password(), c.rounds);
     if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email);

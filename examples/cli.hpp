@@ -104,7 +104,9 @@ class Arguments {
   std::string_view current() const { return argv_[index_]; }
   std::string value() {
     const std::string option(current());
-    if (index_ + 1 >= argc_) usage_error(program_, "option " + option + " needs a value");
+    // "--data-dir --json" is a forgotten value, not a directory named "--json".
+    if (index_ + 1 >= argc_ || std::string_view(argv_[index_ + 1]).substr(0, 2) == "--")
+      usage_error(program_, "option " + option + " needs a value");
     return argv_[++index_];
   }
   std::int64_t integer_value(std::int64_t min, std::int64_t max) {

@@ -7,6 +7,7 @@
 // users too.
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <httplib.h>
@@ -46,9 +47,14 @@ int main(int argc, char** argv) {
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
 
   // What adopting iwsec adds: a user store, a signer, and one line to mount.
-  iwsec::JsonFileUserStore users(data_dir + "/users.json");
+  std::unique_ptr<iwsec::JsonFileUserStore> users;
+  try {
+    users = std::make_unique<iwsec::JsonFileUserStore>(data_dir + "/users.json");
+  } catch (const std::exception& e) {
+    cli::die(program, e.what(), 1);
+  }
   iwsec::Signer signer(iwsec::Signer::generate_secret());  // a real service loads its key from a secret store
-  auto security = iwsec::mount_security_routes(server, users, signer);
+  auto security = iwsec::mount_security_routes(server, *users, signer);
 
   // The service's own route, now reachable only with a valid access token.
   server.Get("/v3/domains", security.guard([](const httplib::Request&, httplib::Response& res,

@@ -113,22 +113,36 @@ std::string read_key(const std::string& path) {
   if (key.size() < iwsec::Signer::min_key_bytes)
     cli::die(program, "key file " + path + " holds " + std::to_string(key.size()) + " bytes; at least 32 are required",
              1);
+  if (st.st_mode & 077)
+    std::fprintf(stderr, "%s: warning: key file %s is readable by other users (chmod 600 it)\n", program, path.c_str());
   return key;
 }
 
-// The data directory's signing.key: created once (32 CSPRNG bytes, mode 0600).
+// The data directory's signing.key: made once (32 CSPRNG bytes, mode 0600).
+// It appears whole or not at all: written and fsynced under a temporary
+// name, then linked into place (link fails if another process won the race,
+// whose key is then used).
 std::string load_or_create_key(const std::string& path) {
-  iwsec::detail::unique_fd fd = iwsec::detail::open_fd(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (!fd) {
-    if (errno != EEXIST) cli::die(program, "cannot create key file " + path + ": " + std::strerror(errno), 1);
-    return read_key(path);
-  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return read_key(path);
   const std::string key = iwsec::Signer::generate_secret();
-  if (!iwsec::detail::write_all(fd.get(), key) || ::fsync(fd.get()) != 0 ||
-      !iwsec::detail::fsync_directory(iwsec::detail::parent_directory(path))) {
-    ::unlink(path.c_str());
-    cli::die(program, "cannot write key file " + path, 1);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    iwsec::detail::unique_fd fd = iwsec::detail::open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (!fd || ::fchmod(fd.get(), 0600) != 0 || !iwsec::detail::write_all(fd.get(), key) || ::fsync(fd.get()) != 0) {
+      ::unlink(tmp.c_str());
+      cli::die(program, "cannot write key file " + path, 1);
+    }
   }
+  const bool linked = ::link(tmp.c_str(), path.c_str()) == 0;
+  const int link_errno = errno;
+  ::unlink(tmp.c_str());
+  if (!linked) {
+    if (link_errno == EEXIST) return read_key(path);
+    cli::die(program, "cannot create key file " + path + ": " + std::strerror(link_errno), 1);
+  }
+  if (!iwsec::detail::fsync_directory(iwsec::detail::parent_directory(path)))
+    cli::die(program, "cannot make key file " + path + " durable", 1);
   return key;
 }
 

@@ -350,3 +350,25 @@ TEST_CASE("guard: a fault in the user store is a 500 envelope and the handler do
   CHECK(call(c, "GET", "/v3/domains", bearer(token)).status == 200);
   CHECK(calls.load() == 2);
 }
+
+TEST_CASE("guard: a Range header never cuts the refusal; the host's answer keeps httplib's ranges", "[guard][ranges]") {
+  GuardFixture f;
+  const auto a = add_account(f.users, "range-guard@example.com", "pw-range");
+  f.start_with_routes();
+  auto c = f.client();
+  const std::string token = login(c, a);
+
+  httplib::Headers refused = bearer("not.a.token");
+  refused.emplace("Range", "bytes=0-3");
+  check_bearer_challenge(call(c, "GET", "/v3/domains", refused), true);
+
+  httplib::Headers missing{{"Range", "bytes=9999-"}};
+  check_bearer_challenge(call(c, "GET", "/v3/domains", missing), false);
+
+  // The host's own answer is the host's: httplib applies the range to it as usual.
+  httplib::Headers allowed = bearer(token);
+  allowed.emplace("Range", "bytes=0-8");
+  const auto r = call(c, "GET", "/v3/domains", allowed);
+  CHECK(r.status == 206);
+  CHECK(r.body == "{\"result\"");
+}

@@ -1077,3 +1077,85 @@ TEST_CASE("a user store that throws gives a 500 envelope without the exception t
   users.fail = false;
   CHECK(is_valid(c, token));
 }
+
+TEST_CASE("a Range header never cuts a security answer", "[ranges]") {
+  Fixture f;
+  const auto a = add_account(f.users, "range@example.com", "range-pw");
+  f.start();
+  auto c = f.client();
+
+  for (const char* range : {"bytes=0-20", "bytes=9999-", "bytes=-5", "bytes=0-1,5-9"}) {
+    INFO("Range: " << range);
+    httplib::Headers ok = auth("Basic " + a.refresh_token);
+    ok.emplace("Range", range);
+    const auto r = call(c, "GET", kAccess, ok);
+    CHECK(r.status == 200);
+    CHECK_FALSE(r.has_header("Content-Range"));
+    CHECK(token_of_success(r, nullptr).size() > 100);
+
+    httplib::Headers bad = auth("Basic not-a-refresh-token");
+    bad.emplace("Range", range);
+    check_envelope(call(c, "GET", kAccess, bad), 406, "IW10031");
+
+    httplib::Headers wrong_method = auth("Basic x");
+    wrong_method.emplace("Range", range);
+    check_envelope(call(c, "POST", kAccess, wrong_method), 405, "");
+  }
+}
+
+TEST_CASE("OPTIONS on a security path answers 204 with Allow", "[methods]") {
+  Fixture f;
+  f.start();
+  auto c = f.client();
+  const struct {
+    const char* path;
+    const char* allow;
+  } cases[] = {{kAuthenticate, "GET, OPTIONS"},
+               {kAccess, "GET, DELETE, OPTIONS"},
+               {kValidate, "GET, OPTIONS"},
+               {kRefresh, "DELETE, OPTIONS"}};
+  for (const auto& k : cases) {
+    INFO(k.path);
+    const auto r = call(c, "OPTIONS", k.path);
+    CHECK(r.status == 204);
+    CHECK(r.get_header_value("Allow") == k.allow);
+    CHECK(r.body.empty());
+  }
+}
+
+TEST_CASE("options out of range are refused when mounting", "[host]") {
+  iwsec::MemoryUserStore users;
+  const iwsec::Signer signer{std::string_view(kSecret)};
+  httplib::Server server;
+  const auto refused = [&](const std::function<void(iwsec::Options&)>& change) {
+    iwsec::Options o;
+    change(o);
+    CHECK_THROWS_AS(iwsec::mount_security_routes(server, users, signer, o), std::invalid_argument);
+  };
+  refused([](iwsec::Options& o) { o.token_lifetime = std::chrono::seconds(0); });
+  refused([](iwsec::Options& o) { o.token_lifetime = std::chrono::seconds(-5); });
+  refused([](iwsec::Options& o) { o.leeway = std::chrono::seconds(-1); });
+  refused([](iwsec::Options& o) { o.leeway = std::chrono::seconds::max(); });
+  refused([](iwsec::Options& o) { o.password_rounds = 0; });
+  refused([](iwsec::Options& o) { o.password_rounds = iwsec::Pbkdf2Hash::max_rounds + 1; });
+  refused([](iwsec::Options& o) { o.max_authorization_bytes = 10; });
+  CHECK_NOTHROW(iwsec::mount_security_routes(server, users, signer, iwsec::Options()));
+}
+
+namespace {
+// Whether mount_security_routes accepts a signer of type S (SFINAE: a deleted
+// overload chosen by overload resolution is a substitution failure).
+template <typename S, typename = void>
+struct mountable : std::false_type {};
+template <typename S>
+struct mountable<S, std::void_t<decltype(iwsec::mount_security_routes(std::declval<httplib::Server&>(),
+                                                                      std::declval<iwsec::UserStore&>(),
+                                                                      std::declval<S>()))>> : std::true_type {};
+}  // namespace
+
+TEST_CASE("a temporary Signer cannot be mounted (it would dangle)", "[host]") {
+  STATIC_REQUIRE(mountable<iwsec::Signer&>::value);
+  STATIC_REQUIRE(mountable<const iwsec::Signer&>::value);
+  STATIC_REQUIRE_FALSE(mountable<iwsec::Signer&&>::value);
+  STATIC_REQUIRE_FALSE(mountable<iwsec::Signer>::value);
+}

@@ -166,9 +166,43 @@ TEST_CASE("append_json_string: output round-trips through picojson", "[json]") {
     REQUIRE(v.is<std::string>());
     CHECK(v.get<std::string>() == s);
 
+    // The strict parser also insists on valid UTF-8: every byte value at once is not.
     const auto strict = parse_json_strict(text);
-    REQUIRE(strict);
-    CHECK(strict->get<std::string>() == s);
+    if (s == every) {
+      CHECK_FALSE(strict);
+    } else {
+      REQUIRE(strict);
+      CHECK(strict->get<std::string>() == s);
+    }
+  }
+}
+
+TEST_CASE("parse_json_strict: RFC 8259 numbers only, integers only on request", "[json]") {
+  for (const char* good : {"0", "-0", "7", "-12", "1.5", "-0.25", "1e5", "1E+5", "2.5e-3", "[1,2]", "{\"a\":10}"}) {
+    INFO(good);
+    CHECK(parse_json_strict(good));
+  }
+  for (const char* bad : {"01", "-01", "00", "1.", ".5", "-", "1e", "1e+", "+1", "1.2.3", "1e5e5", "0x10", "--1",
+                          "[01]", "{\"a\":1.}"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_json_strict(bad));
+  }
+  CHECK(parse_json_strict("[1,22,333]", 4, true));
+  for (const char* fractional : {"1.5", "1e5", "[1,2.0]", "{\"exp\":1700000000.0}"}) {
+    INFO(fractional);
+    CHECK_FALSE(parse_json_strict(fractional, 4, true));
+  }
+  // Digits inside strings are not numbers.
+  CHECK(parse_json_strict("{\"a\":\"01.5e\"}", 4, true));
+}
+
+TEST_CASE("parse_json_strict: strings must be valid UTF-8", "[json]") {
+  for (const std::string good : {"\"snow \xe2\x98\x83\"", "\"\xf0\x9f\x98\x80\"", "\"\xc3\xa9\"", "\"\xf4\x8f\xbf\xbf\""}) {
+    CHECK(parse_json_strict(good));
+  }
+  for (const std::string bad : {"\"\xff\"", "\"\xc0\xaf\"", "\"\xe0\x80\xaf\"", "\"\xed\xa0\x80\"",
+                                "\"\xf4\x90\x80\x80\"", "\"\xc3\"", "\"\x80\"", "\"\xe2\x98\""}) {
+    CHECK_FALSE(parse_json_strict(bad));
   }
 }
 

@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -291,4 +294,37 @@ TEST_CASE("JournalRevocationStore: an unusable path throws at construction", "[r
   TempDir dir;
   CHECK_THROWS_AS(JournalRevocationStore(dir.file("missing/revoked.journal")), std::runtime_error);
   CHECK_THROWS_AS(JournalRevocationStore(dir.path), std::runtime_error);  // a directory
+}
+
+TEST_CASE("JournalRevocationStore: a failed append leaves no fragment to spoil the next one", "[revocation][journal]") {
+  TempDir dir;
+  const std::string path = dir.file("revocations.journal");
+  ManualClock clock(t0);
+  const std::string first = "0b8e1c9e-2f43-4c4e-9a59-3f0e4e1f2a11";
+  const std::string failed = "1b8e1c9e-2f43-4c4e-9a59-3f0e4e1f2a12";
+  const std::string after = "2b8e1c9e-2f43-4c4e-9a59-3f0e4e1f2a13";
+  {
+    JournalRevocationStore store(path, clock.clock());
+    REQUIRE(store.revoke(first, t0 + 900));
+    const auto size = static_cast<rlim_t>(read_file(path).size());
+
+    // Let the next append write only part of its line: the file may grow by 10 bytes.
+    const auto previous_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    rlimit tight = saved;
+    tight.rlim_cur = size + 10;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &tight) == 0);
+    const bool failed_ok = store.revoke(failed, t0 + 900);
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &saved) == 0);
+    std::signal(SIGXFSZ, previous_handler);
+
+    CHECK_FALSE(failed_ok);                          // not acknowledged...
+    CHECK(read_file(path).size() == size);           // ...and not left half-written
+    REQUIRE(store.revoke(after, t0 + 900));          // the next one is acknowledged...
+  }
+  JournalRevocationStore reopened(path, clock.clock());
+  CHECK(reopened.is_revoked(first));
+  CHECK(reopened.is_revoked(after));                 // ...and survives a restart
+  CHECK_FALSE(reopened.is_revoked(failed));
 }

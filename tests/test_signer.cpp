@@ -595,13 +595,19 @@ TEST_CASE("verify: payload must be a strict JSON object", "[signer][claims]") {
 TEST_CASE("verify: exp must be a non-negative integer below 2^53", "[signer][claims]") {
   const Signer signer(key_a);
   CHECK(error_of(signer, forge(Payload().erase("exp"))) == VerifyError::bad_claims);
-  for (const char* exp : {R"("1700000900")", "-1", "1700000900.5", "9223372036854775808", "9007199254740992",
-                          "1e300", "true", "false", "null", "[1700000900]", "{}"}) {
+  for (const char* exp : {R"("1700000900")", "-1", "9223372036854775808", "9007199254740992", "true", "false", "null",
+                          "[1700000900]", "{}"}) {
     INFO("exp " << exp);
     CHECK(error_of(signer, forge(Payload().set("exp", exp))) == VerifyError::bad_claims);
   }
-  // 1e309 is not a finite number: the strict JSON parser refuses the payload itself.
-  CHECK(error_of(signer, forge(Payload().set("exp", "1e309"))) == VerifyError::bad_payload);
+  // A fraction, an exponent or a non-RFC 8259 number form is never issued
+  // here: the strict JSON parser refuses the payload itself.
+  for (const char* exp : {"1700000900.5", "1700000900.0", "1.7e9", "1e300", "1e309", "01700000900", "1700000900."}) {
+    INFO("exp " << exp);
+    CHECK(error_of(signer, forge(Payload().set("exp", exp))) == VerifyError::bad_payload);
+  }
+  // Negative zero is a JSON integer, but not a non-negative one.
+  CHECK(error_of(signer, forge(Payload().set("exp", "-0"))) == VerifyError::bad_claims);
 }
 
 TEST_CASE("verify: iat, gen and nbf must be non-negative integers", "[signer][claims]") {
@@ -609,17 +615,19 @@ TEST_CASE("verify: iat, gen and nbf must be non-negative integers", "[signer][cl
   for (const char* claim : {"iat", "gen"}) {
     INFO(claim);
     CHECK(error_of(signer, forge(Payload().erase(claim))) == VerifyError::bad_claims);
-    for (const char* value : {R"("0")", "-1", "0.5", "9223372036854775808", "true", "null", "[]"}) {
+    for (const char* value : {R"("0")", "-1", "9223372036854775808", "true", "null", "[]"}) {
       INFO("value " << value);
       CHECK(error_of(signer, forge(Payload().set(claim, value))) == VerifyError::bad_claims);
     }
+    CHECK(error_of(signer, forge(Payload().set(claim, "0.5"))) == VerifyError::bad_payload);
   }
   // nbf is optional, but typed when present.
   CHECK(error_of(signer, forge(Payload().set("nbf", std::to_string(t0)))) == VerifyError::none);
-  for (const char* value : {R"("1700000000")", "-1", "1.5", "true", "null"}) {
+  for (const char* value : {R"("1700000000")", "-1", "true", "null"}) {
     INFO("nbf " << value);
     CHECK(error_of(signer, forge(Payload().set("nbf", value))) == VerifyError::bad_claims);
   }
+  CHECK(error_of(signer, forge(Payload().set("nbf", "1.5"))) == VerifyError::bad_payload);
 }
 
 TEST_CASE("verify: jti must be a canonical lower-case UUID", "[signer][claims]") {
@@ -634,6 +642,11 @@ TEST_CASE("verify: jti must be a canonical lower-case UUID", "[signer][claims]")
     CHECK(error_of(signer, forge(Payload().set("jti", json_string(jti)))) == VerifyError::bad_claims);
   }
   CHECK(error_of(signer, forge(Payload().set("jti", "12345"))) == VerifyError::bad_claims);
+  // Well-formed, but not what uuid_v4() makes: a version 1 UUID, a version 4 with the wrong variant.
+  CHECK(error_of(signer, forge(Payload().set("jti", json_string("0f8fad5b-d9cb-169f-a165-70867728950e")))) ==
+        VerifyError::bad_claims);
+  CHECK(error_of(signer, forge(Payload().set("jti", json_string("0f8fad5b-d9cb-469f-c165-70867728950e")))) ==
+        VerifyError::bad_claims);
   CHECK(error_of(signer, forge(Payload().set("jti", "null"))) == VerifyError::bad_claims);
 }
 

@@ -572,3 +572,19 @@ TEST_CASE("JsonFileUserStore::parse refuses anything but the exact format", "[js
   CHECK(refused("[]"));
   CHECK(refused(""));
 }
+
+TEST_CASE("stores refuse users whose text is not valid UTF-8", "[user_store]") {
+  TempDir dir;
+  MemoryUserStore memory;
+  JsonFileUserStore file(dir.file("users.json"));
+  for (UserStore* store : {static_cast<UserStore*>(&memory), static_cast<UserStore*>(&file)}) {
+    CHECK(store->add_user(make_user("bad\xff@example.com", "id-1")) == StoreStatus::invalid);
+    CHECK(store->add_user(make_user("ok@example.com", "id-\xc0\xaf")) == StoreStatus::invalid);
+    REQUIRE(store->add_user(make_user("caf\xc3\xa9@example.com", "id-2")) == StoreStatus::ok);
+    CHECK(store->update_user("caf\xc3\xa9@example.com", [](User& u) { u.password_hash = "\xed\xa0\x80"; }) ==
+          StoreStatus::invalid);
+  }
+  // What the file store wrote is still a file it can read.
+  JsonFileUserStore reopened(dir.file("users.json"));
+  CHECK(reopened.list_users().size() == 1);
+}

@@ -104,7 +104,7 @@ class JsonFileUserStore : public UserStore {
 
   /// @brief Parses the file's text; nothing (and a reason in @p error) when invalid.
   static std::optional<std::vector<User>> parse(std::string_view text, std::string& error) {
-    const auto doc = detail::parse_json_strict(text, 4);
+    const auto doc = detail::parse_json_strict(text, 4, true);
     if (!doc || !doc->is<picojson::object>()) {
       error = "not a JSON object (or a duplicate key)";
       return std::nullopt;

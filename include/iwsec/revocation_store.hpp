@@ -83,27 +83,34 @@ class JournalRevocationStore : public MemoryRevocationStore {
   /// when it cannot be read or written.
   explicit JournalRevocationStore(std::string path, Clock clock = system_now)
       : MemoryRevocationStore(std::move(clock)), path_(std::move(path)) {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    std::lock_guard<std::mutex> appending(append_mutex_);
     {
       detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
       std::string text;
       if (in && !detail::read_all(in.get(), text)) throw std::runtime_error("iwsec: cannot read " + path_);
+      std::unique_lock<std::shared_mutex> lock(mutex_);
       replay(text);
     }
-    if (!compact_locked()) throw std::runtime_error("iwsec: cannot write " + path_);
+    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_);
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
     if (jti.empty() || jti.size() > 256 || jti.find_first_of(" \t\r\n") != std::string_view::npos) return false;
-    std::unique_lock<std::shared_mutex> lock(mutex_);
     std::string line(jti);
     line += ' ';
     line += std::to_string(expires_at);
     line += '\n';
-    if (!journal_ || !detail::write_all(journal_.get(), line) || ::fdatasync(journal_.get()) != 0) return false;
-    ++journal_lines_;
-    insert_locked(std::string(jti), expires_at);
-    if (journal_lines_ > 4096 && journal_lines_ > 2 * entries_.size()) compact_locked();
+    // Writers queue here; readers (is_revoked) never wait for the disk.
+    std::lock_guard<std::mutex> appending(append_mutex_);
+    if (!journal_ && !compact_appending_locked()) return false;
+    if (!append_durably(line)) return false;
+    bool compact;
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      insert_locked(std::string(jti), expires_at);
+      compact = journal_lines_ > 4096 && journal_lines_ > 2 * entries_.size();
+    }
+    if (compact) compact_appending_locked();  // on failure the current journal stays in use
     return true;
   }
 
@@ -136,34 +143,57 @@ class JournalRevocationStore : public MemoryRevocationStore {
     }
   }
 
-  // Rewrites the journal with only live entries, atomically, then reopens it for appending.
-  bool compact_locked() {
-    const std::int64_t now = clock_();
+  // Appends one record and fsyncs it. On failure the journal is cut back to
+  // its last acknowledged length, so a partial record can never merge with
+  // (and spoil) the next one; if even that fails, appending stops until a
+  // compaction rewrites the journal.
+  bool append_durably(const std::string& line) {
+    if (detail::write_all(journal_.get(), line) && ::fdatasync(journal_.get()) == 0) {
+      journal_bytes_ += static_cast<off_t>(line.size());
+      ++journal_lines_;
+      return true;
+    }
+    if (::ftruncate(journal_.get(), journal_bytes_) != 0 || ::fdatasync(journal_.get()) != 0) journal_.reset();
+    return false;
+  }
+
+  // Rewrites the journal with only live entries (write, fsync, rename) and
+  // appends to the new file from then on. Caller holds append_mutex_.
+  bool compact_appending_locked() {
     std::string text;
     std::size_t lines = 0;
-    for (auto it = entries_.begin(); it != entries_.end();) {
-      if (it->second <= now) {
-        it = entries_.erase(it);
-        continue;
+    {
+      std::shared_lock<std::shared_mutex> lock(mutex_);
+      const std::int64_t now = clock_();
+      for (const auto& entry : entries_) {
+        if (entry.second <= now) continue;
+        text += entry.first;
+        text += ' ';
+        text += std::to_string(entry.second);
+        text += '\n';
+        ++lines;
       }
-      text += it->first;
-      text += ' ';
-      text += std::to_string(it->second);
-      text += '\n';
-      ++lines;
-      ++it;
     }
-    const bool replaced = detail::write_file_atomically(path_, text, 0600);
-    // Whether or not the rename happened, the path names the live journal:
-    // reopen it so appends never go to a file that was replaced.
-    journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND | O_CREAT, 0600);
-    if (!journal_ || !replaced) return false;
+    if (!detail::write_file_atomically(path_, text, 0600)) {
+      // The rename may or may not have happened: keep appending only if the
+      // path still names the file we hold.
+      struct stat held, named;
+      if (journal_ && (::fstat(journal_.get(), &held) != 0 || ::stat(path_.c_str(), &named) != 0 ||
+                       held.st_ino != named.st_ino || held.st_dev != named.st_dev))
+        journal_.reset();
+      return false;
+    }
+    journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND, 0600);
+    if (!journal_) return false;
+    journal_bytes_ = static_cast<off_t>(text.size());
     journal_lines_ = lines;
     return true;
   }
 
   std::string path_;
+  std::mutex append_mutex_;  // guards journal_, journal_bytes_, journal_lines_
   detail::unique_fd journal_;
+  off_t journal_bytes_ = 0;
   std::size_t journal_lines_ = 0;
 };
 

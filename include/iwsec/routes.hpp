@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,14 +26,6 @@
 
 namespace iwsec {
 
-/// @brief The outcome of checking a bearer access token.
-enum class AccessCheck {
-  valid,
-  no_credentials,  ///< no bearer token was presented
-  bad_request,     ///< duplicate or over-long Authorization header
-  invalid_token,   ///< malformed, badly signed, expired, revoked, stale or for an unknown/disabled user
-};
-
 namespace detail {
 
 // The error answers of the security routes, one per row of SPEC "Errors".
@@ -44,9 +37,23 @@ class security_core {
  public:
   security_core(UserStore& users, const Signer& signer, Options options)
       : users_(users), signer_(signer), options_(std::move(options)) {
+    validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
     revocations_ = options_.revocations ? options_.revocations
                                         : std::make_shared<MemoryRevocationStore>(options_.clock);
+  }
+
+  /// @brief Refuses options that would silently break the contract.
+  static void validate_options(const Options& o) {
+    constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+    if (o.token_lifetime.count() <= 0 || o.token_lifetime.count() > max_seconds)
+      throw std::invalid_argument("iwsec: Options::token_lifetime must be 1 s to 366 days");
+    if (o.leeway.count() < 0 || o.leeway.count() > max_seconds)
+      throw std::invalid_argument("iwsec: Options::leeway must be 0 s to 366 days");
+    if (o.password_rounds < 1 || o.password_rounds > Pbkdf2Hash::max_rounds)
+      throw std::invalid_argument("iwsec: Options::password_rounds out of range");
+    if (o.max_authorization_bytes < 64)
+      throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
   }
 
   RevocationStore& revocations() const { return *revocations_; }
@@ -235,6 +242,12 @@ class security_core {
     send_json(res, 200, body);
   }
 
+  /// @brief cpp-httplib slices the body of a routed answer by the request's
+  /// `Range` header (a 206 with half a token, or a 416 with no envelope).
+  /// Our answers are whole JSON documents, so the ranges are dropped. The
+  /// Request is a mutable object inside httplib, handed to handlers as const.
+  static void ignore_ranges(const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); }
+
   /// @brief Runs @p body, turning any escaping exception into the 500
   /// envelope: the host's exception handler is never involved, and no
   /// exception text reaches the client.
@@ -284,7 +297,11 @@ class SecurityRoutes {
       });
       // Only with a verified token: a fault in the check above (already
       // answered 500) must not run the host's handler on an empty token.
-      if (token) handler(req, res, *token);  // the host's own exceptions stay the host's
+      if (token) {
+        handler(req, res, *token);  // the host's own exceptions (and Range handling) stay the host's
+      } else {
+        detail::security_core::ignore_ranges(req);  // our refusal goes out whole
+      }
     };
   }
 
@@ -305,21 +322,28 @@ class SecurityRoutes {
   std::shared_ptr<detail::security_core> core_;
 };
 
+/// @brief Deleted: the routes keep a reference to the signer, so a temporary
+/// one would dangle. Keep the Signer alive as long as the server.
+SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, Signer&&, const Options& = Options()) = delete;
+
 /// @brief Adds the Infoworks v3 security endpoints under `/v3/security` to
 /// @p server. It only adds routes: the host's error, exception, pre-routing
 /// handlers and logger stay untouched. @p users and @p signer must outlive
-/// the server's use of the routes.
+/// the server's use of the routes. Throws std::invalid_argument for options
+/// out of range (a non-positive lifetime, a negative leeway, ...).
 inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& users, const Signer& signer,
                                             const Options& options = Options()) {
   auto core = std::make_shared<detail::security_core>(users, signer, options);
   using member = void (detail::security_core::*)(const httplib::Request&, httplib::Response&) const;
   const auto route = [core](member endpoint, const char* scheme) {
     return [core, endpoint, scheme](const httplib::Request& req, httplib::Response& res) {
+      detail::security_core::ignore_ranges(req);
       core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
     };
   };
   const auto wrong_method = [core](const char* allow) {
-    return [core, allow](const httplib::Request&, httplib::Response& res) {
+    return [core, allow](const httplib::Request& req, httplib::Response& res) {
+      detail::security_core::ignore_ranges(req);
       res.set_header("Allow", allow);
       detail::send_json(res, 405,
                         detail::error_envelope("Security Client Errors", "Method Not Allowed", "IW10006",
@@ -342,6 +366,10 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                {"/v3/security/token/validate", "GET"},
                {"/v3/security/token/refresh", "DELETE"}};
   for (const auto& p : paths) {
+    server.Options(p.path, [allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request&, httplib::Response& res) {
+      res.status = 204;
+      res.set_header("Allow", allow);
+    });
     server.Post(p.path, wrong_method(p.allow));
     server.Put(p.path, wrong_method(p.allow));
     server.Patch(p.path, wrong_method(p.allow));

@@ -37,7 +37,7 @@ enum class VerifyError {
   unsupported_algorithm,  ///< alg is anything but exactly "HS256"
   unknown_key,            ///< kid names no key this signer holds
   bad_signature,          ///< MAC mismatch (compared in constant time)
-  bad_payload,            ///< payload not a strict JSON object
+  bad_payload,            ///< payload not a strict JSON object (integers only, valid UTF-8, no duplicate keys)
   bad_claims,             ///< a required claim missing or of the wrong type
   expired,                ///< now >= exp + leeway
   not_yet_valid,          ///< nbf or iat later than now + leeway
@@ -225,7 +225,7 @@ class Signer {
     // Header first: the algorithm is pinned before any MAC work.
     const auto header_json = base64url_decode(header_b64);
     if (!header_json) return VerifyResult(VerifyError::malformed);
-    const auto header = detail::parse_json_strict(*header_json, 2);
+    const auto header = detail::parse_json_strict(*header_json, 2, true);
     if (!header || !header->is<picojson::object>()) return VerifyResult(VerifyError::bad_header);
     const auto& h = header->get<picojson::object>();
     const picojson::value* alg = nullptr;
@@ -266,7 +266,7 @@ class Signer {
 
     const auto payload_json = base64url_decode(payload_b64);
     if (!payload_json) return VerifyResult(VerifyError::malformed);
-    const auto payload = detail::parse_json_strict(*payload_json, 8);
+    const auto payload = detail::parse_json_strict(*payload_json, 8, true);
     if (!payload || !payload->is<picojson::object>()) return VerifyResult(VerifyError::bad_payload);
     const auto& p = payload->get<picojson::object>();
 
@@ -321,7 +321,7 @@ class Signer {
 
   // `sub` is itself JSON: {"email": "...", "scope": {"action": "..."}}.
   static bool parse_subject(const std::string& text, VerifiedToken& out) {
-    const auto sub = detail::parse_json_strict(text, 4);
+    const auto sub = detail::parse_json_strict(text, 4, true);
     if (!sub || !sub->is<picojson::object>()) return false;
     const auto& o = sub->get<picojson::object>();
     const auto* email = detail::json_member(o, "email");

@@ -16,6 +16,7 @@
 
 #include "detail/base64.hpp"
 #include "detail/crypto.hpp"
+#include "detail/json.hpp"
 #include "password.hpp"
 
 namespace iwsec {
@@ -64,7 +65,8 @@ class UserStore {
   virtual std::optional<User> find_by_refresh_token_hash(std::string_view token_sha256) = 0;
 
   /// @brief Adds @p user; already_exists when the email (case-insensitively),
-  /// the user id or the refresh-token hash is taken.
+  /// the user id or the refresh-token hash is taken; invalid when the email or
+  /// id is empty or a text field is not valid UTF-8.
   virtual StoreStatus add_user(const User& user) = 0;
 
   /// @brief Applies @p change to the user with this email, atomically with
@@ -155,8 +157,14 @@ class user_index {
     return it == by_token_.end() ? nullptr : by_email(it->second);
   }
 
+  /// @brief Fields every stored user must have: text a JSON file can hold.
+  static bool storable(const User& u) {
+    return !u.email.empty() && !u.user_id.empty() && is_valid_utf8(u.email) && is_valid_utf8(u.user_id) &&
+           is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0;
+  }
+
   StoreStatus add(const User& user) {
-    if (user.email.empty() || user.user_id.empty()) return StoreStatus::invalid;
+    if (!storable(user)) return StoreStatus::invalid;
     const std::string key = ascii_lower(user.email);
     if (by_email_.count(key)) return StoreStatus::already_exists;
     for (const auto& entry : by_email_)
@@ -176,7 +184,8 @@ class user_index {
     if (it == by_email_.end()) return StoreStatus::not_found;
     User updated = it->second;
     change(updated);
-    if (ascii_lower(updated.email) != it->first || updated.user_id != it->second.user_id) return StoreStatus::invalid;
+    if (ascii_lower(updated.email) != it->first || updated.user_id != it->second.user_id || !storable(updated))
+      return StoreStatus::invalid;
     if (updated.refresh_token_sha256 != it->second.refresh_token_sha256) {
       if (!updated.refresh_token_sha256.empty() && by_token_.count(updated.refresh_token_sha256))
         return StoreStatus::already_exists;

@@ -85,6 +85,7 @@ class BadArguments(unittest.TestCase):
             "pbkdf2 rounds zero": ["--port", "0", "--pbkdf2-rounds", "0"],
             "tls cert without key": ["--port", "0", "--tls-cert", "cert.pem"],
             "tls key without cert": ["--port", "0", "--tls-key", "key.pem"],
+            "option where a value belongs": ["--port", "0", "--secret-file", "--no-access-log"],
         }
         for name, args in cases.items():
             with self.subTest(case=name):
@@ -107,6 +108,9 @@ class BadArguments(unittest.TestCase):
             "missing --data-dir value": ["list-users", "--data-dir"],
             "rounds not a number": ["hash-password", "--pbkdf2-rounds", "many"],
             "rounds zero": ["hash-password", "--pbkdf2-rounds", "0"],
+            "option where a value belongs": ["list-users", "--pbkdf2-rounds", "--json"],
+            "email that cannot log in (colon)": ["add-user", "a:b@example.com"],
+            "email that is not UTF-8": ["add-user", "caf\udcc3@example.com"],
         }
         for name, args in cases.items():
             with self.subTest(case=name):

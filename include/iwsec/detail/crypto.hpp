@@ -147,7 +147,8 @@ inline std::string uuid_v4() {
          hex.substr(20, 12);
 }
 
-/// @brief True for the canonical lower-case 8-4-4-4-12 hex form.
+/// @brief True for a version 4 (random) UUID in canonical lower-case
+/// 8-4-4-4-12 hex form: what uuid_v4() makes.
 inline bool is_canonical_uuid(std::string_view s) noexcept {
   if (s.size() != 36) return false;
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -158,7 +159,7 @@ inline bool is_canonical_uuid(std::string_view s) noexcept {
       return false;
     }
   }
-  return true;
+  return s[14] == '4' && (s[19] == '8' || s[19] == '9' || s[19] == 'a' || s[19] == 'b');
 }
 
 /// @brief ASCII lower-casing (bytes >= 0x80 untouched), how emails are keyed.

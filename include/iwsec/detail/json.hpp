@@ -98,10 +98,101 @@ class strict_json_context {
   bool* rejected_;
 };
 
+/// @brief Length of the valid UTF-8 sequence starting at @p i (a byte >= 0x80),
+/// or 0: no overlong forms, no surrogates, nothing above U+10FFFF.
+inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+  const auto byte = [&](std::size_t k) { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u; };
+  const unsigned c = byte(i);
+  const auto cont = [&](std::size_t k) { return (byte(k) & 0xC0u) == 0x80u; };
+  if (c >= 0xC2 && c <= 0xDF) return cont(i + 1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    const unsigned c1 = byte(i + 1);
+    if (c == 0xE0 && c1 < 0xA0) return 0;   // overlong
+    if (c == 0xED && c1 >= 0xA0) return 0;  // UTF-16 surrogate
+    return cont(i + 1) && cont(i + 2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    const unsigned c1 = byte(i + 1);
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 >= 0x90) return 0;  // above U+10FFFF
+    return cont(i + 1) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  }
+  return 0;
+}
+
+/// @brief Whether @p s is entirely valid UTF-8.
+inline bool is_valid_utf8(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+    } else {
+      const std::size_t n = utf8_sequence_length(s, i);
+      if (n == 0) return false;
+      i += n;
+    }
+  }
+  return true;
+}
+
+/// @brief What picojson lets through and RFC 8259 does not: numbers such as
+/// `01`, `1.`, `.5`, `-` or `1e`, and invalid UTF-8 inside strings. With
+/// @p integers_only, a number may not have a fraction or an exponent either.
+inline bool json_text_is_strict(std::string_view text, bool integers_only) noexcept {
+  const auto digit = [&](std::size_t k) { return k < text.size() && text[k] >= '0' && text[k] <= '9'; };
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const char c = text[i];
+    if (c == '"') {
+      for (++i; i < text.size() && text[i] != '"';) {
+        const auto b = static_cast<unsigned char>(text[i]);
+        if (b == '\\') {
+          i += 2;  // picojson checks the escape itself
+        } else if (b < 0x80) {
+          ++i;
+        } else {
+          const std::size_t n = utf8_sequence_length(text, i);
+          if (n == 0) return false;
+          i += n;
+        }
+      }
+      ++i;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      std::size_t j = i + (c == '-' ? 1 : 0);
+      if (!digit(j)) return false;
+      if (text[j] == '0') {
+        ++j;
+      } else {
+        while (digit(j)) ++j;
+      }
+      if (j < text.size() && text[j] == '.') {
+        if (integers_only || !digit(++j)) return false;
+        while (digit(j)) ++j;
+      }
+      if (j < text.size() && (text[j] == 'e' || text[j] == 'E')) {
+        if (integers_only) return false;
+        ++j;
+        if (j < text.size() && (text[j] == '+' || text[j] == '-')) ++j;
+        if (!digit(j)) return false;
+        while (digit(j)) ++j;
+      }
+      // Whatever picojson would still swallow as part of this number ("01", "1.2.3", "1e5e5").
+      if (j < text.size() && (digit(j) || text[j] == '.' || text[j] == 'e' || text[j] == 'E' || text[j] == '+' ||
+                              text[j] == '-'))
+        return false;
+      i = j;
+    } else {
+      ++i;
+    }
+  }
+  return true;
+}
+
 /// @brief Parses one complete JSON text strictly; trailing bytes other than
 /// whitespace, duplicate keys, non-finite numbers or nesting deeper than
-/// @p max_depth make it fail.
-inline std::optional<picojson::value> parse_json_strict(std::string_view text, std::size_t max_depth = 16) {
+/// @p max_depth make it fail, as do the forms json_text_is_strict refuses.
+inline std::optional<picojson::value> parse_json_strict(std::string_view text, std::size_t max_depth = 16,
+                                                        bool integers_only = false) {
+  if (!json_text_is_strict(text, integers_only)) return std::nullopt;
   picojson::value out;
   bool rejected = false;
   strict_json_context ctx(&out, max_depth, &rejected);
@@ -148,7 +239,7 @@ inline std::optional<std::int64_t> json_non_negative_integer(const picojson::val
   if (!v.is<double>()) return std::nullopt;
   const double d = v.get<double>();
   // ">=": every text above 2^53 - 1 rounds to at least 2^53, so none slips in.
-  if (!(d >= 0.0) || d >= 9007199254740992.0 || std::floor(d) != d) return std::nullopt;
+  if (!(d >= 0.0) || std::signbit(d) || d >= 9007199254740992.0 || std::floor(d) != d) return std::nullopt;
   return static_cast<std::int64_t>(d);
 }
 
