@@ -215,15 +215,22 @@ inline void check_no_leak(const httplib::Response& r, const std::string& secret)
 
 // ---- the endpoints ---------------------------------------------------------
 
-/// The token of a 200 "Authentication Success" answer, its whole body checked;
-/// @p user_id is expected in `result` when given.
-inline std::string token_of_success(const httplib::Response& r, const std::string* user_id) {
+/// The top-level object of a 200 answer with @p members members, after the
+/// headers every answer carries were checked.
+inline picojson::object ok_body(const httplib::Response& r, std::size_t members) {
   INFO("body " << r.body);
   REQUIRE(r.status == 200);
   check_common_headers(r);
   const auto v = parse_json(r.body);
-  const auto& o = as_object(v);
-  CHECK(o.size() == 2);
+  const auto o = as_object(v);
+  CHECK(o.size() == members);
+  return o;
+}
+
+/// The token of a 200 "Authentication Success" answer, its whole body checked;
+/// @p user_id is expected in `result` when given.
+inline std::string token_of_success(const httplib::Response& r, const std::string* user_id) {
+  const auto o = ok_body(r, 2);
   CHECK(string_member(o, "message") == "Authentication Success");
   const auto& result = as_object(member(o, "result"));
   CHECK(result.size() == (user_id ? 3u : 2u));
@@ -250,12 +257,7 @@ inline std::string exchange_refresh(httplib::Client& c, const std::string& refre
 /// GET token/validate with a bearer token: the `is_valid` answer (the 200 body checked whole).
 inline bool is_valid(httplib::Client& c, const std::string& token) {
   const auto r = call(c, "GET", kValidate, bearer(token));
-  INFO("body " << r.body);
-  REQUIRE(r.status == 200);
-  check_common_headers(r);
-  const auto v = parse_json(r.body);
-  const auto& o = as_object(v);
-  CHECK(o.size() == 2);
+  const auto o = ok_body(r, 2);
   CHECK(string_member(o, "message").empty());
   const auto& result = as_object(member(o, "result"));
   CHECK(result.size() == 1);
@@ -267,12 +269,7 @@ inline bool is_valid(httplib::Client& c, const std::string& token) {
 /// A successful DELETE token/access (the 200 body checked whole).
 inline void revoke_access(httplib::Client& c, const std::string& token) {
   const auto r = call(c, "DELETE", kAccess, bearer(token));
-  INFO("body " << r.body);
-  REQUIRE(r.status == 200);
-  check_common_headers(r);
-  const auto v = parse_json(r.body);
-  const auto& o = as_object(v);
-  CHECK(o.size() == 2);
+  const auto o = ok_body(r, 2);
   CHECK(member(o, "message").is<std::string>());
   CHECK(string_member(o, "result") == "Token successfully blacklisted");
 }
@@ -280,12 +277,7 @@ inline void revoke_access(httplib::Client& c, const std::string& token) {
 /// A successful DELETE token/refresh: checks the whole 200 body, returns the new refresh token.
 inline std::string rotate_refresh(httplib::Client& c, const Account& a) {
   const auto r = call(c, "DELETE", kRefresh, auth(iwsec_test::basic(a.email, a.password)));
-  INFO("body " << r.body);
-  REQUIRE(r.status == 200);
-  check_common_headers(r);
-  const auto v = parse_json(r.body);
-  const auto& o = as_object(v);
-  CHECK(o.size() == 3);
+  const auto o = ok_body(r, 3);
   CHECK(member(o, "message").is<std::string>());
   CHECK(string_member(o, "result") == "Successfully Blacklisted Refresh Token.");
   const std::string token = string_member(o, "refresh_token");
