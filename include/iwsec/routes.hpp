@@ -166,9 +166,10 @@ class security_core {
     const std::string_view password = std::string_view(*decoded).substr(colon + 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     bool ok;
-    if (user) {
+    if (user && Pbkdf2Hash::parse(user->password_hash)) {
       ok = verify_password(password, user->password_hash) && !user->disabled;
     } else {
+      // Unknown email (or a stored hash that cannot match): the same work as a wrong password.
       ok = verify_password_decoy(password, options_.password_rounds);
     }
     if (!ok) {
