@@ -142,21 +142,32 @@ class security_core {
     return signer_.sign(claims);
   }
 
+  // ---- credentials ----------------------------------------------------------
+
+  /// @brief The credentials of the @p wanted scheme, or nothing after
+  /// answering: 400 for a duplicate or over-long header, 401 otherwise.
+  std::optional<std::string> credentials(const httplib::Request& req, httplib::Response& res,
+                                         authorization::kind wanted, const char* scheme) const {
+    auto auth = read_authorization(req, options_.max_authorization_bytes);
+    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long) {
+      fail(res, failure::bad_request, scheme);
+      return std::nullopt;
+    }
+    if (auth.type != wanted) {
+      fail(res, failure::no_credentials, scheme);
+      return std::nullopt;
+    }
+    return std::move(auth.credentials);
+  }
+
   // ---- Basic username:password ---------------------------------------------
 
   /// @brief Checks Basic credentials; the user on success. Always spends one
   /// password hash, whether or not the email exists.
   std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
-    const auto auth = read_authorization(req, options_.max_authorization_bytes);
-    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long) {
-      fail(res, failure::bad_request, "Basic");
-      return std::nullopt;
-    }
-    if (auth.type != authorization::kind::basic) {
-      fail(res, failure::no_credentials, "Basic");
-      return std::nullopt;
-    }
-    const auto decoded = base64_decode(auth.credentials);
+    const auto basic = credentials(req, res, authorization::kind::basic, "Basic");
+    if (!basic) return std::nullopt;
+    const auto decoded = base64_decode(*basic);
     const auto colon = decoded ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) {
       fail(res, failure::bad_request, "Basic");
@@ -195,36 +206,31 @@ class security_core {
   }
 
   void access_token(const httplib::Request& req, httplib::Response& res) const {
-    const auto auth = read_authorization(req, options_.max_authorization_bytes);
-    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long)
-      return fail(res, failure::bad_request, "Basic");
-    if (auth.type != authorization::kind::basic) return fail(res, failure::no_credentials, "Basic");
-    const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(auth.credentials));
+    const auto refresh_token = credentials(req, res, authorization::kind::basic, "Basic");
+    if (!refresh_token) return;
+    const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
     if (!user || user->disabled) return fail(res, failure::rejected, "Basic");
     send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
   }
 
   void revoke_access_token(const httplib::Request& req, httplib::Response& res) const {
-    const auto auth = read_authorization(req, options_.max_authorization_bytes);
-    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long)
-      return fail(res, failure::bad_request, "Bearer");
-    if (auth.type != authorization::kind::bearer) return fail(res, failure::no_credentials, "Bearer");
-    const auto result = signer_.verify_ignoring_lifetime(auth.credentials);
+    const auto token = credentials(req, res, authorization::kind::bearer, "Bearer");
+    if (!token) return;
+    const auto result = signer_.verify_ignoring_lifetime(*token);
     if (!result) return fail(res, failure::invalid_token, "Bearer");
     const VerifiedToken& t = result.token();
-    // An expired token needs no entry: it can never be valid again.
-    if (t.expires_at() + static_cast<std::int64_t>(options_.leeway.count()) > now() &&
-        !revocations_->revoke(t.jti(), t.expires_at() + static_cast<std::int64_t>(options_.leeway.count())))
+    // Kept until the token would fail verification on its own; an expired
+    // token needs no entry, it can never be valid again.
+    const std::int64_t usable_until = t.expires_at() + static_cast<std::int64_t>(options_.leeway.count());
+    if (usable_until > now() && !revocations_->revoke(t.jti(), usable_until))
       return fail(res, failure::internal, "Bearer");
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
   }
 
   void validate(const httplib::Request& req, httplib::Response& res) const {
-    const auto auth = read_authorization(req, options_.max_authorization_bytes);
-    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long)
-      return fail(res, failure::bad_request, "Bearer");
-    if (auth.type != authorization::kind::bearer) return fail(res, failure::no_credentials, "Bearer");
-    const bool valid = check_access_token(auth.credentials).has_value();
+    const auto token = credentials(req, res, authorization::kind::bearer, "Bearer");
+    if (!token) return;
+    const bool valid = check_access_token(*token).has_value();
     send_json(res, 200, valid ? "{\"message\":\"\",\"result\":{\"is_valid\":true}}"
                               : "{\"message\":\"\",\"result\":{\"is_valid\":false}}");
   }
@@ -287,14 +293,9 @@ class SecurityRoutes {
     return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
       std::optional<VerifiedToken> token;
       core->shielded(res, "Bearer", [&] {
-        const auto auth = detail::read_authorization(req, core->options().max_authorization_bytes);
-        if (auth.type == detail::authorization::kind::duplicate || auth.type == detail::authorization::kind::too_long) {
-          core->fail(res, detail::failure::bad_request, "Bearer");
-        } else if (auth.type != detail::authorization::kind::bearer) {
-          core->fail(res, detail::failure::no_credentials, "Bearer");
-        } else if (!(token = core->check_access_token(auth.credentials))) {
+        const auto bearer = core->credentials(req, res, detail::authorization::kind::bearer, "Bearer");
+        if (bearer && !(token = core->check_access_token(*bearer)))
           core->fail(res, detail::failure::invalid_token, "Bearer");
-        }
       });
       // Only with a verified token: a fault in the check above (already
       // answered 500) must not run the host's handler on an empty token.
