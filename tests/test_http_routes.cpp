@@ -36,27 +36,6 @@ using iwsec_test::TempDir;
 using iwsec_test::read_file;
 using iwsec_test::write_file;
 
-bool iequal(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-      return false;
-  return true;
-}
-
-bool is_lower_uuid_v4(const std::string& s) {
-  if (s.size() != 36) return false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (c != '-') return false;
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return s[14] == '4' && (s[19] == '8' || s[19] == '9' || s[19] == 'a' || s[19] == 'b');
-}
-
 bool is_integer(const picojson::value& v) {
   return v.is<double>() && v.get<double>() == static_cast<double>(static_cast<std::int64_t>(v.get<double>()));
 }
@@ -72,7 +51,7 @@ std::int64_t integer(const picojson::object& o, const std::string& key) {
 std::multimap<std::string, std::string> stable_headers(const httplib::Response& r) {
   std::multimap<std::string, std::string> out;
   for (const auto& h : r.headers)
-    if (!iequal(h.first, "Date")) out.emplace(h.first, h.second);
+    if (!iwsec::detail::iequals(h.first, "Date")) out.emplace(h.first, h.second);
   return out;
 }
 
@@ -131,7 +110,7 @@ TEST_CASE("authenticate answers the SPEC's 200 body with a well-formed password 
   const auto payload = jwt_payload(token);
   CHECK(integer(payload, "iat") == f.clock.now());
   CHECK(integer(payload, "exp") == f.clock.now() + 900);
-  CHECK(is_lower_uuid_v4(string_member(payload, "jti")));
+  CHECK(iwsec::detail::is_canonical_uuid(string_member(payload, "jti")));
   CHECK(integer(payload, "gen") == 0);
   const auto sub = jwt_subject(token);
   CHECK(sub.first == alice.email);
@@ -154,7 +133,7 @@ TEST_CASE("authenticate matches the email case-insensitively", "[authenticate]")
     variant.email = email;
     const std::string token = login(c, variant);
     const auto sub = jwt_subject(token);
-    CHECK(iequal(sub.first, a.email));
+    CHECK(iwsec::detail::iequals(sub.first, a.email));
     CHECK(is_valid(c, token));
   }
   Account other = a;
