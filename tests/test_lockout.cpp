@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,6 +55,25 @@ std::uint64_t kdf_calls_of(const std::function<void()>& action) {
   return iwsec::detail::kdf_call_count() - before;
 }
 
+// One failed credential check: 0 when it was admitted (and counted as a
+// failure), else the seconds the tracker asked to wait.
+std::int64_t fail_once(iwsec::LockoutTracker& t, std::optional<std::string_view> account, std::string_view client,
+                       std::int64_t now) {
+  auto attempt = t.begin(account, client, now);
+  if (!attempt) return attempt.wait();
+  attempt.failed(now);
+  return 0;
+}
+
+// One successful credential check, as fail_once.
+std::int64_t succeed_once(iwsec::LockoutTracker& t, std::optional<std::string_view> account, std::string_view client,
+                          std::int64_t now) {
+  auto attempt = t.begin(account, client, now);
+  if (!attempt) return attempt.wait();
+  attempt.succeeded(now);
+  return 0;
+}
+
 // A policy whose per-client throttle never interferes with an account test.
 iwsec::LockoutPolicy accounts_only() {
   iwsec::LockoutPolicy p;
@@ -81,13 +101,13 @@ TEST_CASE("tracker: the policy's defaults are Keycloak's", "[lockout][tracker]")
 
 TEST_CASE("tracker: 29 failures leave an account open, the 30th locks it for 60 s", "[lockout][tracker]") {
   iwsec::LockoutTracker t;
-  for (int i = 1; i <= 29; ++i) REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);
+  for (int i = 1; i <= 29; ++i) REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);
   CHECK(t.account_wait("victim@example.com", kT0) == 0);
-  REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);  // the 30th is let through, and counted
+  REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);  // the 30th is let through, and counted
   CHECK(t.account_wait("victim@example.com", kT0) == 60);
-  CHECK(t.try_attempt("victim@example.com", "", kT0) == 60);
-  CHECK(t.try_attempt("victim@example.com", "", kT0 + 59) == 1);
-  CHECK(t.try_attempt("victim@example.com", "", kT0 + 60) == 0);  // open again: the 31st failure
+  CHECK(fail_once(t, "victim@example.com", "", kT0) == 60);
+  CHECK(fail_once(t, "victim@example.com", "", kT0 + 59) == 1);
+  CHECK(fail_once(t, "victim@example.com", "", kT0 + 60) == 0);  // open again: the 31st failure
   CHECK(t.account_wait("victim@example.com", kT0 + 60) == 60);    // ... locks for 60 s × ⌊31/30⌋
   CHECK(t.account_wait("other@example.com", kT0) == 0);
 }
@@ -98,7 +118,7 @@ TEST_CASE("tracker: the lock grows by 60 s per 30 failures and stops at 900 s", 
   std::map<int, std::int64_t> seen;  // failures -> lock length
   for (int n = 1; n <= 600; ++n) {
     if (const auto wait = t.account_wait("victim@example.com", now)) now += wait;
-    REQUIRE(t.try_attempt("victim@example.com", "", now) == 0);
+    REQUIRE(fail_once(t, "victim@example.com", "", now) == 0);
     const std::int64_t expected = n < 30 ? 0 : std::min<std::int64_t>(900, 60 * (n / 30));
     INFO("after " << n << " failures");
     REQUIRE(t.account_wait("victim@example.com", now) == expected);
@@ -116,60 +136,73 @@ TEST_CASE("tracker: the lock grows by 60 s per 30 failures and stops at 900 s", 
 
 TEST_CASE("tracker: attempts refused while locked are not counted", "[lockout][tracker]") {
   iwsec::LockoutTracker t;
-  for (int i = 0; i < 30; ++i) REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);
-  for (int i = 0; i < 1000; ++i) REQUIRE(t.try_attempt("victim@example.com", "", kT0 + 30) == 30);
+  for (int i = 0; i < 30; ++i) REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);
+  for (int i = 0; i < 1000; ++i) REQUIRE(fail_once(t, "victim@example.com", "", kT0 + 30) == 30);
   // Had they counted, 1030 failures would lock for 900 s; the 31st locks for 60.
-  REQUIRE(t.try_attempt("victim@example.com", "", kT0 + 60) == 0);
+  REQUIRE(fail_once(t, "victim@example.com", "", kT0 + 60) == 0);
   CHECK(t.account_wait("victim@example.com", kT0 + 60) == 60);
 }
 
 TEST_CASE("tracker: 12 quiet hours reset the count, 12 h minus a second do not", "[lockout][tracker]") {
   iwsec::LockoutTracker t;
   SECTION("12 h - 1 s after the 29th failure the 30th still locks") {
-    for (int i = 0; i < 29; ++i) REQUIRE(t.try_attempt("Victim@example.com", "", kT0) == 0);
-    REQUIRE(t.try_attempt("victim@example.com", "", kT0 + 12 * kHour - 1) == 0);
+    for (int i = 0; i < 29; ++i) REQUIRE(fail_once(t, "Victim@example.com", "", kT0) == 0);
+    REQUIRE(fail_once(t, "victim@example.com", "", kT0 + 12 * kHour - 1) == 0);
     CHECK(t.account_wait("victim@example.com", kT0 + 12 * kHour - 1) == 60);
   }
   SECTION("12 h after the 29th failure the count starts again") {
-    for (int i = 0; i < 29; ++i) REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);
+    for (int i = 0; i < 29; ++i) REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);
     const std::int64_t later = kT0 + 12 * kHour;
-    for (int i = 0; i < 29; ++i) REQUIRE(t.try_attempt("victim@example.com", "", later) == 0);
+    for (int i = 0; i < 29; ++i) REQUIRE(fail_once(t, "victim@example.com", "", later) == 0);
     CHECK(t.account_wait("victim@example.com", later) == 0);
-    REQUIRE(t.try_attempt("victim@example.com", "", later) == 0);
+    REQUIRE(fail_once(t, "victim@example.com", "", later) == 0);
     CHECK(t.account_wait("victim@example.com", later) == 60);
   }
   SECTION("a count of 300 (a 600 s lock) is forgotten 12 h after its last failure") {
     std::int64_t now = kT0;
     for (int n = 0; n < 300; ++n) {
       if (const auto wait = t.account_wait("victim@example.com", now)) now += wait;
-      REQUIRE(t.try_attempt("victim@example.com", "", now) == 0);
+      REQUIRE(fail_once(t, "victim@example.com", "", now) == 0);
     }
     CHECK(t.account_wait("victim@example.com", now) == 600);
     now += 12 * kHour;
-    for (int i = 0; i < 29; ++i) REQUIRE(t.try_attempt("victim@example.com", "", now) == 0);
+    for (int i = 0; i < 29; ++i) REQUIRE(fail_once(t, "victim@example.com", "", now) == 0);
     CHECK(t.account_wait("victim@example.com", now) == 0);
   }
 }
 
 TEST_CASE("tracker: a success resets the account's count and lock", "[lockout][tracker]") {
   iwsec::LockoutTracker t;
-  for (int i = 0; i < 29; ++i) REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);
-  REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);  // the 30th attempt: the right password
-  CHECK(t.account_wait("victim@example.com", kT0) == 60);      // counted pessimistically while it runs
-  t.succeeded("victim@example.com", "", kT0);
+  for (int i = 0; i < 29; ++i) REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);
+  REQUIRE(succeed_once(t, "victim@example.com", "", kT0) == 0);  // the 30th attempt: the right password
   CHECK(t.account_wait("victim@example.com", kT0) == 0);
-  for (int i = 0; i < 29; ++i) REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);
+  for (int i = 0; i < 29; ++i) REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);
   CHECK(t.account_wait("victim@example.com", kT0) == 0);
-  REQUIRE(t.try_attempt("victim@example.com", "", kT0) == 0);
+  REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);
   CHECK(t.account_wait("victim@example.com", kT0) == 60);
+  CHECK(succeed_once(t, "victim@example.com", "", kT0) == 60);  // locked: even a success is refused
   t.unlock_account("VICTIM@example.com");
   CHECK(t.account_wait("victim@example.com", kT0) == 0);
+  CHECK(t.tracked_accounts() == 0);
+}
+
+TEST_CASE("tracker: an attempt dropped unfinished counts as nothing", "[lockout][tracker]") {
+  iwsec::LockoutTracker t;
+  REQUIRE(fail_once(t, "victim@example.com", "192.0.2.1", kT0) == 0);
+  for (int i = 0; i < 100; ++i) {
+    auto attempt = t.begin("victim@example.com", "192.0.2.1", kT0);
+    REQUIRE(attempt);
+  }  // as when a store throws mid-check
+  for (int i = 0; i < 28; ++i) REQUIRE(fail_once(t, "victim@example.com", "192.0.2.1", kT0) == 0);
+  CHECK(t.account_wait("victim@example.com", kT0) == 0);  // 29 failures, nothing in flight
+  REQUIRE(fail_once(t, "victim@example.com", "192.0.2.1", kT0) == 0);
+  CHECK(t.account_wait("victim@example.com", kT0) == 60);
 }
 
 TEST_CASE("tracker: accounts are emails lower-cased", "[lockout][tracker]") {
   iwsec::LockoutTracker t;
   const char* spellings[] = {"Victim@Example.com", "VICTIM@EXAMPLE.COM", "victim@example.com"};
-  for (int i = 0; i < 30; ++i) REQUIRE(t.try_attempt(spellings[i % 3], "", kT0) == 0);
+  for (int i = 0; i < 30; ++i) REQUIRE(fail_once(t, spellings[i % 3], "", kT0) == 0);
   for (const char* s : spellings) CHECK(t.account_wait(s, kT0) == 60);
   CHECK(t.account_wait("victim@example.org", kT0) == 0);
 }
@@ -178,33 +211,30 @@ TEST_CASE("tracker: 100 failures from one client within 15 minutes block it unti
           "[lockout][tracker][client]") {
   iwsec::LockoutTracker t;
   // Different accounts each time: only the client count can block.
-  REQUIRE(t.try_attempt("a0@example.com", "192.0.2.1", kT0) == 0);  // opens the window
-  for (int i = 1; i < 99; ++i) REQUIRE(t.try_attempt("a" + std::to_string(i) + "@example.com", "192.0.2.1", kT0 + 100) == 0);
+  REQUIRE(fail_once(t, "a0@example.com", "192.0.2.1", kT0) == 0);  // opens the window
+  for (int i = 1; i < 99; ++i) REQUIRE(fail_once(t, "a" + std::to_string(i) + "@example.com", "192.0.2.1", kT0 + 100) == 0);
   CHECK(t.client_wait("192.0.2.1", kT0 + 100) == 0);  // 99 failures
-  REQUIRE(t.try_attempt("a99@example.com", "192.0.2.1", kT0 + 100) == 0);  // the 100th
+  REQUIRE(fail_once(t, "a99@example.com", "192.0.2.1", kT0 + 100) == 0);  // the 100th
   CHECK(t.client_wait("192.0.2.1", kT0 + 100) == 800);
-  CHECK(t.try_attempt("fresh@example.com", "192.0.2.1", kT0 + 100) == 800);
-  CHECK(t.try_attempt(std::nullopt, "192.0.2.1", kT0 + 899) == 1);  // refresh-token exchanges too
+  CHECK(fail_once(t, "fresh@example.com", "192.0.2.1", kT0 + 100) == 800);
+  CHECK(fail_once(t, std::nullopt, "192.0.2.1", kT0 + 899) == 1);  // refresh-token exchanges too
   CHECK(t.client_wait("192.0.2.2", kT0 + 100) == 0);                // another client is not blocked
   CHECK(t.account_wait("fresh@example.com", kT0 + 100) == 0);       // nor is any account
   // The window has passed: a new one opens with this failure.
-  REQUIRE(t.try_attempt("fresh@example.com", "192.0.2.1", kT0 + 900) == 0);
-  for (int i = 0; i < 98; ++i) REQUIRE(t.try_attempt(std::nullopt, "192.0.2.1", kT0 + 1000) == 0);
+  REQUIRE(fail_once(t, "fresh@example.com", "192.0.2.1", kT0 + 900) == 0);
+  for (int i = 0; i < 98; ++i) REQUIRE(fail_once(t, std::nullopt, "192.0.2.1", kT0 + 1000) == 0);
   CHECK(t.client_wait("192.0.2.1", kT0 + 1000) == 0);
-  REQUIRE(t.try_attempt(std::nullopt, "192.0.2.1", kT0 + 1000) == 0);
+  REQUIRE(fail_once(t, std::nullopt, "192.0.2.1", kT0 + 1000) == 0);
   CHECK(t.client_wait("192.0.2.1", kT0 + 1000) == 800);
 }
 
-TEST_CASE("tracker: a client's success forgives that attempt only, not its other failures",
+TEST_CASE("tracker: a client's successes do not wipe its failures",
           "[lockout][tracker][client]") {
   iwsec::LockoutTracker t;
-  for (int i = 0; i < 99; ++i) REQUIRE(t.try_attempt(std::nullopt, "192.0.2.1", kT0) == 0);
-  for (int i = 0; i < 50; ++i) {  // a valid account's logins in between
-    REQUIRE(t.try_attempt("mine@example.com", "192.0.2.1", kT0) == 0);
-    t.succeeded("mine@example.com", "192.0.2.1", kT0);
-  }
+  for (int i = 0; i < 99; ++i) REQUIRE(fail_once(t, std::nullopt, "192.0.2.1", kT0) == 0);
+  for (int i = 0; i < 50; ++i) REQUIRE(succeed_once(t, "mine@example.com", "192.0.2.1", kT0) == 0);
   CHECK(t.client_wait("192.0.2.1", kT0) == 0);
-  REQUIRE(t.try_attempt(std::nullopt, "192.0.2.1", kT0) == 0);  // the 100th failure
+  REQUIRE(fail_once(t, std::nullopt, "192.0.2.1", kT0) == 0);  // the 100th failure
   CHECK(t.client_wait("192.0.2.1", kT0) == 900);
 }
 
@@ -212,7 +242,7 @@ TEST_CASE("tracker: a disabled policy counts nothing and never refuses", "[locko
   iwsec::LockoutPolicy p;
   p.enabled = false;
   iwsec::LockoutTracker t(p);
-  for (int i = 0; i < 1000; ++i) REQUIRE(t.try_attempt("victim@example.com", "192.0.2.1", kT0) == 0);
+  for (int i = 0; i < 1000; ++i) REQUIRE(fail_once(t, "victim@example.com", "192.0.2.1", kT0) == 0);
   CHECK(t.account_wait("victim@example.com", kT0) == 0);
   CHECK(t.client_wait("192.0.2.1", kT0) == 0);
   CHECK(t.tracked_accounts() == 0);
@@ -221,7 +251,7 @@ TEST_CASE("tracker: a disabled policy counts nothing and never refuses", "[locko
 
 TEST_CASE("tracker: an empty client key is not throttled", "[lockout][tracker][client]") {
   iwsec::LockoutTracker t;
-  for (int i = 0; i < 500; ++i) REQUIRE(t.try_attempt(std::nullopt, "", kT0) == 0);
+  for (int i = 0; i < 500; ++i) REQUIRE(fail_once(t, std::nullopt, "", kT0) == 0);
   CHECK(t.tracked_clients() == 0);
 }
 
@@ -230,16 +260,16 @@ TEST_CASE("tracker: spraying random emails stays within the cap and never frees 
   iwsec::LockoutPolicy p;
   p.max_tracked_accounts = 64;
   iwsec::LockoutTracker t(p);
-  for (int i = 0; i < 30; ++i) REQUIRE(t.try_attempt("locked@example.com", "", kT0) == 0);
-  for (int i = 0; i < 29; ++i) REQUIRE(t.try_attempt("almost@example.com", "", kT0) == 0);
+  for (int i = 0; i < 30; ++i) REQUIRE(fail_once(t, "locked@example.com", "", kT0) == 0);
+  for (int i = 0; i < 29; ++i) REQUIRE(fail_once(t, "almost@example.com", "", kT0) == 0);
   std::size_t most = 0;
   for (int i = 0; i < 20000; ++i) {
-    REQUIRE(t.try_attempt("spray" + std::to_string(i) + "@example.com", "", kT0 + 1) == 0);
+    REQUIRE(fail_once(t, "spray" + std::to_string(i) + "@example.com", "", kT0 + 1) == 0);
     most = std::max(most, t.tracked_accounts());
   }
   CHECK(most <= 64);
   CHECK(t.account_wait("locked@example.com", kT0 + 1) == 59);
-  REQUIRE(t.try_attempt("almost@example.com", "", kT0 + 1) == 0);  // its 30th failure: the count survived
+  REQUIRE(fail_once(t, "almost@example.com", "", kT0 + 1) == 0);  // its 30th failure: the count survived
   CHECK(t.account_wait("almost@example.com", kT0 + 1) == 60);
 }
 
@@ -248,10 +278,10 @@ TEST_CASE("tracker: spraying client addresses stays within the cap and keeps a b
   iwsec::LockoutPolicy p;
   p.max_tracked_clients = 64;
   iwsec::LockoutTracker t(p);
-  for (int i = 0; i < 100; ++i) REQUIRE(t.try_attempt(std::nullopt, "198.51.100.7", kT0) == 0);
+  for (int i = 0; i < 100; ++i) REQUIRE(fail_once(t, std::nullopt, "198.51.100.7", kT0) == 0);
   std::size_t most = 0;
   for (int i = 0; i < 20000; ++i) {
-    REQUIRE(t.try_attempt(std::nullopt, "2001:db8::" + std::to_string(i), kT0 + 10) == 0);
+    REQUIRE(fail_once(t, std::nullopt, "2001:db8::" + std::to_string(i), kT0 + 10) == 0);
     most = std::max(most, t.tracked_clients());
   }
   CHECK(most <= 64);
@@ -265,16 +295,16 @@ TEST_CASE("tracker: a full table drops expired entries first, and only when noth
   p.max_tracked_accounts = 16;
   iwsec::LockoutTracker t(p);
   SECTION("entries quiet for 12 h go first, all of them") {
-    for (int i = 0; i < 16; ++i) REQUIRE(t.try_attempt("old" + std::to_string(i), "", kT0) == 0);
+    for (int i = 0; i < 16; ++i) REQUIRE(fail_once(t, "old" + std::to_string(i), "", kT0) == 0);
     CHECK(t.tracked_accounts() == 16);
-    REQUIRE(t.try_attempt("new", "", kT0 + 12 * kHour) == 0);
+    REQUIRE(fail_once(t, "new", "", kT0 + 12 * kHour) == 0);
     CHECK(t.tracked_accounts() == 1);
   }
   SECTION("a table of locked accounts gives up the locks that end first") {
     // Account i is locked at kT0 + i, so its lock ends at kT0 + i + 60.
     for (int i = 0; i < 16; ++i)
-      for (int k = 0; k < 30; ++k) REQUIRE(t.try_attempt("locked" + std::to_string(i), "", kT0 + i) == 0);
-    REQUIRE(t.try_attempt("newcomer", "", kT0 + 20) == 0);
+      for (int k = 0; k < 30; ++k) REQUIRE(fail_once(t, "locked" + std::to_string(i), "", kT0 + i) == 0);
+    REQUIRE(fail_once(t, "newcomer", "", kT0 + 20) == 0);
     CHECK(t.tracked_accounts() <= 16);
     CHECK(t.account_wait("locked0", kT0 + 20) == 0);   // ended soonest: evicted
     CHECK(t.account_wait("locked1", kT0 + 20) == 0);   // an eighth of the table goes at once
@@ -283,21 +313,60 @@ TEST_CASE("tracker: a full table drops expired entries first, and only when noth
   }
 }
 
-TEST_CASE("tracker: parallel attempts cannot slip past the threshold", "[lockout][tracker][concurrency]") {
-  iwsec::LockoutTracker t;
-  constexpr int kThreads = 16, kEach = 8;
-  std::atomic<int> let_through{0}, refused{0}, ready{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back([&] {
-      ready.fetch_add(1);
-      while (ready.load() < kThreads) std::this_thread::yield();
-      for (int k = 0; k < kEach; ++k) (t.try_attempt("victim@example.com", "", kT0) == 0 ? let_through : refused)++;
+// Starts @p threads attempts at once and holds them all open before any
+// finishes (as parallel requests whose password hashes overlap); returns
+// how many were admitted. Each admitted attempt then fails.
+int parallel_failures(iwsec::LockoutTracker& t, const std::optional<std::string>& account, const std::string& client,
+                      int threads, std::int64_t now) {
+  std::atomic<int> admitted{0}, started{0};
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i) {
+    pool.emplace_back([&] {
+      auto attempt = t.begin(account ? std::optional<std::string_view>(*account) : std::nullopt, client, now);
+      if (attempt) admitted.fetch_add(1);
+      started.fetch_add(1);
+      while (started.load() < threads) std::this_thread::yield();  // all begun before any ends
+      if (attempt) attempt.failed(now);
     });
   }
-  for (auto& th : threads) th.join();
-  CHECK(let_through.load() == 30);
-  CHECK(refused.load() == kThreads * kEach - 30);
+  for (auto& th : pool) th.join();
+  return admitted.load();
+}
+
+TEST_CASE("tracker: parallel attempts cannot slip past the threshold or a lock that just ended",
+          "[lockout][tracker][concurrency]") {
+  iwsec::LockoutTracker t;
+  SECTION("accounts") {
+    REQUIRE(fail_once(t, "victim@example.com", "", kT0) == 0);
+    CHECK(parallel_failures(t, "victim@example.com", "", 64, kT0) == 29);  // 1 + 29 = the threshold
+    CHECK(t.account_wait("victim@example.com", kT0) == 60);
+    CHECK(parallel_failures(t, "victim@example.com", "", 64, kT0 + 60) == 1);  // one guess per lock, not 64
+    CHECK(t.account_wait("victim@example.com", kT0 + 60) == 60);
+  }
+  SECTION("clients") {
+    REQUIRE(fail_once(t, std::nullopt, "192.0.2.1", kT0) == 0);
+    int admitted = 0;
+    for (int round = 0; round < 4; ++round) admitted += parallel_failures(t, std::nullopt, "192.0.2.1", 64, kT0);
+    CHECK(admitted == 99);
+    CHECK(t.client_wait("192.0.2.1", kT0) == 900);
+  }
+  SECTION("before any failure honest parallel logins are all admitted") {
+    std::atomic<int> admitted{0}, started{0};
+    std::vector<std::thread> pool;
+    for (int i = 0; i < 64; ++i) {
+      pool.emplace_back([&] {
+        auto attempt = t.begin("busy@example.com", "192.0.2.1", kT0);
+        if (attempt) admitted.fetch_add(1);
+        started.fetch_add(1);
+        while (started.load() < 64) std::this_thread::yield();
+        if (attempt) attempt.succeeded(kT0);
+      });
+    }
+    for (auto& th : pool) th.join();
+    CHECK(admitted.load() == 64);
+    CHECK(t.tracked_accounts() == 0);
+    CHECK(t.tracked_clients() == 0);
+  }
 }
 
 // ===========================================================================

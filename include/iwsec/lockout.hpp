@@ -65,9 +65,13 @@ struct LockoutPolicy {
 /// and blocked clients. Thread-safe. Keys are kept as 128-bit SHA-256
 /// prefixes, so no email is held in memory and a long one costs no more.
 ///
-/// An attempt is counted as a failure when it *starts* (try_attempt) and
-/// forgiven when it succeeds (succeeded): parallel guesses cannot slip past
-/// the threshold while their password hashes run.
+/// A credential check is bracketed by begin() and the Attempt's failed() or
+/// succeeded(). Attempts still running are counted too: once an account (or
+/// client) has failures, no more attempts may run at once than failures are
+/// left before its threshold (at least one), so parallel guesses cannot slip
+/// past the threshold while their password hashes run, nor past a lock that
+/// just ended. Before the first failure nothing limits parallel attempts, so
+/// that many honest logins at once are never refused.
 ///
 /// Memory stays bounded: each table holds at most its `max_tracked_*`
 /// entries. A full table first drops entries that no longer matter (quiet
@@ -77,8 +81,18 @@ struct LockoutPolicy {
 /// So spraying random emails or addresses evicts other sprayed one-failure
 /// entries long before it could release a lock or a real count.
 class LockoutTracker {
+  struct key {  // 128 bits of SHA-256("a" or "c" + name)
+    std::uint64_t hi = 0, lo = 0;
+    bool operator==(const key& o) const noexcept { return hi == o.hi && lo == o.lo; }
+  };
+  struct key_hash {
+    std::size_t operator()(const key& k) const noexcept { return static_cast<std::size_t>(k.lo); }
+  };
+
  public:
   explicit LockoutTracker(LockoutPolicy policy = LockoutPolicy()) : policy_(std::move(policy)) {}
+  LockoutTracker(const LockoutTracker&) = delete;
+  LockoutTracker& operator=(const LockoutTracker&) = delete;
 
   const LockoutPolicy& policy() const { return policy_; }
 
@@ -86,44 +100,72 @@ class LockoutTracker {
   /// stores match it.
   static std::string normalise_account(std::string_view email) { return detail::ascii_lower(email); }
 
+  /// @brief One credential check in progress; see begin().
+  class Attempt {
+   public:
+    Attempt(Attempt&& other) noexcept { *this = std::move(other); }
+    Attempt& operator=(Attempt&& other) noexcept {
+      if (this != &other) {
+        release();
+        tracker_ = std::exchange(other.tracker_, nullptr);
+        account_ = other.account_;
+        client_ = other.client_;
+        wait_ = other.wait_;
+      }
+      return *this;
+    }
+    ~Attempt() { release(); }
+
+    /// @brief True when the check may run; false when it must be refused.
+    explicit operator bool() const noexcept { return wait_ == 0; }
+    /// @brief Seconds to wait (>= 1) when refused; 0 when admitted.
+    std::int64_t wait() const noexcept { return wait_; }
+
+    /// @brief The credentials were wrong: counts a failure for the account
+    /// and the client, locking or blocking them at their thresholds.
+    void failed(std::int64_t now) {
+      if (tracker_) std::exchange(tracker_, nullptr)->finish(account_, client_, now, false);
+    }
+    /// @brief The credentials were right: the account's count and lock are
+    /// reset; the client's failures stay (a success does not wipe them, or
+    /// one valid account would let a client guess at the others freely).
+    void succeeded(std::int64_t now) {
+      if (tracker_) std::exchange(tracker_, nullptr)->finish(account_, client_, now, true);
+    }
+
+   private:
+    friend class LockoutTracker;
+    Attempt(LockoutTracker* tracker, std::optional<key> account, std::optional<key> client, std::int64_t wait)
+        : tracker_(tracker), account_(account), client_(client), wait_(wait) {}
+    void release() noexcept {
+      if (tracker_) std::exchange(tracker_, nullptr)->abandon(account_, client_);
+    }
+    LockoutTracker* tracker_ = nullptr;  // set while admitted and unfinished
+    std::optional<key> account_, client_;
+    std::int64_t wait_ = 0;
+  };
+
   /// @brief Starts a credential check for @p account (an email; nothing for
   /// a refresh token, which names no account) from @p client (empty: not
-  /// tracked). Returns 0 and counts the attempt as a failure, or, while the
-  /// account is locked or the client blocked, the seconds to wait (>= 1)
-  /// without counting anything. Always 0 when the policy is disabled.
-  std::int64_t try_attempt(std::optional<std::string_view> account, std::string_view client, std::int64_t now) {
-    if (!policy_.enabled) return 0;
+  /// tracked). Refused (the Attempt is false, wait() >= 1 seconds) while the
+  /// account is locked, the client blocked, or too many of their attempts
+  /// run at once; nothing is counted then. Always admitted when the policy
+  /// is disabled. An admitted Attempt dropped unfinished (an exception)
+  /// counts as neither failure nor success.
+  Attempt begin(std::optional<std::string_view> account, std::string_view client, std::int64_t now) {
+    if (!policy_.enabled) return Attempt(nullptr, std::nullopt, std::nullopt, 0);
     std::optional<key> account_key, client_key;
     if (account) account_key = make_key('a', normalise_account(*account));
     if (!client.empty()) client_key = make_key('c', client);
     std::lock_guard<std::mutex> account_lock(accounts_mutex_);
     std::lock_guard<std::mutex> client_lock(clients_mutex_);
     std::int64_t wait = 0;
-    if (account_key) wait = std::max(wait, account_wait(*account_key, now));
-    if (client_key) wait = std::max(wait, client_wait(*client_key, now));
-    if (wait > 0) return wait;
-    if (account_key) account_failed(*account_key, now);
-    if (client_key) client_failed(*client_key, now);
-    return 0;
-  }
-
-  /// @brief The attempt begun by try_attempt succeeded: the account's count
-  /// and lock are reset, and the client's count loses this attempt (a
-  /// success does not wipe a client's other failures, or one valid account
-  /// would let a client guess at the others without limit).
-  void succeeded(std::optional<std::string_view> account, std::string_view client, std::int64_t now) {
-    if (!policy_.enabled) return;
-    if (account) {
-      const key k = make_key('a', normalise_account(*account));
-      std::lock_guard<std::mutex> lock(accounts_mutex_);
-      accounts_.erase(k);
-    }
-    if (!client.empty()) {
-      const key k = make_key('c', client);
-      std::lock_guard<std::mutex> lock(clients_mutex_);
-      auto it = clients_.find(k);
-      if (it != clients_.end() && it->second.failures > 0 && now < window_end(it->second)) --it->second.failures;
-    }
+    if (account_key) wait = std::max(wait, account_wait(*account_key, now, true));
+    if (client_key) wait = std::max(wait, client_wait(*client_key, now, true));
+    if (wait > 0) return Attempt(nullptr, std::nullopt, std::nullopt, wait);
+    if (account_key) ++account_entry_for(*account_key, now).pending;
+    if (client_key) ++client_entry_for(*client_key, now).pending;
+    return Attempt(this, account_key, client_key, 0);
   }
 
   /// @brief Seconds @p account must still wait (0: none), without counting.
@@ -131,7 +173,7 @@ class LockoutTracker {
     if (!policy_.enabled) return 0;
     const key k = make_key('a', normalise_account(account));
     std::lock_guard<std::mutex> lock(accounts_mutex_);
-    return account_wait(k, now);
+    return account_wait(k, now, false);
   }
 
   /// @brief Seconds @p client must still wait (0: none), without counting.
@@ -139,7 +181,7 @@ class LockoutTracker {
     if (!policy_.enabled || client.empty()) return 0;
     const key k = make_key('c', client);
     std::lock_guard<std::mutex> lock(clients_mutex_);
-    return client_wait(k, now);
+    return client_wait(k, now, false);
   }
 
   /// @brief Forgets @p account's failures and lifts its lock (an
@@ -168,20 +210,15 @@ class LockoutTracker {
   }
 
  private:
-  struct key {
-    std::uint64_t hi = 0, lo = 0;
-    bool operator==(const key& o) const noexcept { return hi == o.hi && lo == o.lo; }
-  };
-  struct key_hash {
-    std::size_t operator()(const key& k) const noexcept { return static_cast<std::size_t>(k.lo); }
-  };
   struct account_entry {
     std::uint32_t failures = 0;
+    std::uint32_t pending = 0;  // admitted attempts still running
     std::int64_t last_failure = 0;
     std::int64_t locked_until = 0;
   };
   struct client_entry {
     std::uint32_t failures = 0;
+    std::uint32_t pending = 0;
     std::int64_t window_start = 0;
   };
 
@@ -200,31 +237,94 @@ class LockoutTracker {
     return e.window_start + static_cast<std::int64_t>(policy_.client_window.count());
   }
   bool account_expired(const account_entry& e, std::int64_t now) const {
-    return now - e.last_failure >= reset_after() && now >= e.locked_until;
+    return e.failures == 0 || (now - e.last_failure >= reset_after() && now >= e.locked_until);
+  }
+  bool client_expired(const client_entry& e, std::int64_t now) const { return e.failures == 0 || now >= window_end(e); }
+
+  // Attempts that may run at once once there are failures: those left
+  // before the threshold, at least one.
+  static bool too_many_running(std::uint32_t failures, std::uint32_t pending, std::uint32_t threshold) {
+    const std::uint32_t allowed = failures >= threshold ? 1 : threshold - failures;
+    return failures > 0 && pending >= allowed;
   }
 
-  std::int64_t account_wait(const key& k, std::int64_t now) const {
+  std::int64_t account_wait(const key& k, std::int64_t now, bool starting) const {
     auto it = accounts_.find(k);
-    if (it == accounts_.end() || it->second.locked_until <= now) return 0;
-    return it->second.locked_until - now;
+    if (it == accounts_.end()) return 0;
+    const account_entry& e = it->second;
+    if (e.locked_until > now) return e.locked_until - now;
+    if (starting && !account_expired(e, now) && too_many_running(e.failures, e.pending, policy_.account_failures))
+      return 1;
+    return 0;
   }
 
-  std::int64_t client_wait(const key& k, std::int64_t now) const {
+  std::int64_t client_wait(const key& k, std::int64_t now, bool starting) const {
     auto it = clients_.find(k);
-    if (it == clients_.end() || it->second.failures < policy_.client_failures) return 0;
-    const std::int64_t end = window_end(it->second);
-    return end > now ? end - now : 0;
+    if (it == clients_.end() || client_expired(it->second, now)) return 0;
+    const client_entry& e = it->second;
+    if (e.failures >= policy_.client_failures) return window_end(e) - now;
+    if (starting && too_many_running(e.failures, e.pending, policy_.client_failures)) return 1;
+    return 0;
   }
 
-  void account_failed(const key& k, std::int64_t now) {
+  account_entry& account_entry_for(const key& k, std::int64_t now) {
     auto it = accounts_.find(k);
     if (it == accounts_.end()) {
       if (accounts_.size() >= policy_.max_tracked_accounts) evict_accounts(now);
       it = accounts_.emplace(k, account_entry{}).first;
-    } else if (account_expired(it->second, now)) {
-      it->second = account_entry{};
     }
-    account_entry& e = it->second;
+    return it->second;
+  }
+
+  client_entry& client_entry_for(const key& k, std::int64_t now) {
+    auto it = clients_.find(k);
+    if (it == clients_.end()) {
+      if (clients_.size() >= policy_.max_tracked_clients) evict_clients(now);
+      it = clients_.emplace(k, client_entry{0, 0, now}).first;
+    }
+    return it->second;
+  }
+
+  void finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now, bool success) {
+    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
+    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    if (account) {
+      account_entry& e = account_entry_for(*account, now);  // evicted meanwhile: counted afresh
+      if (e.pending > 0) --e.pending;
+      if (success) {
+        e.failures = 0;
+        e.locked_until = 0;
+      } else {
+        account_failed(e, now);
+      }
+      if (e.failures == 0 && e.pending == 0) accounts_.erase(*account);
+    }
+    if (client) {
+      client_entry& e = client_entry_for(*client, now);
+      if (e.pending > 0) --e.pending;
+      if (!success) client_failed(e, now);
+      if (e.failures == 0 && e.pending == 0) clients_.erase(*client);
+    }
+  }
+
+  void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept {
+    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
+    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    if (account) {
+      auto it = accounts_.find(*account);
+      if (it != accounts_.end() && it->second.pending > 0) --it->second.pending;
+    }
+    if (client) {
+      auto it = clients_.find(*client);
+      if (it != clients_.end() && it->second.pending > 0) --it->second.pending;
+    }
+  }
+
+  void account_failed(account_entry& e, std::int64_t now) {
+    if (e.failures > 0 && account_expired(e, now)) {  // 12 quiet hours: start again
+      e.failures = 0;
+      e.locked_until = 0;
+    }
     if (e.failures < UINT32_MAX) ++e.failures;
     e.last_failure = now;
     if (e.failures >= policy_.account_failures) {
@@ -236,22 +336,19 @@ class LockoutTracker {
     }
   }
 
-  void client_failed(const key& k, std::int64_t now) {
-    auto it = clients_.find(k);
-    if (it == clients_.end()) {
-      if (clients_.size() >= policy_.max_tracked_clients) evict_clients(now);
-      it = clients_.emplace(k, client_entry{0, now}).first;
-    } else if (now >= window_end(it->second)) {
-      it->second = client_entry{0, now};
+  void client_failed(client_entry& e, std::int64_t now) {
+    if (e.failures == 0 || now >= window_end(e)) {  // the window opens at the first failure
+      e.failures = 0;
+      e.window_start = now;
     }
-    if (it->second.failures < UINT32_MAX) ++it->second.failures;
+    if (e.failures < UINT32_MAX) ++e.failures;
   }
 
   std::size_t eviction_target(std::size_t cap) const { return cap - std::max<std::size_t>(1, cap / 8); }
 
   void evict_accounts(std::int64_t now) {
     for (auto it = accounts_.begin(); it != accounts_.end();)
-      it = account_expired(it->second, now) ? accounts_.erase(it) : std::next(it);
+      it = account_expired(it->second, now) && it->second.pending == 0 ? accounts_.erase(it) : std::next(it);
     const std::size_t target = eviction_target(policy_.max_tracked_accounts);
     if (accounts_.size() <= target) return;
     // Least protective first: unlocked, fewest failures, longest quiet.
@@ -270,7 +367,7 @@ class LockoutTracker {
 
   void evict_clients(std::int64_t now) {
     for (auto it = clients_.begin(); it != clients_.end();)
-      it = now >= window_end(it->second) ? clients_.erase(it) : std::next(it);
+      it = client_expired(it->second, now) && it->second.pending == 0 ? clients_.erase(it) : std::next(it);
     const std::size_t target = eviction_target(policy_.max_tracked_clients);
     if (clients_.size() <= target) return;
     // Least protective first: not blocked, fewest failures, oldest window.

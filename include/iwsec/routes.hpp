@@ -198,8 +198,9 @@ class security_core {
     const std::string_view email = std::string_view(*decoded).substr(0, colon);
     const std::string_view password = std::string_view(*decoded).substr(colon + 1);
     const std::string client = client_of(req);
-    if (const std::int64_t wait = lockout_->try_attempt(email, client, now())) {
-      too_many_attempts(res, wait);
+    auto attempt = lockout_->begin(email, client, now());
+    if (!attempt) {
+      too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
@@ -211,10 +212,11 @@ class security_core {
       ok = verify_password_decoy(password, options_.password_rounds);
     }
     if (!ok) {
-      fail(res, failure::rejected, "Basic");  // already counted by try_attempt
+      attempt.failed(now());
+      fail(res, failure::rejected, "Basic");
       return std::nullopt;
     }
-    lockout_->succeeded(email, client, now());
+    attempt.succeeded(now());
     return user;
   }
 
@@ -241,11 +243,14 @@ class security_core {
     // (which would let anyone knowing an email cut off that user's SDK
     // sessions) buys nothing here.
     const std::string client = client_of(req);
-    if (const std::int64_t wait = lockout_->try_attempt(std::nullopt, client, now()))
-      return too_many_attempts(res, wait);
+    auto attempt = lockout_->begin(std::nullopt, client, now());
+    if (!attempt) return too_many_attempts(res, attempt.wait());
     const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
-    if (!user || user->disabled) return fail(res, failure::rejected, "Basic");
-    lockout_->succeeded(std::nullopt, client, now());
+    if (!user || user->disabled) {
+      attempt.failed(now());
+      return fail(res, failure::rejected, "Basic");
+    }
+    attempt.succeeded(now());
     send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
   }
 
