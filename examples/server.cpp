@@ -44,6 +44,18 @@ constexpr const char* help_text =
     "  --pbkdf2-rounds N        PBKDF2 rounds spent on logins for unknown users\n"
     "                           (default 600000; match your users' hashes)\n"
     "  --no-access-log          do not print a line per request\n"
+    "\n"
+    "Brute-force lockout (on by default; Keycloak's figures):\n"
+    "  --lockout-failures N     failures that lock an account (default 30)\n"
+    "  --lockout-wait SECONDS   lock per multiple of N failures (default 60)\n"
+    "  --lockout-max-wait SECONDS  longest lock (default 900)\n"
+    "  --lockout-reset SECONDS  quiet time that forgets failures (default 43200)\n"
+    "  --lockout-client-failures N  failures from one client address within\n"
+    "                           the window that block it (default 100)\n"
+    "  --lockout-client-window SECONDS  (default 900)\n"
+    "  --lockout-client-header NAME  take the client address from this header\n"
+    "                           (only behind a proxy that always sets it)\n"
+    "  --no-lockout             count nothing, never answer 429\n"
     "  --help                   print this help and exit\n"
     "\n"
     "Prints 'listening on http://HOST:PORT' once it accepts connections, then one\n"
@@ -61,6 +73,8 @@ struct Settings {
   int threads = 64;
   std::uint32_t pbkdf2_rounds = iwsec::default_pbkdf2_rounds;
   bool access_log = true;
+  iwsec::LockoutPolicy lockout;
+  std::string client_header;
 };
 
 Settings parse_arguments(int argc, char** argv) {
@@ -94,11 +108,30 @@ Settings parse_arguments(int argc, char** argv) {
       s.pbkdf2_rounds = static_cast<std::uint32_t>(args.integer_value(1, iwsec::Pbkdf2Hash::max_rounds));
     } else if (a == "--no-access-log") {
       s.access_log = false;
+    } else if (a == "--lockout-failures") {
+      s.lockout.account_failures = static_cast<std::uint32_t>(args.integer_value(1, 1000000));
+    } else if (a == "--lockout-wait") {
+      s.lockout.account_wait_increment = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+    } else if (a == "--lockout-max-wait") {
+      s.lockout.account_max_wait = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+    } else if (a == "--lockout-reset") {
+      s.lockout.account_failure_reset = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+    } else if (a == "--lockout-client-failures") {
+      s.lockout.client_failures = static_cast<std::uint32_t>(args.integer_value(1, 100000000));
+    } else if (a == "--lockout-client-window") {
+      s.lockout.client_window = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+    } else if (a == "--lockout-client-header") {
+      s.client_header = args.value();
+      if (s.client_header.empty()) cli::usage_error(program, "--lockout-client-header needs a header name");
+    } else if (a == "--no-lockout") {
+      s.lockout.enabled = false;
     } else {
       cli::usage_error(program, "unknown argument '" + std::string(a) + "'");
     }
   }
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
+  if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
+    cli::usage_error(program, std::string("lockout options: ") + error);
   return s;
 }
 
@@ -204,6 +237,23 @@ int main(int argc, char** argv) {
   const iwsec::Signer signer(key);
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
   options.password_rounds = settings.pbkdf2_rounds;
+  options.lockout = settings.lockout;
+  if (!settings.client_header.empty()) {
+    // Behind a proxy every peer address is the proxy's: count failures under
+    // the address it reports. A request without the header counts under its
+    // peer address, so stripping the header gains a client nothing.
+    options.lockout.client_key = [header = settings.client_header](const httplib::Request& req) {
+      const std::size_t n = req.get_header_value_count(header.c_str());
+      if (n == 0) return req.remote_addr;
+      // The last value is the one the nearest proxy appended.
+      std::string value = req.get_header_value(header.c_str(), n - 1);
+      const auto comma = value.rfind(',');
+      if (comma != std::string::npos) value.erase(0, comma + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
+      return "proxied:" + value;
+    };
+  }
 
   std::unique_ptr<httplib::Server> server;
   if (!settings.tls_cert.empty()) {

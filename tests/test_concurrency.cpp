@@ -5,12 +5,16 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/socket.h>
 
 #include "support/http_fixture.hpp"
 
@@ -282,15 +286,22 @@ TEST_CASE("8 concurrent clients mixing logins, exchanges, validations, revocatio
   }
 }
 
-TEST_CASE("20 parallel refresh rotations of one account leave exactly the last stored token working",
+namespace {
+void start_with_full_backlog(Fixture& f);
+}  // namespace
+
+TEST_CASE("100 parallel refresh rotations of one account leave exactly the last stored token working",
           "[concurrency][refresh]") {
   Fixture f;
+  // The check below presents all 100 rotated-away refresh tokens from one
+  // address: 100 failures, which the per-client throttle would (rightly) stop.
+  f.options.lockout.client_failures = 1000;
   const auto a = add_account(f.users, "contended@example.com", "contended:pw");
-  f.start();
+  start_with_full_backlog(f);
   auto c = f.client();
   const std::string before = login(c, a);
 
-  constexpr int kRotations = 20;
+  constexpr int kRotations = 100;
   std::vector<Answer> answers(kRotations);
   {
     StartLine start(kRotations);
@@ -387,4 +398,126 @@ TEST_CASE("concurrent revocations and validations of one shared token agree", "[
     for (const auto& e : list) FAIL_CHECK(e);
   for (const auto& t : tokens) CHECK_FALSE(is_valid(c, t));
   CHECK(is_valid(c, untouched));
+}
+
+namespace {
+
+// Starts @p f with the full accept backlog instead of httplib 0.11's 5 (as
+// iwsec-server does), so a burst of 100 connects is not left to SYN retries.
+void start_with_full_backlog(Fixture& f) {
+  auto listening = std::make_shared<socket_t>(INVALID_SOCKET);
+  f.server.set_socket_options([listening](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    *listening = sock;
+  });
+  f.start();
+  REQUIRE(*listening != INVALID_SOCKET);
+  REQUIRE(::listen(*listening, SOMAXCONN) == 0);
+}
+
+// @p n requests sent at once, each from its own client (connection), made
+// by @p request(i); their answers in order.
+std::vector<Answer> in_parallel(int port, int n, const std::function<Answer(httplib::Client&, int)>& request) {
+  std::vector<Answer> answers(n);
+  StartLine start(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      httplib::Client client("127.0.0.1", port);
+      client.set_connection_timeout(30);  // see Worker: a burst of connects may need a SYN retry
+      client.set_read_timeout(30);
+      start.arrive_and_wait();
+      answers[i] = request(client, i);
+    });
+  }
+  for (auto& th : threads) th.join();
+  return answers;
+}
+
+std::int64_t generation_of(const std::string& token) {
+  const auto payload = jwt_payload(token);
+  const auto& gen = member(payload, "gen");
+  REQUIRE(gen.is<double>());
+  return static_cast<std::int64_t>(gen.get<double>());
+}
+
+}  // namespace
+
+TEST_CASE("100 parallel exchanges of one valid refresh token all succeed with distinct valid tokens",
+          "[concurrency][access]") {
+  Fixture f;
+  const auto a = add_account(f.users, "exchanges@example.com", "exchanges-pw");
+  start_with_full_backlog(f);
+  constexpr int kExchanges = 100;
+  const auto answers = in_parallel(f.running->port(), kExchanges, [&](httplib::Client& c, int) {
+    return send(c, "GET", kAccess, auth("Basic " + a.refresh_token));
+  });
+  auto c = f.client();
+  std::set<std::string> jtis;
+  for (const auto& r : answers) {
+    INFO("body " << r.body);
+    REQUIRE(r.status == 200);
+    CHECK(r.content_type == kJsonType);
+    const auto token = json_string_at(r.body, {"result", "authentication_token"});
+    REQUIRE(token);
+    CHECK(jwt_subject(*token) == std::make_pair(a.email, std::string("refresh_token")));
+    CHECK(is_valid(c, *token));
+    jtis.insert(string_member(jwt_payload(*token), "jti"));
+  }
+  CHECK(jtis.size() == static_cast<std::size_t>(kExchanges));
+  CHECK(is_valid(c, exchange_refresh(c, a.refresh_token)));  // still the current refresh token
+}
+
+TEST_CASE("100 parallel exchanges racing a rotation: each either succeeds with an old-generation token or is a "
+          "406, none after the rotation's 200",
+          "[concurrency][access][refresh]") {
+  Fixture f;
+  const auto a = add_account(f.users, "race@example.com", "race-pw");
+  start_with_full_backlog(f);
+  constexpr int kExchanges = 100;
+  std::atomic<bool> rotated{false};
+  std::vector<bool> sent_after_rotation(kExchanges + 1, false);
+  const auto answers = in_parallel(f.running->port(), kExchanges + 1, [&](httplib::Client& c, int i) {
+    if (i == kExchanges / 2) {  // one of them rotates
+      Answer r = send(c, "DELETE", kRefresh, auth(basic(a.email, a.password)));
+      rotated.store(true);
+      return r;
+    }
+    sent_after_rotation[i] = rotated.load();
+    return send(c, "GET", kAccess, auth("Basic " + a.refresh_token));
+  });
+
+  const Answer& rotation = answers[kExchanges / 2];
+  REQUIRE(rotation.status == 200);
+  const auto fresh = json_string_at(rotation.body, {"refresh_token"});
+  REQUIRE(fresh);
+
+  auto c = f.client();
+  int succeeded = 0, refused = 0;
+  for (int i = 0; i <= kExchanges; ++i) {
+    if (i == kExchanges / 2) continue;
+    const Answer& r = answers[i];
+    INFO("exchange " << i << ": " << r.status << " " << r.body);
+    if (r.status == 200) {
+      ++succeeded;
+      CHECK_FALSE(sent_after_rotation[i]);  // a request sent after the rotation's 200 cannot use the old token
+      const auto token = json_string_at(r.body, {"result", "authentication_token"});
+      REQUIRE(token);
+      CHECK(generation_of(*token) == 0);  // minted from the old refresh token ...
+      CHECK_FALSE(is_valid(c, *token));   // ... so invalid now that the generation moved on
+    } else {
+      ++refused;
+      REQUIRE(r.status == 406);
+      CHECK(r.content_type == kJsonType);
+      CHECK(json_string_at(r.body, {"iw_code"}) == std::optional<std::string>("IW10031"));
+    }
+  }
+  CHECK(succeeded + refused == kExchanges);
+  INFO(succeeded << " exchanges succeeded before the rotation, " << refused << " were refused after it");
+  // Afterwards the old token is refused and the new one works, with generation 1.
+  check_rejected(call(c, "GET", kAccess, auth("Basic " + a.refresh_token)));
+  const std::string after = exchange_refresh(c, *fresh);
+  CHECK(generation_of(after) == 1);
+  CHECK(is_valid(c, after));
 }

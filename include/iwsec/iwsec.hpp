@@ -10,5 +10,6 @@
 #include "user_store.hpp"
 #include "json_file_user_store.hpp"
 #include "revocation_store.hpp"
+#include "lockout.hpp"
 #include "options.hpp"
 #include "routes.hpp"

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "clock.hpp"
+#include "lockout.hpp"
 #include "password.hpp"
 #include "revocation_store.hpp"
 
@@ -43,6 +44,11 @@ struct Options {
 
   /// @brief Longest `Authorization` header value accepted; longer is a 400.
   std::size_t max_authorization_bytes = 4096;
+
+  /// @brief Brute-force defence (on by default, Keycloak's figures): failed
+  /// logins and refresh-token exchanges counted per account and per client,
+  /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
+  LockoutPolicy lockout;
 };
 
 }  // namespace iwsec

@@ -3,6 +3,7 @@
 /// @brief Password hashes in passlib's `$pbkdf2-sha256$rounds$salt$checksum`
 /// format (PBKDF2-HMAC-SHA256 via OpenSSL), verified in constant time.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -45,8 +46,14 @@ inline std::optional<std::string> ab64_decode(std::string_view text) {
   return out;
 }
 
+/// @brief Calls of pbkdf2_sha256 since the process started: lets tests
+/// prove that refusals cost the same number of key derivations.
+inline std::atomic<std::uint64_t> kdf_calls{0};
+inline std::uint64_t kdf_call_count() noexcept { return kdf_calls.load(std::memory_order_relaxed); }
+
 inline std::string pbkdf2_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
                                  std::size_t length = 32) {
+  kdf_calls.fetch_add(1, std::memory_order_relaxed);
   std::string out(length, '\0');
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                         reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),

@@ -18,6 +18,7 @@
 #include "detail/base64.hpp"
 #include "detail/http.hpp"
 #include "detail/json.hpp"
+#include "lockout.hpp"
 #include "options.hpp"
 #include "password.hpp"
 #include "revocation_store.hpp"
@@ -39,6 +40,7 @@ class security_core {
       : users_(users), signer_(signer), options_(std::move(options)) {
     validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
+    lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
     revocations_ = options_.revocations ? options_.revocations
                                         : std::make_shared<MemoryRevocationStore>(options_.clock);
   }
@@ -54,9 +56,12 @@ class security_core {
       throw std::invalid_argument("iwsec: Options::password_rounds out of range");
     if (o.max_authorization_bytes < 64)
       throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
+    if (const char* error = lockout_policy_error(o.lockout))
+      throw std::invalid_argument(std::string("iwsec: Options::lockout.") + error);
   }
 
   RevocationStore& revocations() const { return *revocations_; }
+  LockoutTracker& lockout() const { return *lockout_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
@@ -142,6 +147,21 @@ class security_core {
     return signer_.sign(claims);
   }
 
+  /// @brief 429 with `Retry-After` (whole seconds, at least 1): the same
+  /// answer for a locked account, a blocked client, a known or unknown email.
+  void too_many_attempts(httplib::Response& res, std::int64_t wait_seconds) const {
+    res.set_header("Retry-After", std::to_string(wait_seconds < 1 ? 1 : wait_seconds));
+    send_json(res, 429,
+              error_envelope("Security Client Errors", "Authentication Failed: Too many failed attempts, retry later",
+                             "IW10031", options_.help_url_base));
+  }
+
+  /// @brief The client a request's failures are counted under: the host's
+  /// LockoutPolicy::client_key, or the peer address.
+  std::string client_of(const httplib::Request& req) const {
+    return options_.lockout.client_key ? options_.lockout.client_key(req) : req.remote_addr;
+  }
+
   // ---- credentials ----------------------------------------------------------
 
   /// @brief The credentials of the @p wanted scheme, or nothing after
@@ -163,7 +183,9 @@ class security_core {
   // ---- Basic username:password ---------------------------------------------
 
   /// @brief Checks Basic credentials; the user on success. Always spends one
-  /// password hash, whether or not the email exists.
+  /// password hash, whether or not the email exists, except while the
+  /// account (its lower-cased email, known or not) is locked or the client
+  /// blocked: then a 429 before any hashing.
   std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
     const auto basic = credentials(req, res, authorization::kind::basic, "Basic");
     if (!basic) return std::nullopt;
@@ -175,6 +197,12 @@ class security_core {
     }
     const std::string_view email = std::string_view(*decoded).substr(0, colon);
     const std::string_view password = std::string_view(*decoded).substr(colon + 1);
+    const std::string client = client_of(req);
+    auto attempt = lockout_->begin(email, client, now());
+    if (!attempt) {
+      too_many_attempts(res, attempt.wait());
+      return std::nullopt;
+    }
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     bool ok;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
@@ -184,9 +212,11 @@ class security_core {
       ok = verify_password_decoy(password, options_.password_rounds);
     }
     if (!ok) {
+      attempt.failed(now());
       fail(res, failure::rejected, "Basic");
       return std::nullopt;
     }
+    attempt.succeeded(now());
     return user;
   }
 
@@ -208,8 +238,19 @@ class security_core {
   void access_token(const httplib::Request& req, httplib::Response& res) const {
     const auto refresh_token = credentials(req, res, authorization::kind::basic, "Basic");
     if (!refresh_token) return;
+    // Counted per client only: a refresh token names no account until it
+    // matches, and a 256-bit token is not guessable, so an account lock
+    // (which would let anyone knowing an email cut off that user's SDK
+    // sessions) buys nothing here.
+    const std::string client = client_of(req);
+    auto attempt = lockout_->begin(std::nullopt, client, now());
+    if (!attempt) return too_many_attempts(res, attempt.wait());
     const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
-    if (!user || user->disabled) return fail(res, failure::rejected, "Basic");
+    if (!user || user->disabled) {
+      attempt.failed(now());
+      return fail(res, failure::rejected, "Basic");
+    }
+    attempt.succeeded(now());
     send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
   }
 
@@ -273,6 +314,7 @@ class security_core {
   const Signer& signer_;
   Options options_;
   std::shared_ptr<RevocationStore> revocations_;
+  std::shared_ptr<LockoutTracker> lockout_;
 };
 
 }  // namespace detail
@@ -317,6 +359,9 @@ class SecurityRoutes {
 
   /// @brief The revocation store the routes use.
   RevocationStore& revocations() const { return core_->revocations(); }
+
+  /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
+  LockoutTracker& lockout() const { return core_->lockout(); }
 
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);

@@ -86,6 +86,11 @@ class BadArguments(unittest.TestCase):
             "tls cert without key": ["--port", "0", "--tls-cert", "cert.pem"],
             "tls key without cert": ["--port", "0", "--tls-key", "key.pem"],
             "option where a value belongs": ["--port", "0", "--secret-file", "--no-access-log"],
+            "lockout failures zero": ["--port", "0", "--lockout-failures", "0"],
+            "lockout max wait below the wait": ["--port", "0", "--lockout-wait", "60", "--lockout-max-wait", "30"],
+            "lockout reset below the max wait": ["--port", "0", "--lockout-reset", "600"],
+            "lockout client window zero": ["--port", "0", "--lockout-client-window", "0"],
+            "lockout client header empty": ["--port", "0", "--lockout-client-header", ""],
         }
         for name, args in cases.items():
             with self.subTest(case=name):
