@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <string>
 
-#include <iwsec/detail/json.hpp>
+#include <iwsec/iwsec.hpp>
 
 using iwsec::detail::append_json_string;
 using iwsec::detail::json_member;
