@@ -126,11 +126,60 @@ def route_find_package(args):
     if wanted not in cache:
         raise Failure("find_package(iwsec) did not use the temporary prefix (%s not in the cache)" % wanted)
     run_consumer(os.path.join(build, "consumer"))
+    check_version_compatibility(args, prefix)
+
+
+VERSION_CHECK = """cmake_minimum_required(VERSION 3.16)
+project(iwsec_version_check LANGUAGES CXX)
+foreach(request %s)
+  find_package(iwsec ${request} QUIET)
+  if(iwsec_FOUND)
+    message(STATUS "iwsec-version-check ${request} found")
+  else()
+    message(STATUS "iwsec-version-check ${request} refused")
+  endif()
+  unset(iwsec_FOUND)
+endforeach()
+"""
+
+
+def check_version_compatibility(args, prefix):
+    """SameMinorVersion: X.Y and X.Y.Z-or-older are satisfied; X.Y+1, X+1.Y and a newer patch are not."""
+    major, minor, patch = (int(p) for p in args.version.split("."))
+    expected = {
+        "%d.%d" % (major, minor): True,
+        "%d.%d.%d" % (major, minor, patch): True,
+        "%d.%d.%d" % (major, minor, patch + 1): False,
+        "%d.%d" % (major, minor + 1): False,
+        "%d.%d" % (major + 1, minor): False,
+    }
+    if minor > 0:
+        expected["%d.%d" % (major, minor - 1)] = False
+    project = fresh_dir(os.path.join(args.work_dir, "version_check"))
+    with open(os.path.join(project, "CMakeLists.txt"), "w") as f:
+        f.write(VERSION_CHECK % " ".join(expected))
+    out = run([args.cmake, "-S", project, "-B", os.path.join(project, "build"),
+               "-DCMAKE_CXX_COMPILER=" + args.cxx, "-DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF",
+               "-DCMAKE_PREFIX_PATH=" + prefix])
+    for request, found in expected.items():
+        want = "iwsec-version-check %s %s" % (request, "found" if found else "refused")
+        got = [l.split("-- ", 1)[-1].strip() for l in out.splitlines() if ("iwsec-version-check %s " % request) in l]
+        if got != [want]:
+            raise Failure("find_package(iwsec %s) against version %s: expected %s, got %r"
+                          % (request, args.version, "found" if found else "not found", got))
+    print("find_package(iwsec VERSION): %s" % ", ".join(
+        "%s %s" % (r, "found" if f else "refused") for r, f in expected.items()))
 
 
 def route_add_subdirectory(args):
     build = cmake_consumer(args, ["-DIWSEC_CONSUME=add_subdirectory", "-DIWSEC_SOURCE_DIR=" + args.source_dir])
     run_consumer(os.path.join(build, "consumer"))
+    # Not top-level: iwsec adds no install rules to its parent.
+    prefix = os.path.join(args.work_dir, "parent-prefix")
+    run([args.cmake, "--install", build, "--prefix", prefix])
+    installed = [os.path.join(d, f) for d, _, files in os.walk(prefix) for f in files]
+    if installed:
+        raise Failure("installing the parent project installed iwsec files: " + ", ".join(sorted(installed)))
 
 
 def pkg_config(modules, extra_path=None):
