@@ -19,7 +19,7 @@
 
 #include <httplib.h>
 
-#include <iwsec/detail/file.hpp>
+#include <iwsec/iwsec.hpp>
 
 namespace cli {
 

@@ -8,7 +8,7 @@
 #include <random>
 #include <string>
 
-#include <iwsec/detail/base64.hpp>
+#include <iwsec/iwsec.hpp>
 
 namespace {
 

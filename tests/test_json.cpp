@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <string>
 
-#include <iwsec/detail/json.hpp>
+#include <iwsec/iwsec.hpp>
 
 using iwsec::detail::append_json_string;
 using iwsec::detail::json_member;
@@ -29,7 +29,7 @@ std::optional<std::int64_t> integer_of(const std::string& text) {
   return json_non_negative_integer(*v);
 }
 
-std::string quoted(std::string_view s) {
+std::string json_quoted(std::string_view s) {
   std::string out;
   append_json_string(out, s);
   return out;
@@ -125,23 +125,23 @@ TEST_CASE("parse_json_strict: syntax errors are refused", "[json]") {
 }
 
 TEST_CASE("append_json_string: escapes quotes, backslashes and every control byte", "[json]") {
-  CHECK(quoted("") == "\"\"");
-  CHECK(quoted("plain") == "\"plain\"");
-  CHECK(quoted("a\"b") == R"("a\"b")");
-  CHECK(quoted("a\\b") == R"("a\\b")");
-  CHECK(quoted("\n\r\t\b\f") == R"("\n\r\t\b\f")");
-  CHECK(quoted(std::string("\0", 1)) == R"("\u0000")");
-  CHECK(quoted("\x01") == R"("\u0001")");
-  CHECK(quoted("\x1f") == R"("\u001f")");
-  CHECK(quoted("\x7f") == R"("\u007f")");
-  CHECK(quoted("/") == "\"/\"");
-  CHECK(quoted("caf\xc3\xa9") == "\"caf\xc3\xa9\"");  // UTF-8 passes through
+  CHECK(json_quoted("") == "\"\"");
+  CHECK(json_quoted("plain") == "\"plain\"");
+  CHECK(json_quoted("a\"b") == R"("a\"b")");
+  CHECK(json_quoted("a\\b") == R"("a\\b")");
+  CHECK(json_quoted("\n\r\t\b\f") == R"("\n\r\t\b\f")");
+  CHECK(json_quoted(std::string("\0", 1)) == R"("\u0000")");
+  CHECK(json_quoted("\x01") == R"("\u0001")");
+  CHECK(json_quoted("\x1f") == R"("\u001f")");
+  CHECK(json_quoted("\x7f") == R"("\u007f")");
+  CHECK(json_quoted("/") == "\"/\"");
+  CHECK(json_quoted("caf\xc3\xa9") == "\"caf\xc3\xa9\"");  // UTF-8 passes through
 
   // No raw control byte survives anywhere in the output.
   std::string controls;
   for (int c = 0; c < 0x20; ++c) controls.push_back(static_cast<char>(c));
   controls.push_back('\x7f');
-  const std::string out = quoted(controls);
+  const std::string out = json_quoted(controls);
   for (const char c : out) {
     const auto u = static_cast<unsigned char>(c);
     CHECK((u >= 0x20 && u != 0x7f));
@@ -158,7 +158,7 @@ TEST_CASE("append_json_string: output round-trips through picojson", "[json]") {
   for (int c = 0; c < 256; ++c) every.push_back(static_cast<char>(c));
   for (const std::string& s : {every, std::string("\"\\\"\\\\"), std::string("snow \xe2\x98\x83 man"),
                                std::string("a\0b\0", 4), std::string("</script>")}) {
-    const std::string text = quoted(s);
+    const std::string text = json_quoted(s);
     picojson::value v;
     const std::string error = picojson::parse(v, text);
     INFO(error);

@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <string>
 
-#include <iwsec/password.hpp>
+#include <iwsec/iwsec.hpp>
 
 using iwsec::Pbkdf2Hash;
 using iwsec::hash_password;

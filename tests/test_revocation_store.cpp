@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <iwsec/revocation_store.hpp>
+#include <iwsec/iwsec.hpp>
 
 #include "support/temp_dir.hpp"
 #include "support/test_server.hpp"

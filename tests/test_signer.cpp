@@ -16,7 +16,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include <iwsec/signer.hpp>
+#include <iwsec/iwsec.hpp>
 
 using iwsec::AccessClaims;
 using iwsec::Signer;

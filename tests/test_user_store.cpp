@@ -18,8 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <iwsec/json_file_user_store.hpp>
-#include <iwsec/user_store.hpp>
+#include <iwsec/iwsec.hpp>
 
 using iwsec::JsonFileUserStore;
 using iwsec::MemoryUserStore;

@@ -1,0 +1,2929 @@
+// iwsec 0.1.0: the Infoworks REST API v3 security endpoints for cpp-httplib.
+//
+// GENERATED FILE, DO NOT EDIT. This is the amalgamation of include/iwsec/,
+// made by scripts/amalgamate.py; edit the headers under include/ and run
+//     python3 scripts/amalgamate.py
+//
+// It needs only what the headers need: <httplib.h> (with the host's
+// CPPHTTPLIB_* flags, see the README), <picojson.h> and OpenSSL's libcrypto.
+#pragma once
+
+// ----- begin iwsec/iwsec.hpp -----
+/// @file
+/// @brief iwsec: the Infoworks REST API v3 security endpoints for any
+/// cpp-httplib service. Include this one header.
+
+// ----- begin iwsec/version.hpp -----
+/// @file
+/// @brief The library's version: the single source of truth for every build system.
+
+#define IWSEC_VERSION_MAJOR 0
+#define IWSEC_VERSION_MINOR 1
+#define IWSEC_VERSION_PATCH 0
+#define IWSEC_VERSION_STRING "0.1.0"
+// ----- end iwsec/version.hpp -----
+// ----- begin iwsec/clock.hpp -----
+/// @file
+/// @brief The injectable clock: whole seconds since the Unix epoch.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+namespace iwsec {
+
+/// @brief A source of "now" in seconds since 1970-01-01T00:00:00Z. Tests pass
+/// their own to move time without sleeping.
+using Clock = std::function<std::int64_t()>;
+
+/// @brief The wall clock (std::chrono::system_clock).
+inline std::int64_t system_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace iwsec
+// ----- end iwsec/clock.hpp -----
+// ----- begin iwsec/signer.hpp -----
+/// @file
+/// @brief HS256 access tokens: minting and strict verification, in-house on
+/// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// ----- begin iwsec/detail/base64.hpp -----
+/// @file
+/// @brief Strict base64url (JWS) and standard base64 (HTTP Basic) codecs.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace iwsec {
+namespace detail {
+
+/// @brief Maps an ASCII byte to its 6-bit value in the given alphabet, or -1.
+inline int base64_value(unsigned char c, bool url) noexcept {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (url) {
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+  } else {
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+  }
+  return -1;
+}
+
+/// @brief Decodes unpadded symbols; rejects foreign bytes, impossible lengths
+/// and non-zero trailing bits, so every byte string has exactly one encoding.
+inline bool base64_decode_symbols(std::string_view in, bool url, std::string& out) {
+  if (in.size() % 4 == 1) return false;
+  out.clear();
+  out.reserve(in.size() / 4 * 3 + 2);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    const int v = base64_value(c, url);
+    if (v < 0) return false;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  // Leftover bits must be zero: "Xl", "Xm", "Xn" are not aliases of "Xk".
+  return (acc & ((1u << bits) - 1u)) == 0;
+}
+
+inline std::string base64_encode_impl(std::string_view in, bool url, bool pad) {
+  const char* alphabet = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                             : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const std::uint32_t n = (static_cast<unsigned char>(in[i]) << 16) |
+                            (static_cast<unsigned char>(in[i + 1]) << 8) |
+                            static_cast<unsigned char>(in[i + 2]);
+    out.push_back(alphabet[(n >> 18) & 63]);
+    out.push_back(alphabet[(n >> 12) & 63]);
+    out.push_back(alphabet[(n >> 6) & 63]);
+    out.push_back(alphabet[n & 63]);
+  }
+  const std::size_t rest = in.size() - i;
+  if (rest > 0) {
+    std::uint32_t n = static_cast<unsigned char>(in[i]) << 16;
+    if (rest == 2) n |= static_cast<unsigned char>(in[i + 1]) << 8;
+    out.push_back(alphabet[(n >> 18) & 63]);
+    out.push_back(alphabet[(n >> 12) & 63]);
+    if (rest == 2) out.push_back(alphabet[(n >> 6) & 63]);
+    if (pad) out.append(rest == 1 ? "==" : "=");
+  }
+  return out;
+}
+
+}  // namespace detail
+
+/// @brief base64url without padding (RFC 7515 §2).
+inline std::string base64url_encode(std::string_view in) {
+  return detail::base64_encode_impl(in, true, false);
+}
+
+/// @brief Strict base64url decode: no padding, no '+', '/', whitespace, and
+/// no non-zero trailing bits. Returns nothing on any violation.
+inline std::optional<std::string> base64url_decode(std::string_view in) {
+  std::string out;
+  if (!detail::base64_decode_symbols(in, true, out)) return std::nullopt;
+  return out;
+}
+
+/// @brief Standard base64 with padding (RFC 4648 §4), as HTTP Basic uses it.
+inline std::string base64_encode(std::string_view in) {
+  return detail::base64_encode_impl(in, false, true);
+}
+
+/// @brief Strict standard base64 decode: padding required to a multiple of
+/// four, canonical trailing bits, nothing outside the alphabet.
+inline std::optional<std::string> base64_decode(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::size_t pad = 0;
+  while (pad < 2 && pad < in.size() && in[in.size() - 1 - pad] == '=') ++pad;
+  std::string out;
+  if (!detail::base64_decode_symbols(in.substr(0, in.size() - pad), false, out)) return std::nullopt;
+  return out;
+}
+
+}  // namespace iwsec
+// ----- end iwsec/detail/base64.hpp -----
+// ----- begin iwsec/detail/crypto.hpp -----
+/// @file
+/// @brief The OpenSSL primitives iwsec is built on: CSPRNG, SHA-256, HMAC with
+/// precomputed key states, constant-time comparison, UUID v4.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+namespace iwsec {
+namespace detail {
+
+struct md_ctx_deleter {
+  void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
+};
+using md_ctx_ptr = std::unique_ptr<EVP_MD_CTX, md_ctx_deleter>;
+
+/// @brief SHA-256, fetched once: OpenSSL 3 spends more time looking an
+/// algorithm up by name than hashing a short input.
+inline const EVP_MD* sha256_md() {
+  static const EVP_MD* md = [] {
+    const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched ? fetched : EVP_sha256();
+  }();
+  return md;
+}
+
+inline md_ctx_ptr new_md_ctx() {
+  md_ctx_ptr ctx(EVP_MD_CTX_new());
+  if (!ctx) throw std::bad_alloc();
+  return ctx;
+}
+
+/// @brief A per-thread scratch digest context, reused across calls.
+inline EVP_MD_CTX* thread_md_ctx() {
+  thread_local md_ctx_ptr ctx = new_md_ctx();
+  return ctx.get();
+}
+
+using sha256_digest = std::array<unsigned char, 32>;
+
+/// @brief Fills @p out with @p n bytes from OpenSSL's CSPRNG; throws if the
+/// generator cannot deliver (never silently weak randomness).
+inline void random_bytes(unsigned char* out, std::size_t n) {
+  if (n > 0 && RAND_bytes(out, static_cast<int>(n)) != 1) throw std::runtime_error("iwsec: RAND_bytes failed");
+}
+
+inline std::string random_string(std::size_t n) {
+  std::string s(n, '\0');
+  random_bytes(reinterpret_cast<unsigned char*>(&s[0]), n);
+  return s;
+}
+
+inline sha256_digest sha256(std::string_view data) {
+  sha256_digest out{};
+  EVP_MD_CTX* ctx = thread_md_ctx();
+  unsigned int len = 0;
+  if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx, out.data(), &len) != 1)
+    throw std::runtime_error("iwsec: SHA-256 failed");
+  return out;
+}
+
+inline std::string hex_encode(const unsigned char* data, std::size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out(n * 2, '0');
+  for (std::size_t i = 0; i < n; ++i) {
+    out[2 * i] = digits[data[i] >> 4];
+    out[2 * i + 1] = digits[data[i] & 15];
+  }
+  return out;
+}
+
+inline std::string sha256_hex(std::string_view data) {
+  const auto d = sha256(data);
+  return hex_encode(d.data(), d.size());
+}
+
+/// @brief Equality in time that depends only on the lengths.
+inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+/// @brief HMAC-SHA256 under one key, with the inner and outer pad blocks
+/// absorbed once at construction; each MAC copies those states. The object is
+/// read-only after construction, so threads may share it.
+class hmac_sha256_key {
+ public:
+  explicit hmac_sha256_key(std::string_view key) : inner_(new_md_ctx()), outer_(new_md_ctx()) {
+    std::array<unsigned char, 64> block{};
+    if (key.size() > block.size()) {
+      const auto d = sha256(key);
+      std::copy(d.begin(), d.end(), block.begin());
+    } else {
+      std::copy(key.begin(), key.end(), block.begin());
+    }
+    std::array<unsigned char, 64> pad{};
+    for (std::size_t i = 0; i < pad.size(); ++i) pad[i] = block[i] ^ 0x36;
+    absorb(inner_.get(), pad);
+    for (std::size_t i = 0; i < pad.size(); ++i) pad[i] = block[i] ^ 0x5c;
+    absorb(outer_.get(), pad);
+    OPENSSL_cleanse(block.data(), block.size());
+    OPENSSL_cleanse(pad.data(), pad.size());
+  }
+
+  sha256_digest mac(std::string_view data) const {
+    sha256_digest inner_hash{};
+    sha256_digest out{};
+    unsigned int len = 0;
+    EVP_MD_CTX* work = thread_md_ctx();
+    if (EVP_MD_CTX_copy_ex(work, inner_.get()) != 1 || EVP_DigestUpdate(work, data.data(), data.size()) != 1 ||
+        EVP_DigestFinal_ex(work, inner_hash.data(), &len) != 1 || EVP_MD_CTX_copy_ex(work, outer_.get()) != 1 ||
+        EVP_DigestUpdate(work, inner_hash.data(), inner_hash.size()) != 1 ||
+        EVP_DigestFinal_ex(work, out.data(), &len) != 1)
+      throw std::runtime_error("iwsec: HMAC-SHA256 failed");
+    return out;
+  }
+
+ private:
+  static void absorb(EVP_MD_CTX* ctx, const std::array<unsigned char, 64>& pad) {
+    if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, pad.data(), pad.size()) != 1)
+      throw std::runtime_error("iwsec: HMAC-SHA256 key setup failed");
+  }
+
+  md_ctx_ptr inner_;
+  md_ctx_ptr outer_;
+};
+
+/// @brief A random (version 4) UUID in lower-case canonical form.
+inline std::string uuid_v4() {
+  unsigned char b[16];
+  random_bytes(b, sizeof b);
+  b[6] = static_cast<unsigned char>((b[6] & 0x0F) | 0x40);
+  b[8] = static_cast<unsigned char>((b[8] & 0x3F) | 0x80);
+  const std::string hex = hex_encode(b, sizeof b);
+  return hex.substr(0, 8) + '-' + hex.substr(8, 4) + '-' + hex.substr(12, 4) + '-' + hex.substr(16, 4) + '-' +
+         hex.substr(20, 12);
+}
+
+/// @brief True for a version 4 (random) UUID in canonical lower-case
+/// 8-4-4-4-12 hex form: what uuid_v4() makes.
+inline bool is_canonical_uuid(std::string_view s) noexcept {
+  if (s.size() != 36) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return s[14] == '4' && (s[19] == '8' || s[19] == '9' || s[19] == 'a' || s[19] == 'b');
+}
+
+/// @brief ASCII lower-casing (bytes >= 0x80 untouched), how emails are keyed.
+inline std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/crypto.hpp -----
+// ----- begin iwsec/detail/json.hpp -----
+/// @file
+/// @brief picojson with the strictness a token verifier needs: duplicate keys,
+/// non-finite numbers and deep nesting are parse errors, never exceptions.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <picojson.h>
+
+// iwsec reads every JSON number as a double and checks integrality itself, so
+// it works whether or not the host compiles picojson with PICOJSON_USE_INT64;
+// the only requirement is that picojson's own parse entry points exist.
+
+namespace iwsec {
+namespace detail {
+
+/// @brief A picojson parse context that refuses what RFC 8725 says to refuse.
+class strict_json_context {
+ public:
+  strict_json_context(picojson::value* out, std::size_t depth_left, bool* rejected)
+      : out_(out), depth_left_(depth_left), rejected_(rejected) {}
+  strict_json_context(const strict_json_context&) = delete;
+  strict_json_context& operator=(const strict_json_context&) = delete;
+
+  bool set_null() {
+    *out_ = picojson::value();
+    return true;
+  }
+  bool set_bool(bool b) {
+    *out_ = picojson::value(b);
+    return true;
+  }
+#ifdef PICOJSON_USE_INT64
+  bool set_int64(std::int64_t i) {
+    *out_ = picojson::value(static_cast<double>(i));
+    return true;
+  }
+#endif
+  bool set_number(double f) {
+    // picojson's value(double) throws on inf/nan ("1e309"), and picojson
+    // ignores this function's result, so the refusal is recorded on the side.
+    if (!std::isfinite(f)) {
+      *rejected_ = true;
+      return false;
+    }
+    *out_ = picojson::value(f);
+    return true;
+  }
+  template <typename Iter>
+  bool parse_string(picojson::input<Iter>& in) {
+    *out_ = picojson::value(picojson::string_type, false);
+    return picojson::_parse_string(out_->get<std::string>(), in);
+  }
+  bool parse_array_start() {
+    if (depth_left_ == 0) return false;
+    --depth_left_;
+    *out_ = picojson::value(picojson::array_type, false);
+    return true;
+  }
+  template <typename Iter>
+  bool parse_array_item(picojson::input<Iter>& in, std::size_t) {
+    auto& a = out_->get<picojson::array>();
+    a.emplace_back();
+    strict_json_context ctx(&a.back(), depth_left_, rejected_);
+    return picojson::_parse(ctx, in);
+  }
+  bool parse_array_stop(std::size_t) {
+    ++depth_left_;
+    return true;
+  }
+  bool parse_object_start() {
+    if (depth_left_ == 0) return false;
+    --depth_left_;
+    *out_ = picojson::value(picojson::object_type, false);
+    return true;
+  }
+  template <typename Iter>
+  bool parse_object_item(picojson::input<Iter>& in, const std::string& key) {
+    auto& o = out_->get<picojson::object>();
+    auto inserted = o.emplace(key, picojson::value());
+    if (!inserted.second) return false;  // duplicate member name
+    strict_json_context ctx(&inserted.first->second, depth_left_, rejected_);
+    return picojson::_parse(ctx, in);
+  }
+  bool parse_object_stop() {
+    ++depth_left_;
+    return true;
+  }
+
+ private:
+  picojson::value* out_;
+  std::size_t depth_left_;
+  bool* rejected_;
+};
+
+/// @brief Length of the valid UTF-8 sequence starting at @p i (a byte >= 0x80),
+/// or 0: no overlong forms, no surrogates, nothing above U+10FFFF.
+inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+  const auto byte = [&](std::size_t k) { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u; };
+  const unsigned c = byte(i);
+  const auto cont = [&](std::size_t k) { return (byte(k) & 0xC0u) == 0x80u; };
+  if (c >= 0xC2 && c <= 0xDF) return cont(i + 1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    const unsigned c1 = byte(i + 1);
+    if (c == 0xE0 && c1 < 0xA0) return 0;   // overlong
+    if (c == 0xED && c1 >= 0xA0) return 0;  // UTF-16 surrogate
+    return cont(i + 1) && cont(i + 2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    const unsigned c1 = byte(i + 1);
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 >= 0x90) return 0;  // above U+10FFFF
+    return cont(i + 1) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  }
+  return 0;
+}
+
+/// @brief Whether @p s is entirely valid UTF-8.
+inline bool is_valid_utf8(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+    } else {
+      const std::size_t n = utf8_sequence_length(s, i);
+      if (n == 0) return false;
+      i += n;
+    }
+  }
+  return true;
+}
+
+/// @brief What picojson lets through and RFC 8259 does not: numbers such as
+/// `01`, `1.`, `.5`, `-` or `1e`, and invalid UTF-8 inside strings. With
+/// @p integers_only, a number may not have a fraction or an exponent either.
+inline bool json_text_is_strict(std::string_view text, bool integers_only) noexcept {
+  const auto digit = [&](std::size_t k) { return k < text.size() && text[k] >= '0' && text[k] <= '9'; };
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const char c = text[i];
+    if (c == '"') {
+      for (++i; i < text.size() && text[i] != '"';) {
+        const auto b = static_cast<unsigned char>(text[i]);
+        if (b == '\\') {
+          i += 2;  // picojson checks the escape itself
+        } else if (b < 0x80) {
+          ++i;
+        } else {
+          const std::size_t n = utf8_sequence_length(text, i);
+          if (n == 0) return false;
+          i += n;
+        }
+      }
+      ++i;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      std::size_t j = i + (c == '-' ? 1 : 0);
+      if (!digit(j)) return false;
+      if (text[j] == '0') {
+        ++j;
+      } else {
+        while (digit(j)) ++j;
+      }
+      if (j < text.size() && text[j] == '.') {
+        if (integers_only || !digit(++j)) return false;
+        while (digit(j)) ++j;
+      }
+      if (j < text.size() && (text[j] == 'e' || text[j] == 'E')) {
+        if (integers_only) return false;
+        ++j;
+        if (j < text.size() && (text[j] == '+' || text[j] == '-')) ++j;
+        if (!digit(j)) return false;
+        while (digit(j)) ++j;
+      }
+      // Whatever picojson would still swallow as part of this number ("01", "1.2.3", "1e5e5").
+      if (j < text.size() && (digit(j) || text[j] == '.' || text[j] == 'e' || text[j] == 'E' || text[j] == '+' ||
+                              text[j] == '-'))
+        return false;
+      i = j;
+    } else {
+      ++i;
+    }
+  }
+  return true;
+}
+
+/// @brief Parses one complete JSON text strictly; trailing bytes other than
+/// whitespace, duplicate keys, non-finite numbers or nesting deeper than
+/// @p max_depth make it fail, as do the forms json_text_is_strict refuses.
+inline std::optional<picojson::value> parse_json_strict(std::string_view text, std::size_t max_depth = 16,
+                                                        bool integers_only = false) {
+  if (!json_text_is_strict(text, integers_only)) return std::nullopt;
+  picojson::value out;
+  bool rejected = false;
+  strict_json_context ctx(&out, max_depth, &rejected);
+  picojson::input<std::string_view::const_iterator> in(text.begin(), text.end());
+  try {
+    if (!picojson::_parse(ctx, in) || rejected) return std::nullopt;
+  } catch (...) {  // allocation failure or a picojson invariant: a parse error to us
+    return std::nullopt;
+  }
+  in.skip_ws();
+  if (in.getc() != -1) return std::nullopt;
+  return out;
+}
+
+/// @brief Appends @p s as a JSON string literal (quotes included).
+inline void append_json_string(std::string& out, std::string_view s) {
+  static const char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7F) {
+          out += "\\u00";
+          out.push_back(hex[c >> 4]);
+          out.push_back(hex[c & 15]);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+/// @brief A JSON number that is an integer in [0, 2^53): the only NumericDate
+/// (and counter) form iwsec accepts.
+inline std::optional<std::int64_t> json_non_negative_integer(const picojson::value& v) {
+  if (!v.is<double>()) return std::nullopt;
+  const double d = v.get<double>();
+  // ">=": every text above 2^53 - 1 rounds to at least 2^53, so none slips in.
+  if (!(d >= 0.0) || std::signbit(d) || d >= 9007199254740992.0 || std::floor(d) != d) return std::nullopt;
+  return static_cast<std::int64_t>(d);
+}
+
+/// @brief The member @p key of object @p obj, or null when absent.
+inline const picojson::value* json_member(const picojson::object& obj, const char* key) {
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &it->second;
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/json.hpp -----
+
+namespace iwsec {
+
+/// @brief How an access token was obtained (the `scope.action` inside `sub`).
+enum class TokenAction { password, refresh_token };
+
+/// @brief The wire name of a TokenAction: "password" or "refresh_token".
+inline const char* to_string(TokenAction a) noexcept {
+  return a == TokenAction::password ? "password" : "refresh_token";
+}
+
+/// @brief Why a token was not accepted. Every rejection has exactly one.
+enum class VerifyError {
+  none,                   ///< accepted
+  too_large,              ///< longer than Signer::max_token_bytes; nothing was parsed
+  malformed,              ///< not three canonical unpadded base64url segments
+  bad_header,             ///< header not a JSON object of only alg, typ, kid
+  unsupported_algorithm,  ///< alg is anything but exactly "HS256"
+  unknown_key,            ///< kid names no key this signer holds
+  bad_signature,          ///< MAC mismatch (compared in constant time)
+  bad_payload,            ///< payload not a strict JSON object (integers only, valid UTF-8, no duplicate keys)
+  bad_claims,             ///< a required claim missing or of the wrong type
+  expired,                ///< now >= exp + leeway
+  not_yet_valid,          ///< nbf or iat later than now + leeway
+};
+
+/// @brief A short, stable, lower-case name for a VerifyError (for logs and tests).
+inline const char* to_string(VerifyError e) noexcept {
+  switch (e) {
+    case VerifyError::none: return "none";
+    case VerifyError::too_large: return "too_large";
+    case VerifyError::malformed: return "malformed";
+    case VerifyError::bad_header: return "bad_header";
+    case VerifyError::unsupported_algorithm: return "unsupported_algorithm";
+    case VerifyError::unknown_key: return "unknown_key";
+    case VerifyError::bad_signature: return "bad_signature";
+    case VerifyError::bad_payload: return "bad_payload";
+    case VerifyError::bad_claims: return "bad_claims";
+    case VerifyError::expired: return "expired";
+    case VerifyError::not_yet_valid: return "not_yet_valid";
+  }
+  return "unknown";
+}
+
+/// @brief What a new access token says; Signer::sign turns it into a JWS.
+struct AccessClaims {
+  std::string email;
+  TokenAction action = TokenAction::refresh_token;
+  std::int64_t issued_at = 0;           ///< `iat`
+  std::int64_t expires_at = 0;          ///< `exp`
+  std::string jti;                      ///< lower-case UUID v4; Signer::sign makes one when empty
+  std::int64_t refresh_generation = 0;  ///< `gen`: the user's refresh-token generation
+};
+
+class Signer;
+
+/// @brief Claims of a token whose signature, header and times all checked
+/// out. Only Signer can make one, so it cannot be confused with input.
+class VerifiedToken {
+ public:
+  const std::string& email() const noexcept { return email_; }
+  TokenAction action() const noexcept { return action_; }
+  std::int64_t issued_at() const noexcept { return issued_at_; }
+  std::int64_t expires_at() const noexcept { return expires_at_; }
+  const std::string& jti() const noexcept { return jti_; }
+  std::int64_t refresh_generation() const noexcept { return refresh_generation_; }
+  /// @brief The `kid` the token named, empty when it named none.
+  const std::string& key_id() const noexcept { return key_id_; }
+
+ private:
+  friend class Signer;
+  VerifiedToken() = default;
+  std::string email_;
+  TokenAction action_ = TokenAction::refresh_token;
+  std::int64_t issued_at_ = 0;
+  std::int64_t expires_at_ = 0;
+  std::string jti_;
+  std::int64_t refresh_generation_ = 0;
+  std::string key_id_;
+};
+
+/// @brief The outcome of Signer::verify: a VerifiedToken or a VerifyError.
+class VerifyResult {
+ public:
+  bool ok() const noexcept { return error_ == VerifyError::none; }
+  explicit operator bool() const noexcept { return ok(); }
+  VerifyError error() const noexcept { return error_; }
+  /// @brief The verified claims; throws std::logic_error when !ok().
+  const VerifiedToken& token() const {
+    if (!ok()) throw std::logic_error("iwsec: VerifyResult::token() on a rejected token");
+    return *token_;
+  }
+
+ private:
+  friend class Signer;
+  explicit VerifyResult(VerifyError e) : error_(e) {}
+  explicit VerifyResult(VerifiedToken t) : error_(VerifyError::none), token_(std::move(t)) {}
+  VerifyError error_;
+  std::optional<VerifiedToken> token_;
+};
+
+/// @brief One HMAC key with its identifier (`kid`).
+struct SigningKey {
+  std::string key_id;  ///< may be empty only when it is the signer's sole key
+  std::string secret;  ///< raw bytes, at least Signer::min_key_bytes
+};
+
+/// @brief Thrown by Signer's constructors for unusable key material.
+class key_error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// @brief HS256 signer and strict verifier. Holds one or more keys: signs with
+/// the newest (the last given) and verifies with the one the token's `kid`
+/// names. Immutable after construction, so one instance serves all threads.
+class Signer {
+ public:
+  static constexpr std::size_t min_key_bytes = 32;
+  static constexpr std::size_t max_keys = 16;
+  static constexpr std::size_t max_token_bytes = 8192;
+
+  /// @brief A fresh random key of min_key_bytes bytes from the CSPRNG.
+  static std::string generate_secret() { return detail::random_string(min_key_bytes); }
+
+  /// @brief A signer with one key and no `kid`; throws key_error when the key
+  /// is shorter than 32 bytes.
+  explicit Signer(std::string_view secret) : Signer(std::vector<SigningKey>{SigningKey{"", std::string(secret)}}) {}
+
+  /// @brief A signer holding several keys for rotation; the last one signs.
+  /// With more than one key each needs a distinct, non-empty `kid`.
+  explicit Signer(const std::vector<SigningKey>& keys) {
+    if (keys.empty()) throw key_error("iwsec: a Signer needs at least one key");
+    if (keys.size() > max_keys) throw key_error("iwsec: a Signer holds at most 16 keys");
+    for (const auto& k : keys) {
+      if (k.secret.size() < min_key_bytes) throw key_error("iwsec: HS256 keys must be at least 32 bytes");
+      if (keys.size() > 1 && k.key_id.empty()) throw key_error("iwsec: with several keys each needs a kid");
+      if (k.key_id.size() > 128) throw key_error("iwsec: kid longer than 128 bytes");
+      for (const auto& other : keys_)
+        if (other.key_id == k.key_id) throw key_error("iwsec: duplicate kid");
+      keys_.push_back(entry{k.key_id, std::make_shared<detail::hmac_sha256_key>(k.secret)});
+    }
+    const auto& newest = keys_.back();
+    std::string header = "{\"alg\":\"HS256\"";
+    if (keys_.size() > 1) {
+      header += ",\"kid\":";
+      detail::append_json_string(header, newest.key_id);
+    }
+    header += '}';
+    encoded_header_ = base64url_encode(header) + '.';
+  }
+
+  /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
+  std::string sign(const AccessClaims& claims) const {
+    std::string sub = "{\n  \"email\" : ";
+    detail::append_json_string(sub, claims.email);
+    sub += ",\n  \"scope\" : {\n    \"action\" : \"";
+    sub += to_string(claims.action);
+    sub += "\"\n  }\n}";
+
+    std::string payload = "{\"iat\":" + std::to_string(claims.issued_at) + ",\"sub\":";
+    detail::append_json_string(payload, sub);
+    payload += ",\"jti\":";
+    detail::append_json_string(payload, claims.jti.empty() ? detail::uuid_v4() : claims.jti);
+    payload += ",\"exp\":" + std::to_string(claims.expires_at);
+    payload += ",\"gen\":" + std::to_string(claims.refresh_generation) + '}';
+
+    std::string token = encoded_header_;
+    token += base64url_encode(payload);
+    const auto mac = keys_.back().hmac->mac(token);
+    token += '.';
+    token += base64url_encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    return token;
+  }
+
+  /// @brief Full verification: size, shape, header (alg pinned to HS256, only
+  /// alg/typ/kid), signature in constant time, then claims and times.
+  /// @param now seconds since the epoch; @param leeway_seconds clock skew allowed.
+  VerifyResult verify(std::string_view token, std::int64_t now, std::int64_t leeway_seconds = 0) const {
+    return verify_impl(token, now, leeway_seconds, true);
+  }
+
+  /// @brief Everything verify() checks except `exp`, `nbf` and `iat` against
+  /// the clock: "is this a genuine token of ours?" Revocation uses it, since
+  /// revoking an expired genuine token is a harmless success. Never use it to
+  /// grant access.
+  VerifyResult verify_ignoring_lifetime(std::string_view token) const { return verify_impl(token, 0, 0, false); }
+
+  /// @brief The `kid` new tokens carry (empty with a single key).
+  const std::string& signing_key_id() const noexcept { return keys_.back().key_id; }
+
+ private:
+  VerifyResult verify_impl(std::string_view token, std::int64_t now, std::int64_t leeway_seconds,
+                           bool check_lifetime) const {
+    if (token.size() > max_token_bytes) return VerifyResult(VerifyError::too_large);
+    const auto dot1 = token.find('.');
+    if (dot1 == std::string_view::npos) return VerifyResult(VerifyError::malformed);
+    const auto dot2 = token.find('.', dot1 + 1);
+    if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos)
+      return VerifyResult(VerifyError::malformed);
+    const std::string_view header_b64 = token.substr(0, dot1);
+    const std::string_view payload_b64 = token.substr(dot1 + 1, dot2 - dot1 - 1);
+    const std::string_view signature_b64 = token.substr(dot2 + 1);
+    if (header_b64.empty() || payload_b64.empty() || signature_b64.empty()) return VerifyResult(VerifyError::malformed);
+
+    // Header first: the algorithm is pinned before any MAC work.
+    const auto header_json = base64url_decode(header_b64);
+    if (!header_json) return VerifyResult(VerifyError::malformed);
+    const auto header = detail::parse_json_strict(*header_json, 2, true);
+    if (!header || !header->is<picojson::object>()) return VerifyResult(VerifyError::bad_header);
+    const auto& h = header->get<picojson::object>();
+    const picojson::value* alg = nullptr;
+    const picojson::value* kid = nullptr;
+    for (const auto& member : h) {
+      if (member.first == "alg") {
+        alg = &member.second;
+      } else if (member.first == "kid") {
+        kid = &member.second;
+      } else if (member.first == "typ") {
+        if (!member.second.is<std::string>() || member.second.get<std::string>() != "JWT")
+          return VerifyResult(VerifyError::bad_header);
+      } else {
+        return VerifyResult(VerifyError::bad_header);  // crit, jku, jwk, x5u, x5c, ...
+      }
+    }
+    if (!alg || !alg->is<std::string>() || alg->get<std::string>() != "HS256")
+      return VerifyResult(VerifyError::unsupported_algorithm);
+    if (kid && !kid->is<std::string>()) return VerifyResult(VerifyError::bad_header);
+
+    const auto signature = base64url_decode(signature_b64);
+    if (!signature || signature->size() != 32) return VerifyResult(VerifyError::malformed);
+
+    const std::string_view signing_input = token.substr(0, dot2);
+    const entry* key = nullptr;
+    if (kid) {
+      for (const auto& k : keys_)
+        if (!k.key_id.empty() && k.key_id == kid->get<std::string>()) key = &k;
+      if (!key) return VerifyResult(VerifyError::unknown_key);
+      if (!mac_matches(*key, signing_input, *signature)) return VerifyResult(VerifyError::bad_signature);
+    } else {
+      // A token minted while the signer held a single key carries no kid;
+      // after a rotation adds keys it must still verify under its own key.
+      for (const auto& k : keys_)
+        if (mac_matches(k, signing_input, *signature)) key = &k;
+      if (!key) return VerifyResult(VerifyError::bad_signature);
+    }
+
+    const auto payload_json = base64url_decode(payload_b64);
+    if (!payload_json) return VerifyResult(VerifyError::malformed);
+    const auto payload = detail::parse_json_strict(*payload_json, 8, true);
+    if (!payload || !payload->is<picojson::object>()) return VerifyResult(VerifyError::bad_payload);
+    const auto& p = payload->get<picojson::object>();
+
+    VerifiedToken out;
+    const auto* exp = detail::json_member(p, "exp");
+    const auto* iat = detail::json_member(p, "iat");
+    const auto* jti = detail::json_member(p, "jti");
+    const auto* gen = detail::json_member(p, "gen");
+    const auto* sub = detail::json_member(p, "sub");
+    const auto* nbf = detail::json_member(p, "nbf");
+    if (!exp || !iat || !jti || !gen || !sub) return VerifyResult(VerifyError::bad_claims);
+    const auto exp_v = detail::json_non_negative_integer(*exp);
+    const auto iat_v = detail::json_non_negative_integer(*iat);
+    const auto gen_v = detail::json_non_negative_integer(*gen);
+    if (!exp_v || !iat_v || !gen_v) return VerifyResult(VerifyError::bad_claims);
+    std::optional<std::int64_t> nbf_v;
+    if (nbf) {
+      nbf_v = detail::json_non_negative_integer(*nbf);
+      if (!nbf_v) return VerifyResult(VerifyError::bad_claims);
+    }
+    if (!jti->is<std::string>() || !detail::is_canonical_uuid(jti->get<std::string>()))
+      return VerifyResult(VerifyError::bad_claims);
+    if (!sub->is<std::string>() || !parse_subject(sub->get<std::string>(), out))
+      return VerifyResult(VerifyError::bad_claims);
+
+    if (check_lifetime) {
+      // A year of skew is already absurd; the bound keeps the sums below in range.
+      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), 366 * 24 * 3600);
+      if (now >= *exp_v + leeway_seconds) return VerifyResult(VerifyError::expired);
+      if (*iat_v > now + leeway_seconds || (nbf_v && *nbf_v > now + leeway_seconds))
+        return VerifyResult(VerifyError::not_yet_valid);
+    }
+
+    out.issued_at_ = *iat_v;
+    out.expires_at_ = *exp_v;
+    out.refresh_generation_ = *gen_v;
+    out.jti_ = jti->get<std::string>();
+    out.key_id_ = kid ? kid->get<std::string>() : std::string();
+    return VerifyResult(std::move(out));
+  }
+
+  struct entry {
+    std::string key_id;
+    std::shared_ptr<const detail::hmac_sha256_key> hmac;
+  };
+
+  static bool mac_matches(const entry& k, std::string_view signing_input, const std::string& signature) {
+    const auto mac = k.hmac->mac(signing_input);
+    return detail::constant_time_equal(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()),
+                                       signature);
+  }
+
+  // `sub` is itself JSON: {"email": "...", "scope": {"action": "..."}}.
+  static bool parse_subject(const std::string& text, VerifiedToken& out) {
+    const auto sub = detail::parse_json_strict(text, 4, true);
+    if (!sub || !sub->is<picojson::object>()) return false;
+    const auto& o = sub->get<picojson::object>();
+    const auto* email = detail::json_member(o, "email");
+    const auto* scope = detail::json_member(o, "scope");
+    if (!email || !email->is<std::string>() || email->get<std::string>().empty()) return false;
+    if (!scope || !scope->is<picojson::object>()) return false;
+    const auto* action = detail::json_member(scope->get<picojson::object>(), "action");
+    if (!action || !action->is<std::string>()) return false;
+    const auto& a = action->get<std::string>();
+    if (a == "password") {
+      out.action_ = TokenAction::password;
+    } else if (a == "refresh_token") {
+      out.action_ = TokenAction::refresh_token;
+    } else {
+      return false;
+    }
+    out.email_ = email->get<std::string>();
+    return true;
+  }
+
+  std::vector<entry> keys_;
+  std::string encoded_header_;  // base64url(header) + '.', fixed per signer
+};
+
+}  // namespace iwsec
+// ----- end iwsec/signer.hpp -----
+// ----- begin iwsec/password.hpp -----
+/// @file
+/// @brief Password hashes in passlib's `$pbkdf2-sha256$rounds$salt$checksum`
+/// format (PBKDF2-HMAC-SHA256 via OpenSSL), verified in constant time.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <openssl/evp.h>
+
+
+namespace iwsec {
+
+/// @brief The current OWASP recommendation for PBKDF2-HMAC-SHA256.
+constexpr std::uint32_t default_pbkdf2_rounds = 600000;
+
+namespace detail {
+
+/// @brief passlib's "adapted base64": standard alphabet with '.' for '+', no padding.
+inline std::string ab64_encode(std::string_view raw) {
+  std::string s = base64_encode(raw);
+  while (!s.empty() && s.back() == '=') s.pop_back();
+  for (auto& c : s)
+    if (c == '+') c = '.';
+  return s;
+}
+
+inline std::optional<std::string> ab64_decode(std::string_view text) {
+  std::string s(text);
+  for (auto& c : s) {
+    if (c == '.') {
+      c = '+';
+    } else if (c == '+' || c == '=') {
+      return std::nullopt;
+    }
+  }
+  std::string out;
+  if (!base64_decode_symbols(s, false, out)) return std::nullopt;
+  return out;
+}
+
+/// @brief Calls of pbkdf2_sha256 since the process started: lets tests
+/// prove that refusals cost the same number of key derivations.
+inline std::atomic<std::uint64_t> kdf_calls{0};
+inline std::uint64_t kdf_call_count() noexcept { return kdf_calls.load(std::memory_order_relaxed); }
+
+inline std::string pbkdf2_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
+                                 std::size_t length = 32) {
+  kdf_calls.fetch_add(1, std::memory_order_relaxed);
+  std::string out(length, '\0');
+  if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
+                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
+                        static_cast<int>(rounds), sha256_md(), static_cast<int>(length),
+                        reinterpret_cast<unsigned char*>(&out[0])) != 1)
+    throw std::runtime_error("iwsec: PBKDF2 failed");
+  return out;
+}
+
+}  // namespace detail
+
+/// @brief A parsed `$pbkdf2-sha256$...` string.
+struct Pbkdf2Hash {
+  static constexpr std::uint32_t max_rounds = 100000000;  // bounds work a hostile file can ask for
+  std::uint32_t rounds = 0;
+  std::string salt;      ///< raw bytes
+  std::string checksum;  ///< raw bytes, 32 of them
+
+  /// @brief Parses the passlib format; nothing on any deviation.
+  static std::optional<Pbkdf2Hash> parse(std::string_view text) {
+    constexpr std::string_view prefix = "$pbkdf2-sha256$";
+    if (text.size() > 512 || text.substr(0, prefix.size()) != prefix) return std::nullopt;
+    text.remove_prefix(prefix.size());
+    const auto d1 = text.find('$');
+    if (d1 == std::string_view::npos) return std::nullopt;
+    const auto d2 = text.find('$', d1 + 1);
+    if (d2 == std::string_view::npos || text.find('$', d2 + 1) != std::string_view::npos) return std::nullopt;
+    const auto rounds_text = text.substr(0, d1);
+    if (rounds_text.empty() || rounds_text.size() > 9 || rounds_text[0] == '0') return std::nullopt;
+    std::uint64_t rounds = 0;
+    for (char c : rounds_text) {
+      if (c < '0' || c > '9') return std::nullopt;
+      rounds = rounds * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (rounds == 0 || rounds > max_rounds) return std::nullopt;
+    auto salt = detail::ab64_decode(text.substr(d1 + 1, d2 - d1 - 1));
+    auto checksum = detail::ab64_decode(text.substr(d2 + 1));
+    if (!salt || !checksum || checksum->size() != 32) return std::nullopt;
+    return Pbkdf2Hash{static_cast<std::uint32_t>(rounds), std::move(*salt), std::move(*checksum)};
+  }
+
+  std::string to_string() const {
+    return "$pbkdf2-sha256$" + std::to_string(rounds) + '$' + detail::ab64_encode(salt) + '$' +
+           detail::ab64_encode(checksum);
+  }
+};
+
+/// @brief Hashes @p password with a fresh 16-byte salt.
+inline std::string hash_password(std::string_view password, std::uint32_t rounds = default_pbkdf2_rounds) {
+  if (rounds == 0 || rounds > Pbkdf2Hash::max_rounds) throw std::invalid_argument("iwsec: PBKDF2 rounds out of range");
+  Pbkdf2Hash h;
+  h.rounds = rounds;
+  h.salt = detail::random_string(16);
+  h.checksum = detail::pbkdf2_sha256(password, h.salt, rounds);
+  return h.to_string();
+}
+
+/// @brief True when @p password matches @p stored (compared in constant
+/// time); false for a wrong password and for an unparseable hash.
+inline bool verify_password(std::string_view password, std::string_view stored) {
+  const auto h = Pbkdf2Hash::parse(stored);
+  if (!h) return false;
+  return detail::constant_time_equal(detail::pbkdf2_sha256(password, h->salt, h->rounds), h->checksum);
+}
+
+/// @brief Spends the work of one verify_password at @p rounds and returns
+/// false: what a login for an unknown user costs, so timing hides who exists.
+inline bool verify_password_decoy(std::string_view password, std::uint32_t rounds = default_pbkdf2_rounds) {
+  static const std::string salt = detail::random_string(16);
+  static const std::string checksum = detail::random_string(32);
+  const bool equal = detail::constant_time_equal(detail::pbkdf2_sha256(password, salt, rounds), checksum);
+  (void)equal;
+  return false;
+}
+
+}  // namespace iwsec
+// ----- end iwsec/password.hpp -----
+// ----- begin iwsec/user_store.hpp -----
+/// @file
+/// @brief Users, their password hashes and refresh tokens: the UserStore
+/// interface and its in-memory implementation.
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace iwsec {
+
+/// @brief One account. Secrets are stored only as hashes.
+struct User {
+  std::string user_id;               ///< opaque, stable, a string on the wire
+  std::string email;                 ///< as entered; looked up case-insensitively
+  std::string password_hash;         ///< `$pbkdf2-sha256$...`
+  std::string refresh_token_sha256;  ///< hex SHA-256 of the current refresh token
+  std::int64_t refresh_generation = 0;  ///< bumped by each refresh-token rotation
+  bool disabled = false;
+};
+
+/// @brief What an access-token check needs to know about its user, cheaply.
+struct UserStatus {
+  std::int64_t refresh_generation = 0;
+  bool disabled = false;
+};
+
+/// @brief The outcome of a UserStore write.
+enum class StoreStatus { ok, not_found, already_exists, invalid, io_error };
+
+/// @brief A short name for a StoreStatus.
+inline const char* to_string(StoreStatus s) noexcept {
+  switch (s) {
+    case StoreStatus::ok: return "ok";
+    case StoreStatus::not_found: return "not found";
+    case StoreStatus::already_exists: return "already exists";
+    case StoreStatus::invalid: return "invalid";
+    case StoreStatus::io_error: return "I/O error";
+  }
+  return "unknown";
+}
+
+/// @brief The user database the security routes read and write. Every method
+/// may be called from many threads at once.
+class UserStore {
+ public:
+  virtual ~UserStore() = default;
+
+  /// @brief The user with this email (ASCII case-insensitive), if any.
+  virtual std::optional<User> find_by_email(std::string_view email) = 0;
+
+  /// @brief The user whose current refresh token hashes to @p token_sha256 (hex).
+  virtual std::optional<User> find_by_refresh_token_hash(std::string_view token_sha256) = 0;
+
+  /// @brief Adds @p user; already_exists when the email (case-insensitively),
+  /// the user id or the refresh-token hash is taken; invalid when the email or
+  /// id is empty or a text field is not valid UTF-8.
+  virtual StoreStatus add_user(const User& user) = 0;
+
+  /// @brief Applies @p change to the user with this email, atomically with
+  /// respect to every other write (and, for durable stores, durably). The
+  /// change must not alter the email or the user id.
+  virtual StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) = 0;
+
+  /// @brief Every user, in a stable order.
+  virtual std::vector<User> list_users() = 0;
+
+  /// @brief Generation and disabled flag of a user: the hot path of every
+  /// access-token check. Override when a cheaper answer than a copy exists.
+  virtual std::optional<UserStatus> status_of(std::string_view email) {
+    auto u = find_by_email(email);
+    if (!u) return std::nullopt;
+    return UserStatus{u->refresh_generation, u->disabled};
+  }
+};
+
+/// @brief A new opaque refresh token: 32 bytes (256 bits) from the CSPRNG, base64url.
+inline std::string generate_refresh_token() {
+  return base64url_encode(detail::random_string(32));
+}
+
+/// @brief The form a refresh token is stored in: lower-case hex SHA-256.
+inline std::string refresh_token_hash(std::string_view token) { return detail::sha256_hex(token); }
+
+/// @brief A new user id: 24 lower-case hex digits (Infoworks ids look like that).
+inline std::string generate_user_id() {
+  const std::string raw = detail::random_string(12);
+  return detail::hex_encode(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
+}
+
+/// @brief A refresh token shown once, with the outcome of the write that stored its hash.
+struct IssuedRefreshToken {
+  StoreStatus status = StoreStatus::invalid;
+  std::string user_id;
+  std::string refresh_token;  ///< empty unless status is ok
+};
+
+/// @brief Gives the user a new refresh token and bumps their generation, so
+/// the old refresh token and every access token minted before stop working.
+inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_view email) {
+  IssuedRefreshToken out;
+  std::string token = generate_refresh_token();
+  const std::string hash = refresh_token_hash(token);
+  out.status = users.update_user(email, [&](User& u) {
+    u.refresh_token_sha256 = hash;
+    ++u.refresh_generation;
+    out.user_id = u.user_id;
+  });
+  if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
+  return out;
+}
+
+/// @brief Creates an enabled user with a hashed password and a first
+/// refresh token (returned, shown once).
+inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, std::string_view password,
+                                      std::uint32_t rounds = default_pbkdf2_rounds) {
+  IssuedRefreshToken out;
+  User user;
+  user.user_id = generate_user_id();
+  user.email = std::string(email);
+  user.password_hash = hash_password(password, rounds);
+  std::string token = generate_refresh_token();
+  user.refresh_token_sha256 = refresh_token_hash(token);
+  out.status = users.add_user(user);
+  if (out.status == StoreStatus::ok) {
+    out.user_id = user.user_id;
+    out.refresh_token = std::move(token);
+  }
+  return out;
+}
+
+namespace detail {
+
+/// @brief Users indexed by lower-cased email and by refresh-token hash. Not
+/// synchronised: the stores wrap it in their own locking.
+class user_index {
+ public:
+  const User* by_email(std::string_view email) const {
+    auto it = by_email_.find(ascii_lower(email));
+    return it == by_email_.end() ? nullptr : &it->second;
+  }
+
+  const User* by_refresh_token_hash(std::string_view token_sha256) const {
+    auto it = by_token_.find(std::string(token_sha256));
+    return it == by_token_.end() ? nullptr : by_email(it->second);
+  }
+
+  /// @brief Fields every stored user must have: text a JSON file can hold.
+  static bool storable(const User& u) {
+    return !u.email.empty() && !u.user_id.empty() && is_valid_utf8(u.email) && is_valid_utf8(u.user_id) &&
+           is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0;
+  }
+
+  StoreStatus add(const User& user) {
+    if (!storable(user)) return StoreStatus::invalid;
+    const std::string key = ascii_lower(user.email);
+    if (by_email_.count(key)) return StoreStatus::already_exists;
+    for (const auto& entry : by_email_)
+      if (entry.second.user_id == user.user_id) return StoreStatus::already_exists;
+    if (!user.refresh_token_sha256.empty() && by_token_.count(user.refresh_token_sha256))
+      return StoreStatus::already_exists;
+    if (!user.refresh_token_sha256.empty()) by_token_.emplace(user.refresh_token_sha256, key);
+    by_email_.emplace(key, user);
+    order_.push_back(key);
+    return StoreStatus::ok;
+  }
+
+  /// @brief Applies @p change to a copy; commits it only if the identity is
+  /// unchanged and the new refresh-token hash is not someone else's.
+  StoreStatus update(std::string_view email, const std::function<void(User&)>& change) {
+    auto it = by_email_.find(ascii_lower(email));
+    if (it == by_email_.end()) return StoreStatus::not_found;
+    User updated = it->second;
+    change(updated);
+    if (ascii_lower(updated.email) != it->first || updated.user_id != it->second.user_id || !storable(updated))
+      return StoreStatus::invalid;
+    if (updated.refresh_token_sha256 != it->second.refresh_token_sha256) {
+      if (!updated.refresh_token_sha256.empty() && by_token_.count(updated.refresh_token_sha256))
+        return StoreStatus::already_exists;
+      by_token_.erase(it->second.refresh_token_sha256);
+      if (!updated.refresh_token_sha256.empty()) by_token_.emplace(updated.refresh_token_sha256, it->first);
+    }
+    it->second = std::move(updated);
+    return StoreStatus::ok;
+  }
+
+  std::vector<User> list() const {
+    std::vector<User> out;
+    out.reserve(order_.size());
+    for (const auto& key : order_) out.push_back(by_email_.at(key));
+    return out;
+  }
+
+ private:
+  std::unordered_map<std::string, User> by_email_;
+  std::unordered_map<std::string, std::string> by_token_;  // hash -> lower-cased email
+  std::vector<std::string> order_;                          // insertion order
+};
+
+}  // namespace detail
+
+/// @brief A UserStore in process memory: for tests and hosts that keep users
+/// elsewhere and load them at start.
+class MemoryUserStore : public UserStore {
+ public:
+  std::optional<User> find_by_email(std::string_view email) override {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    const User* u = index_.by_email(email);
+    return u ? std::optional<User>(*u) : std::nullopt;
+  }
+
+  std::optional<User> find_by_refresh_token_hash(std::string_view token_sha256) override {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    const User* u = index_.by_refresh_token_hash(token_sha256);
+    return u ? std::optional<User>(*u) : std::nullopt;
+  }
+
+  StoreStatus add_user(const User& user) override {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    return index_.add(user);
+  }
+
+  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    return index_.update(email, change);
+  }
+
+  std::vector<User> list_users() override {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    return index_.list();
+  }
+
+  std::optional<UserStatus> status_of(std::string_view email) override {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    const User* u = index_.by_email(email);
+    if (!u) return std::nullopt;
+    return UserStatus{u->refresh_generation, u->disabled};
+  }
+
+ private:
+  std::shared_mutex mutex_;
+  detail::user_index index_;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/user_store.hpp -----
+// ----- begin iwsec/json_file_user_store.hpp -----
+/// @file
+/// @brief A UserStore kept in one JSON file that several processes (the
+/// server and iwsec-admin) share safely.
+
+#include <cerrno>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <sys/stat.h>
+
+// ----- begin iwsec/detail/file.hpp -----
+/// @file
+/// @brief POSIX file helpers for durable state: whole-file reads, atomic
+/// replacement (write, fsync, rename, fsync the directory), advisory locks.
+
+#include <cerrno>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace iwsec {
+namespace detail {
+
+/// @brief Closes a file descriptor on scope exit.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
+  unique_fd& operator=(unique_fd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  ~unique_fd() { reset(); }
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1) noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+inline unique_fd open_fd(const std::string& path, int flags, mode_t mode = 0600) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd < 0 && errno == EINTR);
+  return unique_fd(fd);
+}
+
+inline bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+/// @brief Reads everything from @p fd (from its current offset).
+inline bool read_all(int fd, std::string& out) {
+  out.clear();
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (n == 0) return true;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+/// @brief The directory part of @p path ("." when there is none).
+inline std::string parent_directory(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+/// @brief fsyncs a directory, making a rename or creation inside it durable.
+inline bool fsync_directory(const std::string& dir) {
+  unique_fd fd = open_fd(dir, O_RDONLY | O_DIRECTORY);
+  return fd && ::fsync(fd.get()) == 0;
+}
+
+/// @brief Replaces @p path with @p content so that a crash leaves either the
+/// old or the new file, never a mix: write a temporary, fsync, rename, fsync
+/// the directory.
+inline bool write_file_atomically(const std::string& path, std::string_view content, mode_t mode = 0600) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    unique_fd fd = open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    if (!fd) return false;
+    if (::fchmod(fd.get(), mode) != 0 || !write_all(fd.get(), content) || ::fsync(fd.get()) != 0) {
+      ::unlink(tmp.c_str());
+      return false;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  return fsync_directory(parent_directory(path));
+}
+
+/// @brief An exclusive advisory lock (flock) on a lock file, held for the
+/// object's lifetime. Serialises writers across processes.
+class file_lock {
+ public:
+  explicit file_lock(const std::string& lock_path) : fd_(open_fd(lock_path, O_RDWR | O_CREAT, 0600)) {
+    if (!fd_) return;
+    int rc;
+    do {
+      rc = ::flock(fd_.get(), LOCK_EX);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) fd_.reset();
+  }
+  explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
+
+ private:
+  unique_fd fd_;  // closing it releases the lock
+};
+
+/// @brief Identity of a file version: replacing or editing it changes this.
+struct file_identity {
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = -1;
+  timespec modified{};
+
+  static file_identity of(const struct stat& st) {
+    return file_identity{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+  }
+  bool operator==(const file_identity& o) const noexcept {
+    return device == o.device && inode == o.inode && size == o.size && modified.tv_sec == o.modified.tv_sec &&
+           modified.tv_nsec == o.modified.tv_nsec;
+  }
+  bool operator!=(const file_identity& o) const noexcept { return !(*this == o); }
+};
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/file.hpp -----
+
+namespace iwsec {
+
+/// @brief Thrown when a users file exists but cannot be read or understood.
+class store_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// @brief Users in a JSON file (`users.json`).
+///
+/// Writes take an exclusive lock on `<file>.lock`, re-read the file if
+/// another process changed it, and replace it atomically (write, fsync,
+/// rename, fsync the directory), so concurrent writers never lose each
+/// other's changes. Reads check the file's identity (one stat) and reload it
+/// when it changed, so a change made by another process applies to every
+/// request that starts after that process's write returned.
+class JsonFileUserStore : public UserStore {
+ public:
+  /// @brief Opens (or, on first write, creates) the users file at @p path.
+  /// Throws store_error when the file exists but is unreadable or invalid.
+  explicit JsonFileUserStore(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    std::string error;
+    if (!reload_locked(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+  }
+
+  const std::string& path() const noexcept { return path_; }
+
+  std::optional<User> find_by_email(std::string_view email) override {
+    return read([&](const detail::user_index& index) {
+      const User* u = index.by_email(email);
+      return u ? std::optional<User>(*u) : std::nullopt;
+    });
+  }
+
+  std::optional<User> find_by_refresh_token_hash(std::string_view token_sha256) override {
+    return read([&](const detail::user_index& index) {
+      const User* u = index.by_refresh_token_hash(token_sha256);
+      return u ? std::optional<User>(*u) : std::nullopt;
+    });
+  }
+
+  std::optional<UserStatus> status_of(std::string_view email) override {
+    return read([&](const detail::user_index& index) -> std::optional<UserStatus> {
+      const User* u = index.by_email(email);
+      if (!u) return std::nullopt;
+      return UserStatus{u->refresh_generation, u->disabled};
+    });
+  }
+
+  std::vector<User> list_users() override {
+    return read([](const detail::user_index& index) { return index.list(); });
+  }
+
+  StoreStatus add_user(const User& user) override {
+    return write([&](detail::user_index& index) { return index.add(user); });
+  }
+
+  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+    return write([&](detail::user_index& index) { return index.update(email, change); });
+  }
+
+  /// @brief The file's text for @p users (the format this store reads).
+  static std::string serialize(const std::vector<User>& users) {
+    std::string out = "{\n  \"version\": 1,\n  \"users\": [";
+    for (std::size_t i = 0; i < users.size(); ++i) {
+      const User& u = users[i];
+      out += i ? ",\n    {" : "\n    {";
+      out += "\"user_id\": ";
+      detail::append_json_string(out, u.user_id);
+      out += ", \"email\": ";
+      detail::append_json_string(out, u.email);
+      out += ", \"password_hash\": ";
+      detail::append_json_string(out, u.password_hash);
+      out += ", \"refresh_token_sha256\": ";
+      detail::append_json_string(out, u.refresh_token_sha256);
+      out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
+      out += u.disabled ? ", \"disabled\": true}" : ", \"disabled\": false}";
+    }
+    out += users.empty() ? "]\n}\n" : "\n  ]\n}\n";
+    return out;
+  }
+
+  /// @brief Parses the file's text; nothing (and a reason in @p error) when invalid.
+  static std::optional<std::vector<User>> parse(std::string_view text, std::string& error) {
+    const auto doc = detail::parse_json_strict(text, 4, true);
+    if (!doc || !doc->is<picojson::object>()) {
+      error = "not a JSON object (or a duplicate key)";
+      return std::nullopt;
+    }
+    const auto& root = doc->get<picojson::object>();
+    const auto* version = detail::json_member(root, "version");
+    const auto* users = detail::json_member(root, "users");
+    if (!version || detail::json_non_negative_integer(*version) != std::optional<std::int64_t>(1)) {
+      error = "\"version\" must be 1";
+      return std::nullopt;
+    }
+    if (!users || !users->is<picojson::array>()) {
+      error = "\"users\" must be an array";
+      return std::nullopt;
+    }
+    std::vector<User> out;
+    for (const auto& item : users->get<picojson::array>()) {
+      if (!item.is<picojson::object>()) {
+        error = "each user must be an object";
+        return std::nullopt;
+      }
+      const auto& o = item.get<picojson::object>();
+      User u;
+      const auto text_field = [&](const char* name, std::string& field) {
+        const auto* v = detail::json_member(o, name);
+        if (!v || !v->is<std::string>()) return false;
+        field = v->get<std::string>();
+        return true;
+      };
+      const auto* generation = detail::json_member(o, "refresh_generation");
+      const auto* disabled = detail::json_member(o, "disabled");
+      const auto gen = generation ? detail::json_non_negative_integer(*generation) : std::nullopt;
+      if (!text_field("user_id", u.user_id) || !text_field("email", u.email) ||
+          !text_field("password_hash", u.password_hash) ||
+          !text_field("refresh_token_sha256", u.refresh_token_sha256) || !gen || !disabled || !disabled->is<bool>()) {
+        error = "user #" + std::to_string(out.size() + 1) + " lacks a field or has one of the wrong type";
+        return std::nullopt;
+      }
+      u.refresh_generation = *gen;
+      u.disabled = disabled->get<bool>();
+      out.push_back(std::move(u));
+    }
+    return out;
+  }
+
+ private:
+  template <typename F>
+  auto read(F&& f) -> decltype(f(std::declval<const detail::user_index&>())) {
+    {
+      std::shared_lock<std::shared_mutex> lock(mutex_);
+      if (!changed_on_disk_locked()) return f(index_);
+    }
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    if (changed_on_disk_locked()) {
+      std::string ignored;  // a broken file on disk: keep serving the last good state
+      reload_locked(ignored);
+    }
+    return f(index_);
+  }
+
+  template <typename F>
+  StoreStatus write(F&& mutate) {
+    std::lock_guard<std::mutex> one_writer(write_mutex_);
+    detail::file_lock cross_process(lock_path_);
+    if (!cross_process) return StoreStatus::io_error;
+    detail::user_index next;
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      std::string error;
+      if (changed_on_disk_locked() && !reload_locked(error)) return StoreStatus::io_error;
+      next = index_;
+    }
+    const StoreStatus status = mutate(next);
+    if (status != StoreStatus::ok) return status;
+    if (!detail::write_file_atomically(path_, serialize(next.list()), 0600)) return StoreStatus::io_error;
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    index_ = std::move(next);
+    std::string error;
+    adopt_current_file_locked(error);
+    return StoreStatus::ok;
+  }
+
+  bool changed_on_disk_locked() const {
+    struct stat st;
+    if (::stat(path_.c_str(), &st) != 0) return loaded_.has_value();
+    return !loaded_ || detail::file_identity::of(st) != *loaded_;
+  }
+
+  // Holds the loaded file open: its inode cannot be reused while we compare
+  // against it, so "same identity" really means "same file version".
+  bool adopt_current_file_locked(std::string& error, std::string* text = nullptr) {
+    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
+    if (!fd) {
+      if (errno == ENOENT) {
+        loaded_fd_.reset();
+        loaded_.reset();
+        if (text) text->clear();
+        return true;
+      }
+      error = "cannot open";
+      return false;
+    }
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) {
+      error = "cannot stat";
+      return false;
+    }
+    if (text && !detail::read_all(fd.get(), *text)) {
+      error = "cannot read";
+      return false;
+    }
+    loaded_ = detail::file_identity::of(st);
+    loaded_fd_ = std::move(fd);
+    return true;
+  }
+
+  bool reload_locked(std::string& error) {
+    std::string text;
+    auto previous = loaded_;
+    // Keep the served version open until a new one is accepted, so that its
+    // inode cannot be reused while loaded_ still names it.
+    detail::unique_fd previous_fd = std::move(loaded_fd_);
+    if (!adopt_current_file_locked(error, &text)) {
+      loaded_fd_ = std::move(previous_fd);
+      return false;
+    }
+    detail::user_index next;
+    if (loaded_) {
+      auto users = parse(text, error);
+      if (!users) {
+        loaded_ = previous;  // retry on the next request
+        loaded_fd_ = std::move(previous_fd);
+        return false;
+      }
+      for (const auto& u : *users) {
+        if (next.add(u) != StoreStatus::ok) {
+          error = "duplicate or empty email, user id or refresh token in the file";
+          loaded_ = previous;
+          loaded_fd_ = std::move(previous_fd);
+          return false;
+        }
+      }
+    }
+    index_ = std::move(next);
+    return true;
+  }
+
+  std::string path_;
+  std::string lock_path_;
+  std::shared_mutex mutex_;  // guards index_, loaded_, loaded_fd_
+  std::mutex write_mutex_;   // one writer at a time inside this process
+  detail::user_index index_;
+  std::optional<detail::file_identity> loaded_;
+  detail::unique_fd loaded_fd_;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/json_file_user_store.hpp -----
+// ----- begin iwsec/revocation_store.hpp -----
+/// @file
+/// @brief Revoked ("blacklisted") access tokens: the RevocationStore
+/// interface, an in-memory store and a durable journal.
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include <sys/stat.h>
+
+
+namespace iwsec {
+
+/// @brief Where revoked token ids live until their tokens expire.
+class RevocationStore {
+ public:
+  virtual ~RevocationStore() = default;
+
+  /// @brief Revokes the token @p jti until @p expires_at. Returns true only
+  /// once the revocation is as durable as this store promises.
+  virtual bool revoke(std::string_view jti, std::int64_t expires_at) = 0;
+
+  /// @brief Whether @p jti is revoked.
+  virtual bool is_revoked(std::string_view jti) = 0;
+};
+
+/// @brief Revocations in process memory; entries are dropped once their
+/// token has expired (an expired token fails verification on its own).
+class MemoryRevocationStore : public RevocationStore {
+ public:
+  explicit MemoryRevocationStore(Clock clock = system_now) : clock_(std::move(clock)) {}
+
+  bool revoke(std::string_view jti, std::int64_t expires_at) override {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    insert_locked(std::string(jti), expires_at);
+    return true;
+  }
+
+  bool is_revoked(std::string_view jti) override {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    return entries_.find(std::string(jti)) != entries_.end();
+  }
+
+  /// @brief How many revocations are held (expired ones may linger until the next sweep).
+  std::size_t size() {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    return entries_.size();
+  }
+
+ protected:
+  void insert_locked(std::string jti, std::int64_t expires_at) {
+    auto& exp = entries_[std::move(jti)];
+    exp = std::max(exp, expires_at);
+    if (entries_.size() >= next_sweep_) {
+      const std::int64_t now = clock_();
+      for (auto it = entries_.begin(); it != entries_.end();) it = it->second <= now ? entries_.erase(it) : ++it;
+      next_sweep_ = std::max<std::size_t>(1024, entries_.size() * 2);
+    }
+  }
+
+  Clock clock_;
+  std::shared_mutex mutex_;
+  std::unordered_map<std::string, std::int64_t> entries_;
+  std::size_t next_sweep_ = 1024;
+};
+
+/// @brief Revocations in memory, backed by an append-only journal file
+/// (`<jti> <exp>` per line). revoke() returns only after the line is written
+/// and fsynced; the constructor replays the journal, tolerating a torn last
+/// line, drops expired entries and rewrites the journal compactly.
+class JournalRevocationStore : public MemoryRevocationStore {
+ public:
+  /// @brief Opens or creates the journal at @p path; throws std::runtime_error
+  /// when it cannot be read or written.
+  explicit JournalRevocationStore(std::string path, Clock clock = system_now)
+      : MemoryRevocationStore(std::move(clock)), path_(std::move(path)) {
+    std::lock_guard<std::mutex> appending(append_mutex_);
+    {
+      detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
+      std::string text;
+      if (in && !detail::read_all(in.get(), text)) throw std::runtime_error("iwsec: cannot read " + path_);
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      replay(text);
+    }
+    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_);
+  }
+
+  bool revoke(std::string_view jti, std::int64_t expires_at) override {
+    if (jti.empty() || jti.size() > 256 || jti.find_first_of(" \t\r\n") != std::string_view::npos) return false;
+    std::string line(jti);
+    line += ' ';
+    line += std::to_string(expires_at);
+    line += '\n';
+    // Writers queue here; readers (is_revoked) never wait for the disk.
+    std::lock_guard<std::mutex> appending(append_mutex_);
+    if (!journal_ && !compact_appending_locked()) return false;
+    if (!append_durably(line)) return false;
+    bool compact;
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      insert_locked(std::string(jti), expires_at);
+      compact = journal_lines_ > 4096 && journal_lines_ > 2 * entries_.size();
+    }
+    if (compact) compact_appending_locked();  // on failure the current journal stays in use
+    return true;
+  }
+
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  void replay(std::string_view text) {
+    const std::int64_t now = clock_();
+    while (!text.empty()) {
+      const auto nl = text.find('\n');
+      if (nl == std::string_view::npos) break;  // a torn last line: never acknowledged
+      const std::string_view line = text.substr(0, nl);
+      text.remove_prefix(nl + 1);
+      const auto space = line.find(' ');
+      if (space == std::string_view::npos || space == 0) continue;
+      const std::string_view exp_text = line.substr(space + 1);
+      if (exp_text.empty() || exp_text.size() > 18) continue;
+      std::int64_t exp = 0;
+      bool digits = true;
+      for (char c : exp_text) {
+        if (c < '0' || c > '9') {
+          digits = false;  // stop here: a non-digit could push exp past int64 (UB)
+          break;
+        }
+        exp = exp * 10 + (c - '0');
+      }
+      if (!digits || exp <= now) continue;
+      auto& slot = entries_[std::string(line.substr(0, space))];
+      slot = std::max(slot, exp);
+    }
+  }
+
+  // Appends one record and fsyncs it. On failure the journal is cut back to
+  // its last acknowledged length, so a partial record can never merge with
+  // (and spoil) the next one; if even that fails, appending stops until a
+  // compaction rewrites the journal.
+  bool append_durably(const std::string& line) {
+    if (detail::write_all(journal_.get(), line) && ::fdatasync(journal_.get()) == 0) {
+      journal_bytes_ += static_cast<off_t>(line.size());
+      ++journal_lines_;
+      return true;
+    }
+    if (::ftruncate(journal_.get(), journal_bytes_) != 0 || ::fdatasync(journal_.get()) != 0) journal_.reset();
+    return false;
+  }
+
+  // Rewrites the journal with only live entries (write, fsync, rename) and
+  // appends to the new file from then on. Caller holds append_mutex_.
+  bool compact_appending_locked() {
+    std::string text;
+    std::size_t lines = 0;
+    {
+      std::shared_lock<std::shared_mutex> lock(mutex_);
+      const std::int64_t now = clock_();
+      for (const auto& entry : entries_) {
+        if (entry.second <= now) continue;
+        text += entry.first;
+        text += ' ';
+        text += std::to_string(entry.second);
+        text += '\n';
+        ++lines;
+      }
+    }
+    if (!detail::write_file_atomically(path_, text, 0600)) {
+      // The rename may or may not have happened: keep appending only if the
+      // path still names the file we hold.
+      struct stat held, named;
+      if (journal_ && (::fstat(journal_.get(), &held) != 0 || ::stat(path_.c_str(), &named) != 0 ||
+                       held.st_ino != named.st_ino || held.st_dev != named.st_dev))
+        journal_.reset();
+      return false;
+    }
+    journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND, 0600);
+    if (!journal_) return false;
+    journal_bytes_ = static_cast<off_t>(text.size());
+    journal_lines_ = lines;
+    return true;
+  }
+
+  std::string path_;
+  std::mutex append_mutex_;  // guards journal_, journal_bytes_, journal_lines_
+  detail::unique_fd journal_;
+  off_t journal_bytes_ = 0;
+  std::size_t journal_lines_ = 0;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/revocation_store.hpp -----
+// ----- begin iwsec/lockout.hpp -----
+/// @file
+/// @brief Brute-force defence, modelled on Keycloak's: failed credential
+/// checks counted per account and per client, temporary locks answered 429.
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <httplib.h>
+
+
+namespace iwsec {
+
+/// @brief When failed logins lock an account or a client out. Keycloak's
+/// defaults: after `account_failures` (30) failures an account is locked for
+/// `account_wait_increment` (60 s) × ⌊failures / 30⌋, at most
+/// `account_max_wait` (900 s); `account_failure_reset` (12 h) without a
+/// failure, or a successful login, resets the count. A client with
+/// `client_failures` (100) failures within `client_window` (15 min) is
+/// refused until that window has passed.
+struct LockoutPolicy {
+  /// @brief Off: nothing is counted and nothing is ever refused with 429.
+  bool enabled = true;
+
+  /// @brief Failures of one account (its email, lower-cased) that lock it.
+  std::uint32_t account_failures = 30;
+  /// @brief Lock length per multiple of account_failures.
+  std::chrono::seconds account_wait_increment{60};
+  /// @brief Longest lock.
+  std::chrono::seconds account_max_wait{900};
+  /// @brief Quiet time after which an account's failures are forgotten.
+  std::chrono::seconds account_failure_reset{12 * 3600};
+
+  /// @brief Failures from one client, within client_window, that block it.
+  std::uint32_t client_failures = 100;
+  /// @brief The client window; it opens at the client's first failure.
+  std::chrono::seconds client_window{15 * 60};
+
+  /// @brief Most accounts tracked at once (each entry about 100 bytes).
+  std::size_t max_tracked_accounts = 100000;
+  /// @brief Most clients tracked at once (each entry about 100 bytes).
+  std::size_t max_tracked_clients = 100000;
+
+  /// @brief Who the client is. Empty: the peer address (`req.remote_addr`).
+  /// Behind a reverse proxy every request comes from the proxy's address:
+  /// return the address the proxy vouches for (e.g. the last hop it
+  /// appended to `X-Forwarded-For`), never a header a client can set
+  /// freely. An empty string exempts the request from the client throttle.
+  std::function<std::string(const httplib::Request&)> client_key;
+};
+
+/// @brief Counts failures and answers "wait N seconds" for locked accounts
+/// and blocked clients. Thread-safe. Keys are kept as 128-bit SHA-256
+/// prefixes, so no email is held in memory and a long one costs no more.
+///
+/// A credential check is bracketed by begin() and the Attempt's failed() or
+/// succeeded(). Attempts still running are counted too: once an account (or
+/// client) has failures, no more attempts may run at once than failures are
+/// left before its threshold (at least one), so parallel guesses cannot slip
+/// past the threshold while their password hashes run, nor past a lock that
+/// just ended. Before the first failure nothing limits parallel attempts, so
+/// that many honest logins at once are never refused.
+///
+/// Memory stays bounded: each table holds at most its `max_tracked_*`
+/// entries. A full table first drops entries that no longer matter (quiet
+/// for account_failure_reset, or past their client window); if that frees
+/// less than an eighth of it, the entries that protect least go next:
+/// unlocked ones before locked ones, fewest failures first, oldest first.
+/// So spraying random emails or addresses evicts other sprayed one-failure
+/// entries long before it could release a lock or a real count.
+class LockoutTracker {
+  struct key {  // 128 bits of SHA-256("a" or "c" + name)
+    std::uint64_t hi = 0, lo = 0;
+    bool operator==(const key& o) const noexcept { return hi == o.hi && lo == o.lo; }
+  };
+  struct key_hash {
+    std::size_t operator()(const key& k) const noexcept { return static_cast<std::size_t>(k.lo); }
+  };
+
+ public:
+  explicit LockoutTracker(LockoutPolicy policy = LockoutPolicy()) : policy_(std::move(policy)) {}
+  LockoutTracker(const LockoutTracker&) = delete;
+  LockoutTracker& operator=(const LockoutTracker&) = delete;
+
+  const LockoutPolicy& policy() const { return policy_; }
+
+  /// @brief The account key of an email: lower-cased (ASCII), as the user
+  /// stores match it.
+  static std::string normalise_account(std::string_view email) { return detail::ascii_lower(email); }
+
+  /// @brief One credential check in progress; see begin().
+  class Attempt {
+   public:
+    Attempt(Attempt&& other) noexcept { *this = std::move(other); }
+    Attempt& operator=(Attempt&& other) noexcept {
+      if (this != &other) {
+        release();
+        tracker_ = std::exchange(other.tracker_, nullptr);
+        account_ = other.account_;
+        client_ = other.client_;
+        wait_ = other.wait_;
+      }
+      return *this;
+    }
+    ~Attempt() { release(); }
+
+    /// @brief True when the check may run; false when it must be refused.
+    explicit operator bool() const noexcept { return wait_ == 0; }
+    /// @brief Seconds to wait (>= 1) when refused; 0 when admitted.
+    std::int64_t wait() const noexcept { return wait_; }
+
+    /// @brief The credentials were wrong: counts a failure for the account
+    /// and the client, locking or blocking them at their thresholds.
+    void failed(std::int64_t now) {
+      if (tracker_) std::exchange(tracker_, nullptr)->finish(account_, client_, now, false);
+    }
+    /// @brief The credentials were right: the account's count and lock are
+    /// reset; the client's failures stay (a success does not wipe them, or
+    /// one valid account would let a client guess at the others freely).
+    void succeeded(std::int64_t now) {
+      if (tracker_) std::exchange(tracker_, nullptr)->finish(account_, client_, now, true);
+    }
+
+   private:
+    friend class LockoutTracker;
+    Attempt(LockoutTracker* tracker, std::optional<key> account, std::optional<key> client, std::int64_t wait)
+        : tracker_(tracker), account_(account), client_(client), wait_(wait) {}
+    void release() noexcept {
+      if (tracker_) std::exchange(tracker_, nullptr)->abandon(account_, client_);
+    }
+    LockoutTracker* tracker_ = nullptr;  // set while admitted and unfinished
+    std::optional<key> account_, client_;
+    std::int64_t wait_ = 0;
+  };
+
+  /// @brief Starts a credential check for @p account (an email; nothing for
+  /// a refresh token, which names no account) from @p client (empty: not
+  /// tracked). Refused (the Attempt is false, wait() >= 1 seconds) while the
+  /// account is locked, the client blocked, or too many of their attempts
+  /// run at once; nothing is counted then. Always admitted when the policy
+  /// is disabled. An admitted Attempt dropped unfinished (an exception)
+  /// counts as neither failure nor success.
+  Attempt begin(std::optional<std::string_view> account, std::string_view client, std::int64_t now) {
+    if (!policy_.enabled) return Attempt(nullptr, std::nullopt, std::nullopt, 0);
+    std::optional<key> account_key, client_key;
+    if (account) account_key = make_key('a', normalise_account(*account));
+    if (!client.empty()) client_key = make_key('c', client);
+    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
+    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    std::int64_t wait = 0;
+    if (account_key) wait = std::max(wait, account_wait(*account_key, now, true));
+    if (client_key) wait = std::max(wait, client_wait(*client_key, now, true));
+    if (wait > 0) return Attempt(nullptr, std::nullopt, std::nullopt, wait);
+    if (account_key) ++account_entry_for(*account_key, now).pending;
+    if (client_key) ++client_entry_for(*client_key, now).pending;
+    return Attempt(this, account_key, client_key, 0);
+  }
+
+  /// @brief Seconds @p account must still wait (0: none), without counting.
+  std::int64_t account_wait(std::string_view account, std::int64_t now) {
+    if (!policy_.enabled) return 0;
+    const key k = make_key('a', normalise_account(account));
+    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    return account_wait(k, now, false);
+  }
+
+  /// @brief Seconds @p client must still wait (0: none), without counting.
+  std::int64_t client_wait(std::string_view client, std::int64_t now) {
+    if (!policy_.enabled || client.empty()) return 0;
+    const key k = make_key('c', client);
+    std::lock_guard<std::mutex> lock(clients_mutex_);
+    return client_wait(k, now, false);
+  }
+
+  /// @brief Forgets @p account's failures and lifts its lock (an
+  /// administrator's "unlock").
+  void unlock_account(std::string_view account) {
+    const key k = make_key('a', normalise_account(account));
+    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    accounts_.erase(k);
+  }
+
+  /// @brief Forgets every failure of @p client.
+  void unlock_client(std::string_view client) {
+    const key k = make_key('c', client);
+    std::lock_guard<std::mutex> lock(clients_mutex_);
+    clients_.erase(k);
+  }
+
+  /// @brief Entries held (for tests and monitoring).
+  std::size_t tracked_accounts() const {
+    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    return accounts_.size();
+  }
+  std::size_t tracked_clients() const {
+    std::lock_guard<std::mutex> lock(clients_mutex_);
+    return clients_.size();
+  }
+
+ private:
+  struct account_entry {
+    std::uint32_t failures = 0;
+    std::uint32_t pending = 0;  // admitted attempts still running
+    std::int64_t last_failure = 0;
+    std::int64_t locked_until = 0;
+  };
+  struct client_entry {
+    std::uint32_t failures = 0;
+    std::uint32_t pending = 0;
+    std::int64_t window_start = 0;
+  };
+
+  static key make_key(char kind, std::string_view text) {
+    std::string input(1, kind);
+    input += text;
+    const auto digest = detail::sha256(input);
+    key k;
+    std::memcpy(&k.hi, digest.data(), 8);
+    std::memcpy(&k.lo, digest.data() + 8, 8);
+    return k;
+  }
+
+  std::int64_t reset_after() const { return static_cast<std::int64_t>(policy_.account_failure_reset.count()); }
+  std::int64_t window_end(const client_entry& e) const {
+    return e.window_start + static_cast<std::int64_t>(policy_.client_window.count());
+  }
+  bool account_expired(const account_entry& e, std::int64_t now) const {
+    return e.failures == 0 || (now - e.last_failure >= reset_after() && now >= e.locked_until);
+  }
+  bool client_expired(const client_entry& e, std::int64_t now) const { return e.failures == 0 || now >= window_end(e); }
+
+  // Attempts that may run at once once there are failures: those left
+  // before the threshold, at least one.
+  static bool too_many_running(std::uint32_t failures, std::uint32_t pending, std::uint32_t threshold) {
+    const std::uint32_t allowed = failures >= threshold ? 1 : threshold - failures;
+    return failures > 0 && pending >= allowed;
+  }
+
+  std::int64_t account_wait(const key& k, std::int64_t now, bool starting) const {
+    auto it = accounts_.find(k);
+    if (it == accounts_.end()) return 0;
+    const account_entry& e = it->second;
+    if (e.locked_until > now) return e.locked_until - now;
+    if (starting && !account_expired(e, now) && too_many_running(e.failures, e.pending, policy_.account_failures))
+      return 1;
+    return 0;
+  }
+
+  std::int64_t client_wait(const key& k, std::int64_t now, bool starting) const {
+    auto it = clients_.find(k);
+    if (it == clients_.end() || client_expired(it->second, now)) return 0;
+    const client_entry& e = it->second;
+    if (e.failures >= policy_.client_failures) return window_end(e) - now;
+    if (starting && too_many_running(e.failures, e.pending, policy_.client_failures)) return 1;
+    return 0;
+  }
+
+  account_entry& account_entry_for(const key& k, std::int64_t now) {
+    auto it = accounts_.find(k);
+    if (it == accounts_.end()) {
+      if (accounts_.size() >= policy_.max_tracked_accounts) evict_accounts(now);
+      it = accounts_.emplace(k, account_entry{}).first;
+    }
+    return it->second;
+  }
+
+  client_entry& client_entry_for(const key& k, std::int64_t now) {
+    auto it = clients_.find(k);
+    if (it == clients_.end()) {
+      if (clients_.size() >= policy_.max_tracked_clients) evict_clients(now);
+      it = clients_.emplace(k, client_entry{0, 0, now}).first;
+    }
+    return it->second;
+  }
+
+  void finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now, bool success) {
+    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
+    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    if (account) {
+      account_entry& e = account_entry_for(*account, now);  // evicted meanwhile: counted afresh
+      if (e.pending > 0) --e.pending;
+      if (success) {
+        e.failures = 0;
+        e.locked_until = 0;
+      } else {
+        account_failed(e, now);
+      }
+      if (e.failures == 0 && e.pending == 0) accounts_.erase(*account);
+    }
+    if (client) {
+      client_entry& e = client_entry_for(*client, now);
+      if (e.pending > 0) --e.pending;
+      if (!success) client_failed(e, now);
+      if (e.failures == 0 && e.pending == 0) clients_.erase(*client);
+    }
+  }
+
+  void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept {
+    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
+    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    if (account) {
+      auto it = accounts_.find(*account);
+      if (it != accounts_.end() && it->second.pending > 0) --it->second.pending;
+    }
+    if (client) {
+      auto it = clients_.find(*client);
+      if (it != clients_.end() && it->second.pending > 0) --it->second.pending;
+    }
+  }
+
+  void account_failed(account_entry& e, std::int64_t now) {
+    if (e.failures > 0 && account_expired(e, now)) {  // 12 quiet hours: start again
+      e.failures = 0;
+      e.locked_until = 0;
+    }
+    if (e.failures < UINT32_MAX) ++e.failures;
+    e.last_failure = now;
+    if (e.failures >= policy_.account_failures) {
+      const std::int64_t multiples = e.failures / policy_.account_failures;
+      const std::int64_t increment = static_cast<std::int64_t>(policy_.account_wait_increment.count());
+      const std::int64_t max_wait = static_cast<std::int64_t>(policy_.account_max_wait.count());
+      const std::int64_t wait = std::min(max_wait, multiples * increment);  // no overflow: < 2^32 * 2^25
+      e.locked_until = std::max(e.locked_until, now + wait);
+    }
+  }
+
+  void client_failed(client_entry& e, std::int64_t now) {
+    if (e.failures == 0 || now >= window_end(e)) {  // the window opens at the first failure
+      e.failures = 0;
+      e.window_start = now;
+    }
+    if (e.failures < UINT32_MAX) ++e.failures;
+  }
+
+  std::size_t eviction_target(std::size_t cap) const { return cap - std::max<std::size_t>(1, cap / 8); }
+
+  void evict_accounts(std::int64_t now) {
+    for (auto it = accounts_.begin(); it != accounts_.end();)
+      it = account_expired(it->second, now) && it->second.pending == 0 ? accounts_.erase(it) : std::next(it);
+    const std::size_t target = eviction_target(policy_.max_tracked_accounts);
+    if (accounts_.size() <= target) return;
+    // Least protective first: unlocked, fewest failures, longest quiet.
+    using rank = std::pair<std::pair<std::int64_t, std::int64_t>, std::int64_t>;
+    std::vector<std::pair<rank, key>> ranked;
+    ranked.reserve(accounts_.size());
+    for (const auto& [k, e] : accounts_) {
+      const std::int64_t locked = e.locked_until > now ? e.locked_until : 0;  // sooner unlock goes first
+      ranked.push_back({{{locked, e.failures}, e.last_failure}, k});
+    }
+    const std::size_t drop = accounts_.size() - target;
+    std::nth_element(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(drop - 1), ranked.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t i = 0; i < drop; ++i) accounts_.erase(ranked[i].second);
+  }
+
+  void evict_clients(std::int64_t now) {
+    for (auto it = clients_.begin(); it != clients_.end();)
+      it = client_expired(it->second, now) && it->second.pending == 0 ? clients_.erase(it) : std::next(it);
+    const std::size_t target = eviction_target(policy_.max_tracked_clients);
+    if (clients_.size() <= target) return;
+    // Least protective first: not blocked, fewest failures, oldest window.
+    using rank = std::pair<std::pair<std::int64_t, std::int64_t>, std::int64_t>;
+    std::vector<std::pair<rank, key>> ranked;
+    ranked.reserve(clients_.size());
+    for (const auto& [k, e] : clients_) {
+      const std::int64_t blocked = e.failures >= policy_.client_failures ? window_end(e) : 0;
+      ranked.push_back({{{blocked, e.failures}, e.window_start}, k});
+    }
+    const std::size_t drop = clients_.size() - target;
+    std::nth_element(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(drop - 1), ranked.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t i = 0; i < drop; ++i) clients_.erase(ranked[i].second);
+  }
+
+  LockoutPolicy policy_;
+  mutable std::mutex accounts_mutex_;  // always taken before clients_mutex_
+  mutable std::mutex clients_mutex_;
+  std::unordered_map<key, account_entry, key_hash> accounts_;
+  std::unordered_map<key, client_entry, key_hash> clients_;
+};
+
+namespace detail {
+
+/// @brief Refuses a policy that would silently not protect (or never let
+/// anyone in); used by validate_options.
+inline const char* lockout_policy_error(const LockoutPolicy& p) {
+  constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+  if (!p.enabled) return nullptr;
+  if (p.account_failures < 1 || p.account_failures > 1000000) return "account_failures must be 1 to 1000000";
+  if (p.account_wait_increment.count() < 1 || p.account_wait_increment.count() > max_seconds)
+    return "account_wait_increment must be 1 s to 366 days";
+  if (p.account_max_wait < p.account_wait_increment || p.account_max_wait.count() > max_seconds)
+    return "account_max_wait must be account_wait_increment to 366 days";
+  if (p.account_failure_reset < p.account_max_wait || p.account_failure_reset.count() > max_seconds)
+    return "account_failure_reset must be account_max_wait to 366 days";
+  if (p.client_failures < 1 || p.client_failures > 100000000) return "client_failures must be 1 to 100000000";
+  if (p.client_window.count() < 1 || p.client_window.count() > max_seconds) return "client_window must be 1 s to 366 days";
+  if (p.max_tracked_accounts < 16 || p.max_tracked_accounts > 100000000)
+    return "max_tracked_accounts must be 16 to 100000000";
+  if (p.max_tracked_clients < 16 || p.max_tracked_clients > 100000000)
+    return "max_tracked_clients must be 16 to 100000000";
+  return nullptr;
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/lockout.hpp -----
+// ----- begin iwsec/options.hpp -----
+/// @file
+/// @brief Options for mount_security_routes; every field has a sane default.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+
+namespace iwsec {
+
+/// @brief How the security routes behave. A default-constructed Options is
+/// what `mount_security_routes(server, users, signer)` uses.
+struct Options {
+  /// @brief Lifetime of each access token (`exp` = `iat` + this).
+  std::chrono::seconds token_lifetime{900};
+
+  /// @brief Clock skew tolerated when checking `exp`, `nbf` and `iat`.
+  std::chrono::seconds leeway{0};
+
+  /// @brief Source of "now"; tests inject their own.
+  Clock clock = system_now;
+
+  /// @brief Where revoked access tokens are kept. Null: an in-memory store
+  /// owned by the routes (revocations then do not survive a restart; pass a
+  /// JournalRevocationStore for that).
+  std::shared_ptr<RevocationStore> revocations;
+
+  /// @brief Base of the `help` link in error envelopes: `<base>/<iw_code>`.
+  std::string help_url_base = "https://docs.infoworks.io/api/errors";
+
+  /// @brief The realm named in `WWW-Authenticate` challenges.
+  std::string realm = "iwsec";
+
+  /// @brief PBKDF2 rounds spent on a login for an unknown email, so it costs
+  /// what a wrong password costs. Match the rounds your users' hashes use.
+  std::uint32_t password_rounds = default_pbkdf2_rounds;
+
+  /// @brief Longest `Authorization` header value accepted; longer is a 400.
+  std::size_t max_authorization_bytes = 4096;
+
+  /// @brief Brute-force defence (on by default, Keycloak's figures): failed
+  /// logins and refresh-token exchanges counted per account and per client,
+  /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
+  LockoutPolicy lockout;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/options.hpp -----
+// ----- begin iwsec/routes.hpp -----
+/// @file
+/// @brief mount_security_routes: the five `/v3/security` endpoints on a
+/// host's httplib::Server, and a guard for the host's own routes.
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <httplib.h>
+
+// ----- begin iwsec/detail/http.hpp -----
+/// @file
+/// @brief HTTP plumbing of the security routes: reading `Authorization`
+/// (RFC 7617, RFC 6750) and writing Infoworks-shaped JSON answers.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <httplib.h>
+
+
+namespace iwsec {
+namespace detail {
+
+constexpr const char* json_content_type = "application/json; charset=utf-8";
+
+/// @brief What a request's `Authorization` header holds.
+struct authorization {
+  enum class kind {
+    none,       ///< absent, empty, or a scheme with empty credentials
+    basic,      ///< scheme "Basic" (any case)
+    bearer,     ///< scheme "Bearer" (any case)
+    other,      ///< some other scheme
+    duplicate,  ///< more than one Authorization header
+    too_long,   ///< value longer than the configured bound
+  };
+  kind type = kind::none;
+  std::string credentials;
+};
+
+inline bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+inline authorization read_authorization(const httplib::Request& req, std::size_t max_bytes) {
+  authorization out;
+  const std::size_t count = req.get_header_value_count("Authorization");
+  if (count == 0) return out;
+  if (count > 1) {
+    out.type = authorization::kind::duplicate;
+    return out;
+  }
+  const std::string& raw = req.headers.find("Authorization")->second;
+  if (raw.size() > max_bytes) {
+    out.type = authorization::kind::too_long;
+    return out;
+  }
+  std::string_view v(raw);
+  while (!v.empty() && is_ows(v.front())) v.remove_prefix(1);
+  while (!v.empty() && is_ows(v.back())) v.remove_suffix(1);
+  std::size_t scheme_end = 0;
+  while (scheme_end < v.size() && !is_ows(v[scheme_end])) ++scheme_end;
+  const std::string_view scheme = v.substr(0, scheme_end);
+  std::string_view credentials = v.substr(scheme_end);
+  while (!credentials.empty() && is_ows(credentials.front())) credentials.remove_prefix(1);
+  if (scheme.empty() || credentials.empty()) return out;  // "Basic " counts as no credentials
+  if (iequals(scheme, "Basic")) {
+    out.type = authorization::kind::basic;
+  } else if (iequals(scheme, "Bearer")) {
+    out.type = authorization::kind::bearer;
+  } else {
+    out.type = authorization::kind::other;
+  }
+  out.credentials = std::string(credentials);
+  return out;
+}
+
+/// @brief Writes a JSON body with the headers every security answer carries.
+inline void send_json(httplib::Response& res, int status, const std::string& body) {
+  res.status = status;
+  res.set_header("Cache-Control", "no-store");
+  res.set_content(body, json_content_type);
+}
+
+/// @brief The Infoworks error envelope.
+inline std::string error_envelope(std::string_view message, std::string_view details, std::string_view iw_code,
+                                  std::string_view help_base) {
+  std::string body = "{\"message\":";
+  append_json_string(body, message);
+  body += ",\"details\":";
+  append_json_string(body, details);
+  body += ",\"iw_code\":";
+  append_json_string(body, iw_code);
+  body += ",\"help\":";
+  std::string help(help_base);
+  if (!help.empty() && help.back() != '/') help += '/';
+  help += iw_code;
+  append_json_string(body, help);
+  body += '}';
+  return body;
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/http.hpp -----
+
+namespace iwsec {
+
+namespace detail {
+
+// The error answers of the security routes, one per row of SPEC "Errors".
+enum class failure { bad_request, no_credentials, invalid_token, rejected, internal };
+
+/// @brief The state and the logic behind the routes, shared by every handler
+/// and by the guard (so they see the same revocations).
+class security_core {
+ public:
+  security_core(UserStore& users, const Signer& signer, Options options)
+      : users_(users), signer_(signer), options_(std::move(options)) {
+    validate_options(options_);
+    if (!options_.clock) options_.clock = system_now;
+    lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
+    revocations_ = options_.revocations ? options_.revocations
+                                        : std::make_shared<MemoryRevocationStore>(options_.clock);
+  }
+
+  /// @brief Refuses options that would silently break the contract.
+  static void validate_options(const Options& o) {
+    constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+    if (o.token_lifetime.count() <= 0 || o.token_lifetime.count() > max_seconds)
+      throw std::invalid_argument("iwsec: Options::token_lifetime must be 1 s to 366 days");
+    if (o.leeway.count() < 0 || o.leeway.count() > max_seconds)
+      throw std::invalid_argument("iwsec: Options::leeway must be 0 s to 366 days");
+    if (o.password_rounds < 1 || o.password_rounds > Pbkdf2Hash::max_rounds)
+      throw std::invalid_argument("iwsec: Options::password_rounds out of range");
+    if (o.max_authorization_bytes < 64)
+      throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
+    if (const char* error = lockout_policy_error(o.lockout))
+      throw std::invalid_argument(std::string("iwsec: Options::lockout.") + error);
+  }
+
+  RevocationStore& revocations() const { return *revocations_; }
+  LockoutTracker& lockout() const { return *lockout_; }
+  const Options& options() const { return options_; }
+
+  std::int64_t now() const { return options_.clock(); }
+
+  /// @brief Full access check: signature, claims, times, revocation, user
+  /// still enabled and of the same refresh-token generation.
+  std::optional<VerifiedToken> check_access_token(std::string_view token) const {
+    auto result = signer_.verify(token, now(), static_cast<std::int64_t>(options_.leeway.count()));
+    if (!result) return std::nullopt;
+    const VerifiedToken& t = result.token();
+    if (revocations_->is_revoked(t.jti())) return std::nullopt;
+    const auto status = users_.status_of(t.email());
+    if (!status || status->disabled || status->refresh_generation != t.refresh_generation()) return std::nullopt;
+    return t;
+  }
+
+  // ---- answers --------------------------------------------------------------
+
+  void fail(httplib::Response& res, failure f, const char* challenge_scheme) const {
+    std::string details, code;
+    int status = 500;
+    switch (f) {
+      case failure::bad_request:
+        status = 400;
+        code = "IW10006";
+        details = "Bad Request: unusable Authorization header or query parameter";
+        break;
+      case failure::no_credentials:
+        status = 401;
+        code = "IW10004";
+        details = "Authentication Required: missing or unsupported credentials";
+        break;
+      case failure::invalid_token:
+        status = 401;
+        code = "IW10004";
+        details = "Authentication Required: invalid or expired access token";
+        break;
+      case failure::rejected:
+        status = 406;
+        code = "IW10031";
+        details = "Authentication Failed: Incorrect user credentials";
+        break;
+      case failure::internal:
+        status = 500;
+        code = "IW10002";
+        details = "Internal Server Error";
+        break;
+    }
+    if (status == 401) res.set_header("WWW-Authenticate", challenge(challenge_scheme, f == failure::invalid_token));
+    send_json(res, status,
+              error_envelope(status >= 500 ? "Security Server Errors" : "Security Client Errors", details, code,
+                             options_.help_url_base));
+  }
+
+  std::string challenge(const char* scheme, bool invalid_token) const {
+    std::string c = scheme;
+    c += " realm=";
+    append_json_string(c, options_.realm);
+    if (std::string_view(scheme) == "Basic") c += ", charset=\"UTF-8\"";
+    if (invalid_token) c += ", error=\"invalid_token\"";
+    return c;
+  }
+
+  void send_token(httplib::Response& res, const std::string& token, const std::string* user_id) const {
+    std::string body = "{\"message\":\"Authentication Success\",\"result\":{\"authentication_token\":";
+    append_json_string(body, token);
+    body += ",\"is_authenticated\":true";
+    if (user_id) {
+      body += ",\"user_id\":";
+      append_json_string(body, *user_id);
+    }
+    body += "}}";
+    send_json(res, 200, body);
+  }
+
+  std::string mint(const User& user, TokenAction action) const {
+    AccessClaims claims;
+    claims.email = user.email;
+    claims.action = action;
+    claims.issued_at = now();
+    claims.expires_at = claims.issued_at + static_cast<std::int64_t>(options_.token_lifetime.count());
+    claims.refresh_generation = user.refresh_generation;
+    return signer_.sign(claims);
+  }
+
+  /// @brief 429 with `Retry-After` (whole seconds, at least 1): the same
+  /// answer for a locked account, a blocked client, a known or unknown email.
+  void too_many_attempts(httplib::Response& res, std::int64_t wait_seconds) const {
+    res.set_header("Retry-After", std::to_string(wait_seconds < 1 ? 1 : wait_seconds));
+    send_json(res, 429,
+              error_envelope("Security Client Errors", "Authentication Failed: Too many failed attempts, retry later",
+                             "IW10031", options_.help_url_base));
+  }
+
+  /// @brief The client a request's failures are counted under: the host's
+  /// LockoutPolicy::client_key, or the peer address.
+  std::string client_of(const httplib::Request& req) const {
+    return options_.lockout.client_key ? options_.lockout.client_key(req) : req.remote_addr;
+  }
+
+  // ---- credentials ----------------------------------------------------------
+
+  /// @brief The credentials of the @p wanted scheme, or nothing after
+  /// answering: 400 for a duplicate or over-long header, 401 otherwise.
+  std::optional<std::string> credentials(const httplib::Request& req, httplib::Response& res,
+                                         authorization::kind wanted, const char* scheme) const {
+    auto auth = read_authorization(req, options_.max_authorization_bytes);
+    if (auth.type == authorization::kind::duplicate || auth.type == authorization::kind::too_long) {
+      fail(res, failure::bad_request, scheme);
+      return std::nullopt;
+    }
+    if (auth.type != wanted) {
+      fail(res, failure::no_credentials, scheme);
+      return std::nullopt;
+    }
+    return std::move(auth.credentials);
+  }
+
+  // ---- Basic username:password ---------------------------------------------
+
+  /// @brief Checks Basic credentials; the user on success. Always spends one
+  /// password hash, whether or not the email exists, except while the
+  /// account (its lower-cased email, known or not) is locked or the client
+  /// blocked: then a 429 before any hashing.
+  std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
+    const auto basic = credentials(req, res, authorization::kind::basic, "Basic");
+    if (!basic) return std::nullopt;
+    const auto decoded = base64_decode(*basic);
+    const auto colon = decoded ? decoded->find(':') : std::string::npos;
+    if (colon == std::string::npos) {
+      fail(res, failure::bad_request, "Basic");
+      return std::nullopt;
+    }
+    const std::string_view email = std::string_view(*decoded).substr(0, colon);
+    const std::string_view password = std::string_view(*decoded).substr(colon + 1);
+    const std::string client = client_of(req);
+    auto attempt = lockout_->begin(email, client, now());
+    if (!attempt) {
+      too_many_attempts(res, attempt.wait());
+      return std::nullopt;
+    }
+    auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
+    bool ok;
+    if (user && Pbkdf2Hash::parse(user->password_hash)) {
+      ok = verify_password(password, user->password_hash) && !user->disabled;
+    } else {
+      // Unknown email (or a stored hash that cannot match): the same work as a wrong password.
+      ok = verify_password_decoy(password, options_.password_rounds);
+    }
+    if (!ok) {
+      attempt.failed(now());
+      fail(res, failure::rejected, "Basic");
+      return std::nullopt;
+    }
+    attempt.succeeded(now());
+    return user;
+  }
+
+  // ---- the five endpoints --------------------------------------------------
+
+  void authenticate(const httplib::Request& req, httplib::Response& res) const {
+    if (req.params.count("service_id")) {
+      const auto range = req.params.equal_range("service_id");
+      const std::string& value = range.first->second;
+      bool numeric = req.params.count("service_id") == 1 && !value.empty() && value.size() <= 18;
+      for (char c : value) numeric = numeric && c >= '0' && c <= '9';
+      if (!numeric) return fail(res, failure::bad_request, "Basic");
+    }
+    const auto user = password_login(req, res);
+    if (!user) return;
+    send_token(res, mint(*user, TokenAction::password), &user->user_id);
+  }
+
+  void access_token(const httplib::Request& req, httplib::Response& res) const {
+    const auto refresh_token = credentials(req, res, authorization::kind::basic, "Basic");
+    if (!refresh_token) return;
+    // Counted per client only: a refresh token names no account until it
+    // matches, and a 256-bit token is not guessable, so an account lock
+    // (which would let anyone knowing an email cut off that user's SDK
+    // sessions) buys nothing here.
+    const std::string client = client_of(req);
+    auto attempt = lockout_->begin(std::nullopt, client, now());
+    if (!attempt) return too_many_attempts(res, attempt.wait());
+    const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
+    if (!user || user->disabled) {
+      attempt.failed(now());
+      return fail(res, failure::rejected, "Basic");
+    }
+    attempt.succeeded(now());
+    send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
+  }
+
+  void revoke_access_token(const httplib::Request& req, httplib::Response& res) const {
+    const auto token = credentials(req, res, authorization::kind::bearer, "Bearer");
+    if (!token) return;
+    const auto result = signer_.verify_ignoring_lifetime(*token);
+    if (!result) return fail(res, failure::invalid_token, "Bearer");
+    const VerifiedToken& t = result.token();
+    // Kept until the token would fail verification on its own; an expired
+    // token needs no entry, it can never be valid again.
+    const std::int64_t usable_until = t.expires_at() + static_cast<std::int64_t>(options_.leeway.count());
+    if (usable_until > now() && !revocations_->revoke(t.jti(), usable_until))
+      return fail(res, failure::internal, "Bearer");
+    send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
+  }
+
+  void validate(const httplib::Request& req, httplib::Response& res) const {
+    const auto token = credentials(req, res, authorization::kind::bearer, "Bearer");
+    if (!token) return;
+    const bool valid = check_access_token(*token).has_value();
+    send_json(res, 200, valid ? "{\"message\":\"\",\"result\":{\"is_valid\":true}}"
+                              : "{\"message\":\"\",\"result\":{\"is_valid\":false}}");
+  }
+
+  void rotate_refresh_token(const httplib::Request& req, httplib::Response& res) const {
+    const auto user = password_login(req, res);
+    if (!user) return;
+    const auto rotated = iwsec::rotate_refresh_token(users_, user->email);
+    if (rotated.status == StoreStatus::not_found) return fail(res, failure::rejected, "Basic");  // deleted meanwhile
+    if (rotated.status != StoreStatus::ok) return fail(res, failure::internal, "Basic");
+    std::string body =
+        "{\"message\":\"Refresh Token Rotated\",\"result\":\"Successfully Blacklisted Refresh Token.\","
+        "\"refresh_token\":";
+    append_json_string(body, rotated.refresh_token);
+    body += '}';
+    send_json(res, 200, body);
+  }
+
+  /// @brief cpp-httplib slices the body of a routed answer by the request's
+  /// `Range` header (a 206 with half a token, or a 416 with no envelope).
+  /// Our answers are whole JSON documents, so the ranges are dropped. The
+  /// Request is a mutable object inside httplib, handed to handlers as const.
+  static void ignore_ranges(const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); }
+
+  /// @brief Runs @p body, turning any escaping exception into the 500
+  /// envelope: the host's exception handler is never involved, and no
+  /// exception text reaches the client.
+  template <typename F>
+  void shielded(httplib::Response& res, const char* scheme, F&& body) const {
+    try {
+      body();
+    } catch (...) {
+      res.headers.clear();
+      fail(res, failure::internal, scheme);
+    }
+  }
+
+ private:
+  UserStore& users_;
+  const Signer& signer_;
+  Options options_;
+  std::shared_ptr<RevocationStore> revocations_;
+  std::shared_ptr<LockoutTracker> lockout_;
+};
+
+}  // namespace detail
+
+/// @brief What mount_security_routes returns: a handle to the mounted routes'
+/// state, used to guard the host's own routes. Cheap to copy; keeps that
+/// state alive for as long as any copy (or the server's handlers) exist.
+class SecurityRoutes {
+ public:
+  /// @brief A handler that receives the verified claims of the request's token.
+  using GuardedHandler = std::function<void(const httplib::Request&, httplib::Response&, const VerifiedToken&)>;
+
+  /// @brief Wraps @p handler so that it runs only for a request bearing a
+  /// valid, unrevoked access token; other requests get the same 401 (or
+  /// 400) envelope as the security routes.
+  httplib::Server::Handler guard(GuardedHandler handler) const {
+    auto core = core_;
+    return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      std::optional<VerifiedToken> token;
+      core->shielded(res, "Bearer", [&] {
+        const auto bearer = core->credentials(req, res, detail::authorization::kind::bearer, "Bearer");
+        if (bearer && !(token = core->check_access_token(*bearer)))
+          core->fail(res, detail::failure::invalid_token, "Bearer");
+      });
+      // Only with a verified token: a fault in the check above (already
+      // answered 500) must not run the host's handler on an empty token.
+      if (token) {
+        handler(req, res, *token);  // the host's own exceptions (and Range handling) stay the host's
+      } else {
+        detail::security_core::ignore_ranges(req);  // our refusal goes out whole
+      }
+    };
+  }
+
+  /// @brief The same check as guard(), without HTTP: the claims when @p req
+  /// bears a valid access token.
+  std::optional<VerifiedToken> verify_request(const httplib::Request& req) const {
+    const auto auth = detail::read_authorization(req, core_->options().max_authorization_bytes);
+    if (auth.type != detail::authorization::kind::bearer) return std::nullopt;
+    return core_->check_access_token(auth.credentials);
+  }
+
+  /// @brief The revocation store the routes use.
+  RevocationStore& revocations() const { return core_->revocations(); }
+
+  /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
+  LockoutTracker& lockout() const { return core_->lockout(); }
+
+ private:
+  friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
+  explicit SecurityRoutes(std::shared_ptr<detail::security_core> core) : core_(std::move(core)) {}
+  std::shared_ptr<detail::security_core> core_;
+};
+
+/// @brief Deleted: the routes keep a reference to the signer, so a temporary
+/// one would dangle. Keep the Signer alive as long as the server.
+SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, Signer&&, const Options& = Options()) = delete;
+
+/// @brief Adds the Infoworks v3 security endpoints under `/v3/security` to
+/// @p server. It only adds routes: the host's error, exception, pre-routing
+/// handlers and logger stay untouched. @p users and @p signer must outlive
+/// the server's use of the routes. Throws std::invalid_argument for options
+/// out of range (a non-positive lifetime, a negative leeway, ...).
+inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& users, const Signer& signer,
+                                            const Options& options = Options()) {
+  auto core = std::make_shared<detail::security_core>(users, signer, options);
+  using member = void (detail::security_core::*)(const httplib::Request&, httplib::Response&) const;
+  const auto route = [core](member endpoint, const char* scheme) {
+    return [core, endpoint, scheme](const httplib::Request& req, httplib::Response& res) {
+      detail::security_core::ignore_ranges(req);
+      core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
+    };
+  };
+  const auto wrong_method = [core](const char* allow) {
+    return [core, allow](const httplib::Request& req, httplib::Response& res) {
+      detail::security_core::ignore_ranges(req);
+      res.set_header("Allow", allow);
+      detail::send_json(res, 405,
+                        detail::error_envelope("Security Client Errors", "Method Not Allowed", "IW10006",
+                                               core->options().help_url_base));
+    };
+  };
+
+  server.Get("/v3/security/authenticate", route(&detail::security_core::authenticate, "Basic"));
+  server.Get("/v3/security/token/access", route(&detail::security_core::access_token, "Basic"));
+  server.Delete("/v3/security/token/access", route(&detail::security_core::revoke_access_token, "Bearer"));
+  server.Get("/v3/security/token/validate", route(&detail::security_core::validate, "Bearer"));
+  server.Delete("/v3/security/token/refresh", route(&detail::security_core::rotate_refresh_token, "Basic"));
+
+  // Other methods on these paths: a 405 in the same envelope, not the host's 404.
+  const struct {
+    const char* path;
+    const char* allow;
+  } paths[] = {{"/v3/security/authenticate", "GET"},
+               {"/v3/security/token/access", "GET, DELETE"},
+               {"/v3/security/token/validate", "GET"},
+               {"/v3/security/token/refresh", "DELETE"}};
+  for (const auto& p : paths) {
+    server.Options(p.path, [allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request&, httplib::Response& res) {
+      res.status = 204;
+      res.set_header("Allow", allow);
+    });
+    server.Post(p.path, wrong_method(p.allow));
+    server.Put(p.path, wrong_method(p.allow));
+    server.Patch(p.path, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("DELETE") == std::string_view::npos) server.Delete(p.path, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("GET") == std::string_view::npos) server.Get(p.path, wrong_method(p.allow));
+  }
+  return SecurityRoutes(std::move(core));
+}
+
+}  // namespace iwsec
+// ----- end iwsec/routes.hpp -----
+// ----- end iwsec/iwsec.hpp -----
