@@ -4,8 +4,10 @@
 /// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
 
 #include <algorithm>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -170,25 +172,53 @@ class Signer {
   }
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
+  /// The payload has a fixed layout, written straight into one buffer:
+  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N}.
   std::string sign(const AccessClaims& claims) const {
-    std::string sub = "{\n  \"email\" : ";
-    detail::append_json_string(sub, claims.email);
-    sub += ",\n  \"scope\" : {\n    \"action\" : \"";
-    sub += to_string(claims.action);
-    sub += "\"\n  }\n}";
+    char jti_buf[36];
+    std::string_view jti = claims.jti;
+    if (jti.empty()) jti = detail::uuid_v4_to(jti_buf);
+    const std::string_view action = to_string(claims.action);
 
-    std::string payload = "{\"iat\":" + std::to_string(claims.issued_at) + ",\"sub\":";
-    detail::append_json_string(payload, sub);
-    payload += ",\"jti\":";
-    detail::append_json_string(payload, claims.jti.empty() ? detail::uuid_v4() : claims.jti);
-    payload += ",\"exp\":" + std::to_string(claims.expires_at);
-    payload += ",\"gen\":" + std::to_string(claims.refresh_generation) + '}';
+    static constexpr std::string_view p_iat = R"({"iat":)";
+    static constexpr std::string_view p_sub = R"(,"sub":"{\n  \"email\" : \")";
+    static constexpr std::string_view p_scope = R"(\",\n  \"scope\" : {\n    \"action\" : \")";
+    static constexpr std::string_view p_jti = R"(\"\n  }\n}","jti":")";
+    static constexpr std::string_view p_exp = R"(","exp":)";
+    static constexpr std::string_view p_gen = R"(,"gen":)";
+    // Worst cases: an email byte escaped twice is 7 bytes (\\u00XX), a jti
+    // byte escaped once 6, an int64 20.
+    const std::size_t bound = p_iat.size() + p_sub.size() + p_scope.size() + p_jti.size() + p_exp.size() +
+                              p_gen.size() + 1 + 7 * claims.email.size() + action.size() + 6 * jti.size() + 3 * 20;
+    char stack_buf[1024];
+    std::unique_ptr<char[]> heap_buf;
+    char* const payload = bound <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new char[bound]), heap_buf.get());
+    char* w = payload;
+    w = detail::put(w, p_iat);
+    w = detail::put_int(w, claims.issued_at);
+    w = detail::put(w, p_sub);
+    w = detail::put_json_escaped_twice(w, claims.email);
+    w = detail::put(w, p_scope);
+    w = detail::put(w, action);
+    w = detail::put(w, p_jti);
+    w = detail::put_json_escaped(w, jti);
+    w = detail::put(w, p_exp);
+    w = detail::put_int(w, claims.expires_at);
+    w = detail::put(w, p_gen);
+    w = detail::put_int(w, claims.refresh_generation);
+    *w++ = '}';
+    const auto payload_size = static_cast<std::size_t>(w - payload);
 
-    std::string token = encoded_header_;
-    token += base64url_encode(payload);
-    const auto mac = keys_.back().hmac->mac(token);
-    token += '.';
-    token += base64url_encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    const std::size_t input_size = encoded_header_.size() + detail::base64_unpadded_size(payload_size);
+    std::string token(input_size + 1 + detail::base64_unpadded_size(32), '\0');
+    char* t = &token[0];
+    std::memcpy(t, encoded_header_.data(), encoded_header_.size());
+    detail::base64url_encode_to(t + encoded_header_.size(), reinterpret_cast<const unsigned char*>(payload),
+                                payload_size);
+    unsigned char mac[32];
+    keys_.back().hmac->mac(reinterpret_cast<const unsigned char*>(t), input_size, mac);
+    t[input_size] = '.';
+    detail::base64url_encode_to(t + input_size + 1, mac, sizeof mac);
     return token;
   }
 

@@ -3,7 +3,9 @@
 /// @brief picojson with the strictness a token verifier needs: duplicate keys,
 /// non-finite numbers and deep nesting are parse errors, never exceptions.
 
+#include <charconv>
 #include <cmath>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -231,6 +233,57 @@ inline void append_json_string(std::string& out, std::string_view s) {
     }
   }
   out.push_back('"');
+}
+
+/// @brief Copies @p s to @p w; returns the end.
+inline char* put(char* w, std::string_view s) noexcept {
+  std::memcpy(w, s.data(), s.size());
+  return w + s.size();
+}
+
+/// @brief Writes @p v in decimal (at most 20 chars); returns the end.
+inline char* put_int(char* w, std::int64_t v) noexcept { return std::to_chars(w, w + 20, v).ptr; }
+
+/// @brief Writes @p s JSON-escaped, without quotes, exactly as
+/// append_json_string does (at most 6 chars per byte); returns the end.
+inline char* put_json_escaped(char* w, std::string_view s) noexcept {
+  static const char hex[] = "0123456789abcdef";
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
+      *w++ = static_cast<char>(c);
+      continue;
+    }
+    *w++ = '\\';
+    switch (c) {
+      case '"': *w++ = '"'; break;
+      case '\\': *w++ = '\\'; break;
+      case '\b': *w++ = 'b'; break;
+      case '\f': *w++ = 'f'; break;
+      case '\n': *w++ = 'n'; break;
+      case '\r': *w++ = 'r'; break;
+      case '\t': *w++ = 't'; break;
+      default:
+        w = put(w, "u00");
+        *w++ = hex[c >> 4];
+        *w++ = hex[c & 15];
+    }
+  }
+  return w;
+}
+
+/// @brief Writes @p s JSON-escaped and then escaped again (a string inside a
+/// JSON string), at most 7 chars per byte; returns the end.
+inline char* put_json_escaped_twice(char* w, std::string_view s) noexcept {
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
+      *w++ = static_cast<char>(c);
+      continue;
+    }
+    char once[6];
+    const char* end = put_json_escaped(once, std::string_view(reinterpret_cast<const char*>(&c), 1));
+    w = put_json_escaped(w, std::string_view(once, static_cast<std::size_t>(end - once)));
+  }
+  return w;
 }
 
 /// @brief A JSON number that is an integer in [0, 2^53): the only NumericDate
