@@ -140,7 +140,14 @@ inline void sha256_compress(sha256_state& st, const unsigned char* data, std::si
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #endif
-  for (std::size_t i = 0; i < blocks; ++i) SHA256_Transform(&ctx, data + 64 * i);
+  if (blocks == 1) {
+    SHA256_Transform(&ctx, data);
+  } else if (blocks > 1) {
+    // SHA256_Update hands whole blocks to the block function in one call.
+    ctx.Nl = ctx.Nh = 0;
+    ctx.num = 0;
+    SHA256_Update(&ctx, data, 64 * blocks);
+  }
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
