@@ -24,18 +24,6 @@
 #include <emmintrin.h>
 #endif
 
-// PBKDF2's inner loop can also run on the x86 SHA extensions directly (chosen
-// at run time by CPUID), keeping the state in registers between the two
-// compressions of an iteration; elsewhere it calls SHA256_Transform.
-#if IWSEC_LOW_LEVEL_SHA256 && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(IWSEC_NO_SHA_NI)
-#define IWSEC_SHA_NI 1
-#include <cpuid.h>
-#include <immintrin.h>
-#else
-#define IWSEC_SHA_NI 0
-#endif
-
 // HMAC and PBKDF2 run the SHA-256 compression function directly from
 // precomputed key states (SHA256_Transform: OpenSSL's assembly, SHA-NI where the
 // CPU has it). OpenSSL 3.0 deprecates that low-level API, so it is used only
@@ -250,111 +238,6 @@ inline void sha256_iterate(const sha256_state& inner, const sha256_state& outer,
   OPENSSL_cleanse(&ctx, sizeof ctx);
 }
 
-#if IWSEC_SHA_NI
-
-/// @brief Whether the CPU has the SHA extensions (and SSSE3, SSE4.1).
-inline bool cpu_has_sha_ni() noexcept {
-  static const bool has = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-    const bool ssse3 = (c & (1u << 9)) != 0, sse41 = (c & (1u << 19)) != 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    return ssse3 && sse41 && (b & (1u << 29)) != 0;
-  }();
-  return has;
-}
-
-namespace sha_ni {
-
-#define IWSEC_SHA_NI_TARGET __attribute__((target("sha,sse4.1,ssse3")))
-
-alignas(16) inline constexpr std::uint32_t round_constants[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-// The state as the instructions want it: abef = {F, E, B, A} and
-// cdgh = {H, G, D, C} (lane 0 first); words = {A, B, C, D} / {E, F, G, H}.
-IWSEC_SHA_NI_TARGET inline void to_lanes(__m128i abcd, __m128i efgh, __m128i& abef, __m128i& cdgh) noexcept {
-  const __m128i badc = _mm_shuffle_epi32(abcd, 0xB1);
-  const __m128i hgfe = _mm_shuffle_epi32(efgh, 0x1B);
-  abef = _mm_alignr_epi8(badc, hgfe, 8);
-  cdgh = _mm_blend_epi16(hgfe, badc, 0xF0);
-}
-
-IWSEC_SHA_NI_TARGET inline void to_words(__m128i abef, __m128i cdgh, __m128i& abcd, __m128i& efgh) noexcept {
-  const __m128i abef_in_order = _mm_shuffle_epi32(abef, 0x1B);  // {A, B, E, F}
-  const __m128i ghcd = _mm_shuffle_epi32(cdgh, 0xB1);           // {G, H, C, D}
-  abcd = _mm_blend_epi16(abef_in_order, ghcd, 0xF0);
-  efgh = _mm_alignr_epi8(ghcd, abef_in_order, 8);
-}
-
-/// @brief One compression of the block whose message words are w0..w3
-/// (already in native order), on a state in lane form.
-IWSEC_SHA_NI_TARGET inline void compress(__m128i& abef, __m128i& cdgh, __m128i w0, __m128i w1, __m128i w2,
-                                         __m128i w3) noexcept {
-  __m128i w[16];
-  w[0] = w0;
-  w[1] = w1;
-  w[2] = w2;
-  w[3] = w3;
-  for (int i = 4; i < 16; ++i)
-    w[i] = _mm_sha256msg2_epu32(
-        _mm_add_epi32(_mm_sha256msg1_epu32(w[i - 4], w[i - 3]), _mm_alignr_epi8(w[i - 1], w[i - 2], 4)), w[i - 1]);
-  const __m128i abef_in = abef, cdgh_in = cdgh;
-  for (int i = 0; i < 16; ++i) {
-    __m128i k = _mm_add_epi32(w[i], _mm_load_si128(reinterpret_cast<const __m128i*>(round_constants + 4 * i)));
-    cdgh = _mm_sha256rnds2_epu32(cdgh, abef, k);
-    k = _mm_shuffle_epi32(k, 0x0E);
-    abef = _mm_sha256rnds2_epu32(abef, cdgh, k);
-  }
-  abef = _mm_add_epi32(abef, abef_in);
-  cdgh = _mm_add_epi32(cdgh, cdgh_in);
-}
-
-/// @brief sha256_iterate on the SHA extensions: nothing leaves the registers.
-IWSEC_SHA_NI_TARGET inline void iterate(const std::uint32_t* inner, const std::uint32_t* outer, std::uint32_t* u,
-                                        std::uint32_t* t, std::uint32_t iterations) noexcept {
-  __m128i inner_abef, inner_cdgh, outer_abef, outer_cdgh;
-  to_lanes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(inner)),
-           _mm_loadu_si128(reinterpret_cast<const __m128i*>(inner + 4)), inner_abef, inner_cdgh);
-  to_lanes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(outer)),
-           _mm_loadu_si128(reinterpret_cast<const __m128i*>(outer + 4)), outer_abef, outer_cdgh);
-  // The padding of a 32-byte message after one 64-byte block: 0x80, zeros, 768 bits.
-  const __m128i pad_lo = _mm_set_epi32(0, 0, 0, static_cast<int>(0x80000000u));
-  const __m128i pad_hi = _mm_set_epi32((64 + 32) * 8, 0, 0, 0);
-  __m128i u0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
-  __m128i u1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 4));
-  __m128i t0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t));
-  __m128i t1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 4));
-  for (std::uint32_t r = 0; r < iterations; ++r) {
-    __m128i abef = inner_abef, cdgh = inner_cdgh;
-    compress(abef, cdgh, u0, u1, pad_lo, pad_hi);
-    to_words(abef, cdgh, u0, u1);
-    abef = outer_abef;
-    cdgh = outer_cdgh;
-    compress(abef, cdgh, u0, u1, pad_lo, pad_hi);
-    to_words(abef, cdgh, u0, u1);
-    t0 = _mm_xor_si128(t0, u0);
-    t1 = _mm_xor_si128(t1, u1);
-  }
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(u), u0);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(u + 4), u1);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(t), t0);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(t + 4), t1);
-}
-
-#undef IWSEC_SHA_NI_TARGET
-
-}  // namespace sha_ni
-
-#endif  // IWSEC_SHA_NI
-
 /// @brief HMAC-SHA256 under one key, kept as the SHA-256 states after the
 /// inner and outer pad blocks: a MAC of n bytes costs ceil((n + 9) / 64) + 1
 /// compression calls and no allocation. Read-only after construction, so
@@ -421,15 +304,7 @@ class hmac_sha256_key {
         t.h[i] = prev.h[i] = (std::uint32_t{u[4 * i]} << 24) | (std::uint32_t{u[4 * i + 1]} << 16) |
                              (std::uint32_t{u[4 * i + 2]} << 8) | std::uint32_t{u[4 * i + 3]};
       }
-#if IWSEC_SHA_NI
-      if (cpu_has_sha_ni()) {
-        sha_ni::iterate(inner_.h, outer_.h, prev.h, t.h, rounds - 1);
-      } else {
-        sha256_iterate(inner_, outer_, prev, t, rounds - 1, inner_block, outer_block);
-      }
-#else
       sha256_iterate(inner_, outer_, prev, t, rounds - 1, inner_block, outer_block);
-#endif
       unsigned char block_out[32];
       sha256_state_bytes(t, block_out);
       const std::size_t take = std::min<std::size_t>(length, 32);
