@@ -96,6 +96,7 @@ TEST_CASE(IWSEC_PATH_NAME ": a passlib hash verifies and tokens round-trip", "[c
   REQUIRE(ok.ok());
   CHECK(ok.token().email() == "a@b.c");
   std::string tampered = token;
-  tampered.back() = tampered.back() == 'A' ? 'B' : 'A';
+  char& c = tampered[tampered.size() - 10];  // a full 6-bit symbol of the MAC: any other is canonical too
+  c = c == 'A' ? 'B' : 'A';
   CHECK(signer.verify(tampered, 1700000001).error() == iwsec::VerifyError::bad_signature);
 }

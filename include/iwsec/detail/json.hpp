@@ -327,6 +327,24 @@ class flat_json_parser {
     return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
   }
 
+  /// @brief The first byte at or after @p p that is not plain_ascii (or @p end),
+  /// eight bytes at a time while none of them needs a look.
+  static const char* skip_plain(const char* p, const char* end) noexcept {
+    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - p >= 8) {
+      std::uint64_t x;
+      std::memcpy(&x, p, 8);
+      const std::uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+      // Exact "is any byte ...": < 0x20, == '"', == '\\', or >= 0x80.
+      const std::uint64_t flags = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                                  ((backslash - ones) & ~backslash) | x;
+      if (flags & highs) break;
+      p += 8;
+    }
+    while (p != end && plain_ascii(*p)) ++p;
+    return p;
+  }
+
   void skip_ws() noexcept {
     while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
   }
@@ -495,7 +513,7 @@ class flat_json_parser {
     ++p_;  // '"'
     const char* start = p_;
     for (;;) {  // the common case: no escape at all
-      while (p_ != end_ && plain_ascii(*p_)) ++p_;
+      p_ = skip_plain(p_, end_);
       if (p_ == end_) return false;
       const auto c = static_cast<unsigned char>(*p_);
       if (c == '"') {
@@ -519,7 +537,7 @@ class flat_json_parser {
     w += p_ - start;
     for (;;) {
       const char* run = p_;
-      while (p_ != end_ && plain_ascii(*p_)) ++p_;
+      p_ = skip_plain(p_, end_);
       std::memcpy(w, run, static_cast<std::size_t>(p_ - run));
       w += p_ - run;
       if (p_ == end_) return false;
