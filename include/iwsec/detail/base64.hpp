@@ -118,9 +118,12 @@ inline char* base64url_encode_to(char* out, const unsigned char* in, std::size_t
 }
 
 /// @brief base64url symbol values; 0xFF for every byte outside the alphabet.
+/// `at[k]` holds each value already shifted into position k of a 4-symbol
+/// group (18, 12, 6, 0 bits), with bit 31 set for a foreign byte.
 struct base64url_table {
   unsigned char v[256];
-  constexpr base64url_table() : v() {
+  std::uint32_t at[4][256];
+  constexpr base64url_table() : v(), at() {
     for (int i = 0; i < 256; ++i) v[i] = 0xFF;
     for (int i = 0; i < 26; ++i) {
       v['A' + i] = static_cast<unsigned char>(i);
@@ -129,6 +132,9 @@ struct base64url_table {
     for (int i = 0; i < 10; ++i) v['0' + i] = static_cast<unsigned char>(52 + i);
     v[static_cast<unsigned char>('-')] = 62;
     v[static_cast<unsigned char>('_')] = 63;
+    for (int k = 0; k < 4; ++k)
+      for (int i = 0; i < 256; ++i)
+        at[k][i] = v[i] == 0xFF ? 0x80000000u : static_cast<std::uint32_t>(v[i]) << (18 - 6 * k);
   }
 };
 
@@ -144,9 +150,8 @@ inline long base64url_decode_to(std::string_view in, unsigned char* out) noexcep
   unsigned char* o = out;
   std::size_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    const std::uint32_t a = table.v[p[i]], b = table.v[p[i + 1]], c = table.v[p[i + 2]], d = table.v[p[i + 3]];
-    if ((a | b | c | d) & 0x80) return -1;
-    const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+    const std::uint32_t v = table.at[0][p[i]] | table.at[1][p[i + 1]] | table.at[2][p[i + 2]] | table.at[3][p[i + 3]];
+    if (v & 0x80000000u) return -1;
     o[0] = static_cast<unsigned char>(v >> 16);
     o[1] = static_cast<unsigned char>(v >> 8);
     o[2] = static_cast<unsigned char>(v);

@@ -273,7 +273,9 @@ class json_key_set {
   bool insert(std::string_view key) {
     if (big_) return big_->insert(key).second;
     for (std::size_t i = 0; i < n_; ++i)
-      if (size_[i] == key.size() && std::memcmp(data_[i], key.data(), key.size()) == 0) return false;
+      if (size_[i] == key.size() && (key.empty() || (data_[i][0] == key[0] &&
+                                                     std::memcmp(data_[i], key.data(), key.size()) == 0)))
+        return false;
     if (n_ < small_capacity) {
       data_[n_] = key.data();
       size_[n_++] = key.size();
@@ -323,8 +325,14 @@ class flat_json_parser {
   /// @brief A byte that stands for itself inside a string: ASCII, not a
   /// control character, quote or backslash.
   static bool plain_ascii(char ch) noexcept {
-    const auto c = static_cast<unsigned char>(ch);
-    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+    struct table {
+      bool plain[256];
+      constexpr table() : plain() {
+        for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
+      }
+    };
+    static constexpr table t{};
+    return t.plain[static_cast<unsigned char>(ch)];
   }
 
   /// @brief The first byte at or after @p p that is not plain_ascii (or @p end),
@@ -536,10 +544,7 @@ class flat_json_parser {
     std::memcpy(w, start, static_cast<std::size_t>(p_ - start));
     w += p_ - start;
     for (;;) {
-      const char* run = p_;
-      p_ = skip_plain(p_, end_);
-      std::memcpy(w, run, static_cast<std::size_t>(p_ - run));
-      w += p_ - run;
+      while (p_ != end_ && plain_ascii(*p_)) *w++ = *p_++;  // runs between escapes are short
       if (p_ == end_) return false;
       const auto c = static_cast<unsigned char>(*p_);
       if (c == '"') {
