@@ -130,8 +130,9 @@ struct sha256_state {
   std::uint32_t h[8];
 };
 
-/// @brief Runs the compression function over @p blocks 64-byte blocks. The
-/// only deprecated OpenSSL call in iwsec, with the warning silenced here alone.
+/// @brief Runs the compression function over @p blocks 64-byte blocks. With
+/// sha256_iterate, the only code calling OpenSSL's deprecated SHA-256 API; the
+/// warning is silenced around those calls alone.
 inline void sha256_compress(sha256_state& st, const unsigned char* data, std::size_t blocks) noexcept {
   SHA256_CTX ctx;
   static_assert(sizeof ctx.h == sizeof st.h, "SHA256_CTX chaining state is eight 32-bit words");
