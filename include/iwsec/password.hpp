@@ -1,7 +1,8 @@
 #pragma once
 /// @file
 /// @brief Password hashes in passlib's `$pbkdf2-sha256$rounds$salt$checksum`
-/// format (PBKDF2-HMAC-SHA256 via OpenSSL), verified in constant time.
+/// format (PBKDF2-HMAC-SHA256 from precomputed HMAC states; the same bytes as
+/// OpenSSL's PKCS5_PBKDF2_HMAC), verified in constant time.
 
 #include <atomic>
 #include <cstddef>
@@ -55,11 +56,7 @@ inline std::string pbkdf2_sha256(std::string_view password, std::string_view sal
                                  std::size_t length = 32) {
   kdf_calls.fetch_add(1, std::memory_order_relaxed);
   std::string out(length, '\0');
-  if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
-                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
-                        static_cast<int>(rounds), sha256_md(), static_cast<int>(length),
-                        reinterpret_cast<unsigned char*>(&out[0])) != 1)
-    throw std::runtime_error("iwsec: PBKDF2 failed");
+  pbkdf2_hmac_sha256(password, salt, rounds, reinterpret_cast<unsigned char*>(&out[0]), length);
   return out;
 }
 

@@ -4,8 +4,10 @@
 /// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
 
 #include <algorithm>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -170,25 +172,53 @@ class Signer {
   }
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
+  /// The payload has a fixed layout, written straight into one buffer:
+  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N}.
   std::string sign(const AccessClaims& claims) const {
-    std::string sub = "{\n  \"email\" : ";
-    detail::append_json_string(sub, claims.email);
-    sub += ",\n  \"scope\" : {\n    \"action\" : \"";
-    sub += to_string(claims.action);
-    sub += "\"\n  }\n}";
+    char jti_buf[36];
+    std::string_view jti = claims.jti;
+    if (jti.empty()) jti = detail::uuid_v4_to(jti_buf);
+    const std::string_view action = to_string(claims.action);
 
-    std::string payload = "{\"iat\":" + std::to_string(claims.issued_at) + ",\"sub\":";
-    detail::append_json_string(payload, sub);
-    payload += ",\"jti\":";
-    detail::append_json_string(payload, claims.jti.empty() ? detail::uuid_v4() : claims.jti);
-    payload += ",\"exp\":" + std::to_string(claims.expires_at);
-    payload += ",\"gen\":" + std::to_string(claims.refresh_generation) + '}';
+    static constexpr std::string_view p_iat = R"({"iat":)";
+    static constexpr std::string_view p_sub = R"(,"sub":"{\n  \"email\" : \")";
+    static constexpr std::string_view p_scope = R"(\",\n  \"scope\" : {\n    \"action\" : \")";
+    static constexpr std::string_view p_jti = R"(\"\n  }\n}","jti":")";
+    static constexpr std::string_view p_exp = R"(","exp":)";
+    static constexpr std::string_view p_gen = R"(,"gen":)";
+    // Worst cases: an email byte escaped twice is 7 bytes (\\u00XX), a jti
+    // byte escaped once 6, an int64 20.
+    const std::size_t bound = p_iat.size() + p_sub.size() + p_scope.size() + p_jti.size() + p_exp.size() +
+                              p_gen.size() + 1 + 7 * claims.email.size() + action.size() + 6 * jti.size() + 3 * 20;
+    char stack_buf[1024];
+    std::unique_ptr<char[]> heap_buf;
+    char* const payload = bound <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new char[bound]), heap_buf.get());
+    char* w = payload;
+    w = detail::put(w, p_iat);
+    w = detail::put_int(w, claims.issued_at);
+    w = detail::put(w, p_sub);
+    w = detail::put_json_escaped_twice(w, claims.email);
+    w = detail::put(w, p_scope);
+    w = detail::put(w, action);
+    w = detail::put(w, p_jti);
+    w = detail::put_json_escaped(w, jti);
+    w = detail::put(w, p_exp);
+    w = detail::put_int(w, claims.expires_at);
+    w = detail::put(w, p_gen);
+    w = detail::put_int(w, claims.refresh_generation);
+    *w++ = '}';
+    const auto payload_size = static_cast<std::size_t>(w - payload);
 
-    std::string token = encoded_header_;
-    token += base64url_encode(payload);
-    const auto mac = keys_.back().hmac->mac(token);
-    token += '.';
-    token += base64url_encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    const std::size_t input_size = encoded_header_.size() + detail::base64_unpadded_size(payload_size);
+    std::string token(input_size + 1 + detail::base64_unpadded_size(32), '\0');
+    char* t = &token[0];
+    std::memcpy(t, encoded_header_.data(), encoded_header_.size());
+    detail::base64url_encode_to(t + encoded_header_.size(), reinterpret_cast<const unsigned char*>(payload),
+                                payload_size);
+    unsigned char mac[32];
+    keys_.back().hmac->mac(reinterpret_cast<const unsigned char*>(t), input_size, mac);
+    t[input_size] = '.';
+    detail::base64url_encode_to(t + input_size + 1, mac, sizeof mac);
     return token;
   }
 
@@ -222,74 +252,103 @@ class Signer {
     const std::string_view signature_b64 = token.substr(dot2 + 1);
     if (header_b64.empty() || payload_b64.empty() || signature_b64.empty()) return VerifyResult(VerifyError::malformed);
 
-    // Header first: the algorithm is pinned before any MAC work.
-    const auto header_json = base64url_decode(header_b64);
-    if (!header_json) return VerifyResult(VerifyError::malformed);
-    const auto header = detail::parse_json_strict(*header_json, 2, true);
-    if (!header || !header->is<picojson::object>()) return VerifyResult(VerifyError::bad_header);
-    const auto& h = header->get<picojson::object>();
-    const picojson::value* alg = nullptr;
-    const picojson::value* kid = nullptr;
-    for (const auto& member : h) {
-      if (member.first == "alg") {
-        alg = &member.second;
-      } else if (member.first == "kid") {
-        kid = &member.second;
-      } else if (member.first == "typ") {
-        if (!member.second.is<std::string>() || member.second.get<std::string>() != "JWT")
-          return VerifyResult(VerifyError::bad_header);
-      } else {
-        return VerifyResult(VerifyError::bad_header);  // crit, jku, jwk, x5u, x5c, ...
-      }
-    }
-    if (!alg || !alg->is<std::string>() || alg->get<std::string>() != "HS256")
-      return VerifyResult(VerifyError::unsupported_algorithm);
-    if (kid && !kid->is<std::string>()) return VerifyResult(VerifyError::bad_header);
+    // Decoded segments and the parsers' scratch (unescaped strings) share one
+    // buffer: on the stack for tokens up to ~1 KiB, else on the heap.
+    const std::size_t need = 4 * token.size() + 64;
+    unsigned char stack_buf[4096];
+    std::unique_ptr<unsigned char[]> heap_buf;
+    unsigned char* const buf =
+        need <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new unsigned char[need]), heap_buf.get());
 
-    const auto signature = base64url_decode(signature_b64);
-    if (!signature || signature->size() != 32) return VerifyResult(VerifyError::malformed);
+    // Header first: the algorithm is pinned before any MAC work.
+    const long header_size = detail::base64url_decode_to(header_b64, buf);
+    if (header_size < 0) return VerifyResult(VerifyError::malformed);
+    const auto header_len = static_cast<std::size_t>(header_size);
+    bool header_ok = true, alg_ok = false, kid_seen = false, kid_is_string = false;
+    std::string_view kid;
+    detail::flat_json_parser header_parser(std::string_view(reinterpret_cast<const char*>(buf), header_len),
+                                           reinterpret_cast<char*>(buf + header_len));
+    const bool header_parsed =
+        header_parser.parse_object(2, [&](std::string_view name, const detail::json_value_view& v) {
+          if (name == "alg") {
+            alg_ok = v.kind == detail::json_kind::string && v.text == "HS256";
+          } else if (name == "kid") {
+            kid_seen = true;
+            kid_is_string = v.kind == detail::json_kind::string;
+            kid = v.text;
+          } else if (name == "typ") {
+            if (v.kind != detail::json_kind::string || v.text != "JWT") header_ok = false;
+          } else {
+            header_ok = false;  // crit, jku, jwk, x5u, x5c, ...
+          }
+        });
+    if (!header_parsed || !header_ok) return VerifyResult(VerifyError::bad_header);
+    if (!alg_ok) return VerifyResult(VerifyError::unsupported_algorithm);
+    if (kid_seen && !kid_is_string) return VerifyResult(VerifyError::bad_header);
+
+    // 32 bytes are exactly 43 symbols; decoding checks alphabet and trailing bits.
+    unsigned char signature[32];
+    if (signature_b64.size() != 43 || detail::base64url_decode_to(signature_b64, signature) != 32)
+      return VerifyResult(VerifyError::malformed);
 
     const std::string_view signing_input = token.substr(0, dot2);
     const entry* key = nullptr;
-    if (kid) {
+    if (kid_seen) {
       for (const auto& k : keys_)
-        if (!k.key_id.empty() && k.key_id == kid->get<std::string>()) key = &k;
+        if (!k.key_id.empty() && k.key_id == kid) key = &k;
       if (!key) return VerifyResult(VerifyError::unknown_key);
-      if (!mac_matches(*key, signing_input, *signature)) return VerifyResult(VerifyError::bad_signature);
+      if (!mac_matches(*key, signing_input, signature)) return VerifyResult(VerifyError::bad_signature);
     } else {
       // A token minted while the signer held a single key carries no kid;
       // after a rotation adds keys it must still verify under its own key.
       for (const auto& k : keys_)
-        if (mac_matches(k, signing_input, *signature)) key = &k;
+        if (mac_matches(k, signing_input, signature)) key = &k;
       if (!key) return VerifyResult(VerifyError::bad_signature);
     }
 
-    const auto payload_json = base64url_decode(payload_b64);
-    if (!payload_json) return VerifyResult(VerifyError::malformed);
-    const auto payload = detail::parse_json_strict(*payload_json, 8, true);
-    if (!payload || !payload->is<picojson::object>()) return VerifyResult(VerifyError::bad_payload);
-    const auto& p = payload->get<picojson::object>();
+    unsigned char* const payload = buf + 2 * header_len;
+    const long payload_size = detail::base64url_decode_to(payload_b64, payload);
+    if (payload_size < 0) return VerifyResult(VerifyError::malformed);
+    const auto payload_len = static_cast<std::size_t>(payload_size);
+    char* const payload_scratch = reinterpret_cast<char*>(payload + payload_len);
+    detail::json_value_view exp, iat, jti, gen, sub, nbf;
+    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false;
+    detail::flat_json_parser payload_parser(std::string_view(reinterpret_cast<const char*>(payload), payload_len),
+                                            payload_scratch);
+    const bool payload_parsed =
+        payload_parser.parse_object(8, [&](std::string_view name, const detail::json_value_view& v) {
+          if (name.size() != 3) return;
+          if (name == "exp") {
+            exp = v, has_exp = true;
+          } else if (name == "iat") {
+            iat = v, has_iat = true;
+          } else if (name == "jti") {
+            jti = v, has_jti = true;
+          } else if (name == "gen") {
+            gen = v, has_gen = true;
+          } else if (name == "sub") {
+            sub = v, has_sub = true;
+          } else if (name == "nbf") {
+            nbf = v, has_nbf = true;
+          }
+        });
+    if (!payload_parsed) return VerifyResult(VerifyError::bad_payload);
 
     VerifiedToken out;
-    const auto* exp = detail::json_member(p, "exp");
-    const auto* iat = detail::json_member(p, "iat");
-    const auto* jti = detail::json_member(p, "jti");
-    const auto* gen = detail::json_member(p, "gen");
-    const auto* sub = detail::json_member(p, "sub");
-    const auto* nbf = detail::json_member(p, "nbf");
-    if (!exp || !iat || !jti || !gen || !sub) return VerifyResult(VerifyError::bad_claims);
-    const auto exp_v = detail::json_non_negative_integer(*exp);
-    const auto iat_v = detail::json_non_negative_integer(*iat);
-    const auto gen_v = detail::json_non_negative_integer(*gen);
+    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub) return VerifyResult(VerifyError::bad_claims);
+    const auto exp_v = detail::json_non_negative_integer(exp);
+    const auto iat_v = detail::json_non_negative_integer(iat);
+    const auto gen_v = detail::json_non_negative_integer(gen);
     if (!exp_v || !iat_v || !gen_v) return VerifyResult(VerifyError::bad_claims);
     std::optional<std::int64_t> nbf_v;
-    if (nbf) {
-      nbf_v = detail::json_non_negative_integer(*nbf);
+    if (has_nbf) {
+      nbf_v = detail::json_non_negative_integer(nbf);
       if (!nbf_v) return VerifyResult(VerifyError::bad_claims);
     }
-    if (!jti->is<std::string>() || !detail::is_canonical_uuid(jti->get<std::string>()))
+    if (jti.kind != detail::json_kind::string || !detail::is_canonical_uuid(jti.text))
       return VerifyResult(VerifyError::bad_claims);
-    if (!sub->is<std::string>() || !parse_subject(sub->get<std::string>(), out))
+    if (sub.kind != detail::json_kind::string ||
+        !parse_subject(sub.text, payload_scratch + payload_len, out))
       return VerifyResult(VerifyError::bad_claims);
 
     if (check_lifetime) {
@@ -303,8 +362,8 @@ class Signer {
     out.issued_at_ = *iat_v;
     out.expires_at_ = *exp_v;
     out.refresh_generation_ = *gen_v;
-    out.jti_ = jti->get<std::string>();
-    out.key_id_ = kid ? kid->get<std::string>() : std::string();
+    out.jti_.assign(jti.text.data(), jti.text.size());
+    if (kid_seen) out.key_id_.assign(kid.data(), kid.size());
     return VerifyResult(std::move(out));
   }
 
@@ -313,32 +372,47 @@ class Signer {
     std::shared_ptr<const detail::hmac_sha256_key> hmac;
   };
 
-  static bool mac_matches(const entry& k, std::string_view signing_input, const std::string& signature) {
-    const auto mac = k.hmac->mac(signing_input);
-    return detail::constant_time_equal(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()),
-                                       signature);
+  static bool mac_matches(const entry& k, std::string_view signing_input, const unsigned char* signature) {
+    unsigned char mac[32];
+    k.hmac->mac(reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(), mac);
+    return CRYPTO_memcmp(mac, signature, sizeof mac) == 0;
   }
 
   // `sub` is itself JSON: {"email": "...", "scope": {"action": "..."}}.
-  static bool parse_subject(const std::string& text, VerifiedToken& out) {
-    const auto sub = detail::parse_json_strict(text, 4, true);
-    if (!sub || !sub->is<picojson::object>()) return false;
-    const auto& o = sub->get<picojson::object>();
-    const auto* email = detail::json_member(o, "email");
-    const auto* scope = detail::json_member(o, "scope");
-    if (!email || !email->is<std::string>() || email->get<std::string>().empty()) return false;
-    if (!scope || !scope->is<picojson::object>()) return false;
-    const auto* action = detail::json_member(scope->get<picojson::object>(), "action");
-    if (!action || !action->is<std::string>()) return false;
-    const auto& a = action->get<std::string>();
-    if (a == "password") {
+  // @p scratch has room for 2 * text.size() bytes.
+  static bool parse_subject(std::string_view text, char* scratch, VerifiedToken& out) {
+    bool email_ok = false, scope_is_object = false;
+    std::string_view email, scope;
+    detail::flat_json_parser parser(text, scratch);
+    const bool parsed = parser.parse_object(4, [&](std::string_view name, const detail::json_value_view& v) {
+      if (name == "email") {
+        email_ok = v.kind == detail::json_kind::string && !v.text.empty();
+        email = v.text;
+      } else if (name == "scope") {
+        scope_is_object = v.kind == detail::json_kind::object;
+        scope = v.raw;
+      }
+    });
+    if (!parsed || !email_ok || !scope_is_object) return false;
+    // `scope` was checked whole (one level down) above; read its members.
+    bool action_is_string = false;
+    std::string_view action;
+    detail::flat_json_parser scope_parser(scope, scratch + text.size());
+    const bool scope_parsed = scope_parser.parse_object(3, [&](std::string_view name, const detail::json_value_view& v) {
+      if (name == "action") {
+        action_is_string = v.kind == detail::json_kind::string;
+        action = v.text;
+      }
+    });
+    if (!scope_parsed || !action_is_string) return false;
+    if (action == "password") {
       out.action_ = TokenAction::password;
-    } else if (a == "refresh_token") {
+    } else if (action == "refresh_token") {
       out.action_ = TokenAction::refresh_token;
     } else {
       return false;
     }
-    out.email_ = email->get<std::string>();
+    out.email_.assign(email.data(), email.size());
     return true;
   }
 

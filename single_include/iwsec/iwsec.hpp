@@ -50,8 +50,10 @@ inline std::int64_t system_now() {
 /// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
 
 #include <algorithm>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -66,6 +68,7 @@ inline std::int64_t system_now() {
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -137,6 +140,104 @@ inline std::string base64_encode_impl(std::string_view in, bool url, bool pad) {
   return out;
 }
 
+/// @brief The length of the unpadded base64 encoding of @p n bytes.
+constexpr std::size_t base64_unpadded_size(std::size_t n) noexcept { return n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0); }
+
+/// @brief Writes the unpadded base64url encoding of @p n bytes at @p in to
+/// @p out (base64_unpadded_size(n) chars); returns the end of what it wrote.
+/// @brief Every 12-bit value as its two base64url symbols: two lookups per
+/// three input bytes instead of four.
+struct base64url_pair_table {
+  char pairs[4096][2];
+  constexpr base64url_pair_table() : pairs() {
+    constexpr const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (int i = 0; i < 4096; ++i) {
+      pairs[i][0] = alphabet[i >> 6];
+      pairs[i][1] = alphabet[i & 63];
+    }
+  }
+};
+
+inline char* base64url_encode_to(char* out, const unsigned char* in, std::size_t n) noexcept {
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static constexpr base64url_pair_table table{};
+  std::size_t i = 0;
+  for (; i + 3 <= n; i += 3) {
+    const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+    std::memcpy(out, table.pairs[v >> 12], 2);
+    std::memcpy(out + 2, table.pairs[v & 4095], 2);
+    out += 4;
+  }
+  if (n - i == 1) {
+    const std::uint32_t v = std::uint32_t{in[i]} << 16;
+    *out++ = alphabet[v >> 18];
+    *out++ = alphabet[(v >> 12) & 63];
+  } else if (n - i == 2) {
+    const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+    *out++ = alphabet[v >> 18];
+    *out++ = alphabet[(v >> 12) & 63];
+    *out++ = alphabet[(v >> 6) & 63];
+  }
+  return out;
+}
+
+/// @brief base64url symbol values; 0xFF for every byte outside the alphabet.
+/// `at[k]` holds each value already shifted into position k of a 4-symbol
+/// group (18, 12, 6, 0 bits), with bit 31 set for a foreign byte.
+struct base64url_table {
+  unsigned char v[256];
+  std::uint32_t at[4][256];
+  constexpr base64url_table() : v(), at() {
+    for (int i = 0; i < 256; ++i) v[i] = 0xFF;
+    for (int i = 0; i < 26; ++i) {
+      v['A' + i] = static_cast<unsigned char>(i);
+      v['a' + i] = static_cast<unsigned char>(26 + i);
+    }
+    for (int i = 0; i < 10; ++i) v['0' + i] = static_cast<unsigned char>(52 + i);
+    v[static_cast<unsigned char>('-')] = 62;
+    v[static_cast<unsigned char>('_')] = 63;
+    for (int k = 0; k < 4; ++k)
+      for (int i = 0; i < 256; ++i)
+        at[k][i] = v[i] == 0xFF ? 0x80000000u : static_cast<std::uint32_t>(v[i]) << (18 - 6 * k);
+  }
+};
+
+/// @brief Strict unpadded base64url decode of @p in into @p out, which has
+/// room for in.size() / 4 * 3 + 2 bytes; the same rules as base64url_decode
+/// (no padding or foreign byte, no impossible length, zero trailing bits).
+/// Returns the decoded length, or -1.
+inline long base64url_decode_to(std::string_view in, unsigned char* out) noexcept {
+  static constexpr base64url_table table{};
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  const std::size_t n = in.size();
+  if (n % 4 == 1) return -1;
+  unsigned char* o = out;
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const std::uint32_t v = table.at[0][p[i]] | table.at[1][p[i + 1]] | table.at[2][p[i + 2]] | table.at[3][p[i + 3]];
+    if (v & 0x80000000u) return -1;
+    o[0] = static_cast<unsigned char>(v >> 16);
+    o[1] = static_cast<unsigned char>(v >> 8);
+    o[2] = static_cast<unsigned char>(v);
+    o += 3;
+  }
+  const std::size_t rest = n - i;
+  if (rest >= 2) {
+    const std::uint32_t a = table.v[p[i]], b = table.v[p[i + 1]], c = rest == 3 ? table.v[p[i + 2]] : 0u;
+    if ((a | b | c) & 0x80) return -1;
+    if (rest == 2) {
+      if (b & 0x0F) return -1;  // "Xl", "Xm", "Xn" are not aliases of "Xk"
+      *o++ = static_cast<unsigned char>((a << 2) | (b >> 4));
+    } else {
+      if (c & 0x03) return -1;
+      const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+      *o++ = static_cast<unsigned char>(v >> 16);
+      *o++ = static_cast<unsigned char>(v >> 8);
+    }
+  }
+  return static_cast<long>(o - out);
+}
+
 }  // namespace detail
 
 /// @brief base64url without padding (RFC 7515 §2).
@@ -184,9 +285,30 @@ inline std::optional<std::string> base64_decode(std::string_view in) {
 #include <string>
 #include <string_view>
 
+#include <climits>
+#include <cstring>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+// HMAC and PBKDF2 run the SHA-256 compression function directly from
+// precomputed key states (SHA256_Transform: OpenSSL's assembly, SHA-NI where the
+// CPU has it). OpenSSL 3.0 deprecates that low-level API, so it is used only
+// while the headers still declare it: a build with OPENSSL_NO_DEPRECATED (which
+// makes <openssl/macros.h> define OPENSSL_NO_DEPRECATED_3_0), or one that
+// defines IWSEC_NO_LOW_LEVEL_SHA256, takes the EVP path instead, with the same
+// results. Every translation unit of a program must make the same choice.
+#if !defined(IWSEC_NO_LOW_LEVEL_SHA256) && !defined(OPENSSL_NO_DEPRECATED_3_0)
+#define IWSEC_LOW_LEVEL_SHA256 1
+#else
+#define IWSEC_LOW_LEVEL_SHA256 0
+#endif
 
 namespace iwsec {
 namespace detail {
@@ -263,6 +385,233 @@ inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept
   return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+/// @brief True when HMAC and PBKDF2 use the low-level SHA-256 compression
+/// function; false on the EVP path (see IWSEC_LOW_LEVEL_SHA256).
+constexpr bool sha256_low_level = IWSEC_LOW_LEVEL_SHA256 != 0;
+
+inline void store_be32(unsigned char* p, std::uint32_t v) noexcept {
+  p[0] = static_cast<unsigned char>(v >> 24);
+  p[1] = static_cast<unsigned char>(v >> 16);
+  p[2] = static_cast<unsigned char>(v >> 8);
+  p[3] = static_cast<unsigned char>(v);
+}
+
+#if IWSEC_LOW_LEVEL_SHA256
+
+/// @brief The eight chaining words of SHA-256 between blocks.
+struct sha256_state {
+  std::uint32_t h[8];
+};
+
+/// @brief Runs the compression function over @p blocks 64-byte blocks. With
+/// sha256_iterate, the only code calling OpenSSL's deprecated SHA-256 API; the
+/// warning is silenced around those calls alone.
+inline void sha256_compress(sha256_state& st, const unsigned char* data, std::size_t blocks) noexcept {
+  SHA256_CTX ctx;
+  static_assert(sizeof ctx.h == sizeof st.h, "SHA256_CTX chaining state is eight 32-bit words");
+  std::memcpy(ctx.h, st.h, sizeof st.h);
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+  if (blocks == 1) {
+    SHA256_Transform(&ctx, data);
+  } else if (blocks > 1) {
+    // SHA256_Update hands whole blocks to the block function in one call.
+    ctx.Nl = ctx.Nh = 0;
+    ctx.num = 0;
+    SHA256_Update(&ctx, data, 64 * blocks);
+  }
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+  std::memcpy(st.h, ctx.h, sizeof st.h);
+}
+
+/// @brief SHA-256's initial chaining value (FIPS 180-4 5.3.3).
+inline sha256_state sha256_initial_state() noexcept {
+  return sha256_state{{0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au, 0x510e527fu, 0x9b05688cu, 0x1f83d9abu,
+                       0x5be0cd19u}};
+}
+
+/// @brief Hashes the final, partial block: @p tail (< 64 bytes) plus the
+/// padding for a message of @p total_bytes, continuing from @p st.
+inline void sha256_finish(sha256_state& st, const unsigned char* tail, std::size_t tail_len,
+                          std::uint64_t total_bytes) noexcept {
+  unsigned char block[128];
+  std::memcpy(block, tail, tail_len);
+  block[tail_len] = 0x80;
+  const std::size_t blocks = tail_len < 56 ? 1 : 2;
+  std::memset(block + tail_len + 1, 0, blocks * 64 - 8 - tail_len - 1);
+  const std::uint64_t bits = total_bytes * 8;
+  store_be32(block + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
+  store_be32(block + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
+  sha256_compress(st, block, blocks);
+}
+
+inline void sha256_state_bytes(const sha256_state& st, unsigned char* out) noexcept {
+  for (int i = 0; i < 8; ++i) store_be32(out + 4 * i, st.h[i]);
+}
+
+/// @brief PBKDF2's inner loop, @p iterations times: U = HMAC(U) from the
+/// precomputed pad states, T ^= U. Each of @p inner_block and @p outer_block
+/// holds the padding for a 32-byte message after one pad block; the loop
+/// only rewrites their first 32 bytes.
+inline void sha256_iterate(const sha256_state& inner, const sha256_state& outer, sha256_state& u, sha256_state& t,
+                           std::uint32_t iterations, unsigned char* inner_block, unsigned char* outer_block) noexcept {
+  SHA256_CTX ctx;
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+#if defined(__SSE2__)
+  // The chaining words become the next block's first 32 bytes in two 16-byte
+  // stores, so the compression function's 16-byte loads are forwarded from
+  // them instead of stalling on eight 4-byte stores.
+  const auto bswap32x4 = [](__m128i x) {
+    x = _mm_or_si128(_mm_slli_epi16(x, 8), _mm_srli_epi16(x, 8));
+    return _mm_shufflehi_epi16(_mm_shufflelo_epi16(x, 0xB1), 0xB1);
+  };
+  const auto put = [&](unsigned char* block, const std::uint32_t* h) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(block),
+                     bswap32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(block + 16),
+                     bswap32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4))));
+  };
+  __m128i t0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.h));
+  __m128i t1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.h + 4));
+  put(inner_block, u.h);
+  for (std::uint32_t r = 0; r < iterations; ++r) {
+    std::memcpy(ctx.h, inner.h, sizeof ctx.h);
+    SHA256_Transform(&ctx, inner_block);
+    put(outer_block, ctx.h);
+    std::memcpy(ctx.h, outer.h, sizeof ctx.h);
+    SHA256_Transform(&ctx, outer_block);
+    put(inner_block, ctx.h);
+    t0 = _mm_xor_si128(t0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(ctx.h)));
+    t1 = _mm_xor_si128(t1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(ctx.h + 4)));
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(t.h), t0);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(t.h + 4), t1);
+  std::memcpy(u.h, ctx.h, sizeof u.h);
+#else
+  for (std::uint32_t r = 0; r < iterations; ++r) {
+    sha256_state_bytes(u, inner_block);
+    std::memcpy(ctx.h, inner.h, sizeof ctx.h);
+    SHA256_Transform(&ctx, inner_block);
+    for (int i = 0; i < 8; ++i) store_be32(outer_block + 4 * i, ctx.h[i]);
+    std::memcpy(ctx.h, outer.h, sizeof ctx.h);
+    SHA256_Transform(&ctx, outer_block);
+    std::memcpy(u.h, ctx.h, sizeof u.h);
+    for (int i = 0; i < 8; ++i) t.h[i] ^= u.h[i];
+  }
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+  OPENSSL_cleanse(&ctx, sizeof ctx);
+}
+
+/// @brief HMAC-SHA256 under one key, kept as the SHA-256 states after the
+/// inner and outer pad blocks: a MAC of n bytes costs ceil((n + 9) / 64) + 1
+/// compression calls and no allocation. Read-only after construction, so
+/// threads may share one.
+class hmac_sha256_key {
+ public:
+  explicit hmac_sha256_key(std::string_view key) {
+    std::array<unsigned char, 64> block{};
+    if (key.size() > block.size()) {
+      const auto d = sha256(key);
+      std::copy(d.begin(), d.end(), block.begin());
+    } else {
+      std::copy(key.begin(), key.end(), block.begin());
+    }
+    std::array<unsigned char, 64> pad{};
+    for (std::size_t i = 0; i < pad.size(); ++i) pad[i] = block[i] ^ 0x36;
+    inner_ = sha256_initial_state();
+    sha256_compress(inner_, pad.data(), 1);
+    for (std::size_t i = 0; i < pad.size(); ++i) pad[i] = block[i] ^ 0x5c;
+    outer_ = sha256_initial_state();
+    sha256_compress(outer_, pad.data(), 1);
+    OPENSSL_cleanse(block.data(), block.size());
+    OPENSSL_cleanse(pad.data(), pad.size());
+  }
+  ~hmac_sha256_key() { OPENSSL_cleanse(this, sizeof *this); }
+  hmac_sha256_key(const hmac_sha256_key&) = default;
+  hmac_sha256_key& operator=(const hmac_sha256_key&) = default;
+
+  sha256_digest mac(std::string_view data) const noexcept {
+    sha256_digest out{};
+    mac(reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data());
+    return out;
+  }
+
+  /// @brief The MAC of @p n bytes at @p data into @p out (32 bytes).
+  void mac(const unsigned char* data, std::size_t n, unsigned char* out) const noexcept {
+    sha256_state st = inner_;
+    const std::size_t full = n / 64;
+    sha256_compress(st, data, full);
+    sha256_finish(st, data + full * 64, n - full * 64, 64 + static_cast<std::uint64_t>(n));
+    outer_digest(st, out);
+  }
+
+  /// @brief PBKDF2-HMAC-SHA256 (RFC 8018) with this object's key as the
+  /// password: two compression calls per iteration, on pre-padded blocks.
+  void pbkdf2(const unsigned char* salt, std::size_t salt_len, std::uint32_t rounds, unsigned char* out,
+              std::size_t length) const {
+    std::string first(salt_len + 4, '\0');
+    if (salt_len) std::memcpy(&first[0], salt, salt_len);
+    // Both blocks of an iteration hash 32 bytes after a 64-byte pad block.
+    unsigned char inner_block[64] = {};
+    unsigned char outer_block[64] = {};
+    for (unsigned char* b : {inner_block, outer_block}) {
+      b[32] = 0x80;
+      store_be32(b + 60, (64 + 32) * 8);
+    }
+    for (std::uint32_t index = 1; length > 0; ++index) {
+      store_be32(reinterpret_cast<unsigned char*>(&first[salt_len]), index);
+      unsigned char u[32];
+      mac(reinterpret_cast<const unsigned char*>(first.data()), first.size(), u);
+      sha256_state t{};
+      sha256_state prev{};
+      for (int i = 0; i < 8; ++i) {
+        t.h[i] = prev.h[i] = (std::uint32_t{u[4 * i]} << 24) | (std::uint32_t{u[4 * i + 1]} << 16) |
+                             (std::uint32_t{u[4 * i + 2]} << 8) | std::uint32_t{u[4 * i + 3]};
+      }
+      sha256_iterate(inner_, outer_, prev, t, rounds - 1, inner_block, outer_block);
+      unsigned char block_out[32];
+      sha256_state_bytes(t, block_out);
+      const std::size_t take = std::min<std::size_t>(length, 32);
+      std::memcpy(out, block_out, take);
+      out += take;
+      length -= take;
+      OPENSSL_cleanse(block_out, sizeof block_out);
+      OPENSSL_cleanse(&t, sizeof t);
+      OPENSSL_cleanse(&prev, sizeof prev);
+      OPENSSL_cleanse(u, sizeof u);
+    }
+    OPENSSL_cleanse(inner_block, sizeof inner_block);
+    OPENSSL_cleanse(outer_block, sizeof outer_block);
+  }
+
+ private:
+  void outer_digest(const sha256_state& inner_hash, unsigned char* out) const noexcept {
+    unsigned char block[64];
+    sha256_state_bytes(inner_hash, block);
+    block[32] = 0x80;
+    std::memset(block + 33, 0, 64 - 33 - 4);
+    store_be32(block + 60, (64 + 32) * 8);
+    sha256_state st = outer_;
+    sha256_compress(st, block, 1);
+    sha256_state_bytes(st, out);
+  }
+
+  sha256_state inner_{};
+  sha256_state outer_{};
+};
+
+#else  // EVP path: no deprecated OpenSSL call.
+
 /// @brief HMAC-SHA256 under one key, with the inner and outer pad blocks
 /// absorbed once at construction; each MAC copies those states. The object is
 /// read-only after construction, so threads may share it.
@@ -286,16 +635,19 @@ class hmac_sha256_key {
   }
 
   sha256_digest mac(std::string_view data) const {
-    sha256_digest inner_hash{};
     sha256_digest out{};
+    mac(reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data());
+    return out;
+  }
+
+  void mac(const unsigned char* data, std::size_t n, unsigned char* out) const {
+    sha256_digest inner_hash{};
     unsigned int len = 0;
     EVP_MD_CTX* work = thread_md_ctx();
-    if (EVP_MD_CTX_copy_ex(work, inner_.get()) != 1 || EVP_DigestUpdate(work, data.data(), data.size()) != 1 ||
+    if (EVP_MD_CTX_copy_ex(work, inner_.get()) != 1 || EVP_DigestUpdate(work, data, n) != 1 ||
         EVP_DigestFinal_ex(work, inner_hash.data(), &len) != 1 || EVP_MD_CTX_copy_ex(work, outer_.get()) != 1 ||
-        EVP_DigestUpdate(work, inner_hash.data(), inner_hash.size()) != 1 ||
-        EVP_DigestFinal_ex(work, out.data(), &len) != 1)
+        EVP_DigestUpdate(work, inner_hash.data(), inner_hash.size()) != 1 || EVP_DigestFinal_ex(work, out, &len) != 1)
       throw std::runtime_error("iwsec: HMAC-SHA256 failed");
-    return out;
   }
 
  private:
@@ -308,15 +660,48 @@ class hmac_sha256_key {
   md_ctx_ptr outer_;
 };
 
-/// @brief A random (version 4) UUID in lower-case canonical form.
-inline std::string uuid_v4() {
+#endif  // IWSEC_LOW_LEVEL_SHA256
+
+/// @brief PBKDF2-HMAC-SHA256 into @p out: the same bytes as OpenSSL's
+/// PKCS5_PBKDF2_HMAC, from precomputed key states where the low-level
+/// compression function is available, else from PKCS5_PBKDF2_HMAC itself.
+inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
+                               unsigned char* out, std::size_t length) {
+  if (rounds == 0 || rounds > static_cast<std::uint32_t>(INT_MAX) || length > static_cast<std::size_t>(INT_MAX))
+    throw std::runtime_error("iwsec: PBKDF2 failed");
+#if IWSEC_LOW_LEVEL_SHA256
+  if (length == 0) return;
+  hmac_sha256_key(password).pbkdf2(reinterpret_cast<const unsigned char*>(salt.data()), salt.size(), rounds, out,
+                                   length);
+#else
+  if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
+                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
+                        static_cast<int>(rounds), sha256_md(), static_cast<int>(length), out) != 1)
+    throw std::runtime_error("iwsec: PBKDF2 failed");
+#endif
+}
+
+/// @brief Writes a random (version 4) UUID in lower-case canonical form to
+/// @p out (36 chars) and returns a view of it.
+inline std::string_view uuid_v4_to(char* out) {
+  static const char digits[] = "0123456789abcdef";
   unsigned char b[16];
   random_bytes(b, sizeof b);
   b[6] = static_cast<unsigned char>((b[6] & 0x0F) | 0x40);
   b[8] = static_cast<unsigned char>((b[8] & 0x3F) | 0x80);
-  const std::string hex = hex_encode(b, sizeof b);
-  return hex.substr(0, 8) + '-' + hex.substr(8, 4) + '-' + hex.substr(12, 4) + '-' + hex.substr(16, 4) + '-' +
-         hex.substr(20, 12);
+  char* w = out;
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) *w++ = '-';
+    *w++ = digits[b[i] >> 4];
+    *w++ = digits[b[i] & 15];
+  }
+  return std::string_view(out, 36);
+}
+
+/// @brief A random (version 4) UUID in lower-case canonical form.
+inline std::string uuid_v4() {
+  char buf[36];
+  return std::string(uuid_v4_to(buf));
 }
 
 /// @brief True for a version 4 (random) UUID in canonical lower-case
@@ -350,12 +735,17 @@ inline std::string ascii_lower(std::string_view s) {
 /// @brief picojson with the strictness a token verifier needs: duplicate keys,
 /// non-finite numbers and deep nesting are parse errors, never exceptions.
 
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 
 #include <picojson.h>
 
@@ -580,6 +970,429 @@ inline void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+// ---- The verifier's parser -------------------------------------------------
+//
+// parse_json_strict builds a picojson DOM; the token verifier instead walks
+// the text once with flat_json_parser, which accepts and refuses exactly what
+// parse_json_strict(text, max_depth, /*integers_only=*/true) does: RFC 8259
+// syntax (whitespace " \t\n\r" only), integers only (no fraction or exponent,
+// no leading zero, nothing that overflows a double), strings of valid UTF-8
+// without raw control characters, the escapes \" \\ \/ \b \f \n \r \t \uXXXX
+// with surrogates only in valid pairs, no duplicate member names (compared
+// after unescaping) in any object, and nesting no deeper than max_depth. It
+// reports the top-level members of an object to a callback, with strings
+// already unescaped, and allocates nothing for an object of up to 16 members
+// per level.
+
+/// @brief What a JSON value is, as flat_json_parser reports it.
+enum class json_kind : unsigned char { string, number, object, array, literal };
+
+/// @brief One member value: its kind, its text as written, and for a string
+/// its unescaped contents.
+struct json_value_view {
+  json_kind kind = json_kind::literal;
+  std::string_view raw;   ///< the value's text, as in the input
+  std::string_view text;  ///< strings only: the contents, unescaped
+};
+
+/// @brief Member names of one object, for the duplicate check.
+class json_key_set {
+ public:
+  json_key_set() = default;
+  json_key_set(const json_key_set&) = delete;
+  json_key_set& operator=(const json_key_set&) = delete;
+  /// @brief False when @p key was already there.
+  bool insert(std::string_view key) {
+    if (big_) return big_->insert(key).second;
+    for (std::size_t i = 0; i < n_; ++i)
+      if (size_[i] == key.size() && (key.empty() || (data_[i][0] == key[0] &&
+                                                     std::memcmp(data_[i], key.data(), key.size()) == 0)))
+        return false;
+    if (n_ < small_capacity) {
+      data_[n_] = key.data();
+      size_[n_++] = key.size();
+      return true;
+    }
+    big_ = std::make_unique<std::unordered_set<std::string_view>>();
+    for (std::size_t i = 0; i < n_; ++i) big_->insert(std::string_view(data_[i], size_[i]));
+    return big_->insert(key).second;
+  }
+
+ private:
+  static constexpr std::size_t small_capacity = 16;
+  const char* data_[small_capacity];  // left uninitialised: only [0, n_) is read
+  std::size_t size_[small_capacity];
+  std::size_t n_ = 0;
+  std::unique_ptr<std::unordered_set<std::string_view>> big_;
+};
+
+/// @brief A strict single-pass JSON parser for one object (see above).
+class flat_json_parser {
+ public:
+  /// @param scratch room for text.size() bytes: unescaped strings go there
+  /// (an unescaped string is never longer than its escaped form).
+  flat_json_parser(std::string_view text, char* scratch) noexcept
+      : p_(text.data()), end_(text.data() + text.size()), scratch_(scratch) {}
+
+  /// @brief Parses the whole text as one object nested at most @p max_depth
+  /// deep, calling on_member(std::string_view name, const json_value_view&)
+  /// for each top-level member. False on any violation (the callback may
+  /// already have run for earlier members).
+  template <typename OnMember>
+  bool parse_object(std::size_t max_depth, OnMember&& on_member) {
+    skip_ws();
+    if (p_ == end_ || *p_ != '{') return false;
+    if (!object(max_depth, on_member)) return false;
+    skip_ws();
+    return p_ == end_;
+  }
+
+ private:
+  struct ignore_members {
+    void operator()(std::string_view, const json_value_view&) const noexcept {}
+  };
+
+  static bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+
+  /// @brief A byte that stands for itself inside a string: ASCII, not a
+  /// control character, quote or backslash.
+  static bool plain_ascii(char ch) noexcept {
+    struct table {
+      bool plain[256];
+      constexpr table() : plain() {
+        for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
+      }
+    };
+    static constexpr table t{};
+    return t.plain[static_cast<unsigned char>(ch)];
+  }
+
+  /// @brief The first byte at or after @p p that is not plain_ascii (or @p end),
+  /// eight bytes at a time while none of them needs a look.
+  static const char* skip_plain(const char* p, const char* end) noexcept {
+    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - p >= 8) {
+      std::uint64_t x;
+      std::memcpy(&x, p, 8);
+      const std::uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+      // Exact "is any byte ...": < 0x20, == '"', == '\\', or >= 0x80.
+      const std::uint64_t flags = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                                  ((backslash - ones) & ~backslash) | x;
+      if (flags & highs) break;
+      p += 8;
+    }
+    while (p != end && plain_ascii(*p)) ++p;
+    return p;
+  }
+
+  void skip_ws() noexcept {
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+
+  template <typename OnMember>
+  bool object(std::size_t depth_left, OnMember& on_member) {
+    if (depth_left == 0) return false;
+    ++p_;  // '{'
+    skip_ws();
+    if (p_ != end_ && *p_ == '}') {
+      ++p_;
+      return true;
+    }
+    json_key_set keys;
+    for (;;) {
+      skip_ws();
+      std::string_view key;
+      if (p_ == end_ || *p_ != '"' || !string(key)) return false;
+      skip_ws();
+      if (p_ == end_ || *p_ != ':') return false;
+      ++p_;
+      if (!keys.insert(key)) return false;
+      json_value_view v;
+      if (!value(depth_left - 1, v)) return false;
+      on_member(key, static_cast<const json_value_view&>(v));
+      skip_ws();
+      if (p_ == end_) return false;
+      if (*p_ == ',') {
+        ++p_;
+        continue;
+      }
+      if (*p_ != '}') return false;
+      ++p_;
+      return true;
+    }
+  }
+
+  bool array(std::size_t depth_left) {
+    if (depth_left == 0) return false;
+    ++p_;  // '['
+    skip_ws();
+    if (p_ != end_ && *p_ == ']') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      json_value_view v;
+      if (!value(depth_left - 1, v)) return false;
+      skip_ws();
+      if (p_ == end_) return false;
+      if (*p_ == ',') {
+        ++p_;
+        continue;
+      }
+      if (*p_ != ']') return false;
+      ++p_;
+      return true;
+    }
+  }
+
+  bool literal(std::string_view word) noexcept {
+    if (static_cast<std::size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) return false;
+    p_ += word.size();
+    return true;
+  }
+
+  bool value(std::size_t depth_left, json_value_view& v) {
+    skip_ws();
+    if (p_ == end_) return false;
+    const char* start = p_;
+    switch (*p_) {
+      case '"':
+        v.kind = json_kind::string;
+        if (!string(v.text)) return false;
+        break;
+      case '{': {
+        v.kind = json_kind::object;
+        ignore_members ignore;
+        if (!object(depth_left, ignore)) return false;
+        break;
+      }
+      case '[':
+        v.kind = json_kind::array;
+        if (!array(depth_left)) return false;
+        break;
+      case 't':
+        if (!literal("true")) return false;
+        break;
+      case 'f':
+        if (!literal("false")) return false;
+        break;
+      case 'n':
+        if (!literal("null")) return false;
+        break;
+      default:
+        v.kind = json_kind::number;
+        if (!number()) return false;
+    }
+    v.raw = std::string_view(start, static_cast<std::size_t>(p_ - start));
+    return true;
+  }
+
+  // -?(0|[1-9][0-9]*), not followed by a fraction, an exponent or more of a
+  // number, and finite as a double.
+  bool number() {
+    const char* start = p_;
+    if (*p_ == '-') ++p_;
+    if (p_ == end_ || !is_digit(*p_)) return false;
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      while (p_ != end_ && is_digit(*p_)) ++p_;
+    }
+    if (p_ != end_ && (is_digit(*p_) || *p_ == '.' || *p_ == 'e' || *p_ == 'E' || *p_ == '+' || *p_ == '-'))
+      return false;
+    // Up to 308 digits is always finite; beyond, ask strtod as picojson does.
+    if (p_ - start > 300) {
+      const std::string digits(start, p_);
+      if (!std::isfinite(std::strtod(digits.c_str(), nullptr))) return false;
+    }
+    return true;
+  }
+
+  static int hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+
+  bool quad_hex(unsigned& out) noexcept {
+    if (end_ - p_ < 4) return false;
+    unsigned v = 0;
+    for (int i = 0; i < 4; ++i) {
+      const int h = hex_value(p_[i]);
+      if (h < 0) return false;
+      v = (v << 4) | static_cast<unsigned>(h);
+    }
+    p_ += 4;
+    out = v;
+    return true;
+  }
+
+  static char* put_utf8(char* w, unsigned cp) noexcept {
+    if (cp < 0x80) {
+      *w++ = static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      *w++ = static_cast<char>(0xC0 | (cp >> 6));
+      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      *w++ = static_cast<char>(0xE0 | (cp >> 12));
+      *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      *w++ = static_cast<char>(0xF0 | (cp >> 18));
+      *w++ = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    return w;
+  }
+
+  /// @brief At a '"': the string's contents, unescaped (a view of the input
+  /// when it holds no escape, else of the scratch area).
+  bool string(std::string_view& out) {
+    ++p_;  // '"'
+    const char* start = p_;
+    for (;;) {  // the common case: no escape at all
+      p_ = skip_plain(p_, end_);
+      if (p_ == end_) return false;
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        out = std::string_view(start, static_cast<std::size_t>(p_ - start));
+        ++p_;
+        return true;
+      }
+      if (c == '\\') break;
+      if (c < 0x20) return false;
+      if (c < 0x80) {
+        ++p_;
+      } else {
+        const std::size_t n = utf8_sequence_length(std::string_view(p_, static_cast<std::size_t>(end_ - p_)), 0);
+        if (n == 0) return false;
+        p_ += n;
+      }
+    }
+    char* const begin = scratch_;
+    char* w = begin;
+    std::memcpy(w, start, static_cast<std::size_t>(p_ - start));
+    w += p_ - start;
+    for (;;) {
+      while (p_ != end_ && plain_ascii(*p_)) *w++ = *p_++;  // runs between escapes are short
+      if (p_ == end_) return false;
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        ++p_;
+        out = std::string_view(begin, static_cast<std::size_t>(w - begin));
+        scratch_ = w;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (++p_ == end_) return false;
+        switch (*p_++) {
+          case '"': *w++ = '"'; break;
+          case '\\': *w++ = '\\'; break;
+          case '/': *w++ = '/'; break;
+          case 'b': *w++ = '\b'; break;
+          case 'f': *w++ = '\f'; break;
+          case 'n': *w++ = '\n'; break;
+          case 'r': *w++ = '\r'; break;
+          case 't': *w++ = '\t'; break;
+          case 'u': {
+            unsigned cp = 0;
+            if (!quad_hex(cp)) return false;
+            if (cp >= 0xD800 && cp <= 0xDFFF) {
+              if (cp >= 0xDC00) return false;  // a low surrogate first
+              unsigned low = 0;
+              if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') return false;
+              p_ += 2;
+              if (!quad_hex(low) || low < 0xDC00 || low > 0xDFFF) return false;
+              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            w = put_utf8(w, cp);
+            break;
+          }
+          default: return false;
+        }
+      } else if (c < 0x80) {
+        *w++ = static_cast<char>(c);
+        ++p_;
+      } else {
+        const std::size_t n = utf8_sequence_length(std::string_view(p_, static_cast<std::size_t>(end_ - p_)), 0);
+        if (n == 0) return false;
+        std::memcpy(w, p_, n);
+        w += n;
+        p_ += n;
+      }
+    }
+  }
+
+  const char* p_;
+  const char* end_;
+  char* scratch_;
+};
+
+/// @brief A number member that is an integer in [0, 2^53), from its text:
+/// what json_non_negative_integer accepts of the same value ("-0" included
+/// among the refused).
+inline std::optional<std::int64_t> json_non_negative_integer(const json_value_view& v) noexcept {
+  if (v.kind != json_kind::number || v.raw.empty() || v.raw[0] == '-' || v.raw.size() > 16) return std::nullopt;
+  std::int64_t n = 0;
+  for (char c : v.raw) n = n * 10 + (c - '0');
+  if (n >= (std::int64_t{1} << 53)) return std::nullopt;
+  return n;
+}
+
+/// @brief Copies @p s to @p w; returns the end.
+inline char* put(char* w, std::string_view s) noexcept {
+  std::memcpy(w, s.data(), s.size());
+  return w + s.size();
+}
+
+/// @brief Writes @p v in decimal (at most 20 chars); returns the end.
+inline char* put_int(char* w, std::int64_t v) noexcept { return std::to_chars(w, w + 20, v).ptr; }
+
+/// @brief Writes @p s JSON-escaped, without quotes, exactly as
+/// append_json_string does (at most 6 chars per byte); returns the end.
+inline char* put_json_escaped(char* w, std::string_view s) noexcept {
+  static const char hex[] = "0123456789abcdef";
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
+      *w++ = static_cast<char>(c);
+      continue;
+    }
+    *w++ = '\\';
+    switch (c) {
+      case '"': *w++ = '"'; break;
+      case '\\': *w++ = '\\'; break;
+      case '\b': *w++ = 'b'; break;
+      case '\f': *w++ = 'f'; break;
+      case '\n': *w++ = 'n'; break;
+      case '\r': *w++ = 'r'; break;
+      case '\t': *w++ = 't'; break;
+      default:
+        w = put(w, "u00");
+        *w++ = hex[c >> 4];
+        *w++ = hex[c & 15];
+    }
+  }
+  return w;
+}
+
+/// @brief Writes @p s JSON-escaped and then escaped again (a string inside a
+/// JSON string), at most 7 chars per byte; returns the end.
+inline char* put_json_escaped_twice(char* w, std::string_view s) noexcept {
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
+      *w++ = static_cast<char>(c);
+      continue;
+    }
+    char once[6];
+    const char* end = put_json_escaped(once, std::string_view(reinterpret_cast<const char*>(&c), 1));
+    w = put_json_escaped(w, std::string_view(once, static_cast<std::size_t>(end - once)));
+  }
+  return w;
+}
+
 /// @brief A JSON number that is an integer in [0, 2^53): the only NumericDate
 /// (and counter) form iwsec accepts.
 inline std::optional<std::int64_t> json_non_negative_integer(const picojson::value& v) {
@@ -752,25 +1565,53 @@ class Signer {
   }
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
+  /// The payload has a fixed layout, written straight into one buffer:
+  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N}.
   std::string sign(const AccessClaims& claims) const {
-    std::string sub = "{\n  \"email\" : ";
-    detail::append_json_string(sub, claims.email);
-    sub += ",\n  \"scope\" : {\n    \"action\" : \"";
-    sub += to_string(claims.action);
-    sub += "\"\n  }\n}";
+    char jti_buf[36];
+    std::string_view jti = claims.jti;
+    if (jti.empty()) jti = detail::uuid_v4_to(jti_buf);
+    const std::string_view action = to_string(claims.action);
 
-    std::string payload = "{\"iat\":" + std::to_string(claims.issued_at) + ",\"sub\":";
-    detail::append_json_string(payload, sub);
-    payload += ",\"jti\":";
-    detail::append_json_string(payload, claims.jti.empty() ? detail::uuid_v4() : claims.jti);
-    payload += ",\"exp\":" + std::to_string(claims.expires_at);
-    payload += ",\"gen\":" + std::to_string(claims.refresh_generation) + '}';
+    static constexpr std::string_view p_iat = R"({"iat":)";
+    static constexpr std::string_view p_sub = R"(,"sub":"{\n  \"email\" : \")";
+    static constexpr std::string_view p_scope = R"(\",\n  \"scope\" : {\n    \"action\" : \")";
+    static constexpr std::string_view p_jti = R"(\"\n  }\n}","jti":")";
+    static constexpr std::string_view p_exp = R"(","exp":)";
+    static constexpr std::string_view p_gen = R"(,"gen":)";
+    // Worst cases: an email byte escaped twice is 7 bytes (\\u00XX), a jti
+    // byte escaped once 6, an int64 20.
+    const std::size_t bound = p_iat.size() + p_sub.size() + p_scope.size() + p_jti.size() + p_exp.size() +
+                              p_gen.size() + 1 + 7 * claims.email.size() + action.size() + 6 * jti.size() + 3 * 20;
+    char stack_buf[1024];
+    std::unique_ptr<char[]> heap_buf;
+    char* const payload = bound <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new char[bound]), heap_buf.get());
+    char* w = payload;
+    w = detail::put(w, p_iat);
+    w = detail::put_int(w, claims.issued_at);
+    w = detail::put(w, p_sub);
+    w = detail::put_json_escaped_twice(w, claims.email);
+    w = detail::put(w, p_scope);
+    w = detail::put(w, action);
+    w = detail::put(w, p_jti);
+    w = detail::put_json_escaped(w, jti);
+    w = detail::put(w, p_exp);
+    w = detail::put_int(w, claims.expires_at);
+    w = detail::put(w, p_gen);
+    w = detail::put_int(w, claims.refresh_generation);
+    *w++ = '}';
+    const auto payload_size = static_cast<std::size_t>(w - payload);
 
-    std::string token = encoded_header_;
-    token += base64url_encode(payload);
-    const auto mac = keys_.back().hmac->mac(token);
-    token += '.';
-    token += base64url_encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    const std::size_t input_size = encoded_header_.size() + detail::base64_unpadded_size(payload_size);
+    std::string token(input_size + 1 + detail::base64_unpadded_size(32), '\0');
+    char* t = &token[0];
+    std::memcpy(t, encoded_header_.data(), encoded_header_.size());
+    detail::base64url_encode_to(t + encoded_header_.size(), reinterpret_cast<const unsigned char*>(payload),
+                                payload_size);
+    unsigned char mac[32];
+    keys_.back().hmac->mac(reinterpret_cast<const unsigned char*>(t), input_size, mac);
+    t[input_size] = '.';
+    detail::base64url_encode_to(t + input_size + 1, mac, sizeof mac);
     return token;
   }
 
@@ -804,74 +1645,103 @@ class Signer {
     const std::string_view signature_b64 = token.substr(dot2 + 1);
     if (header_b64.empty() || payload_b64.empty() || signature_b64.empty()) return VerifyResult(VerifyError::malformed);
 
-    // Header first: the algorithm is pinned before any MAC work.
-    const auto header_json = base64url_decode(header_b64);
-    if (!header_json) return VerifyResult(VerifyError::malformed);
-    const auto header = detail::parse_json_strict(*header_json, 2, true);
-    if (!header || !header->is<picojson::object>()) return VerifyResult(VerifyError::bad_header);
-    const auto& h = header->get<picojson::object>();
-    const picojson::value* alg = nullptr;
-    const picojson::value* kid = nullptr;
-    for (const auto& member : h) {
-      if (member.first == "alg") {
-        alg = &member.second;
-      } else if (member.first == "kid") {
-        kid = &member.second;
-      } else if (member.first == "typ") {
-        if (!member.second.is<std::string>() || member.second.get<std::string>() != "JWT")
-          return VerifyResult(VerifyError::bad_header);
-      } else {
-        return VerifyResult(VerifyError::bad_header);  // crit, jku, jwk, x5u, x5c, ...
-      }
-    }
-    if (!alg || !alg->is<std::string>() || alg->get<std::string>() != "HS256")
-      return VerifyResult(VerifyError::unsupported_algorithm);
-    if (kid && !kid->is<std::string>()) return VerifyResult(VerifyError::bad_header);
+    // Decoded segments and the parsers' scratch (unescaped strings) share one
+    // buffer: on the stack for tokens up to ~1 KiB, else on the heap.
+    const std::size_t need = 4 * token.size() + 64;
+    unsigned char stack_buf[4096];
+    std::unique_ptr<unsigned char[]> heap_buf;
+    unsigned char* const buf =
+        need <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new unsigned char[need]), heap_buf.get());
 
-    const auto signature = base64url_decode(signature_b64);
-    if (!signature || signature->size() != 32) return VerifyResult(VerifyError::malformed);
+    // Header first: the algorithm is pinned before any MAC work.
+    const long header_size = detail::base64url_decode_to(header_b64, buf);
+    if (header_size < 0) return VerifyResult(VerifyError::malformed);
+    const auto header_len = static_cast<std::size_t>(header_size);
+    bool header_ok = true, alg_ok = false, kid_seen = false, kid_is_string = false;
+    std::string_view kid;
+    detail::flat_json_parser header_parser(std::string_view(reinterpret_cast<const char*>(buf), header_len),
+                                           reinterpret_cast<char*>(buf + header_len));
+    const bool header_parsed =
+        header_parser.parse_object(2, [&](std::string_view name, const detail::json_value_view& v) {
+          if (name == "alg") {
+            alg_ok = v.kind == detail::json_kind::string && v.text == "HS256";
+          } else if (name == "kid") {
+            kid_seen = true;
+            kid_is_string = v.kind == detail::json_kind::string;
+            kid = v.text;
+          } else if (name == "typ") {
+            if (v.kind != detail::json_kind::string || v.text != "JWT") header_ok = false;
+          } else {
+            header_ok = false;  // crit, jku, jwk, x5u, x5c, ...
+          }
+        });
+    if (!header_parsed || !header_ok) return VerifyResult(VerifyError::bad_header);
+    if (!alg_ok) return VerifyResult(VerifyError::unsupported_algorithm);
+    if (kid_seen && !kid_is_string) return VerifyResult(VerifyError::bad_header);
+
+    // 32 bytes are exactly 43 symbols; decoding checks alphabet and trailing bits.
+    unsigned char signature[32];
+    if (signature_b64.size() != 43 || detail::base64url_decode_to(signature_b64, signature) != 32)
+      return VerifyResult(VerifyError::malformed);
 
     const std::string_view signing_input = token.substr(0, dot2);
     const entry* key = nullptr;
-    if (kid) {
+    if (kid_seen) {
       for (const auto& k : keys_)
-        if (!k.key_id.empty() && k.key_id == kid->get<std::string>()) key = &k;
+        if (!k.key_id.empty() && k.key_id == kid) key = &k;
       if (!key) return VerifyResult(VerifyError::unknown_key);
-      if (!mac_matches(*key, signing_input, *signature)) return VerifyResult(VerifyError::bad_signature);
+      if (!mac_matches(*key, signing_input, signature)) return VerifyResult(VerifyError::bad_signature);
     } else {
       // A token minted while the signer held a single key carries no kid;
       // after a rotation adds keys it must still verify under its own key.
       for (const auto& k : keys_)
-        if (mac_matches(k, signing_input, *signature)) key = &k;
+        if (mac_matches(k, signing_input, signature)) key = &k;
       if (!key) return VerifyResult(VerifyError::bad_signature);
     }
 
-    const auto payload_json = base64url_decode(payload_b64);
-    if (!payload_json) return VerifyResult(VerifyError::malformed);
-    const auto payload = detail::parse_json_strict(*payload_json, 8, true);
-    if (!payload || !payload->is<picojson::object>()) return VerifyResult(VerifyError::bad_payload);
-    const auto& p = payload->get<picojson::object>();
+    unsigned char* const payload = buf + 2 * header_len;
+    const long payload_size = detail::base64url_decode_to(payload_b64, payload);
+    if (payload_size < 0) return VerifyResult(VerifyError::malformed);
+    const auto payload_len = static_cast<std::size_t>(payload_size);
+    char* const payload_scratch = reinterpret_cast<char*>(payload + payload_len);
+    detail::json_value_view exp, iat, jti, gen, sub, nbf;
+    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false;
+    detail::flat_json_parser payload_parser(std::string_view(reinterpret_cast<const char*>(payload), payload_len),
+                                            payload_scratch);
+    const bool payload_parsed =
+        payload_parser.parse_object(8, [&](std::string_view name, const detail::json_value_view& v) {
+          if (name.size() != 3) return;
+          if (name == "exp") {
+            exp = v, has_exp = true;
+          } else if (name == "iat") {
+            iat = v, has_iat = true;
+          } else if (name == "jti") {
+            jti = v, has_jti = true;
+          } else if (name == "gen") {
+            gen = v, has_gen = true;
+          } else if (name == "sub") {
+            sub = v, has_sub = true;
+          } else if (name == "nbf") {
+            nbf = v, has_nbf = true;
+          }
+        });
+    if (!payload_parsed) return VerifyResult(VerifyError::bad_payload);
 
     VerifiedToken out;
-    const auto* exp = detail::json_member(p, "exp");
-    const auto* iat = detail::json_member(p, "iat");
-    const auto* jti = detail::json_member(p, "jti");
-    const auto* gen = detail::json_member(p, "gen");
-    const auto* sub = detail::json_member(p, "sub");
-    const auto* nbf = detail::json_member(p, "nbf");
-    if (!exp || !iat || !jti || !gen || !sub) return VerifyResult(VerifyError::bad_claims);
-    const auto exp_v = detail::json_non_negative_integer(*exp);
-    const auto iat_v = detail::json_non_negative_integer(*iat);
-    const auto gen_v = detail::json_non_negative_integer(*gen);
+    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub) return VerifyResult(VerifyError::bad_claims);
+    const auto exp_v = detail::json_non_negative_integer(exp);
+    const auto iat_v = detail::json_non_negative_integer(iat);
+    const auto gen_v = detail::json_non_negative_integer(gen);
     if (!exp_v || !iat_v || !gen_v) return VerifyResult(VerifyError::bad_claims);
     std::optional<std::int64_t> nbf_v;
-    if (nbf) {
-      nbf_v = detail::json_non_negative_integer(*nbf);
+    if (has_nbf) {
+      nbf_v = detail::json_non_negative_integer(nbf);
       if (!nbf_v) return VerifyResult(VerifyError::bad_claims);
     }
-    if (!jti->is<std::string>() || !detail::is_canonical_uuid(jti->get<std::string>()))
+    if (jti.kind != detail::json_kind::string || !detail::is_canonical_uuid(jti.text))
       return VerifyResult(VerifyError::bad_claims);
-    if (!sub->is<std::string>() || !parse_subject(sub->get<std::string>(), out))
+    if (sub.kind != detail::json_kind::string ||
+        !parse_subject(sub.text, payload_scratch + payload_len, out))
       return VerifyResult(VerifyError::bad_claims);
 
     if (check_lifetime) {
@@ -885,8 +1755,8 @@ class Signer {
     out.issued_at_ = *iat_v;
     out.expires_at_ = *exp_v;
     out.refresh_generation_ = *gen_v;
-    out.jti_ = jti->get<std::string>();
-    out.key_id_ = kid ? kid->get<std::string>() : std::string();
+    out.jti_.assign(jti.text.data(), jti.text.size());
+    if (kid_seen) out.key_id_.assign(kid.data(), kid.size());
     return VerifyResult(std::move(out));
   }
 
@@ -895,32 +1765,47 @@ class Signer {
     std::shared_ptr<const detail::hmac_sha256_key> hmac;
   };
 
-  static bool mac_matches(const entry& k, std::string_view signing_input, const std::string& signature) {
-    const auto mac = k.hmac->mac(signing_input);
-    return detail::constant_time_equal(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()),
-                                       signature);
+  static bool mac_matches(const entry& k, std::string_view signing_input, const unsigned char* signature) {
+    unsigned char mac[32];
+    k.hmac->mac(reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(), mac);
+    return CRYPTO_memcmp(mac, signature, sizeof mac) == 0;
   }
 
   // `sub` is itself JSON: {"email": "...", "scope": {"action": "..."}}.
-  static bool parse_subject(const std::string& text, VerifiedToken& out) {
-    const auto sub = detail::parse_json_strict(text, 4, true);
-    if (!sub || !sub->is<picojson::object>()) return false;
-    const auto& o = sub->get<picojson::object>();
-    const auto* email = detail::json_member(o, "email");
-    const auto* scope = detail::json_member(o, "scope");
-    if (!email || !email->is<std::string>() || email->get<std::string>().empty()) return false;
-    if (!scope || !scope->is<picojson::object>()) return false;
-    const auto* action = detail::json_member(scope->get<picojson::object>(), "action");
-    if (!action || !action->is<std::string>()) return false;
-    const auto& a = action->get<std::string>();
-    if (a == "password") {
+  // @p scratch has room for 2 * text.size() bytes.
+  static bool parse_subject(std::string_view text, char* scratch, VerifiedToken& out) {
+    bool email_ok = false, scope_is_object = false;
+    std::string_view email, scope;
+    detail::flat_json_parser parser(text, scratch);
+    const bool parsed = parser.parse_object(4, [&](std::string_view name, const detail::json_value_view& v) {
+      if (name == "email") {
+        email_ok = v.kind == detail::json_kind::string && !v.text.empty();
+        email = v.text;
+      } else if (name == "scope") {
+        scope_is_object = v.kind == detail::json_kind::object;
+        scope = v.raw;
+      }
+    });
+    if (!parsed || !email_ok || !scope_is_object) return false;
+    // `scope` was checked whole (one level down) above; read its members.
+    bool action_is_string = false;
+    std::string_view action;
+    detail::flat_json_parser scope_parser(scope, scratch + text.size());
+    const bool scope_parsed = scope_parser.parse_object(3, [&](std::string_view name, const detail::json_value_view& v) {
+      if (name == "action") {
+        action_is_string = v.kind == detail::json_kind::string;
+        action = v.text;
+      }
+    });
+    if (!scope_parsed || !action_is_string) return false;
+    if (action == "password") {
       out.action_ = TokenAction::password;
-    } else if (a == "refresh_token") {
+    } else if (action == "refresh_token") {
       out.action_ = TokenAction::refresh_token;
     } else {
       return false;
     }
-    out.email_ = email->get<std::string>();
+    out.email_.assign(email.data(), email.size());
     return true;
   }
 
@@ -933,7 +1818,8 @@ class Signer {
 // ----- begin iwsec/password.hpp -----
 /// @file
 /// @brief Password hashes in passlib's `$pbkdf2-sha256$rounds$salt$checksum`
-/// format (PBKDF2-HMAC-SHA256 via OpenSSL), verified in constant time.
+/// format (PBKDF2-HMAC-SHA256 from precomputed HMAC states; the same bytes as
+/// OpenSSL's PKCS5_PBKDF2_HMAC), verified in constant time.
 
 #include <atomic>
 #include <cstddef>
@@ -985,11 +1871,7 @@ inline std::string pbkdf2_sha256(std::string_view password, std::string_view sal
                                  std::size_t length = 32) {
   kdf_calls.fetch_add(1, std::memory_order_relaxed);
   std::string out(length, '\0');
-  if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
-                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
-                        static_cast<int>(rounds), sha256_md(), static_cast<int>(length),
-                        reinterpret_cast<unsigned char*>(&out[0])) != 1)
-    throw std::runtime_error("iwsec: PBKDF2 failed");
+  pbkdf2_hmac_sha256(password, salt, rounds, reinterpret_cast<unsigned char*>(&out[0]), length);
   return out;
 }
 
