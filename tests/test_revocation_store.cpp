@@ -540,24 +540,3 @@ TEST_CASE("JournalRevocationStore: a large journal with a torn tail, duplicates 
   CHECK(reopened.is_revoked(uuid_number(n + 1)));
   CHECK(lines_of(read_file(path)).size() == extended + 1);
 }
-
-TEST_CASE("JournalRevocationStore: appends after many revocations compact the journal", "[revocation][journal]") {
-  TempDir dir;
-  const std::string path = dir.file("revocations.journal");
-  ManualClock clock(t0);
-  JournalRevocationStore store(path, clock.clock());
-  // Revoking the same few jtis again and again: the journal grows, the store does not.
-  for (int i = 0; i < 4500; ++i) REQUIRE(store.revoke(uuid_number(static_cast<std::uint64_t>(i % 10)), t0 + 900 + i));
-  CHECK(store.size() == 10);
-  const auto lines = lines_of(read_file(path)).size();
-  CHECK(lines < 1000);  // compacted once past 4096 lines
-  CHECK(well_formed_journal(read_file(path)));
-  JournalRevocationStore reopened(path, clock.clock());
-  CHECK(reopened.size() == 10);
-  // jti k was last revoked with exp t0 + 900 + 4490 + k: at this time only k = 5..9 are live.
-  clock.set(t0 + 900 + 4494);
-  JournalRevocationStore later(path, clock.clock());
-  CHECK(later.size() == 5);
-  CHECK(later.is_revoked(uuid_number(9)));
-  CHECK_FALSE(later.is_revoked(uuid_number(0)));
-}
