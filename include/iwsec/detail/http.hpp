@@ -4,6 +4,7 @@
 /// (RFC 7617, RFC 6750) and writing Infoworks-shaped JSON answers.
 
 #include <cstddef>
+#include <iterator>
 #include <string>
 #include <string_view>
 
@@ -27,7 +28,7 @@ struct authorization {
     too_long,   ///< value longer than the configured bound
   };
   kind type = kind::none;
-  std::string credentials;
+  std::string_view credentials;  ///< a view into the request's header value
 };
 
 inline bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
@@ -43,15 +44,17 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+/// @brief Reads the request's `Authorization` header; the credentials view
+/// stays valid as long as @p req.
 inline authorization read_authorization(const httplib::Request& req, std::size_t max_bytes) {
   authorization out;
-  const std::size_t count = req.get_header_value_count("Authorization");
-  if (count == 0) return out;
-  if (count > 1) {
+  const auto found = req.headers.equal_range("Authorization");  // one case-insensitive search
+  if (found.first == found.second) return out;
+  if (std::next(found.first) != found.second) {
     out.type = authorization::kind::duplicate;
     return out;
   }
-  const std::string& raw = req.headers.find("Authorization")->second;
+  const std::string& raw = found.first->second;
   if (raw.size() > max_bytes) {
     out.type = authorization::kind::too_long;
     return out;
@@ -72,7 +75,7 @@ inline authorization read_authorization(const httplib::Request& req, std::size_t
   } else {
     out.type = authorization::kind::other;
   }
-  out.credentials = std::string(credentials);
+  out.credentials = credentials;
   return out;
 }
 
