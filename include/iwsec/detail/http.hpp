@@ -48,13 +48,16 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
 /// stays valid as long as @p req.
 inline authorization read_authorization(const httplib::Request& req, std::size_t max_bytes) {
   authorization out;
-  const auto found = req.headers.equal_range("Authorization");  // one case-insensitive search
-  if (found.first == found.second) return out;
-  if (std::next(found.first) != found.second) {
+  // One case-insensitive search: the first header of that name, and a second
+  // one would be the next element (equal keys are adjacent in the multimap).
+  const auto found = req.headers.lower_bound("Authorization");
+  if (found == req.headers.end() || !iequals(found->first, "Authorization")) return out;
+  const auto next = std::next(found);
+  if (next != req.headers.end() && iequals(next->first, "Authorization")) {
     out.type = authorization::kind::duplicate;
     return out;
   }
-  const std::string& raw = found.first->second;
+  const std::string& raw = found->second;
   if (raw.size() > max_bytes) {
     out.type = authorization::kind::too_long;
     return out;
