@@ -225,11 +225,19 @@ void lookup_figures(const Settings& s, std::int64_t now) {
   }
   const double worst = costs.back().verify_cold / costs[0].verify_cold;
   const double own = costs.back().verify_lookup / costs[0].verify_lookup;
+  // The store does not change what verify costs, so the steadiest estimate
+  // adds each size's cold lookup to the same verify figure (the one at 0).
+  const double derived =
+      (costs[0].verify + costs.back().cold_lookup) / (costs[0].verify + costs[0].cold_lookup);
+  std::printf("  at %zu: measured ratios %.3f (own jti) and %.3f (never-seen jti); derived from the lookups alone:\n"
+              "  (verify + cold lookup at %zu) / (verify + cold lookup at 0) = (%.0f + %.1f) / (%.0f + %.1f) = %.3f\n",
+              s.large, own, worst, s.large, costs[0].verify, costs.back().cold_lookup, costs[0].verify,
+              costs[0].cold_lookup, derived);
   if (s.quick) {
     std::printf("  (--quick: %zu instead of 10^6 entries; no verdict)\n", s.large);
   } else {
-    std::printf("  at 10^6: own-jti ratio %.3f, worst-case ratio %.3f; target <= 1.2: %s\n", own, worst,
-                verdict(std::max(own, worst) <= 1.2));
+    std::printf("  target <= 1.2: measured %s, derived %s\n", verdict(std::max(own, worst) <= 1.2),
+                verdict(derived <= 1.2));
   }
 }
 
