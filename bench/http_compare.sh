@@ -206,29 +206,29 @@ fi
 # command at 1 round); the login with wrk over one keep-alive connection.
 basic="Authorization: Basic $(printf '%s' "bench@example.com:$password" | base64 -w0)"
 login_seconds=$(( quick ? 2 : 5 ))
-login_out=$(timeout $((login_seconds + 30)) wrk -t1 -c1 -d"${login_seconds}s" --timeout 10s -H "$basic" \
+login_out=$(timeout $((login_seconds + 30)) wrk -t1 -c1 -d"${login_seconds}s" --timeout 10s --latency -H "$basic" \
   "http://127.0.0.1:$iwsec_port/v3/security/authenticate")
+# The median login (wrk --latency's 50% line) against the median hash below:
+# on a shared machine a mean would count other processes' work.
 login_ms=$(printf '%s\n' "$login_out" | awk '
-  /^ +Latency/ { v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; print v }')
+  $1 == "50%" { v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; print v }')
 logins_done=$(printf '%s\n' "$login_out" | awk '/requests in/ { print $1 }')
 if printf '%s\n' "$login_out" | grep -q 'Non-2xx' || [ -z "$login_ms" ]; then
   echo "authenticate: logins were refused or not timed; no figure"
   exit 0
 fi
-time_ms() {  # time_ms ROUNDS: the fastest of $logins runs of iwsec-admin hash-password, in ms
-  local best= i t0 t1 ms
+time_ms() {  # time_ms ROUNDS: the median of $logins runs of iwsec-admin hash-password, in ms
+  local i t0 t1
   for i in $(seq "$logins"); do
     t0=$(date +%s%N)
     printf 'x\n' | "$admin_bin" --data-dir "$data" hash-password --pbkdf2-rounds "$1" >/dev/null
     t1=$(date +%s%N)
-    ms=$(( (t1 - t0) / 1000 ))
-    if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
-  done
-  awk -v us="$best" 'BEGIN { printf "%.2f", us / 1000 }'
+    echo $(( (t1 - t0) / 1000 ))
+  done | sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m / 1000 }'
 }
 hash_ms=$(awk -v a="$(time_ms 600000)" -v b="$(time_ms 1)" 'BEGIN { printf "%.2f", a - b }')
 r=$(ratio "$login_ms" "$hash_ms")
 echo
-echo "authenticate: $logins_done sequential logins (wrk -t1 -c1 -d${login_seconds}s), mean latency $login_ms ms;" \
-  "one hash (600000 rounds, iwsec-admin hash-password, fastest of $logins minus start-up) $hash_ms ms"
+echo "authenticate: $logins_done sequential logins (wrk -t1 -c1 -d${login_seconds}s), median $login_ms ms;" \
+  "one hash (600000 rounds, iwsec-admin hash-password, median of $logins, less the median at 1 round) $hash_ms ms"
 echo "login / hash    = $r  (target <= 1.15: $(verdict "$r" 1.15 le))"
