@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --wrk-threads) wrk_threads=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --logins) logins=$2; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "http_compare.sh: unknown option $1" >&2; exit 2 ;;
     *) build=$1 ;;
   esac
@@ -130,7 +130,7 @@ else
       fastify_note="the peer did not start"
     fi
   else
-    fastify_note="npm could not install fastify and jose ($(tail -n1 "$scratch/npm.log" | cut -c1-120))"
+    fastify_note="npm could not install fastify and jose ($( (grep -m1 -E 'code|ERR' "$scratch/npm.log" || tail -n1 "$scratch/npm.log") | cut -c1-100))"
   fi
 fi
 
