@@ -540,3 +540,23 @@ TEST_CASE("JournalRevocationStore: a large journal with a torn tail, duplicates 
   CHECK(reopened.is_revoked(uuid_number(n + 1)));
   CHECK(lines_of(read_file(path)).size() == extended + 1);
 }
+
+TEST_CASE("JournalRevocationStore: a journal that exists but cannot be opened is never replaced",
+          "[revocation][journal]") {
+  TempDir dir;
+  const std::string path = dir.file("revocations.journal");
+  const std::string live = std::to_string(t0 + 900);
+  // A name that cannot be opened although it exists: a symlink loop.
+  REQUIRE(::symlink(path.c_str(), path.c_str()) == 0);
+  CHECK_THROWS_AS(JournalRevocationStore(path), std::runtime_error);
+  ::unlink(path.c_str());
+  // And an empty journal opens as it is.
+  write_file(path, "");
+  const ino_t before = inode_of(path);
+  ManualClock clock(t0);
+  JournalRevocationStore store(path, clock.clock());
+  CHECK(store.size() == 0);
+  CHECK(inode_of(path) == before);
+  REQUIRE(store.revoke("a", t0 + 900));
+  CHECK(read_file(path) == "a " + live + "\n");
+}

@@ -327,6 +327,9 @@ class JournalRevocationStore : public MemoryRevocationStore {
     std::size_t lines = 0;
     {
       detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
+      // Only a missing journal starts empty: one that exists but cannot be
+      // read must not be replaced by an empty one.
+      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_);
       if (in && !replay(in.get(), clean, bytes, lines)) throw std::runtime_error("iwsec: cannot read " + path_);
     }
     schedule_sweep_writing();
