@@ -4,6 +4,7 @@
 /// (RFC 7617, RFC 6750) and writing Infoworks-shaped JSON answers.
 
 #include <cstddef>
+#include <iterator>
 #include <string>
 #include <string_view>
 
@@ -27,7 +28,7 @@ struct authorization {
     too_long,   ///< value longer than the configured bound
   };
   kind type = kind::none;
-  std::string credentials;
+  std::string_view credentials;  ///< a view into the request's header value
 };
 
 inline bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
@@ -43,15 +44,20 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+/// @brief Reads the request's `Authorization` header; the credentials view
+/// stays valid as long as @p req.
 inline authorization read_authorization(const httplib::Request& req, std::size_t max_bytes) {
   authorization out;
-  const std::size_t count = req.get_header_value_count("Authorization");
-  if (count == 0) return out;
-  if (count > 1) {
+  // One case-insensitive search: the first header of that name, and a second
+  // one would be the next element (equal keys are adjacent in the multimap).
+  const auto found = req.headers.lower_bound("Authorization");
+  if (found == req.headers.end() || !iequals(found->first, "Authorization")) return out;
+  const auto next = std::next(found);
+  if (next != req.headers.end() && iequals(next->first, "Authorization")) {
     out.type = authorization::kind::duplicate;
     return out;
   }
-  const std::string& raw = req.headers.find("Authorization")->second;
+  const std::string& raw = found->second;
   if (raw.size() > max_bytes) {
     out.type = authorization::kind::too_long;
     return out;
@@ -72,7 +78,7 @@ inline authorization read_authorization(const httplib::Request& req, std::size_t
   } else {
     out.type = authorization::kind::other;
   }
-  out.credentials = std::string(credentials);
+  out.credentials = credentials;
   return out;
 }
 
