@@ -4,11 +4,13 @@
 /// (RFC 7617, RFC 6750) and writing Infoworks-shaped JSON answers.
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include <httplib.h>
 
+#include "base64.hpp"
 #include "json.hpp"
 
 namespace iwsec {
@@ -73,6 +75,28 @@ inline authorization read_authorization(const httplib::Request& req, std::size_t
     out.type = authorization::kind::other;
   }
   out.credentials = std::string(credentials);
+  return out;
+}
+
+/// @brief The user and password of HTTP Basic credentials (RFC 7617).
+struct basic_credentials {
+  std::string user;      ///< everything before the first colon (may be empty)
+  std::string password;  ///< everything after it, colons included
+};
+
+/// @brief Splits Basic credentials: strict padded base64, then user up to the
+/// *first* colon and the password after it. Nothing when the text is not
+/// base64 or its decoding holds no colon (a 400). The bytes are not judged
+/// further: NUL, control bytes or invalid UTF-8 simply match no account.
+inline std::optional<basic_credentials> parse_basic_credentials(std::string_view encoded) {
+  auto decoded = base64_decode(encoded);
+  if (!decoded) return std::nullopt;
+  const auto colon = decoded->find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  basic_credentials out;
+  out.password = decoded->substr(colon + 1);
+  decoded->resize(colon);
+  out.user = std::move(*decoded);
   return out;
 }
 
