@@ -5,7 +5,8 @@
 // Input: one to three header values separated by '\n' (several values are
 // several Authorization headers). Properties: two or more headers are always
 // `duplicate`; a value over the bound is `too_long`; an accepted Basic pair
-// re-encodes to exactly the credentials sent, its user holds no colon.
+// re-encodes to exactly the credentials sent, its user holds no colon, and
+// neither part holds a control byte (RFC 7617 §2).
 
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +28,9 @@ void check_basic(std::string_view credentials) {
   const auto pair = iwsec::detail::parse_basic_credentials(credentials);
   if (!pair) return;
   require(pair->user.find(':') == std::string::npos, "basic: the user holds a colon");
+  for (const std::string* part : {&pair->user, &pair->password})
+    for (const char ch : *part)
+      require(static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7F, "basic: a control byte was let through");
   require(iwsec::base64_encode(pair->user + ":" + pair->password) == credentials,
           "basic: the split does not re-encode to the credentials");
 }
