@@ -45,11 +45,15 @@ using iwsec_test::basic;
 // ---- the KDF call counter, where the library has one ----------------------
 //
 // iwsec::detail::kdf_call_count() counts PBKDF2 runs (added with the
-// brute-force work). Until it is in the library, the fallback below (an
-// ellipsis function, the worst overload match) is chosen, answers -1, and
-// the KDF assertions are skipped with a warning.
+// brute-force work). Until it is in the library, the fallback below is
+// chosen, answers -1, and the KDF assertions are skipped with a warning.
+// Once the library has it, overload resolution prefers the library's
+// non-template function to this template, and the assertions run.
 namespace hostile_kdf_fallback {
-inline long long kdf_call_count(...) { return -1; }
+template <typename Unused = void>
+long long kdf_call_count() {
+  return -1;
+}
 }  // namespace hostile_kdf_fallback
 
 namespace {
