@@ -7,7 +7,7 @@
 //   odd:  the rest is "<header JSON>\n<payload JSON>", which the target signs
 //         with the right key (OpenSSL HMAC-SHA256, not the signer's code)
 //         so the fuzzer reaches the header, claim and time checks behind the
-//         MAC.
+//         MAC; verified by both signers.
 // The second byte is the leeway in seconds. Properties: a token verify()
 // accepts is also accepted by verify_ignoring_lifetime() and fits the size
 // bound; a correctly signed token never fails as bad_signature; an accepted
@@ -92,5 +92,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Empty segments are malformed before any MAC work; only a token with all
   // three segments is "signed right".
   check(one_key(), token, leeway, !header.empty() && !payload.empty());
+  // The two-key signer holds the same key as "k1": the kid path and the
+  // no-kid fallback over several keys (a kid naming "old" is a legitimate
+  // bad_signature there, so no MAC property).
+  check(two_keys(), token, leeway, false);
   return 0;
 }

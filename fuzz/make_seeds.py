@@ -64,6 +64,8 @@ def main():
         "exp_string": hs + b"\n" + payload(exp='"1700000900"'),
         "dup_exp": hs + b"\n" + payload(extra=',"exp":1'),
         "jku": b'{"alg":"HS256","jku":"https://evil.example/jwks"}\n' + payload(),
+        "kid_k1": b'{"alg":"HS256","kid":"k1"}\n' + payload(),
+        "kid_old": b'{"alg":"HS256","kid":"old"}\n' + payload(),
         "nested": hs + b"\n" + b'{"a":' * 40 + b"1" + b"}" * 40,
         "array": hs + b"\n[1,2,3]",
     }
