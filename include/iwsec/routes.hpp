@@ -304,14 +304,13 @@ class security_core {
   std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
     const auto basic = credentials(req, res, authorization::kind::basic, "Basic");
     if (!basic) return std::nullopt;
-    const auto decoded = base64_decode(*basic);
-    const auto colon = decoded ? decoded->find(':') : std::string::npos;
-    if (colon == std::string::npos) {
+    const auto pair = parse_basic_credentials(*basic);
+    if (!pair) {
       fail(res, failure::bad_request, "Basic");
       return std::nullopt;
     }
-    const std::string_view email = std::string_view(*decoded).substr(0, colon);
-    const std::string_view password = std::string_view(*decoded).substr(colon + 1);
+    const std::string_view email = pair->user;
+    const std::string_view password = pair->password;
     const std::string client = client_of(req);
     auto attempt = lockout_->begin(email, client, now());
     if (!attempt) {

@@ -3624,6 +3624,7 @@ struct Options {
 
 #include <cstddef>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -3697,6 +3698,35 @@ inline authorization read_authorization(const httplib::Request& req, std::size_t
     out.type = authorization::kind::other;
   }
   out.credentials = credentials;
+  return out;
+}
+
+/// @brief The user and password of HTTP Basic credentials (RFC 7617).
+struct basic_credentials {
+  std::string user;      ///< everything before the first colon (may be empty)
+  std::string password;  ///< everything after it, colons included
+};
+
+/// @brief Splits Basic credentials: strict padded base64, then user up to the
+/// *first* colon and the password after it. Nothing (a 400, before any
+/// password check) when the text is not base64, its decoding holds no colon,
+/// or it holds a control byte (0x00-0x1F, 0x7F), which RFC 7617 §2 forbids
+/// in both user-id and password. That matters: PBKDF2-HMAC pads its key with
+/// zeros, so "pw" + NUL would otherwise log in as "pw". Other bytes, invalid
+/// UTF-8 included, are not judged: they simply match no account.
+inline std::optional<basic_credentials> parse_basic_credentials(std::string_view encoded) {
+  auto decoded = base64_decode(encoded);
+  if (!decoded) return std::nullopt;
+  for (const char ch : *decoded) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7F) return std::nullopt;
+  }
+  const auto colon = decoded->find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  basic_credentials out;
+  out.password = decoded->substr(colon + 1);
+  decoded->resize(colon);
+  out.user = std::move(*decoded);
   return out;
 }
 
@@ -4005,14 +4035,13 @@ class security_core {
   std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
     const auto basic = credentials(req, res, authorization::kind::basic, "Basic");
     if (!basic) return std::nullopt;
-    const auto decoded = base64_decode(*basic);
-    const auto colon = decoded ? decoded->find(':') : std::string::npos;
-    if (colon == std::string::npos) {
+    const auto pair = parse_basic_credentials(*basic);
+    if (!pair) {
       fail(res, failure::bad_request, "Basic");
       return std::nullopt;
     }
-    const std::string_view email = std::string_view(*decoded).substr(0, colon);
-    const std::string_view password = std::string_view(*decoded).substr(colon + 1);
+    const std::string_view email = pair->user;
+    const std::string_view password = pair->password;
     const std::string client = client_of(req);
     auto attempt = lockout_->begin(email, client, now());
     if (!attempt) {

@@ -17,6 +17,7 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
+import requests
 
 import iwsec_harness as h
 
@@ -532,8 +533,8 @@ class Tls(unittest.TestCase):
                             "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
                             "-addext", "subjectAltName=IP:127.0.0.1"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=h.PROGRAM_TIMEOUT)
-        if r.returncode != 0:
-            self.skipTest("openssl cannot make a test certificate")
+        # openssl is part of the test dependencies: no certificate is a failure, not a skip.
+        self.assertEqual(r.returncode, 0, "openssl cannot make a test certificate: " + r.stderr.decode())
         return cert, key
 
     def test_https(self):
@@ -544,11 +545,42 @@ class Tls(unittest.TestCase):
         server = h.start_server(self, data, "--tls-cert", cert, "--tls-key", key, "--no-access-log")
         self.assertTrue(server.base_url.startswith("https://127.0.0.1:"), server.base_url)
         http = h.session()
-        http.verify = cert
+        http.verify = cert  # the self-signed certificate is the only trust anchor
         api = h.Api(server.base_url, http)
         token = api.token_by_refresh(self, refresh)
         self.assertTrue(api.is_valid(self, token))
         api.close()
+        self.assertEqual(server.stop(), 0)
+
+    def test_password_login_over_tls(self):
+        tmp = h.temp_dir(self)
+        cert, key = self.make_certificate(tmp)
+        data = os.path.join(tmp, "data")
+        h.add_user(self, data, EMAIL, PASSWORD)
+        server = h.start_server(self, data, "--tls-cert", cert, "--tls-key", key, "--no-access-log")
+        http = h.session()
+        http.verify = cert
+        api = h.Api(server.base_url, http)
+        # Basic user:password over TLS: the whole exchange is encrypted.
+        r = api.authenticate(EMAIL, PASSWORD)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.headers.get("Cache-Control"), "no-store")
+        token = r.json()["result"]["authentication_token"]
+        self.assertTrue(api.is_valid(self, token))
+        h.assert_envelope(self, api.authenticate(EMAIL, PASSWORD + "x"), 406, "IW10031")
+        api.close()
+        # The TLS port does not answer plain HTTP: credentials cannot be sent to it in clear.
+        plain = h.session()
+        with self.assertRaises(requests.exceptions.RequestException):
+            plain.get(server.base_url.replace("https://", "http://") + "/v3/security/authenticate",
+                      headers={"Authorization": h.basic(EMAIL, PASSWORD)}, timeout=h.HTTP_TIMEOUT)
+        plain.close()
+        # And a client that does not trust the certificate refuses to send them.
+        untrusting = h.session()
+        with self.assertRaises(requests.exceptions.SSLError):
+            untrusting.get(server.base_url + "/v3/security/authenticate",
+                           headers={"Authorization": h.basic(EMAIL, PASSWORD)}, timeout=h.HTTP_TIMEOUT)
+        untrusting.close()
         self.assertEqual(server.stop(), 0)
 
     def test_unusable_certificate_is_exit_1(self):
