@@ -119,6 +119,12 @@ std::string read_password() {
   }
   if (!line.empty() && line.back() == '\r') line.pop_back();
   if (!got || line.empty()) cli::die(program, "no password on standard input", 1);
+  // A Basic login cannot carry control bytes (RFC 7617; the routes answer
+  // 400 to them), so a password holding one could never be used.
+  for (const char c : line) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b == 0x7F) cli::die(program, "the password holds a control character (a tab, say), which no login can send", 1);
+  }
   return line;
 }
 

@@ -288,6 +288,24 @@ class AdminOnRunningServer(unittest.TestCase):
         self.api.token_by_password(self, EMAIL, PASSWORD)
         self.assertEqual(self.api.authenticate(EMAIL, "other password").status_code, 406)
 
+    def test_password_with_a_control_character_is_exit_1(self):
+        # A login with such a password would be a 400, so it is never stored.
+        self.add()
+        with open(os.path.join(self.data, "users.json"), "rb") as f:
+            before = f.read()
+        for command, args in (("add-user", ("other@example.com",)), ("set-password", (EMAIL,)),
+                              ("hash-password", ())):
+            for password in ("tab\there", "nul\x00here", "del\x7fhere"):
+                with self.subTest(command=command, password=repr(password)):
+                    r = h.admin(self.data, command, *args, stdin=password + "\n")
+                    self.assertEqual(r.returncode, 1, r.stderr)
+                    self.assertIn("control character", r.stderr)
+                    self.assertNotIn(password, r.stderr)
+                    self.assertEqual(r.stdout, "")
+        with open(os.path.join(self.data, "users.json"), "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.api.token_by_password(self, EMAIL, PASSWORD)
+
     def test_unknown_user_is_exit_1(self):
         self.add()
         for command in ("disable-user", "enable-user", "set-password", "rotate-refresh-token"):
