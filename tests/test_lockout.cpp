@@ -350,22 +350,37 @@ TEST_CASE("tracker: parallel attempts cannot slip past the threshold or a lock t
     CHECK(admitted == 99);
     CHECK(t.client_wait("192.0.2.1", kT0) == 900);
   }
-  SECTION("before any failure honest parallel logins are all admitted") {
-    std::atomic<int> admitted{0}, started{0};
+  SECTION("the first burst, before any failure, is capped at the threshold too") {
+    // 64 wrong guesses at once against a fresh account: only 30 may run, so
+    // at most 30 failures are ever counted before the lock.
+    CHECK(parallel_failures(t, "fresh@example.com", "", 64, kT0) == 30);
+    CHECK(t.account_wait("fresh@example.com", kT0) == 60);
+    CHECK(parallel_failures(t, std::nullopt, "192.0.2.7", 128, kT0) == 100);
+    CHECK(t.client_wait("192.0.2.7", kT0) == 900);
+  }
+  SECTION("after 12 quiet hours the old failures are forgotten but running attempts still count") {
+    REQUIRE(parallel_failures(t, "old@example.com", "", 10, kT0) == 10);
+    CHECK(parallel_failures(t, "old@example.com", "", 64, kT0 + 12 * 3600) == 30);
+  }
+  SECTION("honest parallel logins: up to the threshold at once, the rest told to retry in 1 s, nothing counted") {
+    std::atomic<int> admitted{0}, refused_one_second{0}, started{0};
     std::vector<std::thread> pool;
     for (int i = 0; i < 64; ++i) {
       pool.emplace_back([&] {
         auto attempt = t.begin("busy@example.com", "192.0.2.1", kT0);
         if (attempt) admitted.fetch_add(1);
+        else if (attempt.wait() == 1) refused_one_second.fetch_add(1);
         started.fetch_add(1);
         while (started.load() < 64) std::this_thread::yield();
         if (attempt) attempt.succeeded(kT0);
       });
     }
     for (auto& th : pool) th.join();
-    CHECK(admitted.load() == 64);
+    CHECK(admitted.load() == 30);
+    CHECK(refused_one_second.load() == 34);
     CHECK(t.tracked_accounts() == 0);
     CHECK(t.tracked_clients() == 0);
+    CHECK(t.account_wait("busy@example.com", kT0) == 0);
   }
 }
 
@@ -540,6 +555,19 @@ TEST_CASE("failed refresh-token exchanges count per client; an account lock does
   for (int i = 0; i < 30; ++i) check_rejected(call(c, "GET", kAuthenticate, from_client(basic(a.email, "wrong"), "z")));
   check_locked(call(c, "GET", kAuthenticate, from_client(basic(a.email, a.password), "z")), 60);
   token_of_success(call(c, "GET", kAccess, from_client("Basic " + a.refresh_token, "z")), nullptr);
+}
+
+TEST_CASE("client_address_key: IPv4 as is, IPv6 by its /64, mapped IPv4 as IPv4", "[lockout][client]") {
+  using iwsec::client_address_key;
+  CHECK(client_address_key("192.0.2.1") == "192.0.2.1");
+  CHECK(client_address_key("2001:db8:1:2:aaaa::1") == "ipv6/64:20010db800010002");
+  CHECK(client_address_key("2001:db8:1:2:ffff:ffff:ffff:fffe") == client_address_key("2001:db8:1:2::7"));
+  CHECK(client_address_key("2001:db8:1:3::7") != client_address_key("2001:db8:1:2::7"));
+  CHECK(client_address_key("::ffff:192.0.2.9") == "192.0.2.9");
+  CHECK(client_address_key("::1") == "ipv6/64:0000000000000000");
+  CHECK(client_address_key("not:an address") == "not:an address");
+  CHECK(client_address_key("") == "");
+  CHECK(client_address_key(std::string(200, ':')) == std::string(200, ':'));
 }
 
 TEST_CASE("the default client key is the peer address", "[lockout][http][client]") {

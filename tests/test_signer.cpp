@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -162,6 +163,15 @@ VerifyError error_of(const Signer& s, const std::string& token, std::int64_t now
 }  // namespace
 
 // ---- primitives ----------------------------------------------------------------
+
+TEST_CASE("a Signer can be copied or moved into a new one but never assigned over", "[signer]") {
+  // Mounted routes cache what they verified with this signer; assignment
+  // would swap its keys under them.
+  STATIC_REQUIRE(std::is_copy_constructible<iwsec::Signer>::value);
+  STATIC_REQUIRE(std::is_move_constructible<iwsec::Signer>::value);
+  STATIC_REQUIRE_FALSE(std::is_copy_assignable<iwsec::Signer>::value);
+  STATIC_REQUIRE_FALSE(std::is_move_assignable<iwsec::Signer>::value);
+}
 
 TEST_CASE("hmac_sha256_key reproduces the RFC 7515 A.1 HS256 signature", "[signer][hmac]") {
   const std::string key = decode(rfc7515_key);

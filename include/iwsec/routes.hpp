@@ -37,8 +37,9 @@ enum class failure { bad_request, no_credentials, invalid_token, rejected, inter
 
 /// @brief The claims of access tokens that passed Signer::verify, by their
 /// exact bytes, so that a client presenting the same token again is not
-/// verified again: the signer is immutable, so the same bytes verify the same
-/// way, and only the lifetime depends on the time of the check. A hit
+/// verified again: the signer is immutable (it cannot be assigned over), so
+/// the same bytes verify the same way, and only the lifetime depends on the
+/// time of the check. A hit
 /// re-checks it: now < exp + leeway, and now is not earlier than the time of
 /// the verification (so `nbf` and `iat`, already satisfied then, still are;
 /// after the clock went back the token is verified again). Revocation and
@@ -266,7 +267,7 @@ class security_core {
   /// @brief The client a request's failures are counted under: the host's
   /// LockoutPolicy::client_key, or the peer address.
   std::string client_of(const httplib::Request& req) const {
-    return options_.lockout.client_key ? options_.lockout.client_key(req) : req.remote_addr;
+    return options_.lockout.client_key ? options_.lockout.client_key(req) : client_address_key(req.remote_addr);
   }
 
   // ---- credentials ----------------------------------------------------------

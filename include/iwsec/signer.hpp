@@ -141,6 +141,14 @@ class Signer {
   static constexpr std::size_t max_keys = 16;
   static constexpr std::size_t max_token_bytes = 8192;
 
+  /// Immutable: copies and moves construct new signers, but a signer is never
+  /// assigned over, so what mounted routes verified with (and cached) stays
+  /// what they verify with. To change keys, mount routes with a new Signer.
+  Signer(const Signer&) = default;
+  Signer(Signer&&) = default;
+  Signer& operator=(const Signer&) = delete;
+  Signer& operator=(Signer&&) = delete;
+
   /// @brief A fresh random key of min_key_bytes bytes from the CSPRNG.
   static std::string generate_secret() { return detail::random_string(min_key_bytes); }
 

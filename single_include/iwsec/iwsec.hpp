@@ -1534,6 +1534,14 @@ class Signer {
   static constexpr std::size_t max_keys = 16;
   static constexpr std::size_t max_token_bytes = 8192;
 
+  /// Immutable: copies and moves construct new signers, but a signer is never
+  /// assigned over, so what mounted routes verified with (and cached) stays
+  /// what they verify with. To change keys, mount routes with a new Signer.
+  Signer(const Signer&) = default;
+  Signer(Signer&&) = default;
+  Signer& operator=(const Signer&) = delete;
+  Signer& operator=(Signer&&) = delete;
+
   /// @brief A fresh random key of min_key_bytes bytes from the CSPRNG.
   static std::string generate_secret() { return detail::random_string(min_key_bytes); }
 
@@ -3148,10 +3156,37 @@ class JournalRevocationStore : public MemoryRevocationStore {
 #include <utility>
 #include <vector>
 
+#include <arpa/inet.h>
+
 #include <httplib.h>
 
 
 namespace iwsec {
+
+/// @brief The client-throttle key of a peer address: an IPv4 address as it
+/// is (an IPv4-mapped IPv6 address as its IPv4 form); an IPv6 address as its
+/// /64 prefix, since one subscriber usually holds a whole /64 and could
+/// otherwise take a fresh address for every 99 failures; anything else (a
+/// text that is not an address) unchanged.
+inline std::string client_address_key(std::string_view address) {
+  if (address.find(':') == std::string_view::npos || address.size() >= INET6_ADDRSTRLEN) return std::string(address);
+  char text[INET6_ADDRSTRLEN] = {};
+  std::memcpy(text, address.data(), address.size());
+  unsigned char bytes[16];
+  if (::inet_pton(AF_INET6, text, bytes) != 1) return std::string(address);
+  static const unsigned char mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(bytes, mapped_prefix, sizeof mapped_prefix) == 0) {
+    char v4[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, bytes + 12, v4, sizeof v4)) return v4;
+  }
+  static const char hex[] = "0123456789abcdef";
+  std::string key = "ipv6/64:";
+  for (int i = 0; i < 8; ++i) {
+    key += hex[bytes[i] >> 4];
+    key += hex[bytes[i] & 15];
+  }
+  return key;
+}
 
 /// @brief When failed logins lock an account or a client out. Keycloak's
 /// defaults: after `account_failures` (30) failures an account is locked for
@@ -3196,12 +3231,13 @@ struct LockoutPolicy {
 /// prefixes, so no email is held in memory and a long one costs no more.
 ///
 /// A credential check is bracketed by begin() and the Attempt's failed() or
-/// succeeded(). Attempts still running are counted too: once an account (or
-/// client) has failures, no more attempts may run at once than failures are
-/// left before its threshold (at least one), so parallel guesses cannot slip
-/// past the threshold while their password hashes run, nor past a lock that
-/// just ended. Before the first failure nothing limits parallel attempts, so
-/// that many honest logins at once are never refused.
+/// succeeded(). Attempts still running are counted too: no more attempts
+/// for an account (or client) may run at once than failures are left before
+/// its threshold (at least one; 30 for a fresh account, 100 for a fresh
+/// client under the defaults), so parallel guesses cannot slip
+/// past the threshold while their password hashes run, not even in the
+/// first burst, nor past a lock that just ended. The refused extra attempts
+/// get a 429 with `Retry-After: 1` and are not counted.
 ///
 /// Memory stays bounded: each table holds at most its `max_tracked_*`
 /// entries. A full table first drops entries that no longer matter (quiet
@@ -3371,11 +3407,12 @@ class LockoutTracker {
   }
   bool client_expired(const client_entry& e, std::int64_t now) const { return e.failures == 0 || now >= window_end(e); }
 
-  // Attempts that may run at once once there are failures: those left
-  // before the threshold, at least one.
+  // Attempts that may run at once: the failures left before the threshold
+  // (at least one). Every running attempt may be a failure, so no burst can
+  // take the count past the threshold, not even the first one.
   static bool too_many_running(std::uint32_t failures, std::uint32_t pending, std::uint32_t threshold) {
     const std::uint32_t allowed = failures >= threshold ? 1 : threshold - failures;
-    return failures > 0 && pending >= allowed;
+    return pending >= allowed;
   }
 
   std::int64_t account_wait(const key& k, std::int64_t now, bool starting) const {
@@ -3383,17 +3420,20 @@ class LockoutTracker {
     if (it == accounts_.end()) return 0;
     const account_entry& e = it->second;
     if (e.locked_until > now) return e.locked_until - now;
-    if (starting && !account_expired(e, now) && too_many_running(e.failures, e.pending, policy_.account_failures))
-      return 1;
+    // Failures past their 12 quiet hours no longer count (account_failed
+    // starts again from zero), but the attempts running still do.
+    const std::uint32_t failures = account_expired(e, now) ? 0 : e.failures;
+    if (starting && too_many_running(failures, e.pending, policy_.account_failures)) return 1;
     return 0;
   }
 
   std::int64_t client_wait(const key& k, std::int64_t now, bool starting) const {
     auto it = clients_.find(k);
-    if (it == clients_.end() || client_expired(it->second, now)) return 0;
+    if (it == clients_.end()) return 0;
     const client_entry& e = it->second;
-    if (e.failures >= policy_.client_failures) return window_end(e) - now;
-    if (starting && too_many_running(e.failures, e.pending, policy_.client_failures)) return 1;
+    const bool expired = client_expired(e, now);
+    if (!expired && e.failures >= policy_.client_failures) return window_end(e) - now;
+    if (starting && too_many_running(expired ? 0 : e.failures, e.pending, policy_.client_failures)) return 1;
     return 0;
   }
 
@@ -3486,10 +3526,12 @@ class LockoutTracker {
     std::vector<std::pair<rank, key>> ranked;
     ranked.reserve(accounts_.size());
     for (const auto& [k, e] : accounts_) {
+      if (e.pending > 0) continue;  // attempts in flight keep their entry (and its cap)
       const std::int64_t locked = e.locked_until > now ? e.locked_until : 0;  // sooner unlock goes first
       ranked.push_back({{{locked, e.failures}, e.last_failure}, k});
     }
-    const std::size_t drop = accounts_.size() - target;
+    const std::size_t drop = std::min(accounts_.size() - target, ranked.size());
+    if (drop == 0) return;  // every entry has attempts in flight: the table overshoots for now
     std::nth_element(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(drop - 1), ranked.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
     for (std::size_t i = 0; i < drop; ++i) accounts_.erase(ranked[i].second);
@@ -3505,10 +3547,12 @@ class LockoutTracker {
     std::vector<std::pair<rank, key>> ranked;
     ranked.reserve(clients_.size());
     for (const auto& [k, e] : clients_) {
+      if (e.pending > 0) continue;
       const std::int64_t blocked = e.failures >= policy_.client_failures ? window_end(e) : 0;
       ranked.push_back({{{blocked, e.failures}, e.window_start}, k});
     }
-    const std::size_t drop = clients_.size() - target;
+    const std::size_t drop = std::min(clients_.size() - target, ranked.size());
+    if (drop == 0) return;  // every entry has attempts in flight: the table overshoots for now
     std::nth_element(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(drop - 1), ranked.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
     for (std::size_t i = 0; i < drop; ++i) clients_.erase(ranked[i].second);
@@ -3768,8 +3812,9 @@ enum class failure { bad_request, no_credentials, invalid_token, rejected, inter
 
 /// @brief The claims of access tokens that passed Signer::verify, by their
 /// exact bytes, so that a client presenting the same token again is not
-/// verified again: the signer is immutable, so the same bytes verify the same
-/// way, and only the lifetime depends on the time of the check. A hit
+/// verified again: the signer is immutable (it cannot be assigned over), so
+/// the same bytes verify the same way, and only the lifetime depends on the
+/// time of the check. A hit
 /// re-checks it: now < exp + leeway, and now is not earlier than the time of
 /// the verification (so `nbf` and `iat`, already satisfied then, still are;
 /// after the clock went back the token is verified again). Revocation and
@@ -3997,7 +4042,7 @@ class security_core {
   /// @brief The client a request's failures are counted under: the host's
   /// LockoutPolicy::client_key, or the peer address.
   std::string client_of(const httplib::Request& req) const {
-    return options_.lockout.client_key ? options_.lockout.client_key(req) : req.remote_addr;
+    return options_.lockout.client_key ? options_.lockout.client_key(req) : client_address_key(req.remote_addr);
   }
 
   // ---- credentials ----------------------------------------------------------
