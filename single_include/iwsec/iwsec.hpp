@@ -396,6 +396,19 @@ inline void store_be32(unsigned char* p, std::uint32_t v) noexcept {
   p[3] = static_cast<unsigned char>(v);
 }
 
+/// @brief An HMAC-SHA256 key as one 64-byte block: a longer key is hashed
+/// first (RFC 2104), a shorter one padded with zeros.
+inline std::array<unsigned char, 64> hmac_key_block(std::string_view key) {
+  std::array<unsigned char, 64> block{};
+  if (key.size() > block.size()) {
+    const auto d = sha256(key);
+    std::copy(d.begin(), d.end(), block.begin());
+  } else {
+    std::copy(key.begin(), key.end(), block.begin());
+  }
+  return block;
+}
+
 #if IWSEC_LOW_LEVEL_SHA256
 
 /// @brief The eight chaining words of SHA-256 between blocks.
@@ -519,13 +532,7 @@ inline void sha256_iterate(const sha256_state& inner, const sha256_state& outer,
 class hmac_sha256_key {
  public:
   explicit hmac_sha256_key(std::string_view key) {
-    std::array<unsigned char, 64> block{};
-    if (key.size() > block.size()) {
-      const auto d = sha256(key);
-      std::copy(d.begin(), d.end(), block.begin());
-    } else {
-      std::copy(key.begin(), key.end(), block.begin());
-    }
+    std::array<unsigned char, 64> block = hmac_key_block(key);  // cleansed below
     std::array<unsigned char, 64> pad{};
     for (std::size_t i = 0; i < pad.size(); ++i) pad[i] = block[i] ^ 0x36;
     inner_ = sha256_initial_state();
@@ -618,13 +625,7 @@ class hmac_sha256_key {
 class hmac_sha256_key {
  public:
   explicit hmac_sha256_key(std::string_view key) : inner_(new_md_ctx()), outer_(new_md_ctx()) {
-    std::array<unsigned char, 64> block{};
-    if (key.size() > block.size()) {
-      const auto d = sha256(key);
-      std::copy(d.begin(), d.end(), block.begin());
-    } else {
-      std::copy(key.begin(), key.end(), block.begin());
-    }
+    std::array<unsigned char, 64> block = hmac_key_block(key);  // cleansed below
     std::array<unsigned char, 64> pad{};
     for (std::size_t i = 0; i < pad.size(); ++i) pad[i] = block[i] ^ 0x36;
     absorb(inner_.get(), pad);
