@@ -945,31 +945,6 @@ inline std::optional<picojson::value> parse_json_strict(std::string_view text, s
   return out;
 }
 
-/// @brief Appends @p s as a JSON string literal (quotes included).
-inline void append_json_string(std::string& out, std::string_view s) {
-  static const char hex[] = "0123456789abcdef";
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7F) {
-          out += "\\u00";
-          out.push_back(hex[c >> 4]);
-          out.push_back(hex[c & 15]);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
-}
 
 // ---- The verifier's parser -------------------------------------------------
 //
@@ -1352,8 +1327,8 @@ inline char* put(char* w, std::string_view s) noexcept {
 /// @brief Writes @p v in decimal (at most 20 chars); returns the end.
 inline char* put_int(char* w, std::int64_t v) noexcept { return std::to_chars(w, w + 20, v).ptr; }
 
-/// @brief Writes @p s JSON-escaped, without quotes, exactly as
-/// append_json_string does (at most 6 chars per byte); returns the end.
+/// @brief Writes @p s JSON-escaped, without quotes (at most 6 chars per
+/// byte); returns the end. The one escaping rule of iwsec's JSON output.
 inline char* put_json_escaped(char* w, std::string_view s) noexcept {
   static const char hex[] = "0123456789abcdef";
   for (unsigned char c : s) {
@@ -1377,6 +1352,18 @@ inline char* put_json_escaped(char* w, std::string_view s) noexcept {
     }
   }
   return w;
+}
+
+/// @brief Appends @p s as a JSON string literal (quotes included), escaped
+/// by put_json_escaped.
+inline void append_json_string(std::string& out, std::string_view s) {
+  const std::size_t at = out.size();
+  out.resize(at + 2 + 6 * s.size());  // put_json_escaped writes at most 6 chars per byte
+  char* w = &out[at];
+  *w++ = '"';
+  w = put_json_escaped(w, s);
+  *w++ = '"';
+  out.resize(static_cast<std::size_t>(w - out.data()));
 }
 
 /// @brief Writes @p s JSON-escaped and then escaped again (a string inside a
