@@ -40,32 +40,6 @@ class RevocationStore {
 
 namespace detail {
 
-/// @brief The 128 bits of a jti in canonical UUID text form (8-4-4-4-12
-/// lower-case hex digits, which is what Signer issues and accepts); false
-/// for any other text. The mapping is one-to-one both ways.
-inline bool parse_uuid_key(std::string_view s, std::uint64_t& hi, std::uint64_t& lo) noexcept {
-  if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
-  std::uint64_t half[2] = {0, 0};
-  int digits = 0;
-  for (std::size_t i = 0; i < 36; ++i) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) continue;
-    const char c = s[i];
-    unsigned d;
-    if (c >= '0' && c <= '9') {
-      d = static_cast<unsigned>(c - '0');
-    } else if (c >= 'a' && c <= 'f') {
-      d = static_cast<unsigned>(c - 'a' + 10);
-    } else {
-      return false;
-    }
-    half[digits >> 4] = (half[digits >> 4] << 4) | d;
-    ++digits;
-  }
-  hi = half[0];
-  lo = half[1];
-  return true;
-}
-
 /// @brief Appends the canonical text of a key made by parse_uuid_key.
 inline void append_uuid_key(std::string& out, std::uint64_t hi, std::uint64_t lo) {
   static const char hex[] = "0123456789abcdef";
