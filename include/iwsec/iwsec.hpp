@@ -5,6 +5,7 @@
 
 #include "version.hpp"
 #include "clock.hpp"
+#include "errors.hpp"
 #include "signer.hpp"
 #include "password.hpp"
 #include "user_store.hpp"

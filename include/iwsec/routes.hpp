@@ -21,6 +21,7 @@
 #include "detail/crypto.hpp"
 #include "detail/http.hpp"
 #include "detail/json.hpp"
+#include "errors.hpp"
 #include "lockout.hpp"
 #include "options.hpp"
 #include "password.hpp"
@@ -33,7 +34,7 @@ namespace iwsec {
 namespace detail {
 
 // The error answers of the security routes, one per row of SPEC "Errors".
-enum class failure { bad_request, no_credentials, invalid_token, rejected, internal };
+enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
 
 /// @brief The claims of access tokens that passed Signer::verify, by their
 /// exact bytes, so that a client presenting the same token again is not
@@ -216,6 +217,12 @@ class security_core {
         status = 500;
         code = "IW10002";
         details = "Internal Server Error";
+        break;
+      case failure::unavailable:
+        status = 503;
+        code = "IW10002";
+        details = "Service Unavailable: shared state cannot be read, retry later";
+        if (!res.has_header("Retry-After")) res.set_header("Retry-After", "1");
         break;
     }
     if (status == 401) res.set_header("WWW-Authenticate", challenge(challenge_scheme, f == failure::invalid_token));
@@ -412,12 +419,17 @@ class security_core {
   static void ignore_ranges(const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); }
 
   /// @brief Runs @p body, turning any escaping exception into the 500
-  /// envelope: the host's exception handler is never involved, and no
-  /// exception text reaches the client.
+  /// envelope (StateUnavailable into the 503 one, with its `Retry-After`):
+  /// the host's exception handler is never involved, and no exception text
+  /// reaches the client.
   template <typename F>
   void shielded(httplib::Response& res, const char* scheme, F&& body) const {
     try {
       body();
+    } catch (const StateUnavailable& e) {
+      res.headers.clear();
+      res.set_header("Retry-After", std::to_string(e.retry_after()));
+      fail(res, failure::unavailable, scheme);
     } catch (...) {
       res.headers.clear();
       fail(res, failure::internal, scheme);

@@ -44,6 +44,37 @@ inline std::int64_t system_now() {
 
 }  // namespace iwsec
 // ----- end iwsec/clock.hpp -----
+// ----- begin iwsec/errors.hpp -----
+/// @file
+/// @brief StateUnavailable: what a store throws when it cannot show that its
+/// state is current, so the routes fail closed with a 503.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace iwsec {
+
+/// @brief Thrown by a UserStore, RevocationStore or lockout backend when it
+/// cannot answer from state it can show to be current (a users file that
+/// changed but cannot be reloaded, a cluster replica past its staleness
+/// bound, a database that cannot be reached). The security routes and the
+/// guard answer it with 503, the `IW10002` envelope and `Retry-After`; the
+/// message is for the host's log and never reaches the client.
+class StateUnavailable : public std::runtime_error {
+ public:
+  explicit StateUnavailable(const std::string& what, std::int64_t retry_after_seconds = 1)
+      : std::runtime_error(what), retry_after_(retry_after_seconds < 1 ? 1 : retry_after_seconds) {}
+
+  /// @brief Whole seconds a client should wait before trying again (at least 1).
+  std::int64_t retry_after() const noexcept { return retry_after_; }
+
+ private:
+  std::int64_t retry_after_;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/errors.hpp -----
 // ----- begin iwsec/signer.hpp -----
 /// @file
 /// @brief HS256 access tokens: minting and strict verification, in-house on
@@ -3788,7 +3819,7 @@ namespace iwsec {
 namespace detail {
 
 // The error answers of the security routes, one per row of SPEC "Errors".
-enum class failure { bad_request, no_credentials, invalid_token, rejected, internal };
+enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
 
 /// @brief The claims of access tokens that passed Signer::verify, by their
 /// exact bytes, so that a client presenting the same token again is not
@@ -3971,6 +4002,12 @@ class security_core {
         status = 500;
         code = "IW10002";
         details = "Internal Server Error";
+        break;
+      case failure::unavailable:
+        status = 503;
+        code = "IW10002";
+        details = "Service Unavailable: shared state cannot be read, retry later";
+        if (!res.has_header("Retry-After")) res.set_header("Retry-After", "1");
         break;
     }
     if (status == 401) res.set_header("WWW-Authenticate", challenge(challenge_scheme, f == failure::invalid_token));
@@ -4167,12 +4204,17 @@ class security_core {
   static void ignore_ranges(const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); }
 
   /// @brief Runs @p body, turning any escaping exception into the 500
-  /// envelope: the host's exception handler is never involved, and no
-  /// exception text reaches the client.
+  /// envelope (StateUnavailable into the 503 one, with its `Retry-After`):
+  /// the host's exception handler is never involved, and no exception text
+  /// reaches the client.
   template <typename F>
   void shielded(httplib::Response& res, const char* scheme, F&& body) const {
     try {
       body();
+    } catch (const StateUnavailable& e) {
+      res.headers.clear();
+      res.set_header("Retry-After", std::to_string(e.retry_after()));
+      fail(res, failure::unavailable, scheme);
     } catch (...) {
       res.headers.clear();
       fail(res, failure::internal, scheme);
