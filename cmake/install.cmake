@@ -6,6 +6,7 @@
 #   <prefix>/lib/cmake/iwsec/iwsecConfig.cmake     find_package(iwsec) -> iwsec::iwsec
 #   <prefix>/share/pkgconfig/iwsec.pc              pkg-config --cflags --libs iwsec
 #   <prefix>/bin/iwsec-server, iwsec-admin         when the examples are built
+#   <prefix>/share/doc/iwsec/LICENSE               the MIT licence
 include(CMakePackageConfigHelpers)
 
 # iwsec is header-only and architecture-independent, so its package files do
@@ -20,6 +21,7 @@ install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/iwsec"
         FILES_MATCHING PATTERN "*.hpp")
 install(FILES "${PROJECT_SOURCE_DIR}/single_include/iwsec/iwsec.hpp"
         DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/iwsec/single")
+install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" DESTINATION "${CMAKE_INSTALL_DATADIR}/doc/iwsec")
 
 install(TARGETS iwsec EXPORT iwsecTargets)
 install(EXPORT iwsecTargets
