@@ -24,7 +24,9 @@ demo user:     $email
 password:      $password
 refresh token: $refresh_token
 
-try:
+iwsec-server now runs in the foreground, printing one line per request
+(Ctrl-C stops it). In a second terminal:
   curl -s http://127.0.0.1:3001/v3/security/token/access -H "Authorization: Basic $refresh_token"
+and README.md, "The five endpoints", for the others.
 INFO
 exec "$server" --host 127.0.0.1 --port 3001 --data-dir "$data"
