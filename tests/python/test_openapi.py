@@ -169,6 +169,29 @@ class OpenApiDocumentTest(unittest.TestCase):
         self.assertEqual([d.resolve(p)["name"] for p in params], ["service_id"])
 
 
+    def test_endpoints_md_and_openapi_yaml_agree(self):
+        """Each route's status table in docs/endpoints.md lists the statuses
+        and iw_codes openapi.yaml documents (413 and 431, the edge limits,
+        are in its table of every status instead)."""
+        d = Document(SPEC_PATH)
+        with open(os.path.join(os.path.dirname(SPEC_PATH), "endpoints.md"), encoding="utf-8") as f:
+            text = f.read()
+        for method, path in ROUTES:
+            heading = "## `%s %s`" % (method.upper(), path)
+            self.assertIn(heading, text)
+            section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+            rows = re.findall(r"^\| ([1-5][0-9][0-9]) \| (IW[0-9]{5}|—) \|", section, re.M)
+            op = d.operation(method, path)
+            self.assertEqual(sorted(s for s, _ in rows), sorted(set(op["responses"]) - {"413", "431"}), heading)
+            for status, code in rows:
+                content = d.resolve(op["responses"][status]).get("content", {})
+                schema = d.resolve(next(iter(content.values()))["schema"]) if content else {}
+                codes = [d.resolve(p).get("properties", {}).get("iw_code", {}).get("enum")
+                         for p in schema.get("allOf", [])]
+                codes = [c for c in codes if c and len(c) == 1]
+                self.assertEqual(codes[0] if codes else ["—"], [code], "%s %s" % (heading, status))
+
+
 class OpenApiRoutesTest(unittest.TestCase):
     """A real iwsec-server, every route into every status it can answer."""
 
