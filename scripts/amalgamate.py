@@ -103,6 +103,9 @@ def amalgamate():
                                 "single header: " + ", ".join(sorted(unreachable)))
     banner = (
         "// iwsec %s: the Infoworks REST API v3 security endpoints for cpp-httplib.\n"
+        "// Copyright (c) 2026 the iwsec authors. MIT licence: the LICENSE file of\n"
+        "// the repository, also at https://opensource.org/licenses/MIT\n"
+        "// SPDX-License-Identifier: MIT\n"
         "//\n"
         "// GENERATED FILE, DO NOT EDIT. This is the amalgamation of include/iwsec/,\n"
         "// made by scripts/amalgamate.py; edit the headers under include/ and run\n"

@@ -1,4 +1,7 @@
 // iwsec 0.1.0: the Infoworks REST API v3 security endpoints for cpp-httplib.
+// Copyright (c) 2026 the iwsec authors. MIT licence: the LICENSE file of
+// the repository, also at https://opensource.org/licenses/MIT
+// SPDX-License-Identifier: MIT
 //
 // GENERATED FILE, DO NOT EDIT. This is the amalgamation of include/iwsec/,
 // made by scripts/amalgamate.py; edit the headers under include/ and run
