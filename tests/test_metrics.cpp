@@ -123,7 +123,7 @@ TEST_CASE("render() is Prometheus text with every family, label and bucket", "[m
         "iwsec_logins_total{result=\"locked\"} 0\n", "iwsec_token_exchanges_total{result=\"success\"} 0\n",
         "iwsec_validations_total{result=\"invalid\"} 1\n", "iwsec_validations_total{result=\"valid\"} 0\n",
         "# TYPE iwsec_revocations_total counter\niwsec_revocations_total 0\n",
-        "iwsec_lockouts_total{kind=\"account\"} 0\n", "# TYPE iwsec_request_duration_seconds histogram\n",
+        "# TYPE iwsec_lockouts_total counter\niwsec_lockouts_total 0\n", "# TYPE iwsec_request_duration_seconds histogram\n",
         "iwsec_request_duration_seconds_bucket{route=\"token_validate\",le=\"0.0001\"} 1\n",
         "iwsec_request_duration_seconds_bucket{route=\"token_validate\",le=\"10\"} 1\n",
         "iwsec_request_duration_seconds_bucket{route=\"token_validate\",le=\"+Inf\"} 2\n",

@@ -69,8 +69,8 @@ inline const char* to_string(CheckResult r) noexcept {
 /// token/validate answers, valid or invalid; `iwsec_guard_checks_total{result}`
 /// the guard's checks, valid or invalid; `iwsec_revocations_total` access
 /// tokens revoked (token/access DELETE answered 200);
-/// `iwsec_lockouts_total{kind}` accounts locked and clients blocked (each
-/// time a lock starts); `iwsec_request_duration_seconds{route}` how long the
+/// `iwsec_lockouts_total` accounts locked and clients blocked (each time a
+/// lock starts; lockouts(bool) tells them apart); `iwsec_request_duration_seconds{route}` how long the
 /// library spent answering, by route. Requests refused before a credential
 /// check (400, 401) count in the histogram only.
 class Metrics {
@@ -180,9 +180,8 @@ class Metrics {
     sample(out, "iwsec_guard_checks_total", "result", "invalid", guard_checks(false));
     family(out, "iwsec_revocations_total", "counter", "Access tokens revoked (token/access DELETE answered 200).");
     sample(out, "iwsec_revocations_total", nullptr, nullptr, revocations());
-    family(out, "iwsec_lockouts_total", "counter", "Locks started: accounts locked, clients blocked.");
-    sample(out, "iwsec_lockouts_total", "kind", "account", lockouts(true));
-    sample(out, "iwsec_lockouts_total", "kind", "client", lockouts(false));
+    family(out, "iwsec_lockouts_total", "counter", "Locks started: accounts locked and clients blocked.");
+    sample(out, "iwsec_lockouts_total", nullptr, nullptr, lockouts(true) + lockouts(false));
     family(out, "iwsec_request_duration_seconds", "histogram", "Time the security routes spent answering, by route.");
     for (std::size_t r = 0; r < route_count; ++r) {
       const char* route = to_string(static_cast<MetricsRoute>(r));
