@@ -22,8 +22,10 @@
 // before every password login (authenticate, token/refresh): so an unlock
 // is in force for every login that starts after `iwsec-admin unlock`
 // returns. It starts the journal afresh at start-up (its memory holds no
-// lock then) and compacts it past max_bytes under the journal's flock.
+// lock then) and compacts it past max_bytes (1 MiB; or twice its
+// size after the last compaction) under the journal's flock.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -140,9 +142,10 @@ inline bool request_unlock(const std::string& path, std::string_view email, std:
 /// The server's side.
 class ServerJournal {
  public:
-  static constexpr off_t max_bytes = 1 << 20;
+  static constexpr off_t default_max_bytes = 1 << 20;
 
-  explicit ServerJournal(std::string path) : path_(std::move(path)) {}
+  explicit ServerJournal(std::string path, off_t max_bytes = default_max_bytes)
+      : path_(std::move(path)), max_bytes_(max_bytes) {}
 
   /// Starts the journal afresh (nothing is locked in a new process).
   bool start(std::string& error) {
@@ -171,7 +174,7 @@ class ServerJournal {
     if (!append_line(path_, "lock " + key + ' ' + std::to_string(until) + '\n', error))
       std::fprintf(stderr, "iwsec-server: %s\n", error.c_str());
     struct stat st;
-    if (::stat(path_.c_str(), &st) == 0 && st.st_size > max_bytes) compact();
+    if (::stat(path_.c_str(), &st) == 0 && st.st_size > compact_at_) compact();
   }
 
   /// Before a password login: applies the unlocks appended since the last
@@ -241,6 +244,7 @@ class ServerJournal {
     }
     inode_ = st.st_ino;
     offset_ = st.st_size;
+    compact_at_ = std::max(max_bytes_, 2 * offset_);  // many live locks: not a rewrite per lock
     return true;
   }
 
@@ -256,6 +260,8 @@ class ServerJournal {
   }
 
   std::string path_;
+  off_t max_bytes_;
+  off_t compact_at_ = 0;
   std::mutex mutex_;
   std::map<std::string, std::int64_t> locks_;  // key -> until, as written
   std::vector<std::string> pending_;           // unlocks read, not yet applied
