@@ -83,14 +83,21 @@ class AccessLog {
 
   bool logs_requests() const { return requests_; }
 
-  /// The pre-routing step: notes the arrival time and sets X-Request-Id.
-  void begin(const httplib::Request& req, httplib::Response& res) {
+  /// The pre-routing step: notes the arrival time and picks the request id.
+  void begin(const httplib::Request& req) {
     current& c = current_request();
     c.request = &req;
     c.arrived = std::chrono::system_clock::now();
     c.started = std::chrono::steady_clock::now();
     const std::string incoming = req.get_header_value("X-Request-Id");
     c.id = sane_request_id(incoming) ? incoming : new_request_id();
+  }
+
+  /// The post-routing step: X-Request-Id on the answer (set here, after the
+  /// handler, because an answer replaced on a fault starts from no headers).
+  void answer_id(const httplib::Request& req, httplib::Response& res) {
+    current& c = current_request();
+    if (c.request != &req) begin(req);  // refused before routing
     res.set_header("X-Request-Id", c.id);
   }
 
@@ -104,7 +111,6 @@ class AccessLog {
         begun ? std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - c.started)
                     .count()
               : 0;
-    // Requests httplib refused before routing never had an id: give one.
     const std::string id = begun ? c.id : new_request_id();
     const auto check = iwsec::take_token_check(req);
     std::string line;

@@ -271,16 +271,18 @@ int main(int argc, char** argv) {
   const int threads = settings.threads;
   server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   std::optional<iwsec::SecurityRoutes> routes;
-  server->set_pre_routing_handler([&log, &journal, &routes](const httplib::Request& req, httplib::Response& res) {
-    if (log.logs_requests()) log.begin(req, res);
+  server->set_pre_routing_handler([&log, &journal, &routes](const httplib::Request& req, httplib::Response&) {
+    if (log.logs_requests()) log.begin(req);
     // A password login first applies the unlocks iwsec-admin asked for.
     if (req.path == "/v3/security/authenticate" || req.path == "/v3/security/token/refresh")
       journal.apply_unlocks([&routes](const std::string& email) { routes->lockout().unlock_account(email); });
     return httplib::Server::HandlerResponse::Unhandled;
   });
-  if (settings.access_log) server->set_logger([&log](const httplib::Request& req, const httplib::Response& res) {
-    log.write(req, res);
-  });
+  if (settings.access_log) {
+    server->set_post_routing_handler(
+        [&log](const httplib::Request& req, httplib::Response& res) { log.answer_id(req, res); });
+    server->set_logger([&log](const httplib::Request& req, const httplib::Response& res) { log.write(req, res); });
+  }
 
   routes = iwsec::mount_security_routes(*server, *users, signer, options);
 
