@@ -3,6 +3,7 @@
 /// @brief mount_security_routes: the five `/v3/security` endpoints on a
 /// host's httplib::Server, and a guard for the host's own routes.
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -14,7 +15,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <chrono>
 
 #include <httplib.h>
 

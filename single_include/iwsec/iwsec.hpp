@@ -4051,6 +4051,7 @@ struct Options {
 /// @brief mount_security_routes: the five `/v3/security` endpoints on a
 /// host's httplib::Server, and a guard for the host's own routes.
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -4062,7 +4063,6 @@ struct Options {
 #include <string>
 #include <string_view>
 #include <utility>
-#include <chrono>
 
 #include <httplib.h>
 
