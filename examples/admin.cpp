@@ -3,6 +3,7 @@
 // the server sees them on its next request.
 
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -13,6 +14,8 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
+#include "access_log.hpp"    // rfc3339_seconds
+#include "lock_journal.hpp"  // show-user, unlock
 
 namespace {
 
@@ -30,6 +33,9 @@ constexpr const char* help_text =
     "  rotate-refresh-token EMAIL issue a new refresh token (printed once); the old one and\n"
     "                             every access token minted before stop working\n"
     "  hash-password              print a $pbkdf2-sha256$ hash of the password\n"
+    "  show-user EMAIL            the user's id, email, disabled, generation and lock\n"
+    "                             (never a secret)\n"
+    "  unlock EMAIL               clear the account's failures and lock on the running server\n"
     "\n"
     "Options:\n"
     "  --data-dir DIR       the server's data directory (default ./iwsec-data)\n"
@@ -49,7 +55,7 @@ struct Command {
 
 bool takes_email(const std::string& name) {
   return name == "add-user" || name == "disable-user" || name == "enable-user" || name == "set-password" ||
-         name == "rotate-refresh-token";
+         name == "rotate-refresh-token" || name == "show-user" || name == "unlock";
 }
 
 // An email that can log in over HTTP Basic: no colon (it ends the user name),
@@ -148,6 +154,38 @@ void print_refresh_token(const Command& c, const std::string& user_id, const std
   }
 }
 
+// show-user and unlock: the lock state comes from the running server's lock
+// journal (lock_journal.hpp), the rest from the users file.
+int lock_command(const Command& c, const iwsec::User& u) {
+  const std::string journal = lock_journal::path_in(c.data_dir);
+  std::int64_t until = 0;
+  std::string error;
+  if (!lock_journal::locked_until(journal, u.email, std::time(nullptr), until, error)) cli::die(program, error, 1);
+  if (c.name == "unlock") {
+    if (!lock_journal::request_unlock(journal, u.email, error)) cli::die(program, error, 1);
+    if (c.json) {
+      std::printf("{\"email\":%s,\"unlocked\":true,\"was_locked\":%s}\n", json_string(u.email).c_str(),
+                  until ? "true" : "false");
+    } else {
+      std::printf("unlocked %s (%s)\n", u.email.c_str(), until ? "it was locked" : "it was not locked");
+    }
+    return 0;
+  }
+  const std::string locked_until = until ? access_log::rfc3339_seconds(until) : "";
+  if (c.json) {
+    std::printf("{\"user_id\":%s,\"email\":%s,\"disabled\":%s,\"refresh_generation\":%llu,\"locked\":%s,"
+                "\"locked_until\":%s}\n",
+                json_string(u.user_id).c_str(), json_string(u.email).c_str(), u.disabled ? "true" : "false",
+                static_cast<unsigned long long>(u.refresh_generation), until ? "true" : "false",
+                until ? json_string(locked_until).c_str() : "null");
+  } else {
+    std::printf("user_id: %s\nemail: %s\ndisabled: %s\nrefresh_generation: %llu\nlocked: %s\n", u.user_id.c_str(),
+                u.email.c_str(), u.disabled ? "true" : "false", static_cast<unsigned long long>(u.refresh_generation),
+                until ? ("until " + locked_until).c_str() : "no");
+  }
+  return 0;
+}
+
 int run(const Command& c) {
   if (c.name == "hash-password") {
     const std::string hash = iwsec::hash_password(read_password(), c.rounds);
@@ -193,6 +231,8 @@ int run(const Command& c) {
 
   const auto existing = users.find_by_email(c.email);
   if (!existing) store_failure(iwsec::StoreStatus::not_found, c.email);
+
+  if (c.name == "show-user" || c.name == "unlock") return lock_command(c, *existing);
 
   if (c.name == "disable-user" || c.name == "enable-user") {
     const bool disable = c.name == "disable-user";

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -21,6 +22,10 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
+// Operations (SPEC "Operations"): access log, admin listener, lock journal.
+#include "access_log.hpp"
+#include "admin_server.hpp"
+#include "lock_journal.hpp"
 
 namespace {
 
@@ -44,6 +49,10 @@ constexpr const char* help_text =
     "  --pbkdf2-rounds N        PBKDF2 rounds spent on logins for unknown users\n"
     "                           (default 600000; match your users' hashes)\n"
     "  --no-access-log          do not print a line per request\n"
+    "  --access-log FORMAT      text (default) or json (one object per line)\n"
+    "  --admin-port PORT        serve /metrics, /health/live, /health/ready on this\n"
+    "                           port, 0 for any free port (default: off)\n"
+    "  --admin-host ADDRESS     address of the admin port (default 127.0.0.1)\n"
     "\n"
     "Brute-force lockout (on by default; Keycloak's figures):\n"
     "  --lockout-failures N     failures that lock an account (default 30)\n"
@@ -58,8 +67,11 @@ constexpr const char* help_text =
     "  --no-lockout             count nothing, never answer 429\n"
     "  --help                   print this help and exit\n"
     "\n"
-    "Prints 'listening on http://HOST:PORT' once it accepts connections, then one\n"
-    "line per request: METHOD PATH STATUS MICROSECONDS. SIGINT or SIGTERM stops it.\n"
+    "Prints 'listening on http://HOST:PORT' once it accepts connections (then\n"
+    "'admin listening on http://HOST:PORT' with --admin-port), then one line per\n"
+    "request: TIME CLIENT REQUEST-ID METHOD PATH STATUS MICROSECONDSus, plus\n"
+    "is_valid=... reason=... for token checks, and a line per lockout.\n"
+    "SIGINT or SIGTERM stops it.\n"
     "Basic credentials travel in clear text: outside loopback, use TLS.\n";
 
 struct Settings {
@@ -73,6 +85,9 @@ struct Settings {
   int threads = 64;
   std::uint32_t pbkdf2_rounds = iwsec::default_pbkdf2_rounds;
   bool access_log = true;
+  access_log::Format access_log_format = access_log::Format::text;
+  int admin_port = -1;  // off
+  std::string admin_host = "127.0.0.1";
   iwsec::LockoutPolicy lockout;
   std::string client_header;
 };
@@ -108,6 +123,15 @@ Settings parse_arguments(int argc, char** argv) {
       s.pbkdf2_rounds = static_cast<std::uint32_t>(args.integer_value(1, iwsec::Pbkdf2Hash::max_rounds));
     } else if (a == "--no-access-log") {
       s.access_log = false;
+    } else if (a == "--access-log") {
+      const std::string format = args.value();
+      if (format != "text" && format != "json") cli::usage_error(program, "--access-log takes text or json");
+      s.access_log_format = format == "json" ? access_log::Format::json : access_log::Format::text;
+    } else if (a == "--admin-port") {
+      s.admin_port = static_cast<int>(args.integer_value(0, 65535));
+    } else if (a == "--admin-host") {
+      s.admin_host = args.value();
+      if (s.admin_host.empty()) cli::usage_error(program, "--admin-host needs an address");
     } else if (a == "--lockout-failures") {
       s.lockout.account_failures = static_cast<std::uint32_t>(args.integer_value(1, 1000000));
     } else if (a == "--lockout-wait") {
@@ -179,42 +203,6 @@ std::string load_or_create_key(const std::string& path) {
   return key;
 }
 
-// Access log: one line per request, never a header or a query value.
-thread_local std::chrono::steady_clock::time_point request_started;
-thread_local bool request_timed = false;
-std::mutex log_mutex;
-
-// Paths arrive percent-decoded: escape what could break or forge a log line.
-void append_loggable(std::string& out, const std::string& text) {
-  static const char hex[] = "0123456789ABCDEF";
-  for (unsigned char c : text) {
-    if (c <= 0x20 || c >= 0x7F || c == '%') {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-}
-
-void log_request(const httplib::Request& req, const httplib::Response& res) {
-  const long long micros =
-      request_timed
-          ? std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - request_started)
-                .count()
-          : 0;
-  request_timed = false;
-  std::string line;
-  append_loggable(line, req.method);
-  line += ' ';
-  append_loggable(line, req.path);
-  line += ' ' + std::to_string(res.status) + ' ' + std::to_string(micros) + "us\n";
-  std::lock_guard<std::mutex> lock(log_mutex);
-  std::fputs(line.c_str(), stdout);
-  std::fflush(stdout);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -238,6 +226,15 @@ int main(int argc, char** argv) {
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
   options.password_rounds = settings.pbkdf2_rounds;
   options.lockout = settings.lockout;
+  // Operations: metrics, lock events to the log and the lock journal (where
+  // iwsec-admin show-user / unlock meet the running server).
+  options.metrics = std::make_shared<iwsec::Metrics>();
+  access_log::AccessLog log(settings.access_log_format, settings.access_log);
+  lock_journal::ServerJournal journal(lock_journal::path_in(settings.data_dir));
+  options.on_lockout = [&log, &journal](const iwsec::LockoutEvent& e) {
+    if (e.kind == iwsec::LockoutEvent::Kind::account) journal.locked(e.subject, e.until);
+    log.lockout(e);
+  };
   if (!settings.client_header.empty()) {
     // Behind a proxy every peer address is the proxy's: count failures under
     // the address it reports. A request without the header counts under its
@@ -273,29 +270,67 @@ int main(int argc, char** argv) {
   server->set_keep_alive_max_count(100000);
   const int threads = settings.threads;
   server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  std::optional<iwsec::SecurityRoutes> routes;
+  server->set_pre_routing_handler([&log, &journal, &routes](const httplib::Request& req, httplib::Response&) {
+    if (log.logs_requests()) log.begin(req);
+    // A password login first applies the unlocks iwsec-admin asked for.
+    if (req.path == "/v3/security/authenticate" || req.path == "/v3/security/token/refresh")
+      journal.apply_unlocks([&routes](const std::string& email) { routes->lockout().unlock_account(email); });
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
   if (settings.access_log) {
-    server->set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
-      request_started = std::chrono::steady_clock::now();
-      request_timed = true;
-      return httplib::Server::HandlerResponse::Unhandled;
-    });
-    server->set_logger(log_request);
+    server->set_post_routing_handler(
+        [&log](const httplib::Request& req, httplib::Response& res) { log.answer_id(req, res); });
+    server->set_logger([&log](const httplib::Request& req, const httplib::Response& res) { log.write(req, res); });
   }
 
-  iwsec::mount_security_routes(*server, *users, signer, options);
+  routes = iwsec::mount_security_routes(*server, *users, signer, options);
 
   const int port = settings.port == 0 ? server->bind_to_any_port(settings.host)
                                       : (server->bind_to_port(settings.host, settings.port) ? settings.port : -1);
   if (port <= 0) cli::die(program, "cannot listen on " + settings.host + ":" + std::to_string(settings.port), 1);
   listening_socket.widen_backlog();
 
+  std::unique_ptr<admin_server::AdminServer> admin;
+  int admin_port = -1;
+  if (settings.admin_port >= 0) {
+    const std::string users_path = settings.data_dir + "/users.json";
+    admin = std::make_unique<admin_server::AdminServer>(routes->metrics(), [&server, &users, users_path]() -> std::string {
+      if (!server->is_running()) return "not accepting connections";
+      if (!iwsec::detail::open_fd(users_path, O_RDONLY))
+        return "cannot open " + users_path + ": " + std::strerror(errno);
+      try {
+        users->status_of("ready-check@iwsec.invalid");  // one stat; a reload when users.json changed
+      } catch (const std::exception& e) {
+        return e.what();
+      }
+      return "";
+    });
+    admin_port = admin->bind(settings.admin_host, settings.admin_port);
+    if (admin_port <= 0)
+      cli::die(program, "cannot listen on " + settings.admin_host + ":" + std::to_string(settings.admin_port) +
+                            " (--admin-port): " + std::strerror(errno), 1);
+  }
+  {
+    std::string error;  // after the binds: a start that fails creates nothing
+    if (!journal.start(error)) cli::die(program, error, 1);
+  }
+
   const bool ipv6 = settings.host.find(':') != std::string::npos;
   std::printf("listening on %s://%s%s%s:%d\n", settings.tls_cert.empty() ? "http" : "https", ipv6 ? "[" : "",
               settings.host.c_str(), ipv6 ? "]" : "", port);
+  if (admin) {
+    const bool admin_ipv6 = settings.admin_host.find(':') != std::string::npos;
+    std::printf("admin listening on http://%s%s%s:%d\n", admin_ipv6 ? "[" : "", settings.admin_host.c_str(),
+                admin_ipv6 ? "]" : "", admin_port);
+    admin->start();
+  }
   std::fflush(stdout);
 
   // Returns once stop() closed the listening socket and the workers finished
   // the requests in flight.
   const bool clean = server->listen_after_bind();
+  if (admin) admin->stop();
+  journal.stop();
   return clean ? 0 : 1;
 }

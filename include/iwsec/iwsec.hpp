@@ -12,5 +12,7 @@
 #include "json_file_user_store.hpp"
 #include "revocation_store.hpp"
 #include "lockout.hpp"
+#include "metrics.hpp"
+#include "observe.hpp"
 #include "options.hpp"
 #include "routes.hpp"

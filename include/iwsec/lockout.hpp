@@ -88,6 +88,14 @@ struct LockoutPolicy {
   std::function<std::string(const httplib::Request&)> client_key;
 };
 
+/// @brief What one failure started: a lock of the account, a block of the
+/// client (each the time it ends, 0 when this failure did not start it).
+struct LockTransition {
+  std::int64_t account_locked_until = 0;
+  std::int64_t client_blocked_until = 0;
+  explicit operator bool() const noexcept { return account_locked_until != 0 || client_blocked_until != 0; }
+};
+
 /// @brief Counts failures and answers "wait N seconds" for locked accounts
 /// and blocked clients. Thread-safe. Keys are kept as 128-bit SHA-256
 /// prefixes, so no email is held in memory and a long one costs no more.
@@ -151,8 +159,9 @@ class LockoutTracker {
 
     /// @brief The credentials were wrong: counts a failure for the account
     /// and the client, locking or blocking them at their thresholds.
-    void failed(std::int64_t now) {
-      if (tracker_) std::exchange(tracker_, nullptr)->finish(account_, client_, now, false);
+    /// Returns the lock or block this failure started, if any.
+    LockTransition failed(std::int64_t now) {
+      return tracker_ ? std::exchange(tracker_, nullptr)->finish(account_, client_, now, false) : LockTransition();
     }
     /// @brief The credentials were right: the account's count and lock are
     /// reset; the client's failures stay (a success does not wipe them, or
@@ -317,7 +326,9 @@ class LockoutTracker {
     return it->second;
   }
 
-  void finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now, bool success) {
+  LockTransition finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now,
+                        bool success) {
+    LockTransition started;
     std::lock_guard<std::mutex> account_lock(accounts_mutex_);
     std::lock_guard<std::mutex> client_lock(clients_mutex_);
     if (account) {
@@ -327,16 +338,22 @@ class LockoutTracker {
         e.failures = 0;
         e.locked_until = 0;
       } else {
+        const bool was_locked = e.locked_until > now;
         account_failed(e, now);
+        if (!was_locked && e.locked_until > now) started.account_locked_until = e.locked_until;
       }
       if (e.failures == 0 && e.pending == 0) accounts_.erase(*account);
     }
     if (client) {
       client_entry& e = client_entry_for(*client, now);
       if (e.pending > 0) --e.pending;
-      if (!success) client_failed(e, now);
+      if (!success) {
+        client_failed(e, now);
+        if (e.failures == policy_.client_failures) started.client_blocked_until = window_end(e);
+      }
       if (e.failures == 0 && e.pending == 0) clients_.erase(*client);
     }
+    return started;
   }
 
   void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept {

@@ -10,6 +10,8 @@
 
 #include "clock.hpp"
 #include "lockout.hpp"
+#include "metrics.hpp"
+#include "observe.hpp"
 #include "password.hpp"
 #include "revocation_store.hpp"
 
@@ -49,6 +51,14 @@ struct Options {
   /// logins and refresh-token exchanges counted per account and per client,
   /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
   LockoutPolicy lockout;
+
+  /// @brief Where the routes count what they do (see Metrics). Null: a
+  /// Metrics of their own, still readable through SecurityRoutes::metrics().
+  std::shared_ptr<Metrics> metrics;
+
+  /// @brief Called when an account gets locked or a client blocked (e.g. to
+  /// log it). Empty: nothing is called.
+  LockoutHook on_lockout;
 };
 
 }  // namespace iwsec

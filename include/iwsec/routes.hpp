@@ -3,6 +3,7 @@
 /// @brief mount_security_routes: the five `/v3/security` endpoints on a
 /// host's httplib::Server, and a guard for the host's own routes.
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -23,6 +24,8 @@
 #include "detail/json.hpp"
 #include "errors.hpp"
 #include "lockout.hpp"
+#include "metrics.hpp"
+#include "observe.hpp"
 #include "options.hpp"
 #include "password.hpp"
 #include "revocation_store.hpp"
@@ -139,6 +142,7 @@ class security_core {
     lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
     revocations_ = options_.revocations ? options_.revocations
                                         : std::make_shared<MemoryRevocationStore>(options_.clock);
+    metrics_ = options_.metrics ? options_.metrics : std::make_shared<Metrics>();
   }
 
   /// @brief Refuses options that would silently break the contract.
@@ -158,26 +162,68 @@ class security_core {
 
   RevocationStore& revocations() const { return *revocations_; }
   LockoutTracker& lockout() const { return *lockout_; }
+  Metrics& metrics() const { return *metrics_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
 
   /// @brief Full access check: signature, claims, times, revocation, user
-  /// still enabled and of the same refresh-token generation. Null when any fails.
-  std::shared_ptr<const VerifiedToken> check_access(std::string_view token) const {
+  /// still enabled and of the same refresh-token generation. Null when any
+  /// fails, and then *@p rejection (if given) says which (see TokenCheck).
+  std::shared_ptr<const VerifiedToken> check_access(std::string_view token, const char** rejection = nullptr) const {
+    const auto refuse = [rejection](const char* why) -> std::shared_ptr<const VerifiedToken> {
+      if (rejection) *rejection = why;
+      return nullptr;
+    };
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
     auto t = verified_tokens_.find(token, at, leeway);
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
-      if (!result) return nullptr;
+      if (!result) return refuse(to_string(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
       verified_tokens_.store(token, t, at);
     }
-    if (revocations_->is_revoked(t->jti())) return nullptr;
+    if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
-    if (!status || status->disabled || status->refresh_generation != t->refresh_generation()) return nullptr;
+    if (!status) return refuse("unknown_user");
+    if (status->disabled) return refuse("disabled");
+    if (status->refresh_generation != t->refresh_generation()) return refuse("rotated");
     return t;
+  }
+
+  /// @brief check_access() for @p req, counted (validation or guard) and
+  /// recorded for take_token_check().
+  std::shared_ptr<const VerifiedToken> observed_check(const httplib::Request& req, std::string_view token,
+                                                      bool guard) const {
+    const char* rejection = nullptr;
+    auto t = check_access(token, &rejection);
+    if (guard) {
+      metrics_->count_guard_check(t != nullptr);
+    } else {
+      metrics_->count_validation(t != nullptr);
+    }
+    record_token_check(req, TokenCheck{t != nullptr, t ? nullptr : rejection});
+    return t;
+  }
+
+  /// @brief Counts a failed credential check, and reports the lock or block
+  /// it started (to the metrics and Options::on_lockout).
+  void attempt_failed(LockoutTracker::Attempt& attempt, std::optional<std::string_view> email,
+                      const std::string& client) const {
+    const LockTransition started = attempt.failed(now());
+    if (!started) return;
+    const auto report = [this](LockoutEvent::Kind kind, std::string subject, std::int64_t until) {
+      metrics_->count_lockout(kind == LockoutEvent::Kind::account);
+      if (!options_.on_lockout) return;
+      try {
+        options_.on_lockout(LockoutEvent{kind, std::move(subject), until});
+      } catch (...) {
+      }
+    };
+    if (started.account_locked_until && email)
+      report(LockoutEvent::Kind::account, LockoutTracker::normalise_account(*email), started.account_locked_until);
+    if (started.client_blocked_until) report(LockoutEvent::Kind::client, client, started.client_blocked_until);
   }
 
   /// @brief check_access() as a copy of the claims.
@@ -322,6 +368,7 @@ class security_core {
     const std::string client = client_of(req);
     auto attempt = lockout_->begin(email, client, now());
     if (!attempt) {
+      metrics_->count_login(CheckResult::locked);
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
@@ -334,11 +381,13 @@ class security_core {
       ok = verify_password_decoy(password, options_.password_rounds);
     }
     if (!ok) {
-      attempt.failed(now());
+      attempt_failed(attempt, email, client);
+      metrics_->count_login(CheckResult::failure);
       fail(res, failure::rejected, "Basic");
       return std::nullopt;
     }
     attempt.succeeded(now());
+    metrics_->count_login(CheckResult::success);
     return user;
   }
 
@@ -366,13 +415,18 @@ class security_core {
     // sessions) buys nothing here.
     const std::string client = client_of(req);
     auto attempt = lockout_->begin(std::nullopt, client, now());
-    if (!attempt) return too_many_attempts(res, attempt.wait());
+    if (!attempt) {
+      metrics_->count_exchange(CheckResult::locked);
+      return too_many_attempts(res, attempt.wait());
+    }
     const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
     if (!user || user->disabled) {
-      attempt.failed(now());
+      attempt_failed(attempt, std::nullopt, client);
+      metrics_->count_exchange(CheckResult::failure);
       return fail(res, failure::rejected, "Basic");
     }
     attempt.succeeded(now());
+    metrics_->count_exchange(CheckResult::success);
     send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
   }
 
@@ -387,13 +441,14 @@ class security_core {
     const std::int64_t usable_until = t.expires_at() + static_cast<std::int64_t>(options_.leeway.count());
     if (usable_until > now() && !revocations_->revoke(t.jti(), usable_until))
       return fail(res, failure::internal, "Bearer");
+    metrics_->count_revocation();
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
   }
 
   void validate(const httplib::Request& req, httplib::Response& res) const {
     const auto token = credentials_view(req, res, authorization::kind::bearer, "Bearer");
     if (!token) return;
-    const bool valid = check_access(*token) != nullptr;
+    const bool valid = observed_check(req, *token, false) != nullptr;
     send_json(res, 200, valid ? "{\"message\":\"\",\"result\":{\"is_valid\":true}}"
                               : "{\"message\":\"\",\"result\":{\"is_valid\":false}}");
   }
@@ -442,6 +497,7 @@ class security_core {
   Options options_;
   std::shared_ptr<RevocationStore> revocations_;
   std::shared_ptr<LockoutTracker> lockout_;
+  std::shared_ptr<Metrics> metrics_;
   mutable verified_token_cache verified_tokens_;
 };
 
@@ -462,11 +518,13 @@ class SecurityRoutes {
     auto core = core_;
     return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
       std::shared_ptr<const VerifiedToken> token;
+      const auto started = std::chrono::steady_clock::now();
       core->shielded(res, "Bearer", [&] {
         const auto bearer = core->credentials_view(req, res, detail::authorization::kind::bearer, "Bearer");
-        if (bearer && !(token = core->check_access(*bearer)))
+        if (bearer && !(token = core->observed_check(req, *bearer, true)))
           core->fail(res, detail::failure::invalid_token, "Bearer");
       });
+      core->metrics().observe(MetricsRoute::guard, std::chrono::steady_clock::now() - started);
       // Only with a verified token: a fault in the check above (already
       // answered 500) must not run the host's handler on an empty token.
       if (token) {
@@ -491,6 +549,10 @@ class SecurityRoutes {
   /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
   LockoutTracker& lockout() const { return core_->lockout(); }
 
+  /// @brief The routes' counters and latency histograms (Options::metrics,
+  /// or their own): serve metrics().render() on the host's metrics route.
+  Metrics& metrics() const { return core_->metrics(); }
+
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
   explicit SecurityRoutes(std::shared_ptr<detail::security_core> core) : core_(std::move(core)) {}
@@ -510,10 +572,12 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                                             const Options& options = Options()) {
   auto core = std::make_shared<detail::security_core>(users, signer, options);
   using member = void (detail::security_core::*)(const httplib::Request&, httplib::Response&) const;
-  const auto route = [core](member endpoint, const char* scheme) {
-    return [core, endpoint, scheme](const httplib::Request& req, httplib::Response& res) {
+  const auto route = [core](member endpoint, const char* scheme, MetricsRoute name) {
+    return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
+      const auto started = std::chrono::steady_clock::now();
       detail::security_core::ignore_ranges(req);
       core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
+      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
     };
   };
   const auto wrong_method = [core](const char* allow) {
@@ -528,11 +592,16 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
 
   // httplib tries a method's routes in the order they were added, with a
   // regex match each: the most frequent request comes first.
-  server.Get("/v3/security/token/validate", route(&detail::security_core::validate, "Bearer"));
-  server.Get("/v3/security/authenticate", route(&detail::security_core::authenticate, "Basic"));
-  server.Get("/v3/security/token/access", route(&detail::security_core::access_token, "Basic"));
-  server.Delete("/v3/security/token/access", route(&detail::security_core::revoke_access_token, "Bearer"));
-  server.Delete("/v3/security/token/refresh", route(&detail::security_core::rotate_refresh_token, "Basic"));
+  server.Get("/v3/security/token/validate",
+             route(&detail::security_core::validate, "Bearer", MetricsRoute::token_validate));
+  server.Get("/v3/security/authenticate",
+             route(&detail::security_core::authenticate, "Basic", MetricsRoute::authenticate));
+  server.Get("/v3/security/token/access",
+             route(&detail::security_core::access_token, "Basic", MetricsRoute::token_access));
+  server.Delete("/v3/security/token/access",
+                route(&detail::security_core::revoke_access_token, "Bearer", MetricsRoute::token_revoke));
+  server.Delete("/v3/security/token/refresh",
+                route(&detail::security_core::rotate_refresh_token, "Basic", MetricsRoute::token_refresh));
 
   // Other methods on these paths: a 405 in the same envelope, not the host's 404.
   const struct {

@@ -3240,6 +3240,14 @@ struct LockoutPolicy {
   std::function<std::string(const httplib::Request&)> client_key;
 };
 
+/// @brief What one failure started: a lock of the account, a block of the
+/// client (each the time it ends, 0 when this failure did not start it).
+struct LockTransition {
+  std::int64_t account_locked_until = 0;
+  std::int64_t client_blocked_until = 0;
+  explicit operator bool() const noexcept { return account_locked_until != 0 || client_blocked_until != 0; }
+};
+
 /// @brief Counts failures and answers "wait N seconds" for locked accounts
 /// and blocked clients. Thread-safe. Keys are kept as 128-bit SHA-256
 /// prefixes, so no email is held in memory and a long one costs no more.
@@ -3303,8 +3311,9 @@ class LockoutTracker {
 
     /// @brief The credentials were wrong: counts a failure for the account
     /// and the client, locking or blocking them at their thresholds.
-    void failed(std::int64_t now) {
-      if (tracker_) std::exchange(tracker_, nullptr)->finish(account_, client_, now, false);
+    /// Returns the lock or block this failure started, if any.
+    LockTransition failed(std::int64_t now) {
+      return tracker_ ? std::exchange(tracker_, nullptr)->finish(account_, client_, now, false) : LockTransition();
     }
     /// @brief The credentials were right: the account's count and lock are
     /// reset; the client's failures stay (a success does not wipe them, or
@@ -3469,7 +3478,9 @@ class LockoutTracker {
     return it->second;
   }
 
-  void finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now, bool success) {
+  LockTransition finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now,
+                        bool success) {
+    LockTransition started;
     std::lock_guard<std::mutex> account_lock(accounts_mutex_);
     std::lock_guard<std::mutex> client_lock(clients_mutex_);
     if (account) {
@@ -3479,16 +3490,22 @@ class LockoutTracker {
         e.failures = 0;
         e.locked_until = 0;
       } else {
+        const bool was_locked = e.locked_until > now;
         account_failed(e, now);
+        if (!was_locked && e.locked_until > now) started.account_locked_until = e.locked_until;
       }
       if (e.failures == 0 && e.pending == 0) accounts_.erase(*account);
     }
     if (client) {
       client_entry& e = client_entry_for(*client, now);
       if (e.pending > 0) --e.pending;
-      if (!success) client_failed(e, now);
+      if (!success) {
+        client_failed(e, now);
+        if (e.failures == policy_.client_failures) started.client_blocked_until = window_end(e);
+      }
       if (e.failures == 0 && e.pending == 0) clients_.erase(*client);
     }
+    return started;
   }
 
   void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept {
@@ -3605,6 +3622,374 @@ inline const char* lockout_policy_error(const LockoutPolicy& p) {
 }  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/lockout.hpp -----
+// ----- begin iwsec/metrics.hpp -----
+/// @file
+/// @brief Metrics of the security routes: counters of logins, exchanges,
+/// validations, revocations and lockouts, and a latency histogram per
+/// route, readable by a host and rendered as Prometheus text (0.0.4).
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace iwsec {
+
+/// @brief The outcome of a credential check, as counted by Metrics.
+enum class CheckResult { success, failure, locked };
+
+/// @brief The routes whose durations Metrics records: the five endpoints,
+/// and the guard on the host's own routes (the check only, not the host's
+/// handler).
+enum class MetricsRoute { authenticate, token_access, token_revoke, token_validate, token_refresh, guard };
+
+/// @brief A short, stable name of a route (the `route` label).
+inline const char* to_string(MetricsRoute r) noexcept {
+  switch (r) {
+    case MetricsRoute::authenticate: return "authenticate";
+    case MetricsRoute::token_access: return "token_access";
+    case MetricsRoute::token_revoke: return "token_revoke";
+    case MetricsRoute::token_validate: return "token_validate";
+    case MetricsRoute::token_refresh: return "token_refresh";
+    case MetricsRoute::guard: return "guard";
+  }
+  return "unknown";
+}
+
+/// @brief A short, stable name of a result (the `result` label).
+inline const char* to_string(CheckResult r) noexcept {
+  switch (r) {
+    case CheckResult::success: return "success";
+    case CheckResult::failure: return "failure";
+    case CheckResult::locked: return "locked";
+  }
+  return "unknown";
+}
+
+/// @brief Counters and latency histograms of the security routes.
+///
+/// Thread-safe and cheap: every update is one or two relaxed atomic
+/// additions, no lock (the figures are statistics, not a synchronisation
+/// point; a reader may see one counter a request ahead of another). Pass one
+/// in Options::metrics (or read SecurityRoutes::metrics()) and serve
+/// render() on the host's own metrics route. Gauges that other parts own
+/// (cluster lag, ...) are added with add_gauge() and read when rendered.
+///
+/// Counted: `iwsec_logins_total{result}` password checks (authenticate and
+/// token/refresh DELETE): success, failure (wrong or unknown credentials),
+/// locked (refused with 429 before any check);
+/// `iwsec_token_exchanges_total{result}` refresh-token exchanges
+/// (token/access GET), same results; `iwsec_validations_total{result}`
+/// token/validate answers, valid or invalid; `iwsec_guard_checks_total{result}`
+/// the guard's checks, valid or invalid; `iwsec_revocations_total` access
+/// tokens revoked (token/access DELETE answered 200);
+/// `iwsec_lockouts_total` accounts locked and clients blocked (each time a
+/// lock starts; lockouts(bool) tells them apart); `iwsec_request_duration_seconds{route}` how long the
+/// library spent answering, by route. Requests refused before a credential
+/// check (400, 401) count in the histogram only.
+class Metrics {
+ public:
+  /// @brief Upper bounds of the histogram buckets, in seconds (a validation
+  /// takes microseconds, a login with 600 000 PBKDF2 rounds a few hundred
+  /// milliseconds).
+  static constexpr std::array<double, 16> bucket_bounds = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                           0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                                           1.0,    2.5,     5.0,    10.0};
+  /// @brief bucket_bounds as the `le` labels show them.
+  static constexpr std::array<const char*, 16> bucket_labels = {"0.0001", "0.00025", "0.0005", "0.001",
+                                                                "0.0025", "0.005",   "0.01",   "0.025",
+                                                                "0.05",   "0.1",     "0.25",   "0.5",
+                                                                "1",      "2.5",     "5",      "10"};
+  static constexpr std::size_t route_count = 6;
+
+  /// @brief The `Content-Type` of render()'s text.
+  static constexpr const char* content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+  Metrics() = default;
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // ---- updates (called by the routes) --------------------------------------
+
+  void count_login(CheckResult r) noexcept { bump(logins_[index(r)]); }
+  void count_exchange(CheckResult r) noexcept { bump(exchanges_[index(r)]); }
+  void count_validation(bool valid) noexcept { bump(validations_[valid ? 0 : 1]); }
+  void count_guard_check(bool valid) noexcept { bump(guard_checks_[valid ? 0 : 1]); }
+  void count_revocation() noexcept { bump(revocations_); }
+  /// @brief An account got locked (@p account) or a client blocked.
+  void count_lockout(bool account) noexcept { bump(lockouts_[account ? 0 : 1]); }
+
+  /// @brief Records one request of @p route that took @p elapsed.
+  void observe(MetricsRoute route, std::chrono::nanoseconds elapsed) noexcept {
+    histogram& h = histograms_[static_cast<std::size_t>(route)];
+    const std::int64_t ns = elapsed.count() < 0 ? 0 : static_cast<std::int64_t>(elapsed.count());
+    std::size_t b = 0;
+    while (b < bucket_bounds.size() && static_cast<double>(ns) > bucket_bounds[b] * 1e9) ++b;
+    bump(h.buckets[b]);  // the last slot is +Inf
+    h.sum_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
+  }
+
+  // ---- reading -------------------------------------------------------------
+
+  std::uint64_t logins(CheckResult r) const noexcept { return read(logins_[index(r)]); }
+  std::uint64_t exchanges(CheckResult r) const noexcept { return read(exchanges_[index(r)]); }
+  std::uint64_t validations(bool valid) const noexcept { return read(validations_[valid ? 0 : 1]); }
+  std::uint64_t guard_checks(bool valid) const noexcept { return read(guard_checks_[valid ? 0 : 1]); }
+  std::uint64_t revocations() const noexcept { return read(revocations_); }
+  std::uint64_t lockouts(bool account) const noexcept { return read(lockouts_[account ? 0 : 1]); }
+
+  /// @brief One route's histogram: cumulative counts per bucket_bounds entry
+  /// plus a last one for +Inf (= count), and the sum of the durations.
+  struct HistogramSnapshot {
+    std::array<std::uint64_t, bucket_bounds.size() + 1> cumulative{};
+    double sum_seconds = 0;
+    std::uint64_t count() const noexcept { return cumulative.back(); }
+  };
+  HistogramSnapshot histogram_of(MetricsRoute route) const noexcept {
+    const histogram& h = histograms_[static_cast<std::size_t>(route)];
+    HistogramSnapshot s;
+    std::uint64_t running = 0;
+    for (std::size_t b = 0; b < s.cumulative.size(); ++b) s.cumulative[b] = running += read(h.buckets[b]);
+    s.sum_seconds = static_cast<double>(h.sum_ns.load(std::memory_order_relaxed)) / 1e9;
+    return s;
+  }
+
+  // ---- gauges owned elsewhere ----------------------------------------------
+
+  /// @brief Adds a gauge read by @p read at every render() (e.g. cluster
+  /// mode's `iwsec_cluster_lag_seconds`). @p name must be a valid metric
+  /// name not used yet, @p help one line; @p read must be thread-safe and
+  /// quick, and may return NaN for "unknown". Throws std::invalid_argument
+  /// for a bad or taken name.
+  void add_gauge(std::string name, std::string help, std::function<double()> read) {
+    if (!valid_name(name) || name.rfind("iwsec_", 0) != 0 || !read)
+      throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' is not an iwsec_ metric name");
+    for (char c : help)
+      if (c == '\n' || c == '\\') throw std::invalid_argument("iwsec: Metrics::add_gauge: help must be one plain line");
+    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    for (const auto& g : gauges_)
+      if (g.name == name) throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' already added");
+    for (const char* own : own_names)
+      if (name == own) throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' already added");
+    gauges_.push_back(gauge{std::move(name), std::move(help), std::move(read)});
+  }
+
+  /// @brief Every metric in the Prometheus text exposition format 0.0.4
+  /// (`# HELP`, `# TYPE`, histograms as `_bucket{le}`, `_sum`, `_count`).
+  /// Every label combination is present from the start, at 0.
+  std::string render() const {
+    std::string out;
+    out.reserve(4096);
+    family(out, "iwsec_logins_total", "counter", "Password logins (authenticate, token/refresh) by result.");
+    for (CheckResult r : {CheckResult::success, CheckResult::failure, CheckResult::locked})
+      sample(out, "iwsec_logins_total", "result", to_string(r), logins(r));
+    family(out, "iwsec_token_exchanges_total", "counter", "Refresh-token exchanges (token/access GET) by result.");
+    for (CheckResult r : {CheckResult::success, CheckResult::failure, CheckResult::locked})
+      sample(out, "iwsec_token_exchanges_total", "result", to_string(r), exchanges(r));
+    family(out, "iwsec_validations_total", "counter", "Answers of token/validate by result.");
+    sample(out, "iwsec_validations_total", "result", "valid", validations(true));
+    sample(out, "iwsec_validations_total", "result", "invalid", validations(false));
+    family(out, "iwsec_guard_checks_total", "counter", "Access-token checks of the guard on host routes by result.");
+    sample(out, "iwsec_guard_checks_total", "result", "valid", guard_checks(true));
+    sample(out, "iwsec_guard_checks_total", "result", "invalid", guard_checks(false));
+    family(out, "iwsec_revocations_total", "counter", "Access tokens revoked (token/access DELETE answered 200).");
+    sample(out, "iwsec_revocations_total", nullptr, nullptr, revocations());
+    family(out, "iwsec_lockouts_total", "counter", "Locks started: accounts locked and clients blocked.");
+    sample(out, "iwsec_lockouts_total", nullptr, nullptr, lockouts(true) + lockouts(false));
+    family(out, "iwsec_request_duration_seconds", "histogram", "Time the security routes spent answering, by route.");
+    for (std::size_t r = 0; r < route_count; ++r) {
+      const char* route = to_string(static_cast<MetricsRoute>(r));
+      const HistogramSnapshot s = histogram_of(static_cast<MetricsRoute>(r));
+      for (std::size_t b = 0; b < s.cumulative.size(); ++b) {
+        out += "iwsec_request_duration_seconds_bucket{route=\"";
+        out += route;
+        out += "\",le=\"";
+        out += b < bucket_labels.size() ? bucket_labels[b] : "+Inf";
+        out += "\"} " + std::to_string(s.cumulative[b]) + '\n';
+      }
+      out += "iwsec_request_duration_seconds_sum{route=\"" + std::string(route) + "\"} " + number(s.sum_seconds) + '\n';
+      out += "iwsec_request_duration_seconds_count{route=\"" + std::string(route) + "\"} " +
+             std::to_string(s.count()) + '\n';
+    }
+    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    for (const auto& g : gauges_) {
+      family(out, g.name.c_str(), "gauge", g.help.c_str());
+      out += g.name + ' ' + number(g.read()) + '\n';
+    }
+    return out;
+  }
+
+ private:
+  static constexpr const char* own_names[] = {
+      "iwsec_logins_total",      "iwsec_token_exchanges_total", "iwsec_validations_total",
+      "iwsec_guard_checks_total", "iwsec_revocations_total",     "iwsec_lockouts_total",
+      "iwsec_request_duration_seconds"};
+
+  // Each counter on its own cache line: the validate path's two threads do
+  // not bounce one line between the cores for unrelated counters.
+  struct alignas(64) counter {
+    std::atomic<std::uint64_t> value{0};
+  };
+  struct histogram {
+    std::array<counter, bucket_bounds.size() + 1> buckets;
+    alignas(64) std::atomic<std::uint64_t> sum_ns{0};
+  };
+  struct gauge {
+    std::string name, help;
+    std::function<double()> read;
+  };
+
+  static std::size_t index(CheckResult r) noexcept { return static_cast<std::size_t>(r); }
+  static void bump(counter& c) noexcept { c.value.fetch_add(1, std::memory_order_relaxed); }
+  static std::uint64_t read(const counter& c) noexcept { return c.value.load(std::memory_order_relaxed); }
+
+  static bool valid_name(const std::string& n) {
+    if (n.empty() || n.size() > 200) return false;
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      const char c = n[i];
+      const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+      if (!letter && !(i > 0 && c >= '0' && c <= '9')) return false;
+    }
+    return true;
+  }
+
+  static void family(std::string& out, const char* name, const char* type, const char* help) {
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+  }
+
+  static void sample(std::string& out, const char* name, const char* label, const char* value, std::uint64_t n) {
+    out += name;
+    if (label) {
+      out += '{';
+      out += label;
+      out += "=\"";
+      out += value;
+      out += "\"}";
+    }
+    out += ' ' + std::to_string(n) + '\n';
+  }
+
+  // A float as Prometheus reads it: NaN, +Inf, -Inf or the shortest exact-enough decimal.
+  static std::string number(double v) {
+    if (std::isnan(v)) return "NaN";
+    if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+    char text[32];
+    std::snprintf(text, sizeof text, "%.17g", v);
+    // Prefer the short form when it reads back the same (0.0001, not 0.00010000000000000000479).
+    for (int precision = 1; precision < 17; ++precision) {
+      char shorter[32];
+      std::snprintf(shorter, sizeof shorter, "%.*g", precision, v);
+      if (std::strtod(shorter, nullptr) == v) return shorter;
+    }
+    return text;
+  }
+
+  std::array<counter, 3> logins_, exchanges_;
+  std::array<counter, 2> validations_, guard_checks_, lockouts_;
+  counter revocations_;
+  std::array<histogram, route_count> histograms_;
+  mutable std::mutex gauges_mutex_;
+  std::vector<gauge> gauges_;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/metrics.hpp -----
+// ----- begin iwsec/observe.hpp -----
+/// @file
+/// @brief What a host can observe of the security routes for its own logs,
+/// without the library taking over the host's logger: the outcome of the
+/// token check of a request, and the lockout events.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <httplib.h>
+
+namespace iwsec {
+
+/// @brief The outcome of an access-token check (token/validate, the guard).
+struct TokenCheck {
+  bool valid = false;
+  /// @brief Why the token was refused (null when valid), a static string:
+  /// one of Signer's to_string(VerifyError) names (`malformed`,
+  /// `bad_signature`, `expired`, `not_yet_valid`, `unknown_key`, ...), or
+  /// `revoked`, `unknown_user`, `disabled`, `rotated` (minted before the
+  /// user's refresh-token generation changed). Never the token.
+  const char* rejection = nullptr;
+};
+
+/// @brief A lock that started: an account locked (`account` is its
+/// lower-cased email, known or not) or a client blocked (`client` is its
+/// key: the address, or what LockoutPolicy::client_key returned), until
+/// `until` (seconds since the epoch, the routes' clock).
+struct LockoutEvent {
+  enum class Kind { account, client } kind = Kind::account;
+  std::string subject;
+  std::int64_t until = 0;
+};
+
+/// @brief Called by the routes when an account gets locked or a client
+/// blocked (Options::on_lockout), on the request's thread, after the lock is
+/// in force. Must not throw (what it throws is dropped).
+using LockoutHook = std::function<void(const LockoutEvent&)>;
+
+namespace detail {
+
+struct token_check_record {
+  const httplib::Request* request = nullptr;
+  TokenCheck check;
+};
+
+inline token_check_record& current_token_check() noexcept {
+  static thread_local token_check_record record;
+  return record;
+}
+
+/// @brief Records @p check as the outcome for @p req on this thread.
+inline void record_token_check(const httplib::Request& req, TokenCheck check) noexcept {
+  token_check_record& r = current_token_check();
+  r.request = &req;
+  r.check = check;
+}
+
+}  // namespace detail
+
+/// @brief The outcome of the access-token check the security routes (or the
+/// guard) made for @p req, and forgets it; nothing when they checked no
+/// token for it. Call it from the host's logger (httplib calls the logger on
+/// the thread that ran the handler): cpp-httplib's Response has no field for
+/// such data that would not reach the client, so the outcome waits in a
+/// thread-local slot tagged with the request. Taking it clears the slot, so
+/// a logger that calls this for every request never sees a stale outcome.
+inline std::optional<TokenCheck> take_token_check(const httplib::Request& req) noexcept {
+  detail::token_check_record& r = detail::current_token_check();
+  if (r.request != &req) return std::nullopt;
+  r.request = nullptr;
+  return r.check;
+}
+
+}  // namespace iwsec
+// ----- end iwsec/observe.hpp -----
 // ----- begin iwsec/options.hpp -----
 /// @file
 /// @brief Options for mount_security_routes; every field has a sane default.
@@ -3652,6 +4037,14 @@ struct Options {
   /// logins and refresh-token exchanges counted per account and per client,
   /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
   LockoutPolicy lockout;
+
+  /// @brief Where the routes count what they do (see Metrics). Null: a
+  /// Metrics of their own, still readable through SecurityRoutes::metrics().
+  std::shared_ptr<Metrics> metrics;
+
+  /// @brief Called when an account gets locked or a client blocked (e.g. to
+  /// log it). Empty: nothing is called.
+  LockoutHook on_lockout;
 };
 
 }  // namespace iwsec
@@ -3661,6 +4054,7 @@ struct Options {
 /// @brief mount_security_routes: the five `/v3/security` endpoints on a
 /// host's httplib::Server, and a guard for the host's own routes.
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -3927,6 +4321,7 @@ class security_core {
     lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
     revocations_ = options_.revocations ? options_.revocations
                                         : std::make_shared<MemoryRevocationStore>(options_.clock);
+    metrics_ = options_.metrics ? options_.metrics : std::make_shared<Metrics>();
   }
 
   /// @brief Refuses options that would silently break the contract.
@@ -3946,26 +4341,68 @@ class security_core {
 
   RevocationStore& revocations() const { return *revocations_; }
   LockoutTracker& lockout() const { return *lockout_; }
+  Metrics& metrics() const { return *metrics_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
 
   /// @brief Full access check: signature, claims, times, revocation, user
-  /// still enabled and of the same refresh-token generation. Null when any fails.
-  std::shared_ptr<const VerifiedToken> check_access(std::string_view token) const {
+  /// still enabled and of the same refresh-token generation. Null when any
+  /// fails, and then *@p rejection (if given) says which (see TokenCheck).
+  std::shared_ptr<const VerifiedToken> check_access(std::string_view token, const char** rejection = nullptr) const {
+    const auto refuse = [rejection](const char* why) -> std::shared_ptr<const VerifiedToken> {
+      if (rejection) *rejection = why;
+      return nullptr;
+    };
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
     auto t = verified_tokens_.find(token, at, leeway);
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
-      if (!result) return nullptr;
+      if (!result) return refuse(to_string(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
       verified_tokens_.store(token, t, at);
     }
-    if (revocations_->is_revoked(t->jti())) return nullptr;
+    if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
-    if (!status || status->disabled || status->refresh_generation != t->refresh_generation()) return nullptr;
+    if (!status) return refuse("unknown_user");
+    if (status->disabled) return refuse("disabled");
+    if (status->refresh_generation != t->refresh_generation()) return refuse("rotated");
     return t;
+  }
+
+  /// @brief check_access() for @p req, counted (validation or guard) and
+  /// recorded for take_token_check().
+  std::shared_ptr<const VerifiedToken> observed_check(const httplib::Request& req, std::string_view token,
+                                                      bool guard) const {
+    const char* rejection = nullptr;
+    auto t = check_access(token, &rejection);
+    if (guard) {
+      metrics_->count_guard_check(t != nullptr);
+    } else {
+      metrics_->count_validation(t != nullptr);
+    }
+    record_token_check(req, TokenCheck{t != nullptr, t ? nullptr : rejection});
+    return t;
+  }
+
+  /// @brief Counts a failed credential check, and reports the lock or block
+  /// it started (to the metrics and Options::on_lockout).
+  void attempt_failed(LockoutTracker::Attempt& attempt, std::optional<std::string_view> email,
+                      const std::string& client) const {
+    const LockTransition started = attempt.failed(now());
+    if (!started) return;
+    const auto report = [this](LockoutEvent::Kind kind, std::string subject, std::int64_t until) {
+      metrics_->count_lockout(kind == LockoutEvent::Kind::account);
+      if (!options_.on_lockout) return;
+      try {
+        options_.on_lockout(LockoutEvent{kind, std::move(subject), until});
+      } catch (...) {
+      }
+    };
+    if (started.account_locked_until && email)
+      report(LockoutEvent::Kind::account, LockoutTracker::normalise_account(*email), started.account_locked_until);
+    if (started.client_blocked_until) report(LockoutEvent::Kind::client, client, started.client_blocked_until);
   }
 
   /// @brief check_access() as a copy of the claims.
@@ -4110,6 +4547,7 @@ class security_core {
     const std::string client = client_of(req);
     auto attempt = lockout_->begin(email, client, now());
     if (!attempt) {
+      metrics_->count_login(CheckResult::locked);
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
@@ -4122,11 +4560,13 @@ class security_core {
       ok = verify_password_decoy(password, options_.password_rounds);
     }
     if (!ok) {
-      attempt.failed(now());
+      attempt_failed(attempt, email, client);
+      metrics_->count_login(CheckResult::failure);
       fail(res, failure::rejected, "Basic");
       return std::nullopt;
     }
     attempt.succeeded(now());
+    metrics_->count_login(CheckResult::success);
     return user;
   }
 
@@ -4154,13 +4594,18 @@ class security_core {
     // sessions) buys nothing here.
     const std::string client = client_of(req);
     auto attempt = lockout_->begin(std::nullopt, client, now());
-    if (!attempt) return too_many_attempts(res, attempt.wait());
+    if (!attempt) {
+      metrics_->count_exchange(CheckResult::locked);
+      return too_many_attempts(res, attempt.wait());
+    }
     const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
     if (!user || user->disabled) {
-      attempt.failed(now());
+      attempt_failed(attempt, std::nullopt, client);
+      metrics_->count_exchange(CheckResult::failure);
       return fail(res, failure::rejected, "Basic");
     }
     attempt.succeeded(now());
+    metrics_->count_exchange(CheckResult::success);
     send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
   }
 
@@ -4175,13 +4620,14 @@ class security_core {
     const std::int64_t usable_until = t.expires_at() + static_cast<std::int64_t>(options_.leeway.count());
     if (usable_until > now() && !revocations_->revoke(t.jti(), usable_until))
       return fail(res, failure::internal, "Bearer");
+    metrics_->count_revocation();
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
   }
 
   void validate(const httplib::Request& req, httplib::Response& res) const {
     const auto token = credentials_view(req, res, authorization::kind::bearer, "Bearer");
     if (!token) return;
-    const bool valid = check_access(*token) != nullptr;
+    const bool valid = observed_check(req, *token, false) != nullptr;
     send_json(res, 200, valid ? "{\"message\":\"\",\"result\":{\"is_valid\":true}}"
                               : "{\"message\":\"\",\"result\":{\"is_valid\":false}}");
   }
@@ -4230,6 +4676,7 @@ class security_core {
   Options options_;
   std::shared_ptr<RevocationStore> revocations_;
   std::shared_ptr<LockoutTracker> lockout_;
+  std::shared_ptr<Metrics> metrics_;
   mutable verified_token_cache verified_tokens_;
 };
 
@@ -4250,11 +4697,13 @@ class SecurityRoutes {
     auto core = core_;
     return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
       std::shared_ptr<const VerifiedToken> token;
+      const auto started = std::chrono::steady_clock::now();
       core->shielded(res, "Bearer", [&] {
         const auto bearer = core->credentials_view(req, res, detail::authorization::kind::bearer, "Bearer");
-        if (bearer && !(token = core->check_access(*bearer)))
+        if (bearer && !(token = core->observed_check(req, *bearer, true)))
           core->fail(res, detail::failure::invalid_token, "Bearer");
       });
+      core->metrics().observe(MetricsRoute::guard, std::chrono::steady_clock::now() - started);
       // Only with a verified token: a fault in the check above (already
       // answered 500) must not run the host's handler on an empty token.
       if (token) {
@@ -4279,6 +4728,10 @@ class SecurityRoutes {
   /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
   LockoutTracker& lockout() const { return core_->lockout(); }
 
+  /// @brief The routes' counters and latency histograms (Options::metrics,
+  /// or their own): serve metrics().render() on the host's metrics route.
+  Metrics& metrics() const { return core_->metrics(); }
+
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
   explicit SecurityRoutes(std::shared_ptr<detail::security_core> core) : core_(std::move(core)) {}
@@ -4298,10 +4751,12 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                                             const Options& options = Options()) {
   auto core = std::make_shared<detail::security_core>(users, signer, options);
   using member = void (detail::security_core::*)(const httplib::Request&, httplib::Response&) const;
-  const auto route = [core](member endpoint, const char* scheme) {
-    return [core, endpoint, scheme](const httplib::Request& req, httplib::Response& res) {
+  const auto route = [core](member endpoint, const char* scheme, MetricsRoute name) {
+    return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
+      const auto started = std::chrono::steady_clock::now();
       detail::security_core::ignore_ranges(req);
       core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
+      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
     };
   };
   const auto wrong_method = [core](const char* allow) {
@@ -4316,11 +4771,16 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
 
   // httplib tries a method's routes in the order they were added, with a
   // regex match each: the most frequent request comes first.
-  server.Get("/v3/security/token/validate", route(&detail::security_core::validate, "Bearer"));
-  server.Get("/v3/security/authenticate", route(&detail::security_core::authenticate, "Basic"));
-  server.Get("/v3/security/token/access", route(&detail::security_core::access_token, "Basic"));
-  server.Delete("/v3/security/token/access", route(&detail::security_core::revoke_access_token, "Bearer"));
-  server.Delete("/v3/security/token/refresh", route(&detail::security_core::rotate_refresh_token, "Basic"));
+  server.Get("/v3/security/token/validate",
+             route(&detail::security_core::validate, "Bearer", MetricsRoute::token_validate));
+  server.Get("/v3/security/authenticate",
+             route(&detail::security_core::authenticate, "Basic", MetricsRoute::authenticate));
+  server.Get("/v3/security/token/access",
+             route(&detail::security_core::access_token, "Basic", MetricsRoute::token_access));
+  server.Delete("/v3/security/token/access",
+                route(&detail::security_core::revoke_access_token, "Bearer", MetricsRoute::token_revoke));
+  server.Delete("/v3/security/token/refresh",
+                route(&detail::security_core::rotate_refresh_token, "Basic", MetricsRoute::token_refresh));
 
   // Other methods on these paths: a 405 in the same envelope, not the host's 404.
   const struct {

@@ -1,0 +1,96 @@
+// The lock journal of iwsec-server and iwsec-admin (examples/lock_journal.hpp):
+// locks the server records are seen by show-user, unlocks the admin tool
+// appends reach the server exactly once, a restart voids every lock, and
+// compaction keeps the locks in force and loses no unlock.
+
+#include <catch2/catch.hpp>
+
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "../examples/lock_journal.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+std::int64_t until_of(const std::string& path, const std::string& email) {
+  std::int64_t until = -1;
+  std::string error;
+  REQUIRE(lock_journal::locked_until(path, email, std::time(nullptr), until, error));
+  return until;
+}
+
+std::vector<std::string> unlocks(lock_journal::ServerJournal& j) {
+  std::vector<std::string> out;
+  j.apply_unlocks([&](const std::string& email) { out.push_back(email); });
+  return out;
+}
+
+void unlock(const std::string& path, const std::string& email) {
+  std::string error;
+  REQUIRE(lock_journal::request_unlock(path, email, error));
+}
+
+}  // namespace
+
+TEST_CASE("locks, unlocks and restarts through the journal", "[lock_journal]") {
+  iwsec_test::TempDir dir;
+  const std::string path = lock_journal::path_in(dir.path);
+  CHECK(until_of(path, "ada@example.com") == 0);  // no journal yet: nothing locked
+  const std::int64_t later = std::time(nullptr) + 600;
+  {
+    lock_journal::ServerJournal server(path);
+    std::string error;
+    REQUIRE(server.start(error));
+    CHECK(unlocks(server).empty());
+    server.locked("ada@example.com", later);
+    server.locked("bob@example.com", later + 1);
+    CHECK(until_of(path, "Ada@Example.COM") == later);
+    CHECK(until_of(path, "bob@example.com") == later + 1);
+    CHECK(until_of(path, "eve@example.com") == 0);
+    CHECK(iwsec_test::read_file(path).find("ada@example.com") == std::string::npos);  // keys only
+
+    unlock(path, "ADA@example.com");
+    CHECK(until_of(path, "ada@example.com") == 0);
+    CHECK(until_of(path, "bob@example.com") == later + 1);
+    CHECK(unlocks(server) == std::vector<std::string>{"ada@example.com"});
+    CHECK(unlocks(server).empty());  // once
+
+    server.locked("ada@example.com", later + 2);  // locked again after the unlock
+    CHECK(until_of(path, "ada@example.com") == later + 2);
+    server.stop();
+    CHECK(until_of(path, "bob@example.com") == 0);
+  }
+  lock_journal::ServerJournal restarted(path);
+  std::string error;
+  REQUIRE(restarted.start(error));
+  CHECK(unlocks(restarted).empty());  // the old unlock is not applied again
+  CHECK(until_of(path, "ada@example.com") == 0);
+}
+
+TEST_CASE("compaction keeps the locks in force and every unlock", "[lock_journal]") {
+  iwsec_test::TempDir dir;
+  const std::string path = lock_journal::path_in(dir.path);
+  lock_journal::ServerJournal server(path, 512);
+  std::string error;
+  REQUIRE(server.start(error));
+  const std::int64_t later = std::time(nullptr) + 600;
+  server.locked("keep@example.com", later);
+  server.locked("gone@example.com", std::time(nullptr) - 1);  // already over
+  unlock(path, "freed@example.com");
+  for (int i = 0; i < 20; ++i) server.locked("user" + std::to_string(i) + "@example.com", later);
+  // Compacted (more than 512 bytes were written): a fresh start line, the
+  // locks in force, nothing else; and nothing was lost.
+  const std::string text = iwsec_test::read_file(path);
+  CHECK(text.rfind("start ", 0) == 0);
+  CHECK(text.find("unlock") == std::string::npos);
+  CHECK(text.find(lock_journal::key_of("gone@example.com")) == std::string::npos);
+  CHECK(until_of(path, "keep@example.com") == later);
+  CHECK(until_of(path, "user19@example.com") == later);
+  CHECK(until_of(path, "gone@example.com") == 0);
+  CHECK(unlocks(server) == std::vector<std::string>{"freed@example.com"});
+  unlock(path, "keep@example.com");
+  CHECK(unlocks(server) == std::vector<std::string>{"keep@example.com"});
+  CHECK(until_of(path, "keep@example.com") == 0);
+}
