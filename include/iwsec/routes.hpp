@@ -163,7 +163,8 @@ class security_core {
   std::int64_t now() const { return options_.clock(); }
 
   /// @brief Full access check: signature, claims, times, revocation, user
-  /// still enabled and of the same refresh-token generation. Null when any fails.
+  /// still enabled, the token's `user_id` still the holder of its email, and
+  /// of the same refresh-token generation. Null when any fails.
   std::shared_ptr<const VerifiedToken> check_access(std::string_view token) const {
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
@@ -176,7 +177,9 @@ class security_core {
     }
     if (revocations_->is_revoked(t->jti())) return nullptr;
     const auto status = users_.status_of(t->email());
-    if (!status || status->disabled || status->refresh_generation != t->refresh_generation()) return nullptr;
+    if (!status || status->disabled || status->refresh_generation != t->refresh_generation() ||
+        status->user_id != t->user_id())  // a user deleted and re-created under the same email
+      return nullptr;
     return t;
   }
 
@@ -259,6 +262,7 @@ class security_core {
     claims.issued_at = now();
     claims.expires_at = claims.issued_at + static_cast<std::int64_t>(options_.token_lifetime.count());
     claims.refresh_generation = user.refresh_generation;
+    claims.user_id = user.user_id;
     return signer_.sign(claims);
   }
 

@@ -1501,6 +1501,7 @@ struct AccessClaims {
   std::int64_t expires_at = 0;          ///< `exp`
   std::string jti;                      ///< lower-case UUID v4; Signer::sign makes one when empty
   std::int64_t refresh_generation = 0;  ///< `gen`: the user's refresh-token generation
+  std::string user_id;                  ///< `user_id`: the User::user_id the token was minted for
 };
 
 class Signer;
@@ -1515,6 +1516,8 @@ class VerifiedToken {
   std::int64_t expires_at() const noexcept { return expires_at_; }
   const std::string& jti() const noexcept { return jti_; }
   std::int64_t refresh_generation() const noexcept { return refresh_generation_; }
+  /// @brief The `user_id` claim: which holder of email() the token was minted for.
+  const std::string& user_id() const noexcept { return user_id_; }
   /// @brief The `kid` the token named, empty when it named none.
   const std::string& key_id() const noexcept { return key_id_; }
 
@@ -1527,6 +1530,7 @@ class VerifiedToken {
   std::int64_t expires_at_ = 0;
   std::string jti_;
   std::int64_t refresh_generation_ = 0;
+  std::string user_id_;
   std::string key_id_;
 };
 
@@ -1611,7 +1615,7 @@ class Signer {
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
   /// The payload has a fixed layout, written straight into one buffer:
-  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N}.
+  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N,"user_id":"..."}.
   std::string sign(const AccessClaims& claims) const {
     char jti_buf[36];
     std::string_view jti = claims.jti;
@@ -1624,10 +1628,12 @@ class Signer {
     static constexpr std::string_view p_jti = R"(\"\n  }\n}","jti":")";
     static constexpr std::string_view p_exp = R"(","exp":)";
     static constexpr std::string_view p_gen = R"(,"gen":)";
+    static constexpr std::string_view p_user_id = R"(,"user_id":")";
     // Worst cases: an email byte escaped twice is 7 bytes (\\u00XX), a jti
-    // byte escaped once 6, an int64 20.
+    // or user id byte escaped once 6, an int64 20.
     const std::size_t bound = p_iat.size() + p_sub.size() + p_scope.size() + p_jti.size() + p_exp.size() +
-                              p_gen.size() + 1 + 7 * claims.email.size() + action.size() + 6 * jti.size() + 3 * 20;
+                              p_gen.size() + p_user_id.size() + 2 + 7 * claims.email.size() + action.size() +
+                              6 * jti.size() + 6 * claims.user_id.size() + 3 * 20;
     char stack_buf[1024];
     std::unique_ptr<char[]> heap_buf;
     char* const payload = bound <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new char[bound]), heap_buf.get());
@@ -1644,6 +1650,9 @@ class Signer {
     w = detail::put_int(w, claims.expires_at);
     w = detail::put(w, p_gen);
     w = detail::put_int(w, claims.refresh_generation);
+    w = detail::put(w, p_user_id);
+    w = detail::put_json_escaped(w, claims.user_id);
+    *w++ = '"';
     *w++ = '}';
     const auto payload_size = static_cast<std::size_t>(w - payload);
 
@@ -1749,13 +1758,17 @@ class Signer {
     if (payload_size < 0) return VerifyResult(VerifyError::malformed);
     const auto payload_len = static_cast<std::size_t>(payload_size);
     char* const payload_scratch = reinterpret_cast<char*>(payload + payload_len);
-    detail::json_value_view exp, iat, jti, gen, sub, nbf;
-    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false;
+    detail::json_value_view exp, iat, jti, gen, sub, nbf, user_id;
+    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false,
+         has_user_id = false;
     detail::flat_json_parser payload_parser(std::string_view(reinterpret_cast<const char*>(payload), payload_len),
                                             payload_scratch);
     const bool payload_parsed =
         payload_parser.parse_object(8, [&](std::string_view name, const detail::json_value_view& v) {
-          if (name.size() != 3) return;
+          if (name.size() != 3) {
+            if (name == "user_id") user_id = v, has_user_id = true;
+            return;
+          }
           if (name == "exp") {
             exp = v, has_exp = true;
           } else if (name == "iat") {
@@ -1773,7 +1786,9 @@ class Signer {
     if (!payload_parsed) return VerifyResult(VerifyError::bad_payload);
 
     VerifiedToken out;
-    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub) return VerifyResult(VerifyError::bad_claims);
+    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub || !has_user_id)
+      return VerifyResult(VerifyError::bad_claims);
+    if (user_id.kind != detail::json_kind::string) return VerifyResult(VerifyError::bad_claims);
     const auto exp_v = detail::json_non_negative_integer(exp);
     const auto iat_v = detail::json_non_negative_integer(iat);
     const auto gen_v = detail::json_non_negative_integer(gen);
@@ -1801,6 +1816,7 @@ class Signer {
     out.expires_at_ = *exp_v;
     out.refresh_generation_ = *gen_v;
     out.jti_.assign(jti.text.data(), jti.text.size());
+    out.user_id_.assign(user_id.text.data(), user_id.text.size());
     if (kid_seen) out.key_id_.assign(kid.data(), kid.size());
     return VerifyResult(std::move(out));
   }
@@ -1993,6 +2009,7 @@ inline bool verify_password_decoy(std::string_view password, std::uint32_t round
 /// @brief Users, their password hashes and refresh tokens: the UserStore
 /// interface and its in-memory implementation.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -2021,6 +2038,10 @@ struct User {
 struct UserStatus {
   std::int64_t refresh_generation = 0;
   bool disabled = false;
+  /// @brief The current holder of the email: an access token whose `user_id`
+  /// differs is invalid. A store that overrides status_of must fill it (an
+  /// empty id matches no token minted for a user with an id).
+  std::string user_id;
 };
 
 /// @brief The outcome of a UserStore write.
@@ -2063,12 +2084,23 @@ class UserStore {
   /// @brief Every user, in a stable order.
   virtual std::vector<User> list_users() = 0;
 
+  /// @brief Removes the user with this email (ASCII case-insensitive): their
+  /// refresh token stops working at once, and so do their access tokens
+  /// (a token names its holder by `user_id`, which a user created later
+  /// under the same email does not share). not_found when there is no such
+  /// user. Not pure, so host stores written before it keep compiling; this
+  /// default removes nothing and answers invalid ("this store cannot delete").
+  virtual StoreStatus delete_user(std::string_view email) {
+    (void)email;
+    return StoreStatus::invalid;
+  }
+
   /// @brief Generation and disabled flag of a user: the hot path of every
   /// access-token check. Override when a cheaper answer than a copy exists.
   virtual std::optional<UserStatus> status_of(std::string_view email) {
     auto u = find_by_email(email);
     if (!u) return std::nullopt;
-    return UserStatus{u->refresh_generation, u->disabled};
+    return UserStatus{u->refresh_generation, u->disabled, std::move(u->user_id)};
   }
 };
 
@@ -2106,6 +2138,52 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
   });
   if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
   return out;
+}
+
+/// @brief Whether a login could ever present @p password: not empty, and no
+/// control character (RFC 7617 Basic credentials cannot carry one).
+inline bool usable_password(std::string_view password) noexcept {
+  if (password.empty()) return false;
+  for (const char c : password) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b == 0x7F) return false;
+  }
+  return true;
+}
+
+/// @brief Replaces the user's password. Unless @p keep_sessions, it also
+/// ends every session, as a reset after a leak must: a new refresh token
+/// (returned, shown once; the old one stops working) and a generation bump
+/// (every access token minted before stops working). With @p keep_sessions
+/// only the hash changes and the result carries no refresh token. invalid
+/// (nothing changed) for a password no login could present.
+inline IssuedRefreshToken set_password(UserStore& users, std::string_view email, std::string_view password,
+                                       std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false) {
+  IssuedRefreshToken out;
+  if (!usable_password(password)) return out;
+  const std::string hash = hash_password(password, rounds);  // before the write: it takes a while
+  std::string token = keep_sessions ? std::string() : generate_refresh_token();
+  const std::string token_hash = keep_sessions ? std::string() : refresh_token_hash(token);
+  out.status = users.update_user(email, [&](User& u) {
+    u.password_hash = hash;
+    if (!keep_sessions) {
+      u.refresh_token_sha256 = token_hash;
+      ++u.refresh_generation;
+    }
+    out.user_id = u.user_id;
+  });
+  if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
+  return out;
+}
+
+/// @brief Disables or enables the user. Disabling ends every session (a
+/// generation bump), so a later enable does not bring old access tokens
+/// back; the refresh token works again once the user is enabled.
+inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, bool disabled) {
+  return users.update_user(email, [&](User& u) {
+    if (disabled) ++u.refresh_generation;
+    u.disabled = disabled;
+  });
 }
 
 /// @brief Creates an enabled user with a hashed password and a first
@@ -2182,6 +2260,16 @@ class user_index {
     return StoreStatus::ok;
   }
 
+  /// @brief Removes the user with this email and their refresh-token hash.
+  StoreStatus remove(std::string_view email) {
+    auto it = by_email_.find(ascii_lower(email));
+    if (it == by_email_.end()) return StoreStatus::not_found;
+    if (!it->second.refresh_token_sha256.empty()) by_token_.erase(it->second.refresh_token_sha256);
+    order_.erase(std::find(order_.begin(), order_.end(), it->first));
+    by_email_.erase(it);
+    return StoreStatus::ok;
+  }
+
   std::vector<User> list() const {
     std::vector<User> out;
     out.reserve(order_.size());
@@ -2232,7 +2320,12 @@ class MemoryUserStore : public UserStore {
     std::shared_lock<std::shared_mutex> lock(mutex_);
     const User* u = index_.by_email(email);
     if (!u) return std::nullopt;
-    return UserStatus{u->refresh_generation, u->disabled};
+    return UserStatus{u->refresh_generation, u->disabled, u->user_id};
+  }
+
+  StoreStatus delete_user(std::string_view email) override {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    return index_.remove(email);
   }
 
  private:
@@ -2461,7 +2554,7 @@ class JsonFileUserStore : public UserStore {
     return read([&](const detail::user_index& index) -> std::optional<UserStatus> {
       const User* u = index.by_email(email);
       if (!u) return std::nullopt;
-      return UserStatus{u->refresh_generation, u->disabled};
+      return UserStatus{u->refresh_generation, u->disabled, u->user_id};
     });
   }
 
@@ -2475,6 +2568,10 @@ class JsonFileUserStore : public UserStore {
 
   StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
     return write([&](detail::user_index& index) { return index.update(email, change); });
+  }
+
+  StoreStatus delete_user(std::string_view email) override {
+    return write([&](detail::user_index& index) { return index.remove(email); });
   }
 
   /// @brief The file's text for @p users (the format this store reads).
@@ -3948,7 +4045,8 @@ class security_core {
   std::int64_t now() const { return options_.clock(); }
 
   /// @brief Full access check: signature, claims, times, revocation, user
-  /// still enabled and of the same refresh-token generation. Null when any fails.
+  /// still enabled, the token's `user_id` still the holder of its email, and
+  /// of the same refresh-token generation. Null when any fails.
   std::shared_ptr<const VerifiedToken> check_access(std::string_view token) const {
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
@@ -3961,7 +4059,9 @@ class security_core {
     }
     if (revocations_->is_revoked(t->jti())) return nullptr;
     const auto status = users_.status_of(t->email());
-    if (!status || status->disabled || status->refresh_generation != t->refresh_generation()) return nullptr;
+    if (!status || status->disabled || status->refresh_generation != t->refresh_generation() ||
+        status->user_id != t->user_id())  // a user deleted and re-created under the same email
+      return nullptr;
     return t;
   }
 
@@ -4044,6 +4144,7 @@ class security_core {
     claims.issued_at = now();
     claims.expires_at = claims.issued_at + static_cast<std::int64_t>(options_.token_lifetime.count());
     claims.refresh_generation = user.refresh_generation;
+    claims.user_id = user.user_id;
     return signer_.sign(claims);
   }
 
