@@ -44,6 +44,8 @@ constexpr const char* help_text =
     "  --pbkdf2-rounds N        PBKDF2 rounds spent on logins for unknown users\n"
     "                           (default 600000; match your users' hashes)\n"
     "  --no-access-log          do not print a line per request\n"
+    "  --max-revocations-per-user N  outstanding revocations kept per user; past\n"
+    "                           them the user's access tokens all end (default 1000)\n"
     "\n"
     "Brute-force lockout (on by default; Keycloak's figures):\n"
     "  --lockout-failures N     failures that lock an account (default 30)\n"
@@ -73,6 +75,7 @@ struct Settings {
   int threads = 64;
   std::uint32_t pbkdf2_rounds = iwsec::default_pbkdf2_rounds;
   bool access_log = true;
+  std::size_t max_revocations_per_user = iwsec::Options().max_revocations_per_user;
   iwsec::LockoutPolicy lockout;
   std::string client_header;
 };
@@ -108,6 +111,8 @@ Settings parse_arguments(int argc, char** argv) {
       s.pbkdf2_rounds = static_cast<std::uint32_t>(args.integer_value(1, iwsec::Pbkdf2Hash::max_rounds));
     } else if (a == "--no-access-log") {
       s.access_log = false;
+    } else if (a == "--max-revocations-per-user") {
+      s.max_revocations_per_user = static_cast<std::size_t>(args.integer_value(1, 100000000));
     } else if (a == "--lockout-failures") {
       s.lockout.account_failures = static_cast<std::uint32_t>(args.integer_value(1, 1000000));
     } else if (a == "--lockout-wait") {
@@ -237,6 +242,7 @@ int main(int argc, char** argv) {
   const iwsec::Signer signer(key);
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
   options.password_rounds = settings.pbkdf2_rounds;
+  options.max_revocations_per_user = settings.max_revocations_per_user;
   options.lockout = settings.lockout;
   if (!settings.client_header.empty()) {
     // Behind a proxy every peer address is the proxy's: count failures under

@@ -111,6 +111,9 @@ def main():
     write("fuzz_journal", "lines", b"0b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900\n"
           b"1b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1600000000\n")
     write("fuzz_journal", "torn", b"a 1700000900\nb 17000")
+    write("fuzz_journal", "owned", b"0b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900 5f1c0a2b3c4d5e6f70819203\n"
+          b"1b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900 sha256:" + b"ab" * 32 + b"\n"
+          b"2b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900 two words\n")
     write("fuzz_journal", "junk", b" 5\nx\ny -1\nz 99999999999999999999\nw 1700000900x\n")
 
 

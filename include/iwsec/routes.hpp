@@ -150,6 +150,8 @@ class security_core {
       throw std::invalid_argument("iwsec: Options::leeway must be 0 s to 366 days");
     if (o.password_rounds < 1 || o.password_rounds > Pbkdf2Hash::max_rounds)
       throw std::invalid_argument("iwsec: Options::password_rounds out of range");
+    if (o.max_revocations_per_user < 1)
+      throw std::invalid_argument("iwsec: Options::max_revocations_per_user must be at least 1");
     if (o.max_authorization_bytes < 64)
       throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
@@ -389,9 +391,30 @@ class security_core {
     // Kept until the token would fail verification on its own; an expired
     // token needs no entry, it can never be valid again.
     const std::int64_t usable_until = t.expires_at() + static_cast<std::int64_t>(options_.leeway.count());
-    if (usable_until > now() && !revocations_->revoke(t.jti(), usable_until))
-      return fail(res, failure::internal, "Bearer");
+    if (usable_until > now()) {
+      // Counted per user: past the cap the user's sessions end at once instead.
+      const std::string owner = t.user_id().empty() ? "email:" + ascii_lower(t.email()) : t.user_id();
+      const auto outcome = revocations_->revoke_for(owner, t.jti(), usable_until, options_.max_revocations_per_user);
+      if (outcome == RevokeOutcome::failed) return fail(res, failure::internal, "Bearer");
+      if (outcome == RevokeOutcome::limit_reached && !end_sessions_of(t)) return fail(res, failure::internal, "Bearer");
+    }
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
+  }
+
+  /// @brief Ends every access token of @p t's user (a generation bump), so
+  /// that @p t is dead without a revocation entry. Nothing to do when @p t
+  /// is already dead for good: its user is gone, re-created, or past its
+  /// generation. False only when the write failed.
+  bool end_sessions_of(const VerifiedToken& t) const {
+    const auto current = [&](const std::string& user_id, std::int64_t generation) {
+      return user_id == t.user_id() && generation == t.refresh_generation();
+    };
+    const auto status = users_.status_of(t.email());
+    if (!status || !current(status->user_id, status->refresh_generation)) return true;
+    const StoreStatus written = users_.update_user(t.email(), [&](User& u) {
+      if (current(u.user_id, u.refresh_generation)) ++u.refresh_generation;
+    });
+    return written == StoreStatus::ok || written == StoreStatus::not_found;
   }
 
   void validate(const httplib::Request& req, httplib::Response& res) const {

@@ -89,6 +89,7 @@ class BadArguments(unittest.TestCase):
             "tls key without cert": ["--port", "0", "--tls-key", "key.pem"],
             "option where a value belongs": ["--port", "0", "--secret-file", "--no-access-log"],
             "lockout failures zero": ["--port", "0", "--lockout-failures", "0"],
+            "max revocations per user zero": ["--port", "0", "--max-revocations-per-user", "0"],
             "lockout max wait below the wait": ["--port", "0", "--lockout-wait", "60", "--lockout-max-wait", "30"],
             "lockout reset below the max wait": ["--port", "0", "--lockout-reset", "600"],
             "lockout client window zero": ["--port", "0", "--lockout-client-window", "0"],
