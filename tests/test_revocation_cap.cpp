@@ -6,8 +6,10 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/http_fixture.hpp"
@@ -65,7 +67,8 @@ TEST_CASE("revoke_for keeps at most `limit` outstanding revocations per owner", 
     CHECK(store->outstanding_for("nobody") == std::optional<std::size_t>(0));
     // Expired revocations are not outstanding: room again.
     clock.advance(101);
-    CHECK(store->outstanding_for("alice") == std::optional<std::size_t>(1));  // held[0], extended to exp + 50
+    CHECK(store->outstanding_for("alice") == std::optional<std::size_t>(0));
+    CHECK(store->is_revoked(held[0]));  // extended to exp + 50, but counted no longer than its first expiry
     CHECK(store->revoke_for("alice", over, clock.now() + 100, 3) == RevokeOutcome::revoked);
     CHECK(store->is_revoked(over));
     clock.advance(1000);
@@ -211,4 +214,30 @@ TEST_CASE("revoking past the cap ends every access token of that user, not the r
   revoke_access(c, later);
   CHECK(generation_of(f.users, a.email) == 2);
   CHECK(journal->outstanding_for(a.user_id) == std::optional<std::size_t>(1));
+}
+
+TEST_CASE("concurrent revocations of one owner never pass the limit", "[revocation_cap][store][concurrency]") {
+  iwsec_test::ManualClock clock;
+  iwsec_test::TempDir dir;
+  iwsec::MemoryRevocationStore memory(clock.clock());
+  iwsec::JournalRevocationStore journal(dir.file("revocations.journal"), clock.clock());
+  for (iwsec::RevocationStore* store : std::vector<iwsec::RevocationStore*>{&memory, &journal}) {
+    constexpr int threads = 4, each = 20;
+    constexpr std::size_t limit = 25;
+    std::vector<std::thread> pool;
+    std::atomic<int> revoked{0}, refused{0};
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&] {
+        for (int i = 0; i < each; ++i) {
+          const auto outcome = store->revoke_for("shared", uuid(), clock.now() + 100, limit);
+          (outcome == RevokeOutcome::revoked ? revoked : refused)++;
+        }
+      });
+    for (auto& t : pool) t.join();
+    CHECK(revoked.load() == static_cast<int>(limit));
+    CHECK(refused.load() == threads * each - static_cast<int>(limit));
+    CHECK(store->outstanding_for("shared") == std::optional<std::size_t>(limit));
+  }
+  const std::string text = iwsec_test::read_file(journal.path());
+  CHECK(std::count(text.begin(), text.end(), '\n') == 25);
 }

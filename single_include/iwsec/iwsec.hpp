@@ -3028,32 +3028,24 @@ class MemoryRevocationStore : public RevocationStore {
   }
 
   /// @brief Whether revoking @p jti for @p owner stays within @p limit: it
-  /// is already one of the owner's, or the owner holds fewer than @p limit
-  /// unexpired ones. A jti that is not a UUID is never counted. Caller holds
-  /// write_mutex_.
+  /// is revoked already (no new entry), or the owner holds fewer than
+  /// @p limit unexpired ones. A jti that is not a UUID is never counted.
+  /// Caller holds write_mutex_.
   bool owner_has_room_writing(std::string_view owner, std::string_view jti, std::size_t limit) {
     std::uint64_t hi, lo;
-    if (!detail::parse_uuid_key(jti, hi, lo)) return true;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return true;
     auto it = owners_.find(std::string(owner));
     if (it == owners_.end()) return limit > 0;
-    prune_owned(it->second, clock_());
-    for (const auto& o : it->second)
-      if (o.hi == hi && o.lo == lo) return true;
+    if (it->second.size() >= limit) prune_owned(it->second, clock_());  // only when it matters
     return it->second.size() < limit;
   }
 
-  /// @brief Counts @p jti as one of @p owner's revocations (or raises its
-  /// expiry). Caller holds write_mutex_.
+  /// @brief Counts @p jti, not revoked yet, as one of @p owner's
+  /// revocations; call it before insert_writing. Caller holds write_mutex_.
   void add_owned_writing(std::string_view owner, std::string_view jti, std::int64_t expires_at) {
     std::uint64_t hi, lo;
-    if (!detail::parse_uuid_key(jti, hi, lo)) return;
-    auto& list = owners_[std::string(owner)];
-    for (auto& o : list)
-      if (o.hi == hi && o.lo == lo) {
-        o.expires_at = std::max(o.expires_at, expires_at);
-        return;
-      }
-    list.push_back(owned{hi, lo, expires_at});
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return;
+    owners_[std::string(owner)].push_back(owned{hi, lo, expires_at});
   }
 
   /// @brief Drops expired entries now (rebuilding only when there are
