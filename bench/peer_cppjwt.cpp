@@ -9,7 +9,7 @@ std::string cppjwt_sign(const claims_set& c, const std::string& key) {
   using namespace jwt::params;
   jwt::jwt_object obj{algorithm("HS256"), secret(key)};
   obj.add_claim("iat", c.iat).add_claim("sub", c.sub).add_claim("jti", c.jti).add_claim("exp", c.exp).add_claim(
-      "gen", c.gen);
+      "gen", c.gen).add_claim("user_id", c.user_id);
   return obj.signature();
 }
 

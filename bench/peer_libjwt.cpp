@@ -16,7 +16,7 @@ std::string libjwt_sign(const claims_set& c, const std::string& key) {
                   static_cast<int>(key.size())) == 0 &&
       jwt_add_grant_int(jwt, "iat", c.iat) == 0 && jwt_add_grant(jwt, "sub", c.sub.c_str()) == 0 &&
       jwt_add_grant(jwt, "jti", c.jti.c_str()) == 0 && jwt_add_grant_int(jwt, "exp", c.exp) == 0 &&
-      jwt_add_grant_int(jwt, "gen", c.gen) == 0) {
+      jwt_add_grant_int(jwt, "gen", c.gen) == 0 && jwt_add_grant(jwt, "user_id", c.user_id.c_str()) == 0) {
     char* s = jwt_encode_str(jwt);
     if (s) {
       out = s;

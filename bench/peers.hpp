@@ -12,6 +12,7 @@ struct claims_set {
   std::string email;
   std::string sub;  // the JSON text iwsec puts in `sub`
   std::int64_t gen;
+  std::string user_id;
 };
 
 

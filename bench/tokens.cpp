@@ -190,6 +190,7 @@ int main(int argc, char** argv) {
   ac.expires_at = now + 900;
   ac.jti = "3f0b8a52-6c1e-4d7a-9b3e-2a5c7d9e1f04";
   ac.refresh_generation = 0;
+  ac.user_id = "5f1c0a2b3c4d5e6f70819203";
   const std::string iwsec_token = signer.sign(ac);
   const auto first = signer.verify(iwsec_token, now);
   if (!first) die("iwsec rejected its own token");
@@ -200,6 +201,7 @@ int main(int argc, char** argv) {
   c.jti = ac.jti;
   c.email = ac.email;
   c.gen = 0;
+  c.user_id = ac.user_id;
   {
     const std::string payload = *iwsec::base64url_decode(iwsec_token.substr(
         iwsec_token.find('.') + 1, iwsec_token.rfind('.') - iwsec_token.find('.') - 1));
@@ -221,7 +223,7 @@ int main(int argc, char** argv) {
   if (!libjwt_verify(libjwt_token, key, now, email_out) || !cppjwt_verify(cppjwt_token, key, email_out))
     die("a peer rejects its own token");
 
-  std::printf("\nHS256 on identical claims (iat, exp, jti, sub, gen); iwsec signing input %zu bytes, token %zu\n",
+  std::printf("\nHS256 on identical claims (iat, exp, jti, sub, gen, user_id); iwsec signing input %zu bytes, token %zu\n",
               signing_input.size(), iwsec_token.size());
 
   // -- HMAC of the same bytes

@@ -27,9 +27,11 @@ constexpr const char* help_text =
     "Commands (passwords are read as one line from standard input):\n"
     "  add-user EMAIL             create a user; prints its user id and first refresh token\n"
     "  list-users                 list users (never secrets)\n"
-    "  disable-user EMAIL         refuse the user's logins, refresh tokens and access tokens\n"
-    "  enable-user EMAIL          undo disable-user\n"
-    "  set-password EMAIL         replace the user's password\n"
+    "  disable-user EMAIL         refuse the user's logins and refresh tokens; ends every session\n"
+    "  enable-user EMAIL          undo disable-user (access tokens from before stay invalid)\n"
+    "  set-password EMAIL         replace the user's password and end every session: prints a\n"
+    "                             new refresh token once (--keep-sessions: keep the old one)\n"
+    "  delete-user EMAIL          remove the user; their refresh and access tokens stop working\n"
     "  rotate-refresh-token EMAIL issue a new refresh token (printed once); the old one and\n"
     "                             every access token minted before stop working\n"
     "  hash-password              print a $pbkdf2-sha256$ hash of the password\n"
@@ -40,6 +42,7 @@ constexpr const char* help_text =
     "Options:\n"
     "  --data-dir DIR       the server's data directory (default ./iwsec-data)\n"
     "  --json               machine-readable output\n"
+    "  --keep-sessions      set-password only: keep the refresh token and access tokens\n"
     "  --pbkdf2-rounds N    PBKDF2 rounds for new hashes (default 600000)\n"
     "  --help               print this help and exit\n"
     "\n"
@@ -50,12 +53,13 @@ struct Command {
   std::string name;
   std::string email;
   bool json = false;
+  bool keep_sessions = false;
   std::uint32_t rounds = iwsec::default_pbkdf2_rounds;
 };
 
 bool takes_email(const std::string& name) {
   return name == "add-user" || name == "disable-user" || name == "enable-user" || name == "set-password" ||
-         name == "rotate-refresh-token" || name == "show-user" || name == "unlock";
+         name == "rotate-refresh-token" || name == "show-user" || name == "unlock" || name == "delete-user";
 }
 
 // An email that can log in over HTTP Basic: no colon (it ends the user name),
@@ -83,6 +87,8 @@ Command parse_arguments(int argc, char** argv) {
       if (c.data_dir.empty()) cli::usage_error(program, "--data-dir needs a directory");
     } else if (a == "--json") {
       c.json = true;
+    } else if (a == "--keep-sessions") {
+      c.keep_sessions = true;
     } else if (a == "--pbkdf2-rounds") {
       c.rounds = static_cast<std::uint32_t>(args.integer_value(1, iwsec::Pbkdf2Hash::max_rounds));
     } else if (a.size() > 1 && a[0] == '-') {
@@ -99,6 +105,7 @@ Command parse_arguments(int argc, char** argv) {
   if (positional.size() < wanted) cli::usage_error(program, c.name + " needs an EMAIL");
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
   if (wanted == 2) c.email = positional[1];
+  if (c.keep_sessions && c.name != "set-password") cli::usage_error(program, "--keep-sessions goes with set-password only");
   if (c.name == "add-user" && !plausible_email(c.email))
     cli::usage_error(program, "'" + c.email + "' is not a usable email");
   return c;
@@ -236,7 +243,7 @@ int run(const Command& c) {
 
   if (c.name == "disable-user" || c.name == "enable-user") {
     const bool disable = c.name == "disable-user";
-    const auto status = users.update_user(c.email, [&](iwsec::User& u) { u.disabled = disable; });
+    const auto status = iwsec::set_user_disabled(users, c.email, disable);
     if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
     if (c.json) {
       std::printf("{\"email\":%s,\"disabled\":%s}\n", json_string(existing->email).c_str(), disable ? "true" : "false");
@@ -246,11 +253,24 @@ int run(const Command& c) {
     return 0;
   }
 
-  if (c.name == "set-password") {
-    const std::string hash = iwsec::hash_password(read_password(), c.rounds);
-    const auto status = users.update_user(c.email, [&](iwsec::User& u) { u.password_hash = hash; });
+  if (c.name == "delete-user") {
+    const auto status = users.delete_user(c.email);
     if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
     if (c.json) {
+      std::printf("{\"email\":%s,\"deleted\":true}\n", json_string(existing->email).c_str());
+    } else {
+      std::printf("deleted %s\n", existing->email.c_str());
+    }
+    return 0;
+  }
+
+  if (c.name == "set-password") {
+    // Unless --keep-sessions: a new refresh token (printed once) and a generation bump.
+    const auto changed = iwsec::set_password(users, c.email, read_password(), c.rounds, c.keep_sessions);
+    if (changed.status != iwsec::StoreStatus::ok) store_failure(changed.status, c.email);
+    if (!c.keep_sessions) {
+      print_refresh_token(c, changed.user_id, changed.refresh_token);
+    } else if (c.json) {
       std::printf("{\"email\":%s,\"password_changed\":true}\n", json_string(existing->email).c_str());
     } else {
       std::printf("password changed for %s\n", existing->email.c_str());

@@ -53,6 +53,8 @@ constexpr const char* help_text =
     "  --admin-port PORT        serve /metrics, /health/live, /health/ready on this\n"
     "                           port, 0 for any free port (default: off)\n"
     "  --admin-host ADDRESS     address of the admin port (default 127.0.0.1)\n"
+    "  --max-revocations-per-user N  outstanding revocations kept per user; past\n"
+    "                           them the user's access tokens all end (default 1000)\n"
     "\n"
     "Brute-force lockout (on by default; Keycloak's figures):\n"
     "  --lockout-failures N     failures that lock an account (default 30)\n"
@@ -88,6 +90,7 @@ struct Settings {
   access_log::Format access_log_format = access_log::Format::text;
   int admin_port = -1;  // off
   std::string admin_host = "127.0.0.1";
+  std::size_t max_revocations_per_user = iwsec::Options().max_revocations_per_user;
   iwsec::LockoutPolicy lockout;
   std::string client_header;
 };
@@ -132,6 +135,8 @@ Settings parse_arguments(int argc, char** argv) {
     } else if (a == "--admin-host") {
       s.admin_host = args.value();
       if (s.admin_host.empty()) cli::usage_error(program, "--admin-host needs an address");
+    } else if (a == "--max-revocations-per-user") {
+      s.max_revocations_per_user = static_cast<std::size_t>(args.integer_value(1, 100000000));
     } else if (a == "--lockout-failures") {
       s.lockout.account_failures = static_cast<std::uint32_t>(args.integer_value(1, 1000000));
     } else if (a == "--lockout-wait") {
@@ -225,6 +230,7 @@ int main(int argc, char** argv) {
   const iwsec::Signer signer(key);
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
   options.password_rounds = settings.pbkdf2_rounds;
+  options.max_revocations_per_user = settings.max_revocations_per_user;
   options.lockout = settings.lockout;
   // Operations: metrics, lock events to the log and the lock journal (where
   // iwsec-admin show-user / unlock meet the running server).

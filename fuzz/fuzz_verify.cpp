@@ -67,6 +67,7 @@ void check(const iwsec::Signer& signer, std::string_view token, std::int64_t lee
   require(t.expires_at() + leeway > kNow, "accepted an expired token");
   require(t.issued_at() <= kNow + leeway, "accepted a token issued in the future");
   require(t.jti().size() == 36, "accepted token without a canonical jti");
+  require(genuine.token().user_id() == t.user_id(), "the two verifications disagree on user_id");
 }
 
 }  // namespace

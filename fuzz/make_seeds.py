@@ -22,10 +22,11 @@ def token(header, payload, key=KEY):
 
 SUB = json.dumps(json.dumps({"email": "alice@example.com", "scope": {"action": "password"}}))
 JTI = '"0b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10"'
+USER_ID = '"5f1c0a2b3c4d5e6f70819203"'
 
 
 def payload(iat=NOW - 10, exp=NOW + 890, extra=""):
-    return ('{"iat":%s,"sub":%s,"jti":%s,"exp":%s,"gen":0%s}' % (iat, SUB, JTI, exp, extra)).encode()
+    return ('{"iat":%s,"sub":%s,"jti":%s,"exp":%s,"gen":0,"user_id":%s%s}' % (iat, SUB, JTI, exp, USER_ID, extra)).encode()
 
 
 def write(target, name, data):
@@ -67,6 +68,9 @@ def main():
         "kid_k1": b'{"alg":"HS256","kid":"k1"}\n' + payload(),
         "kid_old": b'{"alg":"HS256","kid":"old"}\n' + payload(),
         "nested": hs + b"\n" + b'{"a":' * 40 + b"1" + b"}" * 40,
+        "user_id_number": hs + b"\n" + payload().replace(USER_ID.encode(), b"7"),
+        "user_id_dup": hs + b"\n" + payload(extra=',"user_id":"x"'),
+        "no_user_id": hs + b"\n" + payload().replace(b',"user_id":' + USER_ID.encode(), b""),
         "array": hs + b"\n[1,2,3]",
     }
     for name, t in signed.items():
@@ -107,6 +111,9 @@ def main():
     write("fuzz_journal", "lines", b"0b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900\n"
           b"1b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1600000000\n")
     write("fuzz_journal", "torn", b"a 1700000900\nb 17000")
+    write("fuzz_journal", "owned", b"0b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900 5f1c0a2b3c4d5e6f70819203\n"
+          b"1b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900 sha256:" + b"ab" * 32 + b"\n"
+          b"2b5e7c1a-8f3d-4c2e-9a71-5d6b4e3f2a10 1700000900 two words\n")
     write("fuzz_journal", "junk", b" 5\nx\ny -1\nz 99999999999999999999\nw 1700000900x\n")
 
 

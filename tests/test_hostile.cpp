@@ -346,7 +346,8 @@ Members claims(const Hostile& h) {
           {"sub", subject(h.alice.email)},
           {"jti", json_string(kJti)},
           {"exp", std::to_string(h.now() + 900)},
-          {"gen", "0"}};
+          {"gen", "0"},
+          {"user_id", json_string(h.alice.user_id)}};
 }
 
 Members with(Members m, const std::string& key, const std::string& raw) {
@@ -1105,6 +1106,15 @@ TEST_CASE("token: correctly signed with another refresh generation", "[hostile][
   bad_token(h, t, Outcome::revoked);
   bad_signed(h, kHs256, with(claims(h), "gen", "-1"));
   bad_signed(h, kHs256, with(claims(h), "gen", "\"0\""));
+}
+
+TEST_CASE("token: correctly signed for another holder of the email (user_id)", "[hostile][token][claims]") {
+  Hostile h;
+  const std::string t = sign(kHs256, object(with(claims(h), "user_id", json_string(h.alice.user_id + "0"))));
+  REQUIRE(h.f.signer.verify(t, h.now()).ok());
+  bad_token(h, t, Outcome::revoked);
+  bad_signed(h, kHs256, with(claims(h), "user_id", "7"));
+  bad_signed(h, kHs256, with(claims(h), "user_id", "null"));
 }
 
 TEST_CASE("token: a revoked token replayed, also with the scheme in mixed case", "[hostile][token]") {

@@ -57,8 +57,10 @@ std::multimap<std::string, std::string> stable_headers(const httplib::Response& 
 
 // A token with the right key but claims of our choosing.
 std::string mint(const iwsec::Signer& signer, const std::string& email, std::int64_t iat, std::int64_t lifetime,
-                 std::int64_t generation = 0, iwsec::TokenAction action = iwsec::TokenAction::password) {
+                 std::int64_t generation = 0, iwsec::TokenAction action = iwsec::TokenAction::password,
+                 const std::string& user_id = "") {
   iwsec::AccessClaims c;
+  c.user_id = user_id;
   c.email = email;
   c.action = action;
   c.issued_at = iat;
@@ -505,10 +507,10 @@ TEST_CASE("validate: any unusable bearer token is a 200 with is_valid false", "[
       with_header(good, "{\"alg\":\"HS256\",\"crit\":[\"exp\"]}"),                // forbidden member
       with_header(good, "{\"alg\":\"HS256\",\"kid\":\"nope\"}"),                  // unknown kid
       good.substr(0, good.find('.') + 1) + iwsec::base64url_encode("{\"iat\":1}") + good.substr(good.rfind('.')),
-      mint(other, a.email, f.clock.now(), 900),                                   // another key
-      mint(f.signer, a.email, f.clock.now(), 900, 7),                             // wrong generation
-      mint(f.signer, "nobody@example.com", f.clock.now(), 900),                   // unknown user
-      mint(f.signer, a.email, f.clock.now() - 1000, 900),                         // expired
+      mint(other, a.email, f.clock.now(), 900, 0, iwsec::TokenAction::password, a.user_id),  // another key
+      mint(f.signer, a.email, f.clock.now(), 900, 7, iwsec::TokenAction::password, a.user_id),  // wrong generation
+      mint(f.signer, "nobody@example.com", f.clock.now(), 900, 0, iwsec::TokenAction::password, a.user_id),  // unknown user
+      mint(f.signer, a.email, f.clock.now() - 1000, 900, 0, iwsec::TokenAction::password, a.user_id),  // expired
       good + good,
       std::string(3000, 'A') + "." + payload_b64 + ".AAAA",
   };
@@ -517,7 +519,7 @@ TEST_CASE("validate: any unusable bearer token is a 200 with is_valid false", "[
     CHECK_FALSE(is_valid(c, token));
   }
   CHECK(is_valid(c, good));
-  CHECK(is_valid(c, mint(f.signer, a.email, f.clock.now(), 900)));  // our key, right claims
+  CHECK(is_valid(c, mint(f.signer, a.email, f.clock.now(), 900, 0, iwsec::TokenAction::password, a.user_id)));  // our key, right claims
 }
 
 TEST_CASE("validate: no bearer credentials is a 401 with a Bearer challenge", "[validate]") {

@@ -18,7 +18,7 @@ std::string signed_token(const std::string& key, const std::string& payload) {
 std::string payload_with_exp(const std::string& exp) {
   return "{\"iat\":1700000000,\"sub\":\"{\\\"email\\\":\\\"a@b.c\\\",\\\"scope\\\":{\\\"action\\\":\\\"password\\\"}}\","
          "\"jti\":\"0b8e1c9e-2f43-4c4e-9a59-3f0e4e1f2a11\",\"exp\":" +
-         exp + ",\"gen\":0}";
+         exp + ",\"gen\":0,\"user_id\":\"u1\"}";
 }
 
 }  // namespace

@@ -82,6 +82,7 @@ std::string json_string(std::string_view s) {
 }
 
 const std::string good_jti = "0f8fad5b-d9cb-469f-a165-70867728950e";
+const std::string good_user_id = "5f1c0a2b3c4d5e6f70819203";
 const std::string good_sub = R"({"email":"alice@example.com","scope":{"action":"password"}})";
 
 // A payload of raw JSON members; set() replaces or adds, erase() removes.
@@ -92,6 +93,7 @@ struct Payload {
       {"jti", json_string(good_jti)},
       {"exp", std::to_string(t0 + 900)},
       {"gen", "0"},
+      {"user_id", json_string(good_user_id)},
   };
   Payload& set(const std::string& name, const std::string& raw_json) {
     for (auto& m : members)
@@ -134,6 +136,7 @@ AccessClaims claims(std::string email = "alice@example.com", TokenAction action 
   c.issued_at = t0;
   c.expires_at = t0 + 900;
   c.refresh_generation = 3;
+  c.user_id = good_user_id;
   return c;
 }
 
@@ -305,6 +308,10 @@ TEST_CASE("sign: the payload is shaped like an Infoworks token", "[signer]") {
   REQUIRE(p.count("jti"));
   REQUIRE(p.count("gen"));
   REQUIRE(p.count("sub"));
+  REQUIRE(p.count("user_id"));
+  CHECK(p.size() == 6);
+  REQUIRE(p.at("user_id").is<std::string>());
+  CHECK(p.at("user_id").get<std::string>() == good_user_id);
   CHECK(iwsec::detail::json_non_negative_integer(p.at("iat")) == std::optional<std::int64_t>(t0));
   CHECK(iwsec::detail::json_non_negative_integer(p.at("exp")) == std::optional<std::int64_t>(t0 + 900));
   CHECK(iwsec::detail::json_non_negative_integer(p.at("gen")) == std::optional<std::int64_t>(7));
@@ -431,7 +438,7 @@ TEST_CASE("verify: size bound", "[signer][reject]") {
 
   // Grow a genuine token around the bound: at most 8192 bytes verifies, more is too_large.
   std::string largest_ok, smallest_too_large;
-  for (std::size_t n = 5900; n < 6300 && smallest_too_large.empty(); ++n) {
+  for (std::size_t n = 5850; n < 6300 && smallest_too_large.empty(); ++n) {
     const std::string token = signer.sign(claims(std::string(n, 'a') + "@example.com"));
     if (token.size() <= 8192) {
       largest_ok = token;
@@ -581,6 +588,7 @@ TEST_CASE("verify: the hand-built baseline token is accepted", "[signer][claims]
   REQUIRE(r.ok());
   CHECK(r.token().email() == "alice@example.com");
   CHECK(r.token().jti() == good_jti);
+  CHECK(r.token().user_id() == good_user_id);
   CHECK(r.token().action() == TokenAction::password);
   CHECK(r.token().refresh_generation() == 0);
 }

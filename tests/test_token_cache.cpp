@@ -21,6 +21,7 @@ std::string mint(const Fixture& f, const std::string& email, std::int64_t lifeti
   claims.issued_at = f.clock.now();
   claims.expires_at = claims.issued_at + lifetime;
   claims.refresh_generation = generation;
+  if (const auto holder = const_cast<Fixture&>(f).users.find_by_email(email)) claims.user_id = holder->user_id;
   return f.signer.sign(claims);
 }
 

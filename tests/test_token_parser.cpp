@@ -211,13 +211,13 @@ iwsec::VerifyError verify(const std::string& header, const std::string& payload)
 TEST_CASE("verify: members in any order, any RFC whitespace, escaped names and values", "[signer][parser]") {
   const iwsec::Signer signer(key);
   const std::vector<std::string> payloads = {
-      "{\"exp\":1700000900,\"gen\":4,\"jti\":\"" + jti + "\",\"sub\":" + quoted(sub_json) + ",\"iat\":1700000000}",
+      "{\"exp\":1700000900,\"gen\":4,\"jti\":\"" + jti + "\",\"sub\":" + quoted(sub_json) + ",\"iat\":1700000000,\"user_id\":\"u1\"}",
       "\r\n{ \"sub\" :\t" + quoted(" { \"scope\" : { \"x\" : [ ] , \"action\" : \"password\" } ,\n \"email\":\"a@b.c\" } ") +
           " ,\n \"iat\" : 1700000000 , \"jti\" : \"" + jti + "\" , \"gen\" : 4 , \"exp\" : 1700000900 , "
-          "\"aud\" : [ \"svc\" , { \"n\" : [ null ] } ] } \n",
+          "\"aud\" : [ \"svc\" , { \"n\" : [ null ] } ] , \"user_id\" : \"u\\u0031\" } \n",
       "{\"\\u0069at\":1700000000,\"s\\u0075b\":" +
           quoted("{\"\\u0065mail\":\"\\u0061@b.c\",\"scope\":{\"action\":\"pass\\u0077ord\"}}") +
-          ",\"jti\":\"0b8e1c9e-2f43-4c4e-9a59-3f0e4e1f2a1\\u0031\",\"exp\":1700000900,\"gen\":4}"};
+          ",\"jti\":\"0b8e1c9e-2f43-4c4e-9a59-3f0e4e1f2a1\\u0031\",\"exp\":1700000900,\"gen\":4,\"user_id\":\"u1\"}"};
   for (const auto& header : {std::string("{\"alg\":\"HS256\"}"), std::string(" {\"typ\":\"JWT\" ,\"alg\":\"HS256\"} "),
                              std::string("{\"\\u0061lg\":\"HS\\u0032\\u00356\",\"t\\u0079p\":\"\\u004aWT\"}")}) {
     for (const auto& payload : payloads) {
@@ -230,6 +230,7 @@ TEST_CASE("verify: members in any order, any RFC whitespace, escaped names and v
       CHECK(r.token().refresh_generation() == 4);
       CHECK(r.token().issued_at() == 1700000000);
       CHECK(r.token().expires_at() == 1700000900);
+      CHECK(r.token().user_id() == "u1");
     }
   }
 }
@@ -237,7 +238,7 @@ TEST_CASE("verify: members in any order, any RFC whitespace, escaped names and v
 TEST_CASE("verify: each refusal keeps its reason under the new parser", "[signer][parser]") {
   using E = iwsec::VerifyError;
   const std::string ok_payload =
-      "{\"iat\":1700000000,\"sub\":" + quoted(sub_json) + ",\"jti\":\"" + jti + "\",\"exp\":1700000900,\"gen\":0}";
+      "{\"iat\":1700000000,\"sub\":" + quoted(sub_json) + ",\"jti\":\"" + jti + "\",\"exp\":1700000900,\"gen\":0,\"user_id\":\"u1\"}";
   const std::string hs = "{\"alg\":\"HS256\"}";
   CHECK(verify(hs, ok_payload) == E::none);
   // header
@@ -261,7 +262,7 @@ TEST_CASE("verify: each refusal keeps its reason under the new parser", "[signer
   CHECK(verify(hs, "[" + ok_payload + "]") == E::bad_payload);
   // claims: sub is a string holding strict JSON
   const auto with_sub = [&](const std::string& sub) {
-    return "{\"iat\":1700000000,\"sub\":" + quoted(sub) + ",\"jti\":\"" + jti + "\",\"exp\":1700000900,\"gen\":0}";
+    return "{\"iat\":1700000000,\"sub\":" + quoted(sub) + ",\"jti\":\"" + jti + "\",\"exp\":1700000900,\"gen\":0,\"user_id\":\"u1\"}";
   };
   CHECK(verify(hs, with_sub("{\"email\":\"\\ud800\",\"scope\":{\"action\":\"password\"}}")) == E::bad_claims);
   CHECK(verify(hs, with_sub("{\"email\":\"a\",\"email\":\"b\",\"scope\":{\"action\":\"password\"}}")) == E::bad_claims);
@@ -277,8 +278,8 @@ TEST_CASE("verify: each refusal keeps its reason under the new parser", "[signer
   for (const char* exp : {"-0", "-1", "9007199254740992", "\"1700000900\"", "null"}) {
     INFO(exp);
     CHECK(verify(hs, "{\"iat\":1700000000,\"sub\":" + quoted(sub_json) + ",\"jti\":\"" + jti + "\",\"exp\":" + exp +
-                         ",\"gen\":0}") == E::bad_claims);
+                         ",\"gen\":0,\"user_id\":\"u1\"}") == E::bad_claims);
   }
   CHECK(verify(hs, "{\"iat\":1700000000,\"sub\":" + quoted(sub_json) + ",\"jti\":\"" + jti +
-                       "\",\"exp\":9007199254740991,\"gen\":0}") == E::none);
+                       "\",\"exp\":9007199254740991,\"gen\":0,\"user_id\":\"u1\"}") == E::none);
 }

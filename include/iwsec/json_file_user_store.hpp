@@ -65,7 +65,7 @@ class JsonFileUserStore : public UserStore {
     return read([&](const detail::user_index& index) -> std::optional<UserStatus> {
       const User* u = index.by_email(email);
       if (!u) return std::nullopt;
-      return UserStatus{u->refresh_generation, u->disabled};
+      return UserStatus{u->refresh_generation, u->disabled, u->user_id};
     });
   }
 
@@ -79,6 +79,10 @@ class JsonFileUserStore : public UserStore {
 
   StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
     return write([&](detail::user_index& index) { return index.update(email, change); });
+  }
+
+  StoreStatus delete_user(std::string_view email) override {
+    return write([&](detail::user_index& index) { return index.remove(email); });
   }
 
   /// @brief The file's text for @p users (the format this store reads).

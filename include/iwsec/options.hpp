@@ -34,6 +34,13 @@ struct Options {
   /// JournalRevocationStore for that).
   std::shared_ptr<RevocationStore> revocations;
 
+  /// @brief Most outstanding (unexpired) revocations kept for one user.
+  /// Revoking past it bumps the user's refresh-token generation instead:
+  /// every access token of theirs ends at once, the refresh token keeps
+  /// working, and no client can grow the revocation store (or its journal)
+  /// without bound. At least 1.
+  std::size_t max_revocations_per_user = 1000;
+
   /// @brief Base of the `help` link in error envelopes: `<base>/<iw_code>`.
   std::string help_url_base = "https://docs.infoworks.io/api/errors";
 

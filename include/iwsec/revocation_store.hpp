@@ -9,12 +9,14 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -24,6 +26,13 @@
 #include "detail/file.hpp"
 
 namespace iwsec {
+
+/// @brief The outcome of RevocationStore::revoke_for.
+enum class RevokeOutcome {
+  revoked,        ///< held (newly or already), as durably as the store promises
+  limit_reached,  ///< the owner already has `limit` outstanding revocations: nothing was stored
+  failed,         ///< could not be stored
+};
 
 /// @brief Where revoked token ids live until their tokens expire.
 class RevocationStore {
@@ -36,6 +45,27 @@ class RevocationStore {
 
   /// @brief Whether @p jti is revoked.
   virtual bool is_revoked(std::string_view jti) = 0;
+
+  /// @brief revoke() on behalf of @p owner (the token's user id), holding at
+  /// most @p limit outstanding (unexpired) revocations per owner: when
+  /// @p owner already has @p limit and @p jti is not one of them, nothing is
+  /// stored and the answer is limit_reached (the routes then end all of the
+  /// owner's access tokens at once instead). This default keeps no per-owner
+  /// counts: it is revoke(), unbounded per owner. The shipped stores
+  /// override it; a host store should too.
+  virtual RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
+                                   std::size_t limit) {
+    (void)owner;
+    (void)limit;
+    return revoke(jti, expires_at) ? RevokeOutcome::revoked : RevokeOutcome::failed;
+  }
+
+  /// @brief How many unexpired revocations revoke_for holds for @p owner;
+  /// nothing when the store keeps no per-owner counts.
+  virtual std::optional<std::size_t> outstanding_for(std::string_view owner) {
+    (void)owner;
+    return std::nullopt;
+  }
 };
 
 namespace detail {
@@ -190,6 +220,23 @@ class MemoryRevocationStore : public RevocationStore {
     return true;
   }
 
+  RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
+                           std::size_t limit) override {
+    std::lock_guard<std::mutex> writing(write_mutex_);
+    if (!owner_has_room_writing(owner, jti, limit)) return RevokeOutcome::limit_reached;
+    add_owned_writing(owner, jti, expires_at);
+    insert_writing(jti, expires_at);
+    return RevokeOutcome::revoked;
+  }
+
+  std::optional<std::size_t> outstanding_for(std::string_view owner) override {
+    std::lock_guard<std::mutex> writing(write_mutex_);
+    auto it = owners_.find(std::string(owner));
+    if (it == owners_.end()) return std::size_t{0};
+    prune_owned(it->second, clock_());
+    return it->second.size();
+  }
+
   bool is_revoked(std::string_view jti) override {
     std::uint64_t hi, lo;
     const bool uuid = detail::parse_uuid_key(jti, hi, lo);
@@ -225,6 +272,27 @@ class MemoryRevocationStore : public RevocationStore {
     return added;
   }
 
+  /// @brief Whether revoking @p jti for @p owner stays within @p limit: it
+  /// is revoked already (no new entry), or the owner holds fewer than
+  /// @p limit unexpired ones. A jti that is not a UUID is never counted.
+  /// Caller holds write_mutex_.
+  bool owner_has_room_writing(std::string_view owner, std::string_view jti, std::size_t limit) {
+    std::uint64_t hi, lo;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return true;
+    auto it = owners_.find(std::string(owner));
+    if (it == owners_.end()) return limit > 0;
+    if (it->second.size() >= limit) prune_owned(it->second, clock_());  // only when it matters
+    return it->second.size() < limit;
+  }
+
+  /// @brief Counts @p jti, not revoked yet, as one of @p owner's
+  /// revocations; call it before insert_writing. Caller holds write_mutex_.
+  void add_owned_writing(std::string_view owner, std::string_view jti, std::int64_t expires_at) {
+    std::uint64_t hi, lo;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return;
+    owners_[std::string(owner)].push_back(owned{hi, lo, expires_at});
+  }
+
   /// @brief Drops expired entries now (rebuilding only when there are
   /// some). Caller holds write_mutex_.
   void sweep_writing() {
@@ -233,6 +301,10 @@ class MemoryRevocationStore : public RevocationStore {
     table_.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { expired |= exp <= now; });
     for (const auto& entry : others_) expired |= entry.second <= now;
     if (expired) rebuild_writing(0);
+    for (auto it = owners_.begin(); it != owners_.end();) {
+      prune_owned(it->second, now);
+      it = it->second.empty() ? owners_.erase(it) : std::next(it);
+    }
     schedule_sweep_writing();
   }
 
@@ -245,14 +317,22 @@ class MemoryRevocationStore : public RevocationStore {
     if (entries > table_.capacity() * 3 / 4) rebuild_writing(entries - std::min(entries, table_.size()));
   }
 
-  /// @brief Calls @p f(jti_text_appender, expires_at) for every entry; @p f
-  /// gets a callable that appends the jti to a string. Caller holds write_mutex_.
+  /// @brief Calls @p f(jti_text_appender, expires_at, owner) for every
+  /// entry, once per owner it counts against (owner null: none); @p f gets a
+  /// callable that appends the jti to a string. Caller holds write_mutex_.
   template <typename F>
   void for_each_writing(F&& f) const {
+    std::unordered_map<key, std::vector<const std::string*>, key_hash> owners_of;
+    for (const auto& entry : owners_)
+      for (const auto& o : entry.second) owners_of[key{o.hi, o.lo}].push_back(&entry.first);
     table_.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
-      f([hi, lo](std::string& out) { detail::append_uuid_key(out, hi, lo); }, exp);
+      const auto append_jti = [hi, lo](std::string& out) { detail::append_uuid_key(out, hi, lo); };
+      const auto it = owners_of.find(key{hi, lo});
+      if (it == owners_of.end()) return f(append_jti, exp, static_cast<const std::string*>(nullptr));
+      for (const std::string* owner : it->second) f(append_jti, exp, owner);
     });
-    for (const auto& entry : others_) f([&entry](std::string& out) { out += entry.first; }, entry.second);
+    for (const auto& entry : others_)
+      f([&entry](std::string& out) { out += entry.first; }, entry.second, static_cast<const std::string*>(nullptr));
   }
 
   Clock clock_;
@@ -276,14 +356,37 @@ class MemoryRevocationStore : public RevocationStore {
     // The old table is unmapped here, outside the lock.
   }
 
+  struct owned {
+    std::uint64_t hi, lo;
+    std::int64_t expires_at;
+  };
+  struct key {
+    std::uint64_t hi, lo;
+    bool operator==(const key& o) const noexcept { return hi == o.hi && lo == o.lo; }
+  };
+  struct key_hash {
+    std::size_t operator()(const key& k) const noexcept {
+      return static_cast<std::size_t>((k.hi ^ (k.lo * 0x9E3779B97F4A7C15ULL)) >> 7);
+    }
+  };
+
+  static void prune_owned(std::vector<owned>& list, std::int64_t now) {
+    list.erase(std::remove_if(list.begin(), list.end(), [now](const owned& o) { return o.expires_at <= now; }),
+               list.end());
+  }
+
   std::shared_mutex mutex_;  // readers share it; writers hold it only to change or swap
   detail::uuid_table table_;
   std::unordered_map<std::string, std::int64_t> others_;  // jtis that are not canonical UUIDs
+  // Per owner (a user id), its unexpired revocations made by revoke_for: at
+  // most the limit it was given each. Guarded by write_mutex_ alone.
+  std::unordered_map<std::string, std::vector<owned>> owners_;
   std::size_t next_sweep_ = 1024;
 };
 
 /// @brief Revocations in memory, backed by an append-only journal file
-/// (`<jti> <exp>` per line). revoke() returns only after the line is written
+/// (`<jti> <exp>` per line, `<jti> <exp> <owner>` for one made by
+/// revoke_for, so the per-owner counts survive a restart). revoke() returns only after the line is written
 /// and fsynced; the constructor replays the journal, tolerating a torn last
 /// line, drops expired entries and, when the journal held anything else
 /// than distinct live entries, rewrites it compactly. Lookups never wait for
@@ -324,28 +427,66 @@ class JournalRevocationStore : public MemoryRevocationStore {
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
-    if (jti.empty() || jti.size() > 256 || jti.find_first_of(" \t\r\n") != std::string_view::npos) return false;
-    std::string line(jti);
-    line += ' ';
-    line += std::to_string(expires_at);
-    line += '\n';
-    // Writers queue here; readers (is_revoked) never wait for the disk.
-    std::lock_guard<std::mutex> appending(append_mutex_);
-    if (!journal_ && !compact_appending_locked_writing()) return false;
-    if (!append_durably(line)) return false;
-    bool compact;
-    {
-      std::lock_guard<std::mutex> writing(write_mutex_);
-      insert_writing(jti, expires_at);
-      compact = journal_lines_ > 4096 && journal_lines_ > 2 * size();
-    }
-    if (compact) compact_appending_locked_writing();  // on failure the current journal stays in use
-    return true;
+    return append_revocation(nullptr, jti, expires_at, 0) == RevokeOutcome::revoked;
+  }
+
+  RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
+                           std::size_t limit) override {
+    const std::string word = owner_key(owner);
+    return append_revocation(&word, jti, expires_at, limit);
+  }
+
+  std::optional<std::size_t> outstanding_for(std::string_view owner) override {
+    return MemoryRevocationStore::outstanding_for(owner_key(owner));
   }
 
   const std::string& path() const noexcept { return path_; }
 
  private:
+  static bool journal_word(std::string_view w) {
+    return !w.empty() && w.size() <= 256 && w.find_first_of(" \t\r\n") == std::string_view::npos;
+  }
+
+  // An owner as one journal word: itself, or a digest when it holds a
+  // space or a line break or is long.
+  static std::string owner_key(std::string_view owner) {
+    if (journal_word(owner) && owner.substr(0, 7) != "sha256:") return std::string(owner);
+    return "sha256:" + detail::sha256_hex(owner);
+  }
+
+  // Appends `<jti> <exp>[ <owner>]` durably, then applies it. With an
+  // @p owner, the limit is checked first (append_mutex_ serialises writers,
+  // so the check still holds when the line lands).
+  RevokeOutcome append_revocation(const std::string* owner, std::string_view jti, std::int64_t expires_at,
+                                  std::size_t limit) {
+    if (!journal_word(jti)) return RevokeOutcome::failed;
+    std::string line(jti);
+    line += ' ';
+    line += std::to_string(expires_at);
+    if (owner) {
+      line += ' ';
+      line += *owner;
+    }
+    line += '\n';
+    // Writers queue here; readers (is_revoked) never wait for the disk.
+    std::lock_guard<std::mutex> appending(append_mutex_);
+    if (owner) {
+      std::lock_guard<std::mutex> writing(write_mutex_);
+      if (!owner_has_room_writing(*owner, jti, limit)) return RevokeOutcome::limit_reached;
+    }
+    if (!journal_ && !compact_appending_locked_writing()) return RevokeOutcome::failed;
+    if (!append_durably(line)) return RevokeOutcome::failed;
+    bool compact;
+    {
+      std::lock_guard<std::mutex> writing(write_mutex_);
+      if (owner) add_owned_writing(*owner, jti, expires_at);
+      insert_writing(jti, expires_at);
+      compact = journal_lines_ > 4096 && journal_lines_ > 2 * size();
+    }
+    if (compact) compact_appending_locked_writing();  // on failure the current journal stays in use
+    return RevokeOutcome::revoked;
+  }
+
   // Reads the journal in blocks and applies every complete, well-formed, live
   // line. @p clean: the file holds only such lines, each jti once, and ends
   // with a newline (so it can be appended to as it is).
@@ -393,11 +534,18 @@ class JournalRevocationStore : public MemoryRevocationStore {
     return true;
   }
 
-  // One `<jti> <exp>` line; true when it was well formed, live and new.
+  // One `<jti> <exp>[ <owner>]` line; true when it was well formed, live and new.
   bool apply_line(std::string_view line, std::int64_t now) {
     const auto space = line.find(' ');
     if (space == std::string_view::npos || space == 0) return false;
-    const std::string_view exp_text = line.substr(space + 1);
+    std::string_view exp_text = line.substr(space + 1);
+    std::string_view owner;
+    const auto owner_space = exp_text.find(' ');
+    if (owner_space != std::string_view::npos) {
+      owner = exp_text.substr(owner_space + 1);
+      exp_text = exp_text.substr(0, owner_space);
+      if (!journal_word(owner)) return false;
+    }
     if (exp_text.empty() || exp_text.size() > 18) return false;
     std::int64_t exp = 0;
     for (char c : exp_text) {
@@ -405,6 +553,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       exp = exp * 10 + (c - '0');
     }
     if (exp <= now) return false;
+    if (!owner.empty()) add_owned_writing(owner, line.substr(0, space), exp);
     return insert_writing(line.substr(0, space), exp, false);
   }
 
@@ -443,11 +592,15 @@ class JournalRevocationStore : public MemoryRevocationStore {
         std::string block;
         block.reserve((1 << 20) + 512);
         bool ok = true;
-        for_each_writing([&](const auto& append_jti, std::int64_t exp) {
+        for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
           if (!ok || exp <= now) return;
           append_jti(block);
           block += ' ';
           block += std::to_string(exp);
+          if (owner) {
+            block += ' ';
+            block += *owner;
+          }
           block += '\n';
           ++lines;
           if (block.size() >= (1 << 20)) {

@@ -154,6 +154,8 @@ class security_core {
       throw std::invalid_argument("iwsec: Options::leeway must be 0 s to 366 days");
     if (o.password_rounds < 1 || o.password_rounds > Pbkdf2Hash::max_rounds)
       throw std::invalid_argument("iwsec: Options::password_rounds out of range");
+    if (o.max_revocations_per_user < 1)
+      throw std::invalid_argument("iwsec: Options::max_revocations_per_user must be at least 1");
     if (o.max_authorization_bytes < 64)
       throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
@@ -168,8 +170,9 @@ class security_core {
   std::int64_t now() const { return options_.clock(); }
 
   /// @brief Full access check: signature, claims, times, revocation, user
-  /// still enabled and of the same refresh-token generation. Null when any
-  /// fails, and then *@p rejection (if given) says which (see TokenCheck).
+  /// still enabled, the token's `user_id` still the holder of its email, and
+  /// of the same refresh-token generation. Null when any fails, and then
+  /// *@p rejection (if given) says which (see TokenCheck).
   std::shared_ptr<const VerifiedToken> check_access(std::string_view token, const char** rejection = nullptr) const {
     const auto refuse = [rejection](const char* why) -> std::shared_ptr<const VerifiedToken> {
       if (rejection) *rejection = why;
@@ -186,7 +189,8 @@ class security_core {
     }
     if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
-    if (!status) return refuse("unknown_user");
+    // A user deleted and re-created under the same email is another user.
+    if (!status || status->user_id != t->user_id()) return refuse("unknown_user");
     if (status->disabled) return refuse("disabled");
     if (status->refresh_generation != t->refresh_generation()) return refuse("rotated");
     return t;
@@ -305,6 +309,7 @@ class security_core {
     claims.issued_at = now();
     claims.expires_at = claims.issued_at + static_cast<std::int64_t>(options_.token_lifetime.count());
     claims.refresh_generation = user.refresh_generation;
+    claims.user_id = user.user_id;
     return signer_.sign(claims);
   }
 
@@ -439,10 +444,31 @@ class security_core {
     // Kept until the token would fail verification on its own; an expired
     // token needs no entry, it can never be valid again.
     const std::int64_t usable_until = t.expires_at() + static_cast<std::int64_t>(options_.leeway.count());
-    if (usable_until > now() && !revocations_->revoke(t.jti(), usable_until))
-      return fail(res, failure::internal, "Bearer");
+    if (usable_until > now()) {
+      // Counted per user: past the cap the user's sessions end at once instead.
+      const std::string owner = t.user_id().empty() ? "email:" + ascii_lower(t.email()) : t.user_id();
+      const auto outcome = revocations_->revoke_for(owner, t.jti(), usable_until, options_.max_revocations_per_user);
+      if (outcome == RevokeOutcome::failed) return fail(res, failure::internal, "Bearer");
+      if (outcome == RevokeOutcome::limit_reached && !end_sessions_of(t)) return fail(res, failure::internal, "Bearer");
+    }
     metrics_->count_revocation();
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
+  }
+
+  /// @brief Ends every access token of @p t's user (a generation bump), so
+  /// that @p t is dead without a revocation entry. Nothing to do when @p t
+  /// is already dead for good: its user is gone, re-created, or past its
+  /// generation. False only when the write failed.
+  bool end_sessions_of(const VerifiedToken& t) const {
+    const auto current = [&](const std::string& user_id, std::int64_t generation) {
+      return user_id == t.user_id() && generation == t.refresh_generation();
+    };
+    const auto status = users_.status_of(t.email());
+    if (!status || !current(status->user_id, status->refresh_generation)) return true;
+    const StoreStatus written = users_.update_user(t.email(), [&](User& u) {
+      if (current(u.user_id, u.refresh_generation)) ++u.refresh_generation;
+    });
+    return written == StoreStatus::ok || written == StoreStatus::not_found;
   }
 
   void validate(const httplib::Request& req, httplib::Response& res) const {

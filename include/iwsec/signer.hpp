@@ -71,6 +71,7 @@ struct AccessClaims {
   std::int64_t expires_at = 0;          ///< `exp`
   std::string jti;                      ///< lower-case UUID v4; Signer::sign makes one when empty
   std::int64_t refresh_generation = 0;  ///< `gen`: the user's refresh-token generation
+  std::string user_id;                  ///< `user_id`: the User::user_id the token was minted for
 };
 
 class Signer;
@@ -85,6 +86,8 @@ class VerifiedToken {
   std::int64_t expires_at() const noexcept { return expires_at_; }
   const std::string& jti() const noexcept { return jti_; }
   std::int64_t refresh_generation() const noexcept { return refresh_generation_; }
+  /// @brief The `user_id` claim: which holder of email() the token was minted for.
+  const std::string& user_id() const noexcept { return user_id_; }
   /// @brief The `kid` the token named, empty when it named none.
   const std::string& key_id() const noexcept { return key_id_; }
 
@@ -97,6 +100,7 @@ class VerifiedToken {
   std::int64_t expires_at_ = 0;
   std::string jti_;
   std::int64_t refresh_generation_ = 0;
+  std::string user_id_;
   std::string key_id_;
 };
 
@@ -181,7 +185,7 @@ class Signer {
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
   /// The payload has a fixed layout, written straight into one buffer:
-  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N}.
+  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N,"user_id":"..."}.
   std::string sign(const AccessClaims& claims) const {
     char jti_buf[36];
     std::string_view jti = claims.jti;
@@ -194,10 +198,12 @@ class Signer {
     static constexpr std::string_view p_jti = R"(\"\n  }\n}","jti":")";
     static constexpr std::string_view p_exp = R"(","exp":)";
     static constexpr std::string_view p_gen = R"(,"gen":)";
+    static constexpr std::string_view p_user_id = R"(,"user_id":")";
     // Worst cases: an email byte escaped twice is 7 bytes (\\u00XX), a jti
-    // byte escaped once 6, an int64 20.
+    // or user id byte escaped once 6, an int64 20.
     const std::size_t bound = p_iat.size() + p_sub.size() + p_scope.size() + p_jti.size() + p_exp.size() +
-                              p_gen.size() + 1 + 7 * claims.email.size() + action.size() + 6 * jti.size() + 3 * 20;
+                              p_gen.size() + p_user_id.size() + 2 + 7 * claims.email.size() + action.size() +
+                              6 * jti.size() + 6 * claims.user_id.size() + 3 * 20;
     char stack_buf[1024];
     std::unique_ptr<char[]> heap_buf;
     char* const payload = bound <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new char[bound]), heap_buf.get());
@@ -214,6 +220,9 @@ class Signer {
     w = detail::put_int(w, claims.expires_at);
     w = detail::put(w, p_gen);
     w = detail::put_int(w, claims.refresh_generation);
+    w = detail::put(w, p_user_id);
+    w = detail::put_json_escaped(w, claims.user_id);
+    *w++ = '"';
     *w++ = '}';
     const auto payload_size = static_cast<std::size_t>(w - payload);
 
@@ -319,13 +328,17 @@ class Signer {
     if (payload_size < 0) return VerifyResult(VerifyError::malformed);
     const auto payload_len = static_cast<std::size_t>(payload_size);
     char* const payload_scratch = reinterpret_cast<char*>(payload + payload_len);
-    detail::json_value_view exp, iat, jti, gen, sub, nbf;
-    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false;
+    detail::json_value_view exp, iat, jti, gen, sub, nbf, user_id;
+    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false,
+         has_user_id = false;
     detail::flat_json_parser payload_parser(std::string_view(reinterpret_cast<const char*>(payload), payload_len),
                                             payload_scratch);
     const bool payload_parsed =
         payload_parser.parse_object(8, [&](std::string_view name, const detail::json_value_view& v) {
-          if (name.size() != 3) return;
+          if (name.size() != 3) {
+            if (name == "user_id") user_id = v, has_user_id = true;
+            return;
+          }
           if (name == "exp") {
             exp = v, has_exp = true;
           } else if (name == "iat") {
@@ -343,7 +356,9 @@ class Signer {
     if (!payload_parsed) return VerifyResult(VerifyError::bad_payload);
 
     VerifiedToken out;
-    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub) return VerifyResult(VerifyError::bad_claims);
+    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub || !has_user_id)
+      return VerifyResult(VerifyError::bad_claims);
+    if (user_id.kind != detail::json_kind::string) return VerifyResult(VerifyError::bad_claims);
     const auto exp_v = detail::json_non_negative_integer(exp);
     const auto iat_v = detail::json_non_negative_integer(iat);
     const auto gen_v = detail::json_non_negative_integer(gen);
@@ -371,6 +386,7 @@ class Signer {
     out.expires_at_ = *exp_v;
     out.refresh_generation_ = *gen_v;
     out.jti_.assign(jti.text.data(), jti.text.size());
+    out.user_id_.assign(user_id.text.data(), user_id.text.size());
     if (kid_seen) out.key_id_.assign(kid.data(), kid.size());
     return VerifyResult(std::move(out));
   }

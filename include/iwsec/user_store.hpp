@@ -3,6 +3,7 @@
 /// @brief Users, their password hashes and refresh tokens: the UserStore
 /// interface and its in-memory implementation.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -35,6 +36,10 @@ struct User {
 struct UserStatus {
   std::int64_t refresh_generation = 0;
   bool disabled = false;
+  /// @brief The current holder of the email: an access token whose `user_id`
+  /// differs is invalid. A store that overrides status_of must fill it (an
+  /// empty id matches no token minted for a user with an id).
+  std::string user_id;
 };
 
 /// @brief The outcome of a UserStore write.
@@ -77,12 +82,23 @@ class UserStore {
   /// @brief Every user, in a stable order.
   virtual std::vector<User> list_users() = 0;
 
+  /// @brief Removes the user with this email (ASCII case-insensitive): their
+  /// refresh token stops working at once, and so do their access tokens
+  /// (a token names its holder by `user_id`, which a user created later
+  /// under the same email does not share). not_found when there is no such
+  /// user. Not pure, so host stores written before it keep compiling; this
+  /// default removes nothing and answers invalid ("this store cannot delete").
+  virtual StoreStatus delete_user(std::string_view email) {
+    (void)email;
+    return StoreStatus::invalid;
+  }
+
   /// @brief Generation and disabled flag of a user: the hot path of every
   /// access-token check. Override when a cheaper answer than a copy exists.
   virtual std::optional<UserStatus> status_of(std::string_view email) {
     auto u = find_by_email(email);
     if (!u) return std::nullopt;
-    return UserStatus{u->refresh_generation, u->disabled};
+    return UserStatus{u->refresh_generation, u->disabled, std::move(u->user_id)};
   }
 };
 
@@ -120,6 +136,52 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
   });
   if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
   return out;
+}
+
+/// @brief Whether a login could ever present @p password: not empty, and no
+/// control character (RFC 7617 Basic credentials cannot carry one).
+inline bool usable_password(std::string_view password) noexcept {
+  if (password.empty()) return false;
+  for (const char c : password) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b == 0x7F) return false;
+  }
+  return true;
+}
+
+/// @brief Replaces the user's password. Unless @p keep_sessions, it also
+/// ends every session, as a reset after a leak must: a new refresh token
+/// (returned, shown once; the old one stops working) and a generation bump
+/// (every access token minted before stops working). With @p keep_sessions
+/// only the hash changes and the result carries no refresh token. invalid
+/// (nothing changed) for a password no login could present.
+inline IssuedRefreshToken set_password(UserStore& users, std::string_view email, std::string_view password,
+                                       std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false) {
+  IssuedRefreshToken out;
+  if (!usable_password(password)) return out;
+  const std::string hash = hash_password(password, rounds);  // before the write: it takes a while
+  std::string token = keep_sessions ? std::string() : generate_refresh_token();
+  const std::string token_hash = keep_sessions ? std::string() : refresh_token_hash(token);
+  out.status = users.update_user(email, [&](User& u) {
+    u.password_hash = hash;
+    if (!keep_sessions) {
+      u.refresh_token_sha256 = token_hash;
+      ++u.refresh_generation;
+    }
+    out.user_id = u.user_id;
+  });
+  if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
+  return out;
+}
+
+/// @brief Disables or enables the user. Disabling ends every session (a
+/// generation bump), so a later enable does not bring old access tokens
+/// back; the refresh token works again once the user is enabled.
+inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, bool disabled) {
+  return users.update_user(email, [&](User& u) {
+    if (disabled) ++u.refresh_generation;
+    u.disabled = disabled;
+  });
 }
 
 /// @brief Creates an enabled user with a hashed password and a first
@@ -196,6 +258,16 @@ class user_index {
     return StoreStatus::ok;
   }
 
+  /// @brief Removes the user with this email and their refresh-token hash.
+  StoreStatus remove(std::string_view email) {
+    auto it = by_email_.find(ascii_lower(email));
+    if (it == by_email_.end()) return StoreStatus::not_found;
+    if (!it->second.refresh_token_sha256.empty()) by_token_.erase(it->second.refresh_token_sha256);
+    order_.erase(std::find(order_.begin(), order_.end(), it->first));
+    by_email_.erase(it);
+    return StoreStatus::ok;
+  }
+
   std::vector<User> list() const {
     std::vector<User> out;
     out.reserve(order_.size());
@@ -246,7 +318,12 @@ class MemoryUserStore : public UserStore {
     std::shared_lock<std::shared_mutex> lock(mutex_);
     const User* u = index_.by_email(email);
     if (!u) return std::nullopt;
-    return UserStatus{u->refresh_generation, u->disabled};
+    return UserStatus{u->refresh_generation, u->disabled, u->user_id};
+  }
+
+  StoreStatus delete_user(std::string_view email) override {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    return index_.remove(email);
   }
 
  private:

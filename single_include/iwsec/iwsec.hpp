@@ -1504,6 +1504,7 @@ struct AccessClaims {
   std::int64_t expires_at = 0;          ///< `exp`
   std::string jti;                      ///< lower-case UUID v4; Signer::sign makes one when empty
   std::int64_t refresh_generation = 0;  ///< `gen`: the user's refresh-token generation
+  std::string user_id;                  ///< `user_id`: the User::user_id the token was minted for
 };
 
 class Signer;
@@ -1518,6 +1519,8 @@ class VerifiedToken {
   std::int64_t expires_at() const noexcept { return expires_at_; }
   const std::string& jti() const noexcept { return jti_; }
   std::int64_t refresh_generation() const noexcept { return refresh_generation_; }
+  /// @brief The `user_id` claim: which holder of email() the token was minted for.
+  const std::string& user_id() const noexcept { return user_id_; }
   /// @brief The `kid` the token named, empty when it named none.
   const std::string& key_id() const noexcept { return key_id_; }
 
@@ -1530,6 +1533,7 @@ class VerifiedToken {
   std::int64_t expires_at_ = 0;
   std::string jti_;
   std::int64_t refresh_generation_ = 0;
+  std::string user_id_;
   std::string key_id_;
 };
 
@@ -1614,7 +1618,7 @@ class Signer {
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
   /// The payload has a fixed layout, written straight into one buffer:
-  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N}.
+  /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N,"user_id":"..."}.
   std::string sign(const AccessClaims& claims) const {
     char jti_buf[36];
     std::string_view jti = claims.jti;
@@ -1627,10 +1631,12 @@ class Signer {
     static constexpr std::string_view p_jti = R"(\"\n  }\n}","jti":")";
     static constexpr std::string_view p_exp = R"(","exp":)";
     static constexpr std::string_view p_gen = R"(,"gen":)";
+    static constexpr std::string_view p_user_id = R"(,"user_id":")";
     // Worst cases: an email byte escaped twice is 7 bytes (\\u00XX), a jti
-    // byte escaped once 6, an int64 20.
+    // or user id byte escaped once 6, an int64 20.
     const std::size_t bound = p_iat.size() + p_sub.size() + p_scope.size() + p_jti.size() + p_exp.size() +
-                              p_gen.size() + 1 + 7 * claims.email.size() + action.size() + 6 * jti.size() + 3 * 20;
+                              p_gen.size() + p_user_id.size() + 2 + 7 * claims.email.size() + action.size() +
+                              6 * jti.size() + 6 * claims.user_id.size() + 3 * 20;
     char stack_buf[1024];
     std::unique_ptr<char[]> heap_buf;
     char* const payload = bound <= sizeof stack_buf ? stack_buf : (heap_buf.reset(new char[bound]), heap_buf.get());
@@ -1647,6 +1653,9 @@ class Signer {
     w = detail::put_int(w, claims.expires_at);
     w = detail::put(w, p_gen);
     w = detail::put_int(w, claims.refresh_generation);
+    w = detail::put(w, p_user_id);
+    w = detail::put_json_escaped(w, claims.user_id);
+    *w++ = '"';
     *w++ = '}';
     const auto payload_size = static_cast<std::size_t>(w - payload);
 
@@ -1752,13 +1761,17 @@ class Signer {
     if (payload_size < 0) return VerifyResult(VerifyError::malformed);
     const auto payload_len = static_cast<std::size_t>(payload_size);
     char* const payload_scratch = reinterpret_cast<char*>(payload + payload_len);
-    detail::json_value_view exp, iat, jti, gen, sub, nbf;
-    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false;
+    detail::json_value_view exp, iat, jti, gen, sub, nbf, user_id;
+    bool has_exp = false, has_iat = false, has_jti = false, has_gen = false, has_sub = false, has_nbf = false,
+         has_user_id = false;
     detail::flat_json_parser payload_parser(std::string_view(reinterpret_cast<const char*>(payload), payload_len),
                                             payload_scratch);
     const bool payload_parsed =
         payload_parser.parse_object(8, [&](std::string_view name, const detail::json_value_view& v) {
-          if (name.size() != 3) return;
+          if (name.size() != 3) {
+            if (name == "user_id") user_id = v, has_user_id = true;
+            return;
+          }
           if (name == "exp") {
             exp = v, has_exp = true;
           } else if (name == "iat") {
@@ -1776,7 +1789,9 @@ class Signer {
     if (!payload_parsed) return VerifyResult(VerifyError::bad_payload);
 
     VerifiedToken out;
-    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub) return VerifyResult(VerifyError::bad_claims);
+    if (!has_exp || !has_iat || !has_jti || !has_gen || !has_sub || !has_user_id)
+      return VerifyResult(VerifyError::bad_claims);
+    if (user_id.kind != detail::json_kind::string) return VerifyResult(VerifyError::bad_claims);
     const auto exp_v = detail::json_non_negative_integer(exp);
     const auto iat_v = detail::json_non_negative_integer(iat);
     const auto gen_v = detail::json_non_negative_integer(gen);
@@ -1804,6 +1819,7 @@ class Signer {
     out.expires_at_ = *exp_v;
     out.refresh_generation_ = *gen_v;
     out.jti_.assign(jti.text.data(), jti.text.size());
+    out.user_id_.assign(user_id.text.data(), user_id.text.size());
     if (kid_seen) out.key_id_.assign(kid.data(), kid.size());
     return VerifyResult(std::move(out));
   }
@@ -1996,6 +2012,7 @@ inline bool verify_password_decoy(std::string_view password, std::uint32_t round
 /// @brief Users, their password hashes and refresh tokens: the UserStore
 /// interface and its in-memory implementation.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -2024,6 +2041,10 @@ struct User {
 struct UserStatus {
   std::int64_t refresh_generation = 0;
   bool disabled = false;
+  /// @brief The current holder of the email: an access token whose `user_id`
+  /// differs is invalid. A store that overrides status_of must fill it (an
+  /// empty id matches no token minted for a user with an id).
+  std::string user_id;
 };
 
 /// @brief The outcome of a UserStore write.
@@ -2066,12 +2087,23 @@ class UserStore {
   /// @brief Every user, in a stable order.
   virtual std::vector<User> list_users() = 0;
 
+  /// @brief Removes the user with this email (ASCII case-insensitive): their
+  /// refresh token stops working at once, and so do their access tokens
+  /// (a token names its holder by `user_id`, which a user created later
+  /// under the same email does not share). not_found when there is no such
+  /// user. Not pure, so host stores written before it keep compiling; this
+  /// default removes nothing and answers invalid ("this store cannot delete").
+  virtual StoreStatus delete_user(std::string_view email) {
+    (void)email;
+    return StoreStatus::invalid;
+  }
+
   /// @brief Generation and disabled flag of a user: the hot path of every
   /// access-token check. Override when a cheaper answer than a copy exists.
   virtual std::optional<UserStatus> status_of(std::string_view email) {
     auto u = find_by_email(email);
     if (!u) return std::nullopt;
-    return UserStatus{u->refresh_generation, u->disabled};
+    return UserStatus{u->refresh_generation, u->disabled, std::move(u->user_id)};
   }
 };
 
@@ -2109,6 +2141,52 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
   });
   if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
   return out;
+}
+
+/// @brief Whether a login could ever present @p password: not empty, and no
+/// control character (RFC 7617 Basic credentials cannot carry one).
+inline bool usable_password(std::string_view password) noexcept {
+  if (password.empty()) return false;
+  for (const char c : password) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b == 0x7F) return false;
+  }
+  return true;
+}
+
+/// @brief Replaces the user's password. Unless @p keep_sessions, it also
+/// ends every session, as a reset after a leak must: a new refresh token
+/// (returned, shown once; the old one stops working) and a generation bump
+/// (every access token minted before stops working). With @p keep_sessions
+/// only the hash changes and the result carries no refresh token. invalid
+/// (nothing changed) for a password no login could present.
+inline IssuedRefreshToken set_password(UserStore& users, std::string_view email, std::string_view password,
+                                       std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false) {
+  IssuedRefreshToken out;
+  if (!usable_password(password)) return out;
+  const std::string hash = hash_password(password, rounds);  // before the write: it takes a while
+  std::string token = keep_sessions ? std::string() : generate_refresh_token();
+  const std::string token_hash = keep_sessions ? std::string() : refresh_token_hash(token);
+  out.status = users.update_user(email, [&](User& u) {
+    u.password_hash = hash;
+    if (!keep_sessions) {
+      u.refresh_token_sha256 = token_hash;
+      ++u.refresh_generation;
+    }
+    out.user_id = u.user_id;
+  });
+  if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
+  return out;
+}
+
+/// @brief Disables or enables the user. Disabling ends every session (a
+/// generation bump), so a later enable does not bring old access tokens
+/// back; the refresh token works again once the user is enabled.
+inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, bool disabled) {
+  return users.update_user(email, [&](User& u) {
+    if (disabled) ++u.refresh_generation;
+    u.disabled = disabled;
+  });
 }
 
 /// @brief Creates an enabled user with a hashed password and a first
@@ -2185,6 +2263,16 @@ class user_index {
     return StoreStatus::ok;
   }
 
+  /// @brief Removes the user with this email and their refresh-token hash.
+  StoreStatus remove(std::string_view email) {
+    auto it = by_email_.find(ascii_lower(email));
+    if (it == by_email_.end()) return StoreStatus::not_found;
+    if (!it->second.refresh_token_sha256.empty()) by_token_.erase(it->second.refresh_token_sha256);
+    order_.erase(std::find(order_.begin(), order_.end(), it->first));
+    by_email_.erase(it);
+    return StoreStatus::ok;
+  }
+
   std::vector<User> list() const {
     std::vector<User> out;
     out.reserve(order_.size());
@@ -2235,7 +2323,12 @@ class MemoryUserStore : public UserStore {
     std::shared_lock<std::shared_mutex> lock(mutex_);
     const User* u = index_.by_email(email);
     if (!u) return std::nullopt;
-    return UserStatus{u->refresh_generation, u->disabled};
+    return UserStatus{u->refresh_generation, u->disabled, u->user_id};
+  }
+
+  StoreStatus delete_user(std::string_view email) override {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    return index_.remove(email);
   }
 
  private:
@@ -2464,7 +2557,7 @@ class JsonFileUserStore : public UserStore {
     return read([&](const detail::user_index& index) -> std::optional<UserStatus> {
       const User* u = index.by_email(email);
       if (!u) return std::nullopt;
-      return UserStatus{u->refresh_generation, u->disabled};
+      return UserStatus{u->refresh_generation, u->disabled, u->user_id};
     });
   }
 
@@ -2478,6 +2571,10 @@ class JsonFileUserStore : public UserStore {
 
   StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
     return write([&](detail::user_index& index) { return index.update(email, change); });
+  }
+
+  StoreStatus delete_user(std::string_view email) override {
+    return write([&](detail::user_index& index) { return index.remove(email); });
   }
 
   /// @brief The file's text for @p users (the format this store reads).
@@ -2673,18 +2770,27 @@ class JsonFileUserStore : public UserStore {
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <sys/mman.h>
 #include <sys/stat.h>
 
 
 namespace iwsec {
+
+/// @brief The outcome of RevocationStore::revoke_for.
+enum class RevokeOutcome {
+  revoked,        ///< held (newly or already), as durably as the store promises
+  limit_reached,  ///< the owner already has `limit` outstanding revocations: nothing was stored
+  failed,         ///< could not be stored
+};
 
 /// @brief Where revoked token ids live until their tokens expire.
 class RevocationStore {
@@ -2697,6 +2803,27 @@ class RevocationStore {
 
   /// @brief Whether @p jti is revoked.
   virtual bool is_revoked(std::string_view jti) = 0;
+
+  /// @brief revoke() on behalf of @p owner (the token's user id), holding at
+  /// most @p limit outstanding (unexpired) revocations per owner: when
+  /// @p owner already has @p limit and @p jti is not one of them, nothing is
+  /// stored and the answer is limit_reached (the routes then end all of the
+  /// owner's access tokens at once instead). This default keeps no per-owner
+  /// counts: it is revoke(), unbounded per owner. The shipped stores
+  /// override it; a host store should too.
+  virtual RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
+                                   std::size_t limit) {
+    (void)owner;
+    (void)limit;
+    return revoke(jti, expires_at) ? RevokeOutcome::revoked : RevokeOutcome::failed;
+  }
+
+  /// @brief How many unexpired revocations revoke_for holds for @p owner;
+  /// nothing when the store keeps no per-owner counts.
+  virtual std::optional<std::size_t> outstanding_for(std::string_view owner) {
+    (void)owner;
+    return std::nullopt;
+  }
 };
 
 namespace detail {
@@ -2851,6 +2978,23 @@ class MemoryRevocationStore : public RevocationStore {
     return true;
   }
 
+  RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
+                           std::size_t limit) override {
+    std::lock_guard<std::mutex> writing(write_mutex_);
+    if (!owner_has_room_writing(owner, jti, limit)) return RevokeOutcome::limit_reached;
+    add_owned_writing(owner, jti, expires_at);
+    insert_writing(jti, expires_at);
+    return RevokeOutcome::revoked;
+  }
+
+  std::optional<std::size_t> outstanding_for(std::string_view owner) override {
+    std::lock_guard<std::mutex> writing(write_mutex_);
+    auto it = owners_.find(std::string(owner));
+    if (it == owners_.end()) return std::size_t{0};
+    prune_owned(it->second, clock_());
+    return it->second.size();
+  }
+
   bool is_revoked(std::string_view jti) override {
     std::uint64_t hi, lo;
     const bool uuid = detail::parse_uuid_key(jti, hi, lo);
@@ -2886,6 +3030,27 @@ class MemoryRevocationStore : public RevocationStore {
     return added;
   }
 
+  /// @brief Whether revoking @p jti for @p owner stays within @p limit: it
+  /// is revoked already (no new entry), or the owner holds fewer than
+  /// @p limit unexpired ones. A jti that is not a UUID is never counted.
+  /// Caller holds write_mutex_.
+  bool owner_has_room_writing(std::string_view owner, std::string_view jti, std::size_t limit) {
+    std::uint64_t hi, lo;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return true;
+    auto it = owners_.find(std::string(owner));
+    if (it == owners_.end()) return limit > 0;
+    if (it->second.size() >= limit) prune_owned(it->second, clock_());  // only when it matters
+    return it->second.size() < limit;
+  }
+
+  /// @brief Counts @p jti, not revoked yet, as one of @p owner's
+  /// revocations; call it before insert_writing. Caller holds write_mutex_.
+  void add_owned_writing(std::string_view owner, std::string_view jti, std::int64_t expires_at) {
+    std::uint64_t hi, lo;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return;
+    owners_[std::string(owner)].push_back(owned{hi, lo, expires_at});
+  }
+
   /// @brief Drops expired entries now (rebuilding only when there are
   /// some). Caller holds write_mutex_.
   void sweep_writing() {
@@ -2894,6 +3059,10 @@ class MemoryRevocationStore : public RevocationStore {
     table_.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { expired |= exp <= now; });
     for (const auto& entry : others_) expired |= entry.second <= now;
     if (expired) rebuild_writing(0);
+    for (auto it = owners_.begin(); it != owners_.end();) {
+      prune_owned(it->second, now);
+      it = it->second.empty() ? owners_.erase(it) : std::next(it);
+    }
     schedule_sweep_writing();
   }
 
@@ -2906,14 +3075,22 @@ class MemoryRevocationStore : public RevocationStore {
     if (entries > table_.capacity() * 3 / 4) rebuild_writing(entries - std::min(entries, table_.size()));
   }
 
-  /// @brief Calls @p f(jti_text_appender, expires_at) for every entry; @p f
-  /// gets a callable that appends the jti to a string. Caller holds write_mutex_.
+  /// @brief Calls @p f(jti_text_appender, expires_at, owner) for every
+  /// entry, once per owner it counts against (owner null: none); @p f gets a
+  /// callable that appends the jti to a string. Caller holds write_mutex_.
   template <typename F>
   void for_each_writing(F&& f) const {
+    std::unordered_map<key, std::vector<const std::string*>, key_hash> owners_of;
+    for (const auto& entry : owners_)
+      for (const auto& o : entry.second) owners_of[key{o.hi, o.lo}].push_back(&entry.first);
     table_.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
-      f([hi, lo](std::string& out) { detail::append_uuid_key(out, hi, lo); }, exp);
+      const auto append_jti = [hi, lo](std::string& out) { detail::append_uuid_key(out, hi, lo); };
+      const auto it = owners_of.find(key{hi, lo});
+      if (it == owners_of.end()) return f(append_jti, exp, static_cast<const std::string*>(nullptr));
+      for (const std::string* owner : it->second) f(append_jti, exp, owner);
     });
-    for (const auto& entry : others_) f([&entry](std::string& out) { out += entry.first; }, entry.second);
+    for (const auto& entry : others_)
+      f([&entry](std::string& out) { out += entry.first; }, entry.second, static_cast<const std::string*>(nullptr));
   }
 
   Clock clock_;
@@ -2937,14 +3114,37 @@ class MemoryRevocationStore : public RevocationStore {
     // The old table is unmapped here, outside the lock.
   }
 
+  struct owned {
+    std::uint64_t hi, lo;
+    std::int64_t expires_at;
+  };
+  struct key {
+    std::uint64_t hi, lo;
+    bool operator==(const key& o) const noexcept { return hi == o.hi && lo == o.lo; }
+  };
+  struct key_hash {
+    std::size_t operator()(const key& k) const noexcept {
+      return static_cast<std::size_t>((k.hi ^ (k.lo * 0x9E3779B97F4A7C15ULL)) >> 7);
+    }
+  };
+
+  static void prune_owned(std::vector<owned>& list, std::int64_t now) {
+    list.erase(std::remove_if(list.begin(), list.end(), [now](const owned& o) { return o.expires_at <= now; }),
+               list.end());
+  }
+
   std::shared_mutex mutex_;  // readers share it; writers hold it only to change or swap
   detail::uuid_table table_;
   std::unordered_map<std::string, std::int64_t> others_;  // jtis that are not canonical UUIDs
+  // Per owner (a user id), its unexpired revocations made by revoke_for: at
+  // most the limit it was given each. Guarded by write_mutex_ alone.
+  std::unordered_map<std::string, std::vector<owned>> owners_;
   std::size_t next_sweep_ = 1024;
 };
 
 /// @brief Revocations in memory, backed by an append-only journal file
-/// (`<jti> <exp>` per line). revoke() returns only after the line is written
+/// (`<jti> <exp>` per line, `<jti> <exp> <owner>` for one made by
+/// revoke_for, so the per-owner counts survive a restart). revoke() returns only after the line is written
 /// and fsynced; the constructor replays the journal, tolerating a torn last
 /// line, drops expired entries and, when the journal held anything else
 /// than distinct live entries, rewrites it compactly. Lookups never wait for
@@ -2985,28 +3185,66 @@ class JournalRevocationStore : public MemoryRevocationStore {
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
-    if (jti.empty() || jti.size() > 256 || jti.find_first_of(" \t\r\n") != std::string_view::npos) return false;
-    std::string line(jti);
-    line += ' ';
-    line += std::to_string(expires_at);
-    line += '\n';
-    // Writers queue here; readers (is_revoked) never wait for the disk.
-    std::lock_guard<std::mutex> appending(append_mutex_);
-    if (!journal_ && !compact_appending_locked_writing()) return false;
-    if (!append_durably(line)) return false;
-    bool compact;
-    {
-      std::lock_guard<std::mutex> writing(write_mutex_);
-      insert_writing(jti, expires_at);
-      compact = journal_lines_ > 4096 && journal_lines_ > 2 * size();
-    }
-    if (compact) compact_appending_locked_writing();  // on failure the current journal stays in use
-    return true;
+    return append_revocation(nullptr, jti, expires_at, 0) == RevokeOutcome::revoked;
+  }
+
+  RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
+                           std::size_t limit) override {
+    const std::string word = owner_key(owner);
+    return append_revocation(&word, jti, expires_at, limit);
+  }
+
+  std::optional<std::size_t> outstanding_for(std::string_view owner) override {
+    return MemoryRevocationStore::outstanding_for(owner_key(owner));
   }
 
   const std::string& path() const noexcept { return path_; }
 
  private:
+  static bool journal_word(std::string_view w) {
+    return !w.empty() && w.size() <= 256 && w.find_first_of(" \t\r\n") == std::string_view::npos;
+  }
+
+  // An owner as one journal word: itself, or a digest when it holds a
+  // space or a line break or is long.
+  static std::string owner_key(std::string_view owner) {
+    if (journal_word(owner) && owner.substr(0, 7) != "sha256:") return std::string(owner);
+    return "sha256:" + detail::sha256_hex(owner);
+  }
+
+  // Appends `<jti> <exp>[ <owner>]` durably, then applies it. With an
+  // @p owner, the limit is checked first (append_mutex_ serialises writers,
+  // so the check still holds when the line lands).
+  RevokeOutcome append_revocation(const std::string* owner, std::string_view jti, std::int64_t expires_at,
+                                  std::size_t limit) {
+    if (!journal_word(jti)) return RevokeOutcome::failed;
+    std::string line(jti);
+    line += ' ';
+    line += std::to_string(expires_at);
+    if (owner) {
+      line += ' ';
+      line += *owner;
+    }
+    line += '\n';
+    // Writers queue here; readers (is_revoked) never wait for the disk.
+    std::lock_guard<std::mutex> appending(append_mutex_);
+    if (owner) {
+      std::lock_guard<std::mutex> writing(write_mutex_);
+      if (!owner_has_room_writing(*owner, jti, limit)) return RevokeOutcome::limit_reached;
+    }
+    if (!journal_ && !compact_appending_locked_writing()) return RevokeOutcome::failed;
+    if (!append_durably(line)) return RevokeOutcome::failed;
+    bool compact;
+    {
+      std::lock_guard<std::mutex> writing(write_mutex_);
+      if (owner) add_owned_writing(*owner, jti, expires_at);
+      insert_writing(jti, expires_at);
+      compact = journal_lines_ > 4096 && journal_lines_ > 2 * size();
+    }
+    if (compact) compact_appending_locked_writing();  // on failure the current journal stays in use
+    return RevokeOutcome::revoked;
+  }
+
   // Reads the journal in blocks and applies every complete, well-formed, live
   // line. @p clean: the file holds only such lines, each jti once, and ends
   // with a newline (so it can be appended to as it is).
@@ -3054,11 +3292,18 @@ class JournalRevocationStore : public MemoryRevocationStore {
     return true;
   }
 
-  // One `<jti> <exp>` line; true when it was well formed, live and new.
+  // One `<jti> <exp>[ <owner>]` line; true when it was well formed, live and new.
   bool apply_line(std::string_view line, std::int64_t now) {
     const auto space = line.find(' ');
     if (space == std::string_view::npos || space == 0) return false;
-    const std::string_view exp_text = line.substr(space + 1);
+    std::string_view exp_text = line.substr(space + 1);
+    std::string_view owner;
+    const auto owner_space = exp_text.find(' ');
+    if (owner_space != std::string_view::npos) {
+      owner = exp_text.substr(owner_space + 1);
+      exp_text = exp_text.substr(0, owner_space);
+      if (!journal_word(owner)) return false;
+    }
     if (exp_text.empty() || exp_text.size() > 18) return false;
     std::int64_t exp = 0;
     for (char c : exp_text) {
@@ -3066,6 +3311,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       exp = exp * 10 + (c - '0');
     }
     if (exp <= now) return false;
+    if (!owner.empty()) add_owned_writing(owner, line.substr(0, space), exp);
     return insert_writing(line.substr(0, space), exp, false);
   }
 
@@ -3104,11 +3350,15 @@ class JournalRevocationStore : public MemoryRevocationStore {
         std::string block;
         block.reserve((1 << 20) + 512);
         bool ok = true;
-        for_each_writing([&](const auto& append_jti, std::int64_t exp) {
+        for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
           if (!ok || exp <= now) return;
           append_jti(block);
           block += ' ';
           block += std::to_string(exp);
+          if (owner) {
+            block += ' ';
+            block += *owner;
+          }
           block += '\n';
           ++lines;
           if (block.size() >= (1 << 20)) {
@@ -4020,6 +4270,13 @@ struct Options {
   /// JournalRevocationStore for that).
   std::shared_ptr<RevocationStore> revocations;
 
+  /// @brief Most outstanding (unexpired) revocations kept for one user.
+  /// Revoking past it bumps the user's refresh-token generation instead:
+  /// every access token of theirs ends at once, the refresh token keeps
+  /// working, and no client can grow the revocation store (or its journal)
+  /// without bound. At least 1.
+  std::size_t max_revocations_per_user = 1000;
+
   /// @brief Base of the `help` link in error envelopes: `<base>/<iw_code>`.
   std::string help_url_base = "https://docs.infoworks.io/api/errors";
 
@@ -4333,6 +4590,8 @@ class security_core {
       throw std::invalid_argument("iwsec: Options::leeway must be 0 s to 366 days");
     if (o.password_rounds < 1 || o.password_rounds > Pbkdf2Hash::max_rounds)
       throw std::invalid_argument("iwsec: Options::password_rounds out of range");
+    if (o.max_revocations_per_user < 1)
+      throw std::invalid_argument("iwsec: Options::max_revocations_per_user must be at least 1");
     if (o.max_authorization_bytes < 64)
       throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
@@ -4347,8 +4606,9 @@ class security_core {
   std::int64_t now() const { return options_.clock(); }
 
   /// @brief Full access check: signature, claims, times, revocation, user
-  /// still enabled and of the same refresh-token generation. Null when any
-  /// fails, and then *@p rejection (if given) says which (see TokenCheck).
+  /// still enabled, the token's `user_id` still the holder of its email, and
+  /// of the same refresh-token generation. Null when any fails, and then
+  /// *@p rejection (if given) says which (see TokenCheck).
   std::shared_ptr<const VerifiedToken> check_access(std::string_view token, const char** rejection = nullptr) const {
     const auto refuse = [rejection](const char* why) -> std::shared_ptr<const VerifiedToken> {
       if (rejection) *rejection = why;
@@ -4365,7 +4625,8 @@ class security_core {
     }
     if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
-    if (!status) return refuse("unknown_user");
+    // A user deleted and re-created under the same email is another user.
+    if (!status || status->user_id != t->user_id()) return refuse("unknown_user");
     if (status->disabled) return refuse("disabled");
     if (status->refresh_generation != t->refresh_generation()) return refuse("rotated");
     return t;
@@ -4484,6 +4745,7 @@ class security_core {
     claims.issued_at = now();
     claims.expires_at = claims.issued_at + static_cast<std::int64_t>(options_.token_lifetime.count());
     claims.refresh_generation = user.refresh_generation;
+    claims.user_id = user.user_id;
     return signer_.sign(claims);
   }
 
@@ -4618,10 +4880,31 @@ class security_core {
     // Kept until the token would fail verification on its own; an expired
     // token needs no entry, it can never be valid again.
     const std::int64_t usable_until = t.expires_at() + static_cast<std::int64_t>(options_.leeway.count());
-    if (usable_until > now() && !revocations_->revoke(t.jti(), usable_until))
-      return fail(res, failure::internal, "Bearer");
+    if (usable_until > now()) {
+      // Counted per user: past the cap the user's sessions end at once instead.
+      const std::string owner = t.user_id().empty() ? "email:" + ascii_lower(t.email()) : t.user_id();
+      const auto outcome = revocations_->revoke_for(owner, t.jti(), usable_until, options_.max_revocations_per_user);
+      if (outcome == RevokeOutcome::failed) return fail(res, failure::internal, "Bearer");
+      if (outcome == RevokeOutcome::limit_reached && !end_sessions_of(t)) return fail(res, failure::internal, "Bearer");
+    }
     metrics_->count_revocation();
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
+  }
+
+  /// @brief Ends every access token of @p t's user (a generation bump), so
+  /// that @p t is dead without a revocation entry. Nothing to do when @p t
+  /// is already dead for good: its user is gone, re-created, or past its
+  /// generation. False only when the write failed.
+  bool end_sessions_of(const VerifiedToken& t) const {
+    const auto current = [&](const std::string& user_id, std::int64_t generation) {
+      return user_id == t.user_id() && generation == t.refresh_generation();
+    };
+    const auto status = users_.status_of(t.email());
+    if (!status || !current(status->user_id, status->refresh_generation)) return true;
+    const StoreStatus written = users_.update_user(t.email(), [&](User& u) {
+      if (current(u.user_id, u.refresh_generation)) ++u.refresh_generation;
+    });
+    return written == StoreStatus::ok || written == StoreStatus::not_found;
   }
 
   void validate(const httplib::Request& req, httplib::Response& res) const {

@@ -46,6 +46,7 @@ class JoseInterop(unittest.TestCase):
             "jti": str(uuid.uuid4()),
             "sub": json.dumps({"email": "jose@example.com", "scope": {"action": "password"}}),
             "gen": 3,
+            "user_id": "jose-user-1",
         }
         c.update(override)
         return c
@@ -55,7 +56,8 @@ class JoseInterop(unittest.TestCase):
         return r.stdout.split()
 
     def test_jose_verifies_our_tokens(self):
-        r = h.testtool("sign", self.key_file, "jose@example.com", "refresh_token", str(self.now), str(self.now + 900), "2")
+        r = h.testtool("sign", self.key_file, "jose@example.com", "refresh_token", str(self.now), str(self.now + 900), "2",
+                       "jose-user-2")
         self.assertEqual(r.returncode, 0, r.stderr)
         out = json.loads(jose("verify", self.key_file, r.stdout.strip(), str(self.now)))
         self.assertTrue(out["ok"], out)
@@ -63,6 +65,7 @@ class JoseInterop(unittest.TestCase):
         payload = out["payload"]
         self.assertEqual(payload["exp"], payload["iat"] + 900)
         self.assertEqual(payload["gen"], 2)
+        self.assertEqual(payload["user_id"], "jose-user-2")
         self.assertEqual(json.loads(payload["sub"]), {"email": "jose@example.com", "scope": {"action": "refresh_token"}})
 
     def test_jose_sees_our_expired_token_as_expired(self):
@@ -76,7 +79,7 @@ class JoseInterop(unittest.TestCase):
         words = self.ours_verify(token)
         self.assertEqual(words[0], "ok", words)
         self.assertEqual(words[1:], ["jose@example.com", "password", str(claims["iat"]), str(claims["exp"]),
-                                     claims["jti"], "3"])
+                                     claims["jti"], "3", "jose-user-1"])
 
     def test_what_jose_mints_otherwise_is_rejected_here(self):
         self.assertEqual(self.ours_verify(jose("sign", self.key_file, "HS512", json.dumps(self.claims()))),
@@ -87,6 +90,10 @@ class JoseInterop(unittest.TestCase):
         del no_exp["exp"]
         self.assertEqual(self.ours_verify(jose("sign", self.key_file, "HS256", json.dumps(no_exp))),
                          ["error", "bad_claims"])
+        no_user_id = self.claims()
+        del no_user_id["user_id"]
+        self.assertEqual(self.ours_verify(jose("sign", self.key_file, "HS256", json.dumps(no_user_id))),
+                         ["error", "bad_claims"])
         other_key = os.path.join(h.temp_dir(self), "other")
         with open(other_key, "wb") as f:
             f.write(os.urandom(64))
@@ -95,7 +102,7 @@ class JoseInterop(unittest.TestCase):
 
     def test_jose_verifies_a_token_from_the_server(self):
         data = h.data_dir(self)
-        _, refresh_token = h.add_user(self, data, "Server@Example.com", "pw")
+        user_id, refresh_token = h.add_user(self, data, "Server@Example.com", "pw")
         server = h.start_server(self, data)
         client = h.Api(server.url(""))
         self.addCleanup(client.close)
@@ -105,6 +112,7 @@ class JoseInterop(unittest.TestCase):
         out = json.loads(jose("verify", os.path.join(data, "signing.key"), token, str(int(time.time()))))
         self.assertTrue(out["ok"], out)
         self.assertEqual(json.loads(out["payload"]["sub"])["email"], "Server@Example.com")
+        self.assertEqual(out["payload"]["user_id"], user_id)
 
 
 if __name__ == "__main__":

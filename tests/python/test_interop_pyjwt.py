@@ -40,7 +40,11 @@ def subject(email, action):
     return json.dumps({"email": email, "scope": {"action": action}})
 
 
-def claims(email="alice@example.com", action="refresh_token", iat=None, lifetime=LIFETIME, gen=0, jti=None):
+USER_ID = "5f1c0a2b3c4d5e6f70819203"
+
+
+def claims(email="alice@example.com", action="refresh_token", iat=None, lifetime=LIFETIME, gen=0, jti=None,
+           user_id=USER_ID):
     iat = int(time.time()) if iat is None else iat
     return {
         "iat": iat,
@@ -48,6 +52,7 @@ def claims(email="alice@example.com", action="refresh_token", iat=None, lifetime
         "jti": jti or str(uuid.uuid4()),
         "sub": subject(email, action),
         "gen": gen,
+        "user_id": user_id,
     }
 
 
@@ -66,7 +71,7 @@ class TokenInterop(unittest.TestCase):
     # -- the library through iwsec-testtool ---------------------------------
 
     def sign(self, email, action, iat, exp, gen, key_file=None):
-        r = h.testtool("sign", key_file or self.key_file, email, action, str(iat), str(exp), str(gen))
+        r = h.testtool("sign", key_file or self.key_file, email, action, str(iat), str(exp), str(gen), USER_ID)
         self.assertEqual(r.returncode, 0, r.stderr)
         token = r.stdout.strip()
         self.assertEqual(r.stdout, token + "\n")
@@ -109,6 +114,7 @@ class TokenInterop(unittest.TestCase):
                 self.assertEqual(decoded["iat"], self.now)
                 self.assertEqual(decoded["exp"], decoded["iat"] + LIFETIME)
                 self.assertEqual(decoded["gen"], gen)
+                self.assertEqual(decoded["user_id"], USER_ID)
                 self.assertRegex(decoded["jti"], UUID4)
                 self.assertIsInstance(decoded["sub"], str)
                 sub = json.loads(decoded["sub"])
@@ -153,7 +159,7 @@ class TokenInterop(unittest.TestCase):
                 ok, fields = self.verify(token)
                 self.assertTrue(ok, fields)
                 self.assertEqual(fields, ["carol@example.com", action, str(payload["iat"]), str(payload["exp"]),
-                                          payload["jti"], "4"])
+                                          payload["jti"], "4", USER_ID])
 
     def test_we_verify_pyjwt_tokens_with_reordered_sub(self):
         payload = claims(iat=self.now)
@@ -235,6 +241,8 @@ class TokenInterop(unittest.TestCase):
             "exp negative": ("exp", -1),
             "exp as bool": ("exp", True),
             "gen as string": ("gen", "0"),
+            "user_id as number": ("user_id", 7),
+            "user_id as null": ("user_id", None),
             "jti upper case": ("jti", str(uuid.uuid4()).upper()),
             "jti not a uuid": ("jti", "not-a-uuid"),
             "sub as object": ("sub", {"email": "alice@example.com", "scope": {"action": "password"}}),
@@ -245,7 +253,7 @@ class TokenInterop(unittest.TestCase):
                 payload = claims(iat=self.now)
                 payload[claim] = value
                 self.assert_rejected(self.pyjwt(payload), "bad_claims")
-        for claim in ("iat", "jti", "sub", "gen"):
+        for claim in ("iat", "jti", "sub", "gen", "user_id"):
             with self.subTest(missing=claim):
                 payload = claims(iat=self.now)
                 del payload[claim]
@@ -333,26 +341,32 @@ class ServerTokens(unittest.TestCase):
                 self.assertGreaterEqual(decoded["iat"], before - 60)
                 self.assertRegex(decoded["jti"], UUID4)
                 self.assertEqual(decoded["gen"], 0)
+                self.assertEqual(decoded["user_id"], user_id)
                 self.assertEqual(json.loads(decoded["sub"]), {"email": email, "scope": {"action": action}})
                 with self.assertRaises(jwt.InvalidSignatureError):
                     jwt.decode(token, new_key(), algorithms=["HS256"])
 
         # And the server accepts a token PyJWT minted with its key.
-        minted = jwt.encode(claims(email=email, action="password", gen=0), key, algorithm="HS256")
+        minted = jwt.encode(claims(email=email, action="password", gen=0, user_id=user_id), key, algorithm="HS256")
         self.assertTrue(api.is_valid(self, minted))
-        forged = jwt.encode(claims(email=email, action="password", gen=0), new_key(), algorithm="HS256")
+        forged = jwt.encode(claims(email=email, action="password", gen=0, user_id=user_id), new_key(),
+                            algorithm="HS256")
         self.assertFalse(api.is_valid(self, forged))
         # How the server judges other tokens minted with its own key.
         now = int(time.time())
-        expired = claims(email=email, action="password", iat=now - 2 * lifetime, lifetime=lifetime)
-        future = claims(email=email, action="password", iat=now + 3600)
+        expired = claims(email=email, action="password", iat=now - 2 * lifetime, lifetime=lifetime, user_id=user_id)
+        future = claims(email=email, action="password", iat=now + 3600, user_id=user_id)
+        no_user_id = claims(email=email, user_id=user_id)
+        del no_user_id["user_id"]
         cases = {
             "expired": (expired, {}, False, 200),
             "not yet valid": (future, {}, False, 200),
-            "newer generation": (claims(email=email, gen=1), {}, False, 200),
-            "unknown user": (claims(email="nobody@example.com"), {}, False, 200),
-            "unknown kid": (claims(email=email), {"kid": "other"}, False, 401),
-            "crit header": (claims(email=email), {"crit": ["gen"]}, False, 401),
+            "newer generation": (claims(email=email, gen=1, user_id=user_id), {}, False, 200),
+            "unknown user": (claims(email="nobody@example.com", user_id=user_id), {}, False, 200),
+            "another holder of the email": (claims(email=email), {}, False, 200),
+            "minted before the user_id claim": (no_user_id, {}, False, 401),
+            "unknown kid": (claims(email=email, user_id=user_id), {"kid": "other"}, False, 401),
+            "crit header": (claims(email=email, user_id=user_id), {"crit": ["gen"]}, False, 401),
         }
         for name, (payload, headers, valid, revoke_status) in cases.items():
             with self.subTest(case=name):

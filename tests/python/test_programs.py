@@ -49,7 +49,8 @@ class Help(unittest.TestCase):
 
     def test_admin_help(self):
         self.check_help(h.admin_path(), ["--data-dir", "add-user", "list-users", "disable-user", "enable-user",
-                                         "set-password", "rotate-refresh-token", "hash-password", "--json"])
+                                         "set-password", "rotate-refresh-token", "hash-password", "--json",
+                                         "delete-user", "--keep-sessions"])
 
     def test_existing_service_help(self):
         r = h.run_program([h.existing_service_path(), "--help"])
@@ -90,6 +91,7 @@ class BadArguments(unittest.TestCase):
             "tls key without cert": ["--port", "0", "--tls-key", "key.pem"],
             "option where a value belongs": ["--port", "0", "--secret-file", "--no-access-log"],
             "lockout failures zero": ["--port", "0", "--lockout-failures", "0"],
+            "max revocations per user zero": ["--port", "0", "--max-revocations-per-user", "0"],
             "lockout max wait below the wait": ["--port", "0", "--lockout-wait", "60", "--lockout-max-wait", "30"],
             "lockout reset below the max wait": ["--port", "0", "--lockout-reset", "600"],
             "lockout client window zero": ["--port", "0", "--lockout-client-window", "0"],
@@ -328,7 +330,7 @@ class AdminOnRunningServer(unittest.TestCase):
         self.assertIs(users[0]["disabled"], True)
 
         self.admin_ok("enable-user", EMAIL)
-        self.assertTrue(self.api.is_valid(self, token))
+        self.assertFalse(self.api.is_valid(self, token))  # disable ended the session for good
         self.api.token_by_password(self, EMAIL, PASSWORD)
         self.api.token_by_refresh(self, refresh)
         users = json.loads(self.admin_ok("list-users", "--json").stdout)
@@ -381,7 +383,7 @@ class AdminOnRunningServer(unittest.TestCase):
         self.api.token_by_refresh(self, latest)
         self.api.token_by_password(self, "late@example.com", "late")
         users = json.loads(self.admin_ok("list-users", "--json").stdout)
-        self.assertEqual([u["refresh_generation"] for u in users], [2, 0])
+        self.assertEqual([u["refresh_generation"] for u in users], [3, 0])  # set-password bumps it too
 
     def test_concurrent_server_and_admin_writes_are_all_kept(self):
         self.add()

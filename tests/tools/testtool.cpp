@@ -59,7 +59,7 @@ std::string read_password_line() {
 }
 
 int sign(int argc, char** argv) {
-  if (argc != 8) usage("sign KEYFILE EMAIL ACTION IAT EXP GEN");
+  if (argc != 8 && argc != 9) usage("sign KEYFILE EMAIL ACTION IAT EXP GEN [USER_ID]");
   const std::string action(argv[4]);
   iwsec::AccessClaims claims;
   claims.email = argv[3];
@@ -73,6 +73,7 @@ int sign(int argc, char** argv) {
   claims.issued_at = int_argument("IAT", argv[5]);
   claims.expires_at = int_argument("EXP", argv[6]);
   claims.refresh_generation = int_argument("GEN", argv[7]);
+  if (argc == 9) claims.user_id = argv[8];
   try {
     const iwsec::Signer signer(read_key(argv[2]));
     std::cout << signer.sign(claims) << '\n';
@@ -94,7 +95,8 @@ int verify(int argc, char** argv) {
     }
     const auto& t = result.token();
     std::cout << "ok " << t.email() << ' ' << iwsec::to_string(t.action()) << ' ' << t.issued_at() << ' '
-              << t.expires_at() << ' ' << t.jti() << ' ' << t.refresh_generation() << '\n';
+              << t.expires_at() << ' ' << t.jti() << ' ' << t.refresh_generation() << ' '
+              << t.user_id() << '\n';
   } catch (const iwsec::key_error& e) {
     usage(e.what());
   }
