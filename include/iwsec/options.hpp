@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -49,6 +50,12 @@ struct Options {
   /// logins and refresh-token exchanges counted per account and per client,
   /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
   LockoutPolicy lockout;
+
+  /// @brief Runs at the start of every security route and guard check,
+  /// before any token is signed or verified: where a host keeps its signer's
+  /// keys in step with a key file, e.g. `[&] { keyring_file.refresh(signer); }`
+  /// (see keyring.hpp). May throw StateUnavailable (answered 503). Null: nothing.
+  std::function<void()> refresh_keys;
 };
 
 }  // namespace iwsec
