@@ -164,9 +164,9 @@ class Secrets(unittest.TestCase):
         server = h.start_server(self, data, "--no-access-log")
         path = os.path.join(data, "signing.key")
         self.assertEqual(h.file_mode(path), 0o600)
+        self.assertEqual(len(h.signing_secret(data)), 32)
         with open(path, "rb") as f:
             key = f.read()
-        self.assertEqual(len(key), 32)
         self.assertEqual(server.stop(), 0)
         server = h.start_server(self, data, "--no-access-log")
         with open(path, "rb") as f:
