@@ -149,6 +149,7 @@ Settings parse_arguments(int argc, char** argv) {
                                     {"account_max_wait", "--lockout-max-wait"},
                                     {"client_failures", "--lockout-client-failures"},
                                     {"client_window", "--lockout-client-window"}};
+    if (const auto at = message.find(" must be "); at != std::string::npos) message.replace(at, 9, " must be from ");
     for (const auto& n : names)
       for (auto at = message.find(n[0]); at != std::string::npos; at = message.find(n[0]))
         message.replace(at, std::strlen(n[0]), n[1]);

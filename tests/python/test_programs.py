@@ -56,13 +56,17 @@ class Help(unittest.TestCase):
 
 
 class BadArguments(unittest.TestCase):
-    """Exactly one line on stderr, nothing on stdout, exit status 2, and no
-    side effects (the data directory is not even created)."""
+    """Exactly one line on stderr, nothing on stdout (under --json, the
+    error as one JSON object), exit status 2, and no side effects (the data
+    directory is not even created)."""
 
     def check_usage_error(self, argv, stdin=None):
         r = h.run_program(argv, stdin=stdin)
         self.assertEqual(r.returncode, 2, "argv %r: stderr %r" % (argv[1:], r.stderr))
-        self.assertEqual(r.stdout, "", "stdout must be empty")
+        if "--json" in argv:
+            self.assertEqual(json.loads(r.stdout), {"error": r.stderr.strip().split(": ", 1)[1]})
+        else:
+            self.assertEqual(r.stdout, "", "stdout must be empty")
         self.assertEqual(r.stderr.count("\n"), 1, "stderr must be exactly one line: %r" % r.stderr)
         self.assertTrue(r.stderr.endswith("\n"))
         self.assertGreater(len(r.stderr.strip()), 0)
