@@ -201,6 +201,11 @@ int main(int argc, char** argv) {
 
   ::signal(SIGPIPE, SIG_IGN);
   startup::block_reload_signal();  // before any thread starts
+  if (settings.tls_cert.empty() && !startup::is_loopback(settings.host))
+    std::fprintf(stderr,
+                 "%s: warning: --host %s is not a loopback address and TLS is off: passwords and tokens travel "
+                 "in clear text (use --tls-cert and --tls-key)\n",
+                 program, settings.host.c_str());
 
   iwsec::Options options;
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
@@ -287,11 +292,6 @@ int main(int argc, char** argv) {
   const std::size_t user_count = users->list_users().size();
   std::printf("data directory %s, %zu user%s, signing keys in %s\n", startup::absolute(settings.data_dir).c_str(),
               user_count, user_count == 1 ? "" : "s", startup::absolute(keys.path()).c_str());
-  if (settings.tls_cert.empty() && !startup::is_loopback(settings.host))
-    std::fprintf(stderr,
-                 "%s: warning: --host %s is not a loopback address and TLS is off: passwords and tokens travel "
-                 "in clear text (use --tls-cert and --tls-key)\n",
-                 program, settings.host.c_str());
 
   const bool ipv6 = settings.host.find(':') != std::string::npos;
   std::printf("listening on %s://%s%s%s:%d\n", settings.tls_cert.empty() ? "http" : "https", ipv6 ? "[" : "",
