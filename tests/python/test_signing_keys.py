@@ -33,6 +33,17 @@ def keys_json(*location):
     return json.loads(r.stdout)
 
 
+def write_raw_key(path):
+    """A raw 32-byte key file (mode 0600), as earlier versions made; returns the key."""
+    raw = os.urandom(32)
+    while raw.startswith(b"iwsec-keyring"):
+        raw = os.urandom(32)
+    with open(path, "wb") as f:
+        f.write(raw)
+    os.chmod(path, 0o600)
+    return raw
+
+
 def key_admin(*args):
     return h.run_program([h.admin_path()] + list(args))
 
@@ -187,14 +198,8 @@ class SecretFileKeyring(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
     def test_raw_secret_file_still_works_and_can_become_a_keyring(self):
-        tmp = h.temp_dir(self)
-        raw = os.urandom(32)
-        while raw.startswith(b"iwsec-keyring"):
-            raw = os.urandom(32)
-        path = os.path.join(tmp, "raw.key")
-        with open(path, "wb") as f:
-            f.write(raw)
-        os.chmod(path, 0o600)
+        path = os.path.join(h.temp_dir(self), "raw.key")
+        raw = write_raw_key(path)
         self.assertEqual([k["kid"] for k in keys_json("--secret-file", path)], ["legacy"])
         r = key_admin("--secret-file", path, "add-signing-key")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -208,13 +213,8 @@ class TakeOver(unittest.TestCase):
     def test_old_signing_key_is_taken_over_and_its_tokens_keep_verifying(self):
         data = h.data_dir(self)
         h.add_user(self, data, EMAIL, PASSWORD)
-        raw = os.urandom(32)
-        while raw.startswith(b"iwsec-keyring"):
-            raw = os.urandom(32)
         path = os.path.join(data, "signing.key")
-        with open(path, "wb") as f:
-            f.write(raw)
-        os.chmod(path, 0o600)
+        raw = write_raw_key(path)  # as an earlier version made it
         server = h.start_server(self, data, "--no-access-log")
         api = h.Api(server.base_url)
         self.addCleanup(api.close)
