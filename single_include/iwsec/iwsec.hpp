@@ -2869,6 +2869,7 @@ class MemoryUserStore : public UserStore {
 /// server and iwsec-admin) share safely.
 
 #include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -2902,6 +2903,13 @@ class JsonFileUserStore : public UserStore {
   /// @brief Opens (or, on first write, creates) the users file at @p path.
   /// Throws store_error when the file exists but is unreadable or invalid.
   explicit JsonFileUserStore(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {
+    // A missing directory fails here, by name, not as an I/O error on the first write.
+    const std::string dir = detail::parent_directory(path_);
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      const int e = ::stat(dir.c_str(), &st) != 0 ? errno : ENOTDIR;
+      throw store_error("iwsec: cannot use users file " + path_ + ": directory " + dir + ": " + std::strerror(e));
+    }
     std::unique_lock<std::shared_mutex> lock(mutex_);
     std::string error;
     if (!reload_locked(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
