@@ -123,6 +123,8 @@ Command parse_arguments(int argc, char** argv) {
     cli::usage_error(program, c.name + (c.name == "retire-signing-key" ? " needs a KID" : " needs an EMAIL"));
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
   if (wanted == 2) c.email = positional[1];
+  if (!c.secret_file.empty() && !is_key_command(c.name))
+    cli::usage_error(program, "--secret-file applies only to the signing-key commands, not to " + c.name);
   if (c.name == "add-user" && !plausible_email(c.email))
     cli::usage_error(program, "'" + c.email + "' is not a usable email");
   return c;
@@ -164,10 +166,16 @@ std::string json_string(const std::string& s) {
   return out;
 }
 
+std::string users_file;  // for the error messages
+
 [[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email) {
+  const int error = errno;  // what the failed write left
   if (status == iwsec::StoreStatus::not_found) cli::die(program, "no user " + email, 1);
   if (status == iwsec::StoreStatus::already_exists) cli::die(program, "user " + email + " already exists", 1);
-  cli::die(program, std::string("cannot update the users file: ") + iwsec::to_string(status), 1);
+  cli::die(program,
+           "cannot update users file " + users_file + ": " + iwsec::to_string(status) +
+               (error ? std::string(" (") + std::strerror(error) + ")" : std::string()),
+           1);
 }
 
 void print_refresh_token(const Command& c, const std::string& user_id, const std::string& token) {
@@ -253,7 +261,8 @@ int run(const Command& c) {
   } else {
     require_data_directory(c.data_dir);
   }
-  iwsec::JsonFileUserStore users(c.data_dir + "/users.json");
+  users_file = c.data_dir + "/users.json";
+  iwsec::JsonFileUserStore users(users_file);
 
   if (c.name == "list-users") {
     const auto all = users.list_users();

@@ -141,21 +141,8 @@ Settings parse_arguments(int argc, char** argv) {
     }
   }
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
-  if (const char* error = iwsec::detail::lockout_policy_error(s.lockout)) {
-    // The policy names its fields; the user typed flags.
-    std::string message = error;
-    const char* const names[][2] = {{"account_failure_reset", "--lockout-reset"},
-                                    {"account_failures", "--lockout-failures"},
-                                    {"account_wait_increment", "--lockout-wait"},
-                                    {"account_max_wait", "--lockout-max-wait"},
-                                    {"client_failures", "--lockout-client-failures"},
-                                    {"client_window", "--lockout-client-window"}};
-    if (const auto at = message.find(" must be "); at != std::string::npos) message.replace(at, 9, " must be from ");
-    for (const auto& n : names)
-      for (auto at = message.find(n[0]); at != std::string::npos; at = message.find(n[0]))
-        message.replace(at, std::strlen(n[0]), n[1]);
-    cli::usage_error(program, message);
-  }
+  if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
+    cli::usage_error(program, startup::lockout_error_in_flags(error));
   return s;
 }
 

@@ -57,6 +57,22 @@ inline std::string bind_failure_reason(const std::string& host, int port) {
   return reason;
 }
 
+/// A LockoutPolicy error ("account_max_wait must be ...") in the names of
+/// the flags that set those fields ("--lockout-max-wait must be from ...").
+inline std::string lockout_error_in_flags(std::string message) {
+  const char* const names[][2] = {{"account_failure_reset", "--lockout-reset"},
+                                  {"account_failures", "--lockout-failures"},
+                                  {"account_wait_increment", "--lockout-wait"},
+                                  {"account_max_wait", "--lockout-max-wait"},
+                                  {"client_failures", "--lockout-client-failures"},
+                                  {"client_window", "--lockout-client-window"}};
+  if (const auto at = message.find(" must be "); at != std::string::npos) message.replace(at, 9, " must be from ");
+  for (const auto& n : names)
+    for (auto at = message.find(n[0]); at != std::string::npos; at = message.find(n[0]))
+      message.replace(at, std::strlen(n[0]), n[1]);
+  return message;
+}
+
 /// Whether @p host names only the loopback interface.
 inline bool is_loopback(const std::string& host) {
   if (host == "localhost" || host == "::1" || host == "[::1]") return true;

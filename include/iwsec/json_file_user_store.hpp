@@ -212,16 +212,16 @@ class JsonFileUserStore : public UserStore {
         if (text) text->clear();
         return true;
       }
-      error = "cannot open";
+      error = std::string("cannot open: ") + std::strerror(errno);
       return false;
     }
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) {
-      error = "cannot stat";
+      error = std::string("cannot stat: ") + std::strerror(errno);
       return false;
     }
     if (text && !detail::read_all(fd.get(), *text)) {
-      error = "cannot read";
+      error = std::string("cannot read: ") + std::strerror(errno);
       return false;
     }
     loaded_ = detail::file_identity::of(st);

@@ -27,6 +27,7 @@
 #include <ctime>
 #include <functional>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -249,7 +250,7 @@ class KeyringFile {
   /// @brief Reads the file. Throws keyring_error ("cannot open key file
   /// PATH: No such file or directory", "key file PATH holds 16 bytes; ...").
   Keyring load() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     return load_locked();
   }
 
@@ -258,7 +259,7 @@ class KeyringFile {
   /// then linked into place, so it appears whole or not at all (if another
   /// process created it meanwhile, that one is read).
   Keyring load_or_create(std::int64_t now = static_cast<std::int64_t>(std::time(nullptr))) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     struct stat st;
     if (::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) return load_locked();
     Keyring ring;
@@ -291,7 +292,7 @@ class KeyringFile {
   /// keyring). Returns the new keyring. Throws keyring_error (also what
   /// @p change throws).
   Keyring update(const std::function<void(Keyring&)>& change, bool create = false) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     detail::file_lock cross_process(path_ + ".lock");
     if (!cross_process) throw io_error("cannot lock key file", path_ + ".lock");
     Keyring ring;
@@ -314,8 +315,12 @@ class KeyringFile {
   bool refresh(Signer& signer) {
     struct stat st;
     const bool present = ::stat(path_.c_str(), &st) == 0;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;
+    if (present) {
+      std::shared_lock<std::shared_mutex> shared(mutex_);  // the common case: every thread at once
+      if (loaded_ && detail::file_identity::of(st) == *loaded_) return false;
+    }
+    std::lock_guard<std::shared_mutex> lock(mutex_);
+    if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;  // reloaded meanwhile
     try {
       Keyring ring = load_locked();
       signer.replace_keys(ring.signing_keys());
@@ -330,7 +335,7 @@ class KeyringFile {
   /// SIGHUP). Throws keyring_error and leaves the signer as it was when the
   /// file is unusable.
   void reload(Signer& signer) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     Keyring ring = load_locked();
     signer.replace_keys(ring.signing_keys());
   }
@@ -375,7 +380,7 @@ class KeyringFile {
   }
 
   std::string path_;
-  std::mutex mutex_;  // guards loaded_, loaded_fd_
+  std::shared_mutex mutex_;  // guards loaded_, loaded_fd_
   std::optional<detail::file_identity> loaded_;
   detail::unique_fd loaded_fd_;
 };

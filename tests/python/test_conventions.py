@@ -81,6 +81,7 @@ class OptionSyntax(unittest.TestCase):
             (server + ["--no-access-log=yes"], "--no-access-log", None),
             ([h.admin_path(), "--data-dir", data, "--json=1", "list-users"], "--json", None),
             ([h.admin_path(), "--data-dir", data, "hash-password", "--pbkdf2-rounds=0"], "--pbkdf2-rounds", None),
+            ([h.admin_path(), "--secret-file", os.path.join(data, "k"), "list-users"], "--secret-file", None),
         ]
         for argv, flag, internal in cases:
             with self.subTest(argv=argv[1:]):
