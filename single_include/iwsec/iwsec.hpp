@@ -1976,6 +1976,7 @@ class Signer {
 #include <ctime>
 #include <functional>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -2348,7 +2349,7 @@ class KeyringFile {
   /// @brief Reads the file. Throws keyring_error ("cannot open key file
   /// PATH: No such file or directory", "key file PATH holds 16 bytes; ...").
   Keyring load() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     return load_locked();
   }
 
@@ -2357,7 +2358,7 @@ class KeyringFile {
   /// then linked into place, so it appears whole or not at all (if another
   /// process created it meanwhile, that one is read).
   Keyring load_or_create(std::int64_t now = static_cast<std::int64_t>(std::time(nullptr))) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     struct stat st;
     if (::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) return load_locked();
     Keyring ring;
@@ -2390,7 +2391,7 @@ class KeyringFile {
   /// keyring). Returns the new keyring. Throws keyring_error (also what
   /// @p change throws).
   Keyring update(const std::function<void(Keyring&)>& change, bool create = false) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     detail::file_lock cross_process(path_ + ".lock");
     if (!cross_process) throw io_error("cannot lock key file", path_ + ".lock");
     Keyring ring;
@@ -2413,8 +2414,12 @@ class KeyringFile {
   bool refresh(Signer& signer) {
     struct stat st;
     const bool present = ::stat(path_.c_str(), &st) == 0;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;
+    if (present) {
+      std::shared_lock<std::shared_mutex> shared(mutex_);  // the common case: every thread at once
+      if (loaded_ && detail::file_identity::of(st) == *loaded_) return false;
+    }
+    std::lock_guard<std::shared_mutex> lock(mutex_);
+    if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;  // reloaded meanwhile
     try {
       Keyring ring = load_locked();
       signer.replace_keys(ring.signing_keys());
@@ -2429,7 +2434,7 @@ class KeyringFile {
   /// SIGHUP). Throws keyring_error and leaves the signer as it was when the
   /// file is unusable.
   void reload(Signer& signer) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::shared_mutex> lock(mutex_);
     Keyring ring = load_locked();
     signer.replace_keys(ring.signing_keys());
   }
@@ -2474,7 +2479,7 @@ class KeyringFile {
   }
 
   std::string path_;
-  std::mutex mutex_;  // guards loaded_, loaded_fd_
+  std::shared_mutex mutex_;  // guards loaded_, loaded_fd_
   std::optional<detail::file_identity> loaded_;
   detail::unique_fd loaded_fd_;
 };
@@ -3074,16 +3079,16 @@ class JsonFileUserStore : public UserStore {
         if (text) text->clear();
         return true;
       }
-      error = "cannot open";
+      error = std::string("cannot open: ") + std::strerror(errno);
       return false;
     }
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) {
-      error = "cannot stat";
+      error = std::string("cannot stat: ") + std::strerror(errno);
       return false;
     }
     if (text && !detail::read_all(fd.get(), *text)) {
-      error = "cannot read";
+      error = std::string("cannot read: ") + std::strerror(errno);
       return false;
     }
     loaded_ = detail::file_identity::of(st);
@@ -3435,8 +3440,9 @@ class JournalRevocationStore : public MemoryRevocationStore {
       detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
       // Only a missing journal starts empty: one that exists but cannot be
       // read must not be replaced by an empty one.
-      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_);
-      if (in && !replay(in.get(), clean, bytes, lines)) throw std::runtime_error("iwsec: cannot read " + path_);
+      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
+      if (in && !replay(in.get(), clean, bytes, lines))
+        throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
     }
     schedule_sweep_writing();
     if (clean) {
@@ -3452,7 +3458,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       }
       journal_.reset();
     }
-    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_);
+    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
