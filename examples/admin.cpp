@@ -2,12 +2,15 @@
 // iwsec-server serves the same directory: writes are locked and atomic, and
 // the server sees them on its next request.
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -16,13 +19,14 @@
 #include "cli.hpp"
 #include "access_log.hpp"    // rfc3339_seconds
 #include "lock_journal.hpp"  // show-user, unlock
+#include "startup.hpp"
 
 namespace {
 
 constexpr const char* program = "iwsec-admin";
 
 constexpr const char* help_text =
-    "usage: iwsec-admin [--data-dir DIR] COMMAND [ARGUMENT] [--json] [--pbkdf2-rounds N]\n"
+    "usage: iwsec-admin [--data-dir DIR | --secret-file FILE] COMMAND [ARGUMENT] [--json] [--pbkdf2-rounds N]\n"
     "\n"
     "Commands (passwords are read as one line from standard input):\n"
     "  add-user EMAIL             create a user; prints its user id and first refresh token\n"
@@ -39,23 +43,40 @@ constexpr const char* help_text =
     "                             (never a secret)\n"
     "  unlock EMAIL               clear the account's failures and lock on the running server\n"
     "\n"
+    "Signing keys (DIR/signing.key, or the keyring --secret-file names):\n"
+    "  list-signing-keys          kid and creation time of each key (never the key)\n"
+    "  add-signing-key            add a random 32-byte key with a new kid; a running\n"
+    "                             server signs with it from its next request, older\n"
+    "                             keys keep verifying\n"
+    "  retire-signing-key KID     remove a key: its tokens stop validating at once\n"
+    "\n"
     "Options:\n"
-    "  --data-dir DIR       the server's data directory (default ./iwsec-data)\n"
-    "  --json               machine-readable output\n"
+    "  --data-dir DIR       the server's data directory (default ./iwsec-data); it must\n"
+    "                       exist, except for add-user, which creates it\n"
+    "  --secret-file FILE   the signing-key commands work on this key file (a raw key\n"
+    "                       or a keyring; add-signing-key creates it) instead\n"
+    "  --json               machine-readable output, errors included ({\"error\":...})\n"
     "  --keep-sessions      set-password only: keep the refresh token and access tokens\n"
     "  --pbkdf2-rounds N    PBKDF2 rounds for new hashes (default 600000)\n"
     "  --help               print this help and exit\n"
+    "  --version            print the version and exit\n"
+    "Options take their value as --opt VALUE or --opt=VALUE.\n"
     "\n"
     "Exit status: 0 done, 1 the command failed (unknown user, user exists, I/O), 2 bad arguments.\n";
 
 struct Command {
   std::string data_dir = "./iwsec-data";
+  std::string secret_file;
   std::string name;
   std::string email;
   bool json = false;
   bool keep_sessions = false;
   std::uint32_t rounds = iwsec::default_pbkdf2_rounds;
 };
+
+bool is_key_command(const std::string& name) {
+  return name == "list-signing-keys" || name == "add-signing-key" || name == "retire-signing-key";
+}
 
 bool takes_email(const std::string& name) {
   return name == "add-user" || name == "disable-user" || name == "enable-user" || name == "set-password" ||
@@ -76,12 +97,19 @@ bool plausible_email(const std::string& email) {
 Command parse_arguments(int argc, char** argv) {
   Command c;
   std::vector<std::string> positional;
+  // --json anywhere makes every error JSON too, the argument errors included.
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--json") cli::json_errors = true;
   cli::Arguments args(program, argc, argv);
   while (args.next()) {
     const std::string_view a = args.current();
     if (a == "--help" || a == "-h") {
       std::fputs(help_text, stdout);
       std::exit(0);
+    } else if (a == "--version") {
+      cli::print_version();
+    } else if (a == "--secret-file") {
+      c.secret_file = args.value();
     } else if (a == "--data-dir") {
       c.data_dir = args.value();
       if (c.data_dir.empty()) cli::usage_error(program, "--data-dir needs a directory");
@@ -99,13 +127,16 @@ Command parse_arguments(int argc, char** argv) {
   }
   if (positional.empty()) cli::usage_error(program, "no command given");
   c.name = positional[0];
-  const bool known = takes_email(c.name) || c.name == "list-users" || c.name == "hash-password";
+  const bool known = takes_email(c.name) || c.name == "list-users" || c.name == "hash-password" || is_key_command(c.name);
   if (!known) cli::usage_error(program, "unknown command '" + c.name + "'");
-  const std::size_t wanted = takes_email(c.name) ? 2 : 1;
-  if (positional.size() < wanted) cli::usage_error(program, c.name + " needs an EMAIL");
+  const std::size_t wanted = takes_email(c.name) || c.name == "retire-signing-key" ? 2 : 1;
+  if (positional.size() < wanted)
+    cli::usage_error(program, c.name + (c.name == "retire-signing-key" ? " needs a KID" : " needs an EMAIL"));
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
   if (wanted == 2) c.email = positional[1];
   if (c.keep_sessions && c.name != "set-password") cli::usage_error(program, "--keep-sessions goes with set-password only");
+  if (!c.secret_file.empty() && !is_key_command(c.name))
+    cli::usage_error(program, "--secret-file applies only to the signing-key commands, not to " + c.name);
   if (c.name == "add-user" && !plausible_email(c.email))
     cli::usage_error(program, "'" + c.email + "' is not a usable email");
   return c;
@@ -147,10 +178,16 @@ std::string json_string(const std::string& s) {
   return out;
 }
 
+std::string users_file;  // for the error messages
+
 [[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email) {
+  const int error = errno;  // what the failed write left
   if (status == iwsec::StoreStatus::not_found) cli::die(program, "no user " + email, 1);
   if (status == iwsec::StoreStatus::already_exists) cli::die(program, "user " + email + " already exists", 1);
-  cli::die(program, std::string("cannot update the users file: ") + iwsec::to_string(status), 1);
+  cli::die(program,
+           "cannot update users file " + users_file + ": " + iwsec::to_string(status) +
+               (error ? std::string(" (") + std::strerror(error) + ")" : std::string()),
+           1);
 }
 
 void print_refresh_token(const Command& c, const std::string& user_id, const std::string& token) {
@@ -193,6 +230,57 @@ int lock_command(const Command& c, const iwsec::User& u) {
   return 0;
 }
 
+void require_data_directory(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0)
+    cli::die(program, "cannot use data directory " + dir + ": " + std::strerror(errno), 1);
+  if (!S_ISDIR(st.st_mode)) cli::die(program, "cannot use data directory " + dir + ": " + std::strerror(ENOTDIR), 1);
+}
+
+// list-signing-keys, add-signing-key, retire-signing-key on the key file at @p path.
+int run_key_command(const Command& c, const std::string& path) {
+  iwsec::KeyringFile file(path);
+  const auto now = static_cast<std::int64_t>(std::time(nullptr));
+  if (c.name == "list-signing-keys") {
+    const iwsec::Keyring ring = file.load();
+    std::string out = "[";
+    for (std::size_t i = 0; i < ring.keys.size(); ++i) {
+      const auto& k = ring.keys[i];
+      const bool signs = i + 1 == ring.keys.size();
+      const std::string created = iwsec::Keyring::format_time(k.created_at);
+      if (c.json) {
+        out += i ? "," : "";
+        out += "{\"kid\":" + json_string(k.key_id) + ",\"created\":" + json_string(created) +
+               ",\"signing\":" + (signs ? "true" : "false") + "}";
+      } else {
+        std::printf("%s  %s%s\n", k.key_id.c_str(), created.c_str(), signs ? "  signing" : "");
+      }
+    }
+    if (c.json) std::printf("%s]\n", out.c_str());
+    return 0;
+  }
+  if (c.name == "add-signing-key") {
+    iwsec::KeyringEntry added;
+    file.update([&](iwsec::Keyring& ring) { added = ring.add_new_key(now); }, true);
+    const std::string created = iwsec::Keyring::format_time(added.created_at);
+    if (c.json) {
+      std::printf("{\"kid\":%s,\"created\":%s}\n", json_string(added.key_id).c_str(), json_string(created).c_str());
+    } else {
+      std::printf("added signing key %s (created %s); it signs new tokens from now on\n", added.key_id.c_str(),
+                  created.c_str());
+    }
+    return 0;
+  }
+  // retire-signing-key KID
+  file.update([&](iwsec::Keyring& ring) { ring.retire(c.email); });
+  if (c.json) {
+    std::printf("{\"retired\":%s}\n", json_string(c.email).c_str());
+  } else {
+    std::printf("retired signing key %s; its tokens no longer validate\n", c.email.c_str());
+  }
+  return 0;
+}
+
 int run(const Command& c) {
   if (c.name == "hash-password") {
     const std::string hash = iwsec::hash_password(read_password(), c.rounds);
@@ -204,10 +292,21 @@ int run(const Command& c) {
     return 0;
   }
 
-  // Only a new user may need a new data directory; reading never creates one.
-  if (c.name == "add-user" && !cli::ensure_directory(c.data_dir))
-    cli::die(program, "cannot use data directory " + c.data_dir, 1);
-  iwsec::JsonFileUserStore users(c.data_dir + "/users.json");
+  if (is_key_command(c.name)) {
+    if (c.secret_file.empty()) require_data_directory(c.data_dir);
+    return run_key_command(c, c.secret_file.empty() ? c.data_dir + "/signing.key" : c.secret_file);
+  }
+
+  // Only a new user may need a new data directory; a mistyped --data-dir for
+  // any other command is an error, not an empty database.
+  if (c.name == "add-user") {
+    const std::string error = startup::make_directories(c.data_dir);
+    if (!error.empty()) cli::die(program, error, 1);
+  } else {
+    require_data_directory(c.data_dir);
+  }
+  users_file = c.data_dir + "/users.json";
+  iwsec::JsonFileUserStore users(users_file);
 
   if (c.name == "list-users") {
     const auto all = users.list_users();

@@ -23,10 +23,34 @@
 
 namespace cli {
 
-/// Prints "PROGRAM: MESSAGE" on one line of stderr and exits with @p status.
+/// When set (iwsec-admin --json), errors are also written to stdout as {"error":"..."}.
+inline bool json_errors = false;
+
+/// A library exception's text without its "iwsec: " prefix (the program's
+/// own name already starts the line).
+inline std::string library_message(std::string text) {
+  while (text.rfind("iwsec: ", 0) == 0) text.erase(0, 7);
+  return text;
+}
+
+/// Prints "PROGRAM: MESSAGE" on one line of stderr (and {"error":MESSAGE} on
+/// stdout under --json) and exits with @p status.
 [[noreturn]] inline void die(const char* program, const std::string& message, int status) {
-  std::fprintf(stderr, "%s: %s\n", program, message.c_str());
+  const std::string text = library_message(message);
+  std::fprintf(stderr, "%s: %s\n", program, text.c_str());
+  if (json_errors) {
+    std::string out = "{\"error\":";
+    iwsec::detail::append_json_string(out, text);
+    std::printf("%s}\n", out.c_str());
+    std::fflush(stdout);
+  }
   std::exit(status);
+}
+
+/// `--version`: one line, "iwsec X.Y.Z".
+[[noreturn]] inline void print_version() {
+  std::printf("iwsec %s\n", IWSEC_VERSION_STRING);
+  std::exit(0);
 }
 
 /// A bad command line: one line, exit status 2.
@@ -96,26 +120,43 @@ inline void stop_on_signals(httplib::Server& server) {
   }).detach();
 }
 
-/// Walks argv; `value()` takes the argument of an option, failing with a usage error when absent.
+/// Walks argv; `value()` takes the argument of an option, failing with a
+/// usage error when absent. `--opt=value` is the same as `--opt value`; an
+/// option that takes no value refuses `=value`.
 class Arguments {
  public:
   Arguments(const char* program, int argc, char** argv) : program_(program), argc_(argc), argv_(argv) {}
-  bool next() { return ++index_ < argc_; }
-  std::string_view current() const { return argv_[index_]; }
+  bool next() {
+    if (attached_ && !attached_used_) usage_error(program_, "option " + name_ + " takes no value");
+    if (++index_ >= argc_) return false;
+    const std::string_view a = argv_[index_];
+    const auto eq = a.find('=');
+    attached_ = a.substr(0, 2) == "--" && eq != std::string_view::npos;
+    attached_used_ = false;
+    name_ = std::string(attached_ ? a.substr(0, eq) : a);
+    if (attached_) attached_value_ = std::string(a.substr(eq + 1));
+    return true;
+  }
+  /// The option's name (without any `=value`), or the positional argument.
+  std::string_view current() const { return name_; }
   std::string value() {
-    const std::string option(current());
+    if (attached_) {
+      attached_used_ = true;
+      if (attached_value_.empty()) usage_error(program_, "option " + name_ + " needs a value");
+      return attached_value_;
+    }
     // "--data-dir --json" is a forgotten value, not a directory named "--json".
     if (index_ + 1 >= argc_ || std::string_view(argv_[index_ + 1]).substr(0, 2) == "--")
-      usage_error(program_, "option " + option + " needs a value");
+      usage_error(program_, "option " + name_ + " needs a value");
     return argv_[++index_];
   }
   std::int64_t integer_value(std::int64_t min, std::int64_t max) {
-    const std::string option(current());
+    const std::string option = name_;
     const std::string text = value();
     const auto v = parse_integer(text, min, max);
     if (!v)
       usage_error(program_, "option " + option + " takes a whole number from " + std::to_string(min) + " to " +
-                                std::to_string(max));
+                                std::to_string(max) + ", not '" + text + "'");
     return *v;
   }
 
@@ -124,6 +165,10 @@ class Arguments {
   int argc_;
   char** argv_;
   int index_ = 0;
+  std::string name_;
+  bool attached_ = false;
+  bool attached_used_ = false;
+  std::string attached_value_;
 };
 
 }  // namespace cli

@@ -10,7 +10,7 @@ data=./iwsec-data
 email=demo@example.com
 password=demo-password
 
-if "$admin" --data-dir "$data" list-users --json | grep -q "\"email\":\"$email\""; then
+if [ -d "$data" ] && "$admin" --data-dir "$data" list-users --json | grep -q "\"email\":\"$email\""; then
   # Second run: same password, and a new refresh token (the old one was shown once).
   printf '%s\n' "$password" | "$admin" --data-dir "$data" set-password "$email" >/dev/null
   issued=$("$admin" --data-dir "$data" rotate-refresh-token "$email")

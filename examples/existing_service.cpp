@@ -1,73 +1,99 @@
 // An existing cpp-httplib service that adopts iwsec: its own route stays its
 // own, the guard protects it, and one line mounts the security endpoints.
+// It uses only iwsec's public API (this file, complete, is the whole program).
 //
 //   existing_service [--host 127.0.0.1] [--port 3001] [--data-dir ./iwsec-data]
 //
-// It shares iwsec-server's data directory layout, so iwsec-admin manages its
-// users too.
+// It shares iwsec-server's data directory layout (users.json, signing.key),
+// so iwsec-admin manages its users and its signing keys too: a key added with
+// `iwsec-admin add-signing-key` signs from the next request on.
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <thread>
+
+#include <pthread.h>
+#include <signal.h>
 
 #include <httplib.h>
+#include <picojson.h>
 
 #include <iwsec/iwsec.hpp>
 
-#include "cli.hpp"
-
 int main(int argc, char** argv) {
-  const char* program = "existing_service";
   std::string host = "127.0.0.1";
   int port = 3001;
   std::string data_dir = "./iwsec-data";
-  cli::Arguments args(program, argc, argv);
-  while (args.next()) {
-    const std::string_view a = args.current();
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    const bool has_value = i + 1 < argc;
     if (a == "--help") {
       std::puts("usage: existing_service [--host ADDRESS] [--port PORT] [--data-dir DIR]");
       return 0;
-    } else if (a == "--host") {
-      host = args.value();
-    } else if (a == "--port") {
-      port = static_cast<int>(args.integer_value(0, 65535));
-    } else if (a == "--data-dir") {
-      data_dir = args.value();
+    } else if (a == "--host" && has_value) {
+      host = argv[++i];
+    } else if (a == "--port" && has_value) {
+      port = std::atoi(argv[++i]);
+    } else if (a == "--data-dir" && has_value) {
+      data_dir = argv[++i];
     } else {
-      cli::usage_error(program, "unknown argument '" + std::string(a) + "'");
+      std::fprintf(stderr, "existing_service: bad argument '%s' (try --help)\n", argv[i]);
+      return 2;
     }
   }
-  if (!cli::ensure_directory(data_dir)) cli::die(program, "cannot use data directory " + data_dir, 1);
 
-  // What the service already had.
+  // What the service already had: a server, stopped by SIGINT or SIGTERM.
   httplib::Server server;
-  cli::stop_on_signals(server);
-  cli::ListeningSocket listening_socket;
-  listening_socket.configure(server);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before any thread starts
+  std::thread([&server, stop_signals] {
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    while (!server.is_running()) std::this_thread::yield();
+    server.stop();
+  }).detach();
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
 
-  // What adopting iwsec adds: a user store, a signer, and one line to mount.
+  // What adopting iwsec adds: a user store, a signer whose keys live in a
+  // key file (made on first start: 32 random bytes, mode 0600), and one line
+  // to mount the routes.
   std::unique_ptr<iwsec::JsonFileUserStore> users;
+  std::unique_ptr<iwsec::KeyringFile> keys;
+  std::unique_ptr<iwsec::Signer> signer;
   try {
+    std::filesystem::create_directories(data_dir);
+    std::filesystem::permissions(data_dir, std::filesystem::perms::owner_all);
     users = std::make_unique<iwsec::JsonFileUserStore>(data_dir + "/users.json");
+    keys = std::make_unique<iwsec::KeyringFile>(data_dir + "/signing.key");
+    signer = std::make_unique<iwsec::Signer>(keys->load_or_create().signing_keys());
   } catch (const std::exception& e) {
-    cli::die(program, e.what(), 1);
+    std::fprintf(stderr, "existing_service: %s\n", e.what());
+    return 1;
   }
-  iwsec::Signer signer(iwsec::Signer::generate_secret());  // a real service loads its key from a secret store
-  auto security = iwsec::mount_security_routes(server, *users, signer);
+  iwsec::Options options;
+  options.refresh_keys = [&] { keys->refresh(*signer); };  // one stat per request: key changes apply at once
+  auto security = iwsec::mount_security_routes(server, *users, *signer, options);
 
   // The service's own route, now reachable only with a valid access token.
   server.Get("/v3/domains", security.guard([](const httplib::Request&, httplib::Response& res,
                                               const iwsec::VerifiedToken& token) {
-    std::string body = "{\"result\":[{\"id\":\"1\",\"name\":\"demo\",\"owner\":";
-    iwsec::detail::append_json_string(body, token.email());
-    body += "}]}";
+    const std::string body = "{\"result\":[{\"id\":\"1\",\"name\":\"demo\",\"owner\":" +
+                             picojson::value(token.email()).serialize() + "}]}";
     res.set_content(body, "application/json; charset=utf-8");
   }));
 
   const int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
-  if (bound <= 0) cli::die(program, "cannot listen on " + host + ":" + std::to_string(port), 1);
-  listening_socket.widen_backlog();
+  if (bound <= 0) {
+    std::fprintf(stderr, "existing_service: cannot listen on %s port %d\n", host.c_str(), port);
+    return 1;
+  }
   std::printf("listening on http://%s:%d\n", host.c_str(), bound);
   std::fflush(stdout);
   return server.listen_after_bind() ? 0 : 1;

@@ -1,5 +1,5 @@
 // iwsec-server: the Infoworks v3 security endpoints on their own, backed by a
-// data directory (users.json, revocations.journal, signing.key).
+// data directory (users.json, revocations.journal, signing.key: a keyring).
 
 #include <cerrno>
 #include <chrono>
@@ -26,6 +26,7 @@
 #include "access_log.hpp"
 #include "admin_server.hpp"
 #include "lock_journal.hpp"
+#include "startup.hpp"
 
 namespace {
 
@@ -38,10 +39,14 @@ constexpr const char* help_text =
     "\n"
     "  --host ADDRESS           address to listen on (default 127.0.0.1)\n"
     "  --port PORT              port to listen on, 0 for any free port (default 3001)\n"
-    "  --data-dir DIR           users.json, revocations.journal and signing.key\n"
-    "                           (default ./iwsec-data, created if missing)\n"
-    "  --secret-file FILE       raw HMAC key bytes (at least 32) instead of\n"
-    "                           DIR/signing.key\n"
+    "  --data-dir DIR           users.json, revocations.journal and signing.key (the\n"
+    "                           signing keyring; iwsec-admin add-signing-key and\n"
+    "                           retire-signing-key apply at once); default\n"
+    "                           ./iwsec-data, created with its parents if missing.\n"
+    "                           One iwsec-server per data directory (server.lock)\n"
+    "  --secret-file FILE       signing keys from FILE instead of DIR/signing.key:\n"
+    "                           raw key bytes (at least 32) or a keyring; read\n"
+    "                           again on SIGHUP\n"
     "  --token-lifetime SECONDS access-token lifetime (default 900)\n"
     "  --tls-cert FILE          serve HTTPS with this PEM certificate ...\n"
     "  --tls-key FILE           ... and this PEM private key\n"
@@ -68,13 +73,17 @@ constexpr const char* help_text =
     "                           (only behind a proxy that always sets it)\n"
     "  --no-lockout             count nothing, never answer 429\n"
     "  --help                   print this help and exit\n"
+    "  --version                print the version and exit\n"
     "\n"
-    "Prints 'listening on http://HOST:PORT' once it accepts connections (then\n"
-    "'admin listening on http://HOST:PORT' with --admin-port), then one line per\n"
-    "request: TIME CLIENT REQUEST-ID METHOD PATH STATUS MICROSECONDSus, plus\n"
-    "is_valid=... reason=... for token checks, and a line per lockout.\n"
+    "Prints the data directory and its number of users, then 'listening on\n"
+    "http://HOST:PORT' once it accepts connections, then one\n"
+    "line per request: TIME CLIENT REQUEST-ID METHOD PATH STATUS MICROSECONDSus,\n"
+    "plus is_valid=... reason=... for token checks, and a line per lockout\n"
+    "('admin listening on http://HOST:PORT' too with --admin-port).\n"
     "SIGINT or SIGTERM stops it.\n"
-    "Basic credentials travel in clear text: outside loopback, use TLS.\n";
+    "Options take their value as --opt VALUE or --opt=VALUE.\n"
+    "Basic credentials travel in clear text: outside loopback, use TLS.\n"
+    "Exit status: 0 stopped by a signal, 1 cannot start (the reason on stderr), 2 bad arguments.\n";
 
 struct Settings {
   std::string host = "127.0.0.1";
@@ -103,6 +112,8 @@ Settings parse_arguments(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::fputs(help_text, stdout);
       std::exit(0);
+    } else if (a == "--version") {
+      cli::print_version();
     } else if (a == "--host") {
       s.host = args.value();
       if (s.host.empty()) cli::usage_error(program, "--host needs an address");
@@ -160,52 +171,8 @@ Settings parse_arguments(int argc, char** argv) {
   }
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
   if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
-    cli::usage_error(program, std::string("lockout options: ") + error);
+    cli::usage_error(program, startup::lockout_error_in_flags(error));
   return s;
-}
-
-// Reads a key file: a regular file of at least 32 raw bytes.
-std::string read_key(const std::string& path) {
-  iwsec::detail::unique_fd fd = iwsec::detail::open_fd(path, O_RDONLY);
-  if (!fd) cli::die(program, "cannot open key file " + path + ": " + std::strerror(errno), 1);
-  struct stat st;
-  std::string key;
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || !iwsec::detail::read_all(fd.get(), key))
-    cli::die(program, "cannot read key file " + path, 1);
-  if (key.size() < iwsec::Signer::min_key_bytes)
-    cli::die(program, "key file " + path + " holds " + std::to_string(key.size()) + " bytes; at least 32 are required",
-             1);
-  if (st.st_mode & 077)
-    std::fprintf(stderr, "%s: warning: key file %s is readable by other users (chmod 600 it)\n", program, path.c_str());
-  return key;
-}
-
-// The data directory's signing.key: made once (32 CSPRNG bytes, mode 0600).
-// It appears whole or not at all: written and fsynced under a temporary
-// name, then linked into place (link fails if another process won the race,
-// whose key is then used).
-std::string load_or_create_key(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0) return read_key(path);
-  const std::string key = iwsec::Signer::generate_secret();
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    iwsec::detail::unique_fd fd = iwsec::detail::open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (!fd || ::fchmod(fd.get(), 0600) != 0 || !iwsec::detail::write_all(fd.get(), key) || ::fsync(fd.get()) != 0) {
-      ::unlink(tmp.c_str());
-      cli::die(program, "cannot write key file " + path, 1);
-    }
-  }
-  const bool linked = ::link(tmp.c_str(), path.c_str()) == 0;
-  const int link_errno = errno;
-  ::unlink(tmp.c_str());
-  if (!linked) {
-    if (link_errno == EEXIST) return read_key(path);
-    cli::die(program, "cannot create key file " + path + ": " + std::strerror(link_errno), 1);
-  }
-  if (!iwsec::detail::fsync_directory(iwsec::detail::parent_directory(path)))
-    cli::die(program, "cannot make key file " + path + " durable", 1);
-  return key;
 }
 
 }  // namespace
@@ -214,20 +181,14 @@ int main(int argc, char** argv) {
   const Settings settings = parse_arguments(argc, argv);
 
   ::signal(SIGPIPE, SIG_IGN);
+  startup::block_reload_signal();  // before any thread starts
+  if (settings.tls_cert.empty() && !startup::is_loopback(settings.host))
+    std::fprintf(stderr,
+                 "%s: warning: --host %s is not a loopback address and TLS is off: passwords and tokens travel "
+                 "in clear text (use --tls-cert and --tls-key)\n",
+                 program, settings.host.c_str());
 
-  if (!cli::ensure_directory(settings.data_dir)) cli::die(program, "cannot use data directory " + settings.data_dir, 1);
-  const std::string key = settings.secret_file.empty() ? load_or_create_key(settings.data_dir + "/signing.key")
-                                                       : read_key(settings.secret_file);
-
-  std::unique_ptr<iwsec::JsonFileUserStore> users;
   iwsec::Options options;
-  try {
-    users = std::make_unique<iwsec::JsonFileUserStore>(settings.data_dir + "/users.json");
-    options.revocations = std::make_shared<iwsec::JournalRevocationStore>(settings.data_dir + "/revocations.journal");
-  } catch (const std::exception& e) {
-    cli::die(program, e.what(), 1);
-  }
-  const iwsec::Signer signer(key);
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
   options.password_rounds = settings.pbkdf2_rounds;
   options.max_revocations_per_user = settings.max_revocations_per_user;
@@ -258,10 +219,15 @@ int main(int argc, char** argv) {
     };
   }
 
+  // Nothing is created before what can stop the start has been checked:
+  // the TLS files and the port come first, the data directory after.
   std::unique_ptr<httplib::Server> server;
   if (!settings.tls_cert.empty()) {
+    const std::string problem = startup::tls_problem(settings.tls_cert, settings.tls_key);
+    if (!problem.empty()) cli::die(program, problem, 1);
     auto tls = std::make_unique<httplib::SSLServer>(settings.tls_cert.c_str(), settings.tls_key.c_str());
-    if (!tls->is_valid()) cli::die(program, "cannot load the TLS certificate or key", 1);
+    if (!tls->is_valid())
+      cli::die(program, "cannot load TLS certificate " + settings.tls_cert + " with key " + settings.tls_key, 1);
     server = std::move(tls);
   } else {
     server = std::make_unique<httplib::Server>();
@@ -290,18 +256,21 @@ int main(int argc, char** argv) {
     server->set_logger([&log](const httplib::Request& req, const httplib::Response& res) { log.write(req, res); });
   }
 
-  routes = iwsec::mount_security_routes(*server, *users, signer, options);
-
   const int port = settings.port == 0 ? server->bind_to_any_port(settings.host)
                                       : (server->bind_to_port(settings.host, settings.port) ? settings.port : -1);
-  if (port <= 0) cli::die(program, "cannot listen on " + settings.host + ":" + std::to_string(settings.port), 1);
+  if (port <= 0)
+    cli::die(program,
+             "cannot listen on " + settings.host + " port " + std::to_string(settings.port) + ": " +
+                 startup::bind_failure_reason(settings.host, settings.port),
+             1);
   listening_socket.widen_backlog();
 
+  std::unique_ptr<iwsec::JsonFileUserStore> users;  // read by the readiness check
   std::unique_ptr<admin_server::AdminServer> admin;
   int admin_port = -1;
   if (settings.admin_port >= 0) {
     const std::string users_path = settings.data_dir + "/users.json";
-    admin = std::make_unique<admin_server::AdminServer>(routes->metrics(), [&server, &users, users_path]() -> std::string {
+    admin = std::make_unique<admin_server::AdminServer>(*options.metrics, [&server, &users, users_path]() -> std::string {
       if (!server->is_running()) return "not accepting connections";
       if (!iwsec::detail::open_fd(users_path, O_RDONLY))
         return "cannot open " + users_path + ": " + std::strerror(errno);
@@ -317,10 +286,32 @@ int main(int argc, char** argv) {
       cli::die(program, "cannot listen on " + settings.admin_host + ":" + std::to_string(settings.admin_port) +
                             " (--admin-port): " + std::strerror(errno), 1);
   }
+  // ---- the data directory: one server each, then keys, users, revocations
+  const std::string dir_error = startup::make_directories(settings.data_dir);
+  if (!dir_error.empty()) cli::die(program, dir_error, 1);
+  iwsec::detail::unique_fd directory_lock;  // held until exit
+  const std::string lock_error = startup::lock_data_directory(settings.data_dir, directory_lock);
+  if (!lock_error.empty()) cli::die(program, lock_error, 1);
   {
-    std::string error;  // after the binds: a start that fails creates nothing
+    std::string error;  // after the binds and the lock: a start that fails creates nothing
     if (!journal.start(error)) cli::die(program, error, 1);
   }
+  startup::ServerKeys keys;
+  const std::string key_error = keys.open(settings.data_dir, settings.secret_file);
+  if (!key_error.empty()) cli::die(program, key_error, 1);
+  try {
+    users = std::make_unique<iwsec::JsonFileUserStore>(settings.data_dir + "/users.json");
+    options.revocations = std::make_shared<iwsec::JournalRevocationStore>(settings.data_dir + "/revocations.journal");
+  } catch (const std::exception& e) {
+    cli::die(program, e.what(), 1);
+  }
+  options.refresh_keys = keys.per_request_refresh();
+  routes = iwsec::mount_security_routes(*server, *users, keys.signer(), options);
+  startup::reload_on_signal([&keys] { keys.reload(); });
+
+  const std::size_t user_count = users->list_users().size();
+  std::printf("data directory %s, %zu user%s, signing keys in %s\n", startup::absolute(settings.data_dir).c_str(),
+              user_count, user_count == 1 ? "" : "s", startup::absolute(keys.path()).c_str());
 
   const bool ipv6 = settings.host.find(':') != std::string::npos;
   std::printf("listening on %s://%s%s%s:%d\n", settings.tls_cert.empty() ? "http" : "https", ipv6 ? "[" : "",

@@ -9,11 +9,6 @@ with cpp-httplib's and libcrypto's pkg-config flags, exactly as the README
 tells a reader to build (`c++ -std=c++17 -Iinclude main.cpp $(pkg-config
 --cflags --libs cpp-httplib libcrypto)`).
 
-The README's embedding example uses `iwsec::load_or_create_keyring`, from
-include/iwsec/keyring.hpp (another branch adds it). While that header does
-not exist, the block is compiled with its `#include <iwsec/keyring.hpp>`
-dropped and its `load_or_create_keyring(` line replaced by a generated key,
-and the test says so; once the header exists the block compiles verbatim.
 """
 
 import argparse
@@ -35,10 +30,6 @@ void snippet(httplib::Server& server, iwsec::UserStore& users, iwsec::Signer& si
 """
 FRAGMENT_END = "\n  }\n}\n"
 
-KEYRING_HEADER = "iwsec/keyring.hpp"
-KEYRING_CALL = "load_or_create_keyring("
-KEYRING_STAND_IN = "  iwsec::Signer signer(iwsec::Signer::generate_secret());  // stand-in: keyring.hpp absent\n"
-
 COMPILE_TIMEOUT = 300
 
 
@@ -59,16 +50,6 @@ def cpp_blocks(path):
     return blocks
 
 
-def without_keyring(text):
-    """The block with the keyring helper's lines replaced (see the module doc)."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        if "#include" in line and KEYRING_HEADER in line:
-            continue
-        out.append(KEYRING_STAND_IN if KEYRING_CALL in line else line)
-    return "".join(out)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cxx", required=True)
@@ -78,16 +59,11 @@ def main():
 
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "cpp-httplib", "libcrypto"], check=True,
                            stdout=subprocess.PIPE, text=True).stdout.split()
-    have_keyring = os.path.exists(os.path.join(args.include, KEYRING_HEADER))
     failures, compiled = [], 0
     with tempfile.TemporaryDirectory(prefix="iwsec-snippets-") as work:
         for path in args.files:
             for line, text in cpp_blocks(path):
                 where = "%s:%d" % (os.path.relpath(path), line)
-                if KEYRING_CALL in text and not have_keyring:
-                    text = without_keyring(text)
-                    print("%s: %s is absent: compiled with the %s line replaced by a generated key"
-                          % (where, KEYRING_HEADER, KEYRING_CALL))
                 program = re.search(r"\bint\s+main\s*\(", text) is not None
                 source = os.path.join(work, "snippet%d.cpp" % compiled)
                 with open(source, "w", encoding="utf-8") as f:

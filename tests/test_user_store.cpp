@@ -475,9 +475,13 @@ TEST_CASE("JsonFileUserStore: a file turned to garbage later keeps the last good
   CHECK(emails_of(JsonFileUserStore(path).list_users()) == std::vector<std::string>{"z@example.com", "c@example.com"});
 }
 
-TEST_CASE("JsonFileUserStore: a write into a missing directory is an io_error", "[json_file_user_store]") {
+TEST_CASE("JsonFileUserStore: a write into a directory gone since construction is an io_error",
+          "[json_file_user_store]") {
+  // (A directory missing at construction is refused there: test_json_file_store_open.)
   TempDir dir;
-  JsonFileUserStore store(dir.file("no-such-dir/users.json"));
+  REQUIRE(::mkdir(dir.file("gone").c_str(), 0700) == 0);
+  JsonFileUserStore store(dir.file("gone/users.json"));
+  REQUIRE(::rmdir(dir.file("gone").c_str()) == 0);
   CHECK(store.list_users().empty());
   CHECK(store.add_user(make_user("a@example.com", "u1")) == StoreStatus::io_error);
   CHECK_FALSE(store.find_by_email("a@example.com"));

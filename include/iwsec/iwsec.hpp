@@ -7,6 +7,7 @@
 #include "clock.hpp"
 #include "errors.hpp"
 #include "signer.hpp"
+#include "keyring.hpp"
 #include "password.hpp"
 #include "user_store.hpp"
 #include "json_file_user_store.hpp"

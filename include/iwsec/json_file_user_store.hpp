@@ -4,6 +4,7 @@
 /// server and iwsec-admin) share safely.
 
 #include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -40,6 +41,13 @@ class JsonFileUserStore : public UserStore {
   /// @brief Opens (or, on first write, creates) the users file at @p path.
   /// Throws store_error when the file exists but is unreadable or invalid.
   explicit JsonFileUserStore(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {
+    // A missing directory fails here, by name, not as an I/O error on the first write.
+    const std::string dir = detail::parent_directory(path_);
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      const int e = ::stat(dir.c_str(), &st) != 0 ? errno : ENOTDIR;
+      throw store_error("iwsec: cannot use users file " + path_ + ": directory " + dir + ": " + std::strerror(e));
+    }
     std::unique_lock<std::shared_mutex> lock(mutex_);
     std::string error;
     if (!reload_locked(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
@@ -208,16 +216,16 @@ class JsonFileUserStore : public UserStore {
         if (text) text->clear();
         return true;
       }
-      error = "cannot open";
+      error = std::string("cannot open: ") + std::strerror(errno);
       return false;
     }
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) {
-      error = "cannot stat";
+      error = std::string("cannot stat: ") + std::strerror(errno);
       return false;
     }
     if (text && !detail::read_all(fd.get(), *text)) {
-      error = "cannot read";
+      error = std::string("cannot read: ") + std::strerror(errno);
       return false;
     }
     loaded_ = detail::file_identity::of(st);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -66,6 +67,12 @@ struct Options {
   /// @brief Called when an account gets locked or a client blocked (e.g. to
   /// log it). Empty: nothing is called.
   LockoutHook on_lockout;
+
+  /// @brief Runs at the start of every security route and guard check,
+  /// before any token is signed or verified: where a host keeps its signer's
+  /// keys in step with a key file, e.g. `[&] { keyring_file.refresh(signer); }`
+  /// (see keyring.hpp). May throw StateUnavailable (answered 503). Null: nothing.
+  std::function<void()> refresh_keys;
 };
 
 }  // namespace iwsec

@@ -406,8 +406,9 @@ class JournalRevocationStore : public MemoryRevocationStore {
       detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
       // Only a missing journal starts empty: one that exists but cannot be
       // read must not be replaced by an empty one.
-      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_);
-      if (in && !replay(in.get(), clean, bytes, lines)) throw std::runtime_error("iwsec: cannot read " + path_);
+      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
+      if (in && !replay(in.get(), clean, bytes, lines))
+        throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
     }
     schedule_sweep_writing();
     if (clean) {
@@ -423,7 +424,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       }
       journal_.reset();
     }
-    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_);
+    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {

@@ -40,9 +40,11 @@ namespace detail {
 enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
 
 /// @brief The claims of access tokens that passed Signer::verify, by their
-/// exact bytes, so that a client presenting the same token again is not
-/// verified again: the signer is immutable (it cannot be assigned over), so
-/// the same bytes verify the same way, and only the lifetime depends on the
+/// exact bytes and the signer's key version, so that a client presenting the
+/// same token again is not verified again: under one key version the same
+/// bytes verify the same way (a key set never changes; replace_keys makes a
+/// new version, and every entry of an older one misses, so a retired key's
+/// tokens stop validating at once), and only the lifetime depends on the
 /// time of the check. A hit
 /// re-checks it: now < exp + leeway, and now is not earlier than the time of
 /// the verification (so `nbf` and `iat`, already satisfied then, still are;
@@ -58,9 +60,10 @@ class verified_token_cache {
     random_bytes(reinterpret_cast<unsigned char*>(&seed_), sizeof seed_);
   }
 
-  /// @brief The cached claims of exactly @p token, if they are still within
-  /// their lifetime at @p now.
-  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway) const {
+  /// @brief The cached claims of exactly @p token verified under @p key_version,
+  /// if they are still within their lifetime at @p now.
+  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway,
+                                            std::uint64_t key_version) const {
     if (token.size() > max_token_bytes) return nullptr;
     slot& s = slots_[index_of(token)];
     std::shared_ptr<const VerifiedToken> claims;
@@ -68,7 +71,7 @@ class verified_token_cache {
     {
       std::lock_guard<std::mutex> lock(s.mutex);
       // Compared in constant time: a near miss must not tell how near.
-      if (!s.claims || !same_bytes(s.token, token)) return nullptr;
+      if (!s.claims || s.key_version != key_version || !same_bytes(s.token, token)) return nullptr;
       claims = s.claims;
       verified_at = s.verified_at;
     }
@@ -76,14 +79,17 @@ class verified_token_cache {
     return claims;
   }
 
-  /// @brief Remembers that @p token verified at @p verified_at with @p claims.
-  void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at) {
+  /// @brief Remembers that @p token verified at @p verified_at with @p claims,
+  /// under the key set of @p key_version (VerifyResult::key_version()).
+  void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at,
+             std::uint64_t key_version) {
     if (token.size() > max_token_bytes) return;
     slot& s = slots_[index_of(token)];
     std::lock_guard<std::mutex> lock(s.mutex);
     s.token.assign(token.data(), token.size());
     s.claims = std::move(claims);
     s.verified_at = verified_at;
+    s.key_version = key_version;
   }
 
  private:
@@ -92,6 +98,7 @@ class verified_token_cache {
     std::string token;
     std::shared_ptr<const VerifiedToken> claims;
     std::int64_t verified_at = 0;
+    std::uint64_t key_version = 0;
   };
 
   // Equality in time that depends only on the lengths, a word at a time
@@ -169,6 +176,11 @@ class security_core {
 
   std::int64_t now() const { return options_.clock(); }
 
+  /// @brief Options::refresh_keys, when set.
+  void refresh_keys() const {
+    if (options_.refresh_keys) options_.refresh_keys();
+  }
+
   /// @brief Full access check: signature, claims, times, revocation, user
   /// still enabled, the token's `user_id` still the holder of its email, and
   /// of the same refresh-token generation. Null when any fails, and then
@@ -180,12 +192,14 @@ class security_core {
     };
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
-    auto t = verified_tokens_.find(token, at, leeway);
+    // The version read before the lookup: a key change after it is a
+    // request that raced with the change, answered as before it.
+    auto t = verified_tokens_.find(token, at, leeway, signer_.key_version());
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
       if (!result) return refuse(to_string(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
-      verified_tokens_.store(token, t, at);
+      verified_tokens_.store(token, t, at, result.key_version());
     }
     if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
@@ -546,6 +560,7 @@ class SecurityRoutes {
       std::shared_ptr<const VerifiedToken> token;
       const auto started = std::chrono::steady_clock::now();
       core->shielded(res, "Bearer", [&] {
+        core->refresh_keys();
         const auto bearer = core->credentials_view(req, res, detail::authorization::kind::bearer, "Bearer");
         if (bearer && !(token = core->observed_check(req, *bearer, true)))
           core->fail(res, detail::failure::invalid_token, "Bearer");
@@ -566,6 +581,7 @@ class SecurityRoutes {
   std::optional<VerifiedToken> verify_request(const httplib::Request& req) const {
     const auto auth = detail::read_authorization(req, core_->options().max_authorization_bytes);
     if (auth.type != detail::authorization::kind::bearer) return std::nullopt;
+    core_->refresh_keys();
     return core_->check_access_token(auth.credentials);
   }
 
@@ -602,7 +618,10 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
     return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
       const auto started = std::chrono::steady_clock::now();
       detail::security_core::ignore_ranges(req);
-      core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
+      core->shielded(res, scheme, [&] {
+        core->refresh_keys();
+        ((*core).*endpoint)(req, res);
+      });
       core->metrics().observe(name, std::chrono::steady_clock::now() - started);
     };
   };

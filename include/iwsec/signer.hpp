@@ -4,11 +4,13 @@
 /// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -110,6 +112,9 @@ class VerifyResult {
   bool ok() const noexcept { return error_ == VerifyError::none; }
   explicit operator bool() const noexcept { return ok(); }
   VerifyError error() const noexcept { return error_; }
+  /// @brief The Signer::key_version() of the key set that checked the token
+  /// (also for a rejection): a cache of verified tokens keys on it.
+  std::uint64_t key_version() const noexcept { return key_version_; }
   /// @brief The verified claims; throws std::logic_error when !ok().
   const VerifiedToken& token() const {
     if (!ok()) throw std::logic_error("iwsec: VerifyResult::token() on a rejected token");
@@ -122,6 +127,7 @@ class VerifyResult {
   explicit VerifyResult(VerifiedToken t) : error_(VerifyError::none), token_(std::move(t)) {}
   VerifyError error_;
   std::optional<VerifiedToken> token_;
+  std::uint64_t key_version_ = 0;
 };
 
 /// @brief One HMAC key with its identifier (`kid`).
@@ -138,18 +144,25 @@ class key_error : public std::invalid_argument {
 
 /// @brief HS256 signer and strict verifier. Holds one or more keys: signs with
 /// the newest (the last given) and verifies with the one the token's `kid`
-/// names. Immutable after construction, so one instance serves all threads.
+/// names. One instance serves all threads.
+///
+/// The keys can be replaced while the signer is in use (replace_keys: key
+/// rotation without a restart). Each key set is immutable and carries a
+/// version number that no other key set of any signer in the process ever
+/// had; key_version() tells the current one, and VerifyResult::key_version()
+/// the one a verification used, so a cache of verified tokens that keys on
+/// it (the routes' cache does) never answers from keys that are gone.
 class Signer {
  public:
   static constexpr std::size_t min_key_bytes = 32;
   static constexpr std::size_t max_keys = 16;
   static constexpr std::size_t max_token_bytes = 8192;
 
-  /// Immutable: copies and moves construct new signers, but a signer is never
-  /// assigned over, so what mounted routes verified with (and cached) stays
-  /// what they verify with. To change keys, mount routes with a new Signer.
-  Signer(const Signer&) = default;
-  Signer(Signer&&) = default;
+  /// A copy starts with the same keys (and key version) and is replaced
+  /// independently afterwards. A signer is never assigned over: what mounted
+  /// routes hold a reference to changes its keys only through replace_keys.
+  Signer(const Signer& other) { install(other.current()); }
+  Signer(Signer&& other) : Signer(static_cast<const Signer&>(other)) {}
   Signer& operator=(const Signer&) = delete;
   Signer& operator=(Signer&&) = delete;
 
@@ -162,31 +175,31 @@ class Signer {
 
   /// @brief A signer holding several keys for rotation; the last one signs.
   /// With more than one key each needs a distinct, non-empty `kid`.
-  explicit Signer(const std::vector<SigningKey>& keys) {
-    if (keys.empty()) throw key_error("iwsec: a Signer needs at least one key");
-    if (keys.size() > max_keys) throw key_error("iwsec: a Signer holds at most 16 keys");
-    for (const auto& k : keys) {
-      if (k.secret.size() < min_key_bytes) throw key_error("iwsec: HS256 keys must be at least 32 bytes");
-      if (keys.size() > 1 && k.key_id.empty()) throw key_error("iwsec: with several keys each needs a kid");
-      if (k.key_id.size() > 128) throw key_error("iwsec: kid longer than 128 bytes");
-      for (const auto& other : keys_)
-        if (other.key_id == k.key_id) throw key_error("iwsec: duplicate kid");
-      keys_.push_back(entry{k.key_id, std::make_shared<detail::hmac_sha256_key>(k.secret)});
-    }
-    const auto& newest = keys_.back();
-    std::string header = "{\"alg\":\"HS256\"";
-    if (keys_.size() > 1) {
-      header += ",\"kid\":";
-      detail::append_json_string(header, newest.key_id);
-    }
-    header += '}';
-    encoded_header_ = base64url_encode(header) + '.';
+  explicit Signer(const std::vector<SigningKey>& keys) { install(make_key_set(keys)); }
+
+  /// @brief Replaces every key at once (checked as by the constructor; on
+  /// key_error nothing changes). Safe while other threads sign and verify:
+  /// a call that starts after this returns uses the new keys only, so a
+  /// token of a key left out stops verifying at once.
+  void replace_keys(const std::vector<SigningKey>& keys) { install(make_key_set(keys)); }
+
+  /// @brief The version of the current key set: changes with every
+  /// replace_keys, unique within the process. Cheap (one atomic load).
+  std::uint64_t key_version() const noexcept { return version_.load(); }
+
+  /// @brief The `kid` of each key held, oldest first (the last one signs).
+  std::vector<std::string> key_ids() const {
+    std::vector<std::string> ids;
+    for (const auto& k : current()->keys) ids.push_back(k.key_id);
+    return ids;
   }
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
   /// The payload has a fixed layout, written straight into one buffer:
   /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N,"user_id":"..."}.
   std::string sign(const AccessClaims& claims) const {
+    const key_set& keys = current_keys();
+    const std::string& encoded_header = keys.encoded_header;
     char jti_buf[36];
     std::string_view jti = claims.jti;
     if (jti.empty()) jti = detail::uuid_v4_to(jti_buf);
@@ -226,14 +239,14 @@ class Signer {
     *w++ = '}';
     const auto payload_size = static_cast<std::size_t>(w - payload);
 
-    const std::size_t input_size = encoded_header_.size() + detail::base64_unpadded_size(payload_size);
+    const std::size_t input_size = encoded_header.size() + detail::base64_unpadded_size(payload_size);
     std::string token(input_size + 1 + detail::base64_unpadded_size(32), '\0');
     char* t = &token[0];
-    std::memcpy(t, encoded_header_.data(), encoded_header_.size());
-    detail::base64url_encode_to(t + encoded_header_.size(), reinterpret_cast<const unsigned char*>(payload),
+    std::memcpy(t, encoded_header.data(), encoded_header.size());
+    detail::base64url_encode_to(t + encoded_header.size(), reinterpret_cast<const unsigned char*>(payload),
                                 payload_size);
     unsigned char mac[32];
-    keys_.back().hmac->mac(reinterpret_cast<const unsigned char*>(t), input_size, mac);
+    keys.keys.back().hmac->mac(reinterpret_cast<const unsigned char*>(t), input_size, mac);
     t[input_size] = '.';
     detail::base64url_encode_to(t + input_size + 1, mac, sizeof mac);
     return token;
@@ -252,12 +265,90 @@ class Signer {
   /// grant access.
   VerifyResult verify_ignoring_lifetime(std::string_view token) const { return verify_impl(token, 0, 0, false); }
 
-  /// @brief The `kid` new tokens carry (empty with a single key).
-  const std::string& signing_key_id() const noexcept { return keys_.back().key_id; }
+  /// @brief The `kid` of the key that signs (tokens name it only while the
+  /// signer holds more than one key).
+  std::string signing_key_id() const { return current()->keys.back().key_id; }
 
  private:
   VerifyResult verify_impl(std::string_view token, std::int64_t now, std::int64_t leeway_seconds,
                            bool check_lifetime) const {
+    const key_set& keys = current_keys();
+    VerifyResult result = verify_with(keys, token, now, leeway_seconds, check_lifetime);
+    result.key_version_ = keys.version;
+    return result;
+  }
+
+  struct entry {
+    std::string key_id;
+    std::shared_ptr<const detail::hmac_sha256_key> hmac;
+  };
+
+  // One immutable set of keys; replace_keys installs a new one.
+  struct key_set {
+    std::vector<entry> keys;
+    std::string encoded_header;  // base64url(header) + '.'
+    std::uint64_t version = 0;   // unique in the process, never 0
+  };
+
+  static std::shared_ptr<const key_set> make_key_set(const std::vector<SigningKey>& keys) {
+    if (keys.empty()) throw key_error("iwsec: a Signer needs at least one key");
+    if (keys.size() > max_keys) throw key_error("iwsec: a Signer holds at most 16 keys");
+    auto set = std::make_shared<key_set>();
+    for (const auto& k : keys) {
+      if (k.secret.size() < min_key_bytes) throw key_error("iwsec: HS256 keys must be at least 32 bytes");
+      if (keys.size() > 1 && k.key_id.empty()) throw key_error("iwsec: with several keys each needs a kid");
+      if (k.key_id.size() > 128) throw key_error("iwsec: kid longer than 128 bytes");
+      for (const auto& other : set->keys)
+        if (other.key_id == k.key_id) throw key_error("iwsec: duplicate kid");
+      set->keys.push_back(entry{k.key_id, std::make_shared<detail::hmac_sha256_key>(k.secret)});
+    }
+    std::string header = "{\"alg\":\"HS256\"";
+    if (set->keys.size() > 1) {
+      header += ",\"kid\":";
+      detail::append_json_string(header, set->keys.back().key_id);
+    }
+    header += '}';
+    set->encoded_header = base64url_encode(header) + '.';
+    static std::atomic<std::uint64_t> versions{0};
+    set->version = ++versions;
+    return set;
+  }
+
+  void install(std::shared_ptr<const key_set> set) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::uint64_t version = set->version;
+    current_ = std::move(set);
+    version_.store(version);
+  }
+
+  std::shared_ptr<const key_set> current() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return current_;
+  }
+
+  // The hot path reads the key set without a lock or a reference-count
+  // change: each thread keeps the sets it used lately, by version, and a
+  // version is never reused, so a slot whose version equals key_version()
+  // holds exactly the current set. A miss (after a replace_keys) takes the
+  // lock once per thread. The reference stays valid until this thread's next
+  // call.
+  const key_set& current_keys() const {
+    struct slot {
+      std::uint64_t version = 0;
+      std::shared_ptr<const key_set> keys;
+    };
+    thread_local slot slots[8];
+    const std::uint64_t version = version_.load();
+    slot& s = slots[version & 7];
+    if (s.version != version) {
+      s.keys = current();
+      s.version = s.keys->version;
+    }
+    return *s.keys;
+  }
+
+  static VerifyResult verify_with(const key_set& keys, std::string_view token, std::int64_t now,
+                                  std::int64_t leeway_seconds, bool check_lifetime) {
     if (token.size() > max_token_bytes) return VerifyResult(VerifyError::too_large);
     const auto dot1 = token.find('.');
     if (dot1 == std::string_view::npos) return VerifyResult(VerifyError::malformed);
@@ -311,14 +402,14 @@ class Signer {
     const std::string_view signing_input = token.substr(0, dot2);
     const entry* key = nullptr;
     if (kid_seen) {
-      for (const auto& k : keys_)
+      for (const auto& k : keys.keys)
         if (!k.key_id.empty() && k.key_id == kid) key = &k;
       if (!key) return VerifyResult(VerifyError::unknown_key);
       if (!mac_matches(*key, signing_input, signature)) return VerifyResult(VerifyError::bad_signature);
     } else {
       // A token minted while the signer held a single key carries no kid;
       // after a rotation adds keys it must still verify under its own key.
-      for (const auto& k : keys_)
+      for (const auto& k : keys.keys)
         if (mac_matches(k, signing_input, signature)) key = &k;
       if (!key) return VerifyResult(VerifyError::bad_signature);
     }
@@ -391,11 +482,6 @@ class Signer {
     return VerifyResult(std::move(out));
   }
 
-  struct entry {
-    std::string key_id;
-    std::shared_ptr<const detail::hmac_sha256_key> hmac;
-  };
-
   static bool mac_matches(const entry& k, std::string_view signing_input, const unsigned char* signature) {
     unsigned char mac[32];
     k.hmac->mac(reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(), mac);
@@ -440,8 +526,9 @@ class Signer {
     return true;
   }
 
-  std::vector<entry> keys_;
-  std::string encoded_header_;  // base64url(header) + '.', fixed per signer
+  mutable std::mutex mutex_;                // guards current_
+  std::shared_ptr<const key_set> current_;
+  std::atomic<std::uint64_t> version_{0};  // current_->version
 };
 
 }  // namespace iwsec

@@ -84,11 +84,13 @@ class StateUnavailable : public std::runtime_error {
 /// OpenSSL (no JWT library), shaped like the tokens Infoworks issues.
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -1543,6 +1545,9 @@ class VerifyResult {
   bool ok() const noexcept { return error_ == VerifyError::none; }
   explicit operator bool() const noexcept { return ok(); }
   VerifyError error() const noexcept { return error_; }
+  /// @brief The Signer::key_version() of the key set that checked the token
+  /// (also for a rejection): a cache of verified tokens keys on it.
+  std::uint64_t key_version() const noexcept { return key_version_; }
   /// @brief The verified claims; throws std::logic_error when !ok().
   const VerifiedToken& token() const {
     if (!ok()) throw std::logic_error("iwsec: VerifyResult::token() on a rejected token");
@@ -1555,6 +1560,7 @@ class VerifyResult {
   explicit VerifyResult(VerifiedToken t) : error_(VerifyError::none), token_(std::move(t)) {}
   VerifyError error_;
   std::optional<VerifiedToken> token_;
+  std::uint64_t key_version_ = 0;
 };
 
 /// @brief One HMAC key with its identifier (`kid`).
@@ -1571,18 +1577,25 @@ class key_error : public std::invalid_argument {
 
 /// @brief HS256 signer and strict verifier. Holds one or more keys: signs with
 /// the newest (the last given) and verifies with the one the token's `kid`
-/// names. Immutable after construction, so one instance serves all threads.
+/// names. One instance serves all threads.
+///
+/// The keys can be replaced while the signer is in use (replace_keys: key
+/// rotation without a restart). Each key set is immutable and carries a
+/// version number that no other key set of any signer in the process ever
+/// had; key_version() tells the current one, and VerifyResult::key_version()
+/// the one a verification used, so a cache of verified tokens that keys on
+/// it (the routes' cache does) never answers from keys that are gone.
 class Signer {
  public:
   static constexpr std::size_t min_key_bytes = 32;
   static constexpr std::size_t max_keys = 16;
   static constexpr std::size_t max_token_bytes = 8192;
 
-  /// Immutable: copies and moves construct new signers, but a signer is never
-  /// assigned over, so what mounted routes verified with (and cached) stays
-  /// what they verify with. To change keys, mount routes with a new Signer.
-  Signer(const Signer&) = default;
-  Signer(Signer&&) = default;
+  /// A copy starts with the same keys (and key version) and is replaced
+  /// independently afterwards. A signer is never assigned over: what mounted
+  /// routes hold a reference to changes its keys only through replace_keys.
+  Signer(const Signer& other) { install(other.current()); }
+  Signer(Signer&& other) : Signer(static_cast<const Signer&>(other)) {}
   Signer& operator=(const Signer&) = delete;
   Signer& operator=(Signer&&) = delete;
 
@@ -1595,31 +1608,31 @@ class Signer {
 
   /// @brief A signer holding several keys for rotation; the last one signs.
   /// With more than one key each needs a distinct, non-empty `kid`.
-  explicit Signer(const std::vector<SigningKey>& keys) {
-    if (keys.empty()) throw key_error("iwsec: a Signer needs at least one key");
-    if (keys.size() > max_keys) throw key_error("iwsec: a Signer holds at most 16 keys");
-    for (const auto& k : keys) {
-      if (k.secret.size() < min_key_bytes) throw key_error("iwsec: HS256 keys must be at least 32 bytes");
-      if (keys.size() > 1 && k.key_id.empty()) throw key_error("iwsec: with several keys each needs a kid");
-      if (k.key_id.size() > 128) throw key_error("iwsec: kid longer than 128 bytes");
-      for (const auto& other : keys_)
-        if (other.key_id == k.key_id) throw key_error("iwsec: duplicate kid");
-      keys_.push_back(entry{k.key_id, std::make_shared<detail::hmac_sha256_key>(k.secret)});
-    }
-    const auto& newest = keys_.back();
-    std::string header = "{\"alg\":\"HS256\"";
-    if (keys_.size() > 1) {
-      header += ",\"kid\":";
-      detail::append_json_string(header, newest.key_id);
-    }
-    header += '}';
-    encoded_header_ = base64url_encode(header) + '.';
+  explicit Signer(const std::vector<SigningKey>& keys) { install(make_key_set(keys)); }
+
+  /// @brief Replaces every key at once (checked as by the constructor; on
+  /// key_error nothing changes). Safe while other threads sign and verify:
+  /// a call that starts after this returns uses the new keys only, so a
+  /// token of a key left out stops verifying at once.
+  void replace_keys(const std::vector<SigningKey>& keys) { install(make_key_set(keys)); }
+
+  /// @brief The version of the current key set: changes with every
+  /// replace_keys, unique within the process. Cheap (one atomic load).
+  std::uint64_t key_version() const noexcept { return version_.load(); }
+
+  /// @brief The `kid` of each key held, oldest first (the last one signs).
+  std::vector<std::string> key_ids() const {
+    std::vector<std::string> ids;
+    for (const auto& k : current()->keys) ids.push_back(k.key_id);
+    return ids;
   }
 
   /// @brief Mints a compact JWS for @p claims (makes a `jti` when empty).
   /// The payload has a fixed layout, written straight into one buffer:
   /// {"iat":N,"sub":"<sub JSON as a string>","jti":"...","exp":N,"gen":N,"user_id":"..."}.
   std::string sign(const AccessClaims& claims) const {
+    const key_set& keys = current_keys();
+    const std::string& encoded_header = keys.encoded_header;
     char jti_buf[36];
     std::string_view jti = claims.jti;
     if (jti.empty()) jti = detail::uuid_v4_to(jti_buf);
@@ -1659,14 +1672,14 @@ class Signer {
     *w++ = '}';
     const auto payload_size = static_cast<std::size_t>(w - payload);
 
-    const std::size_t input_size = encoded_header_.size() + detail::base64_unpadded_size(payload_size);
+    const std::size_t input_size = encoded_header.size() + detail::base64_unpadded_size(payload_size);
     std::string token(input_size + 1 + detail::base64_unpadded_size(32), '\0');
     char* t = &token[0];
-    std::memcpy(t, encoded_header_.data(), encoded_header_.size());
-    detail::base64url_encode_to(t + encoded_header_.size(), reinterpret_cast<const unsigned char*>(payload),
+    std::memcpy(t, encoded_header.data(), encoded_header.size());
+    detail::base64url_encode_to(t + encoded_header.size(), reinterpret_cast<const unsigned char*>(payload),
                                 payload_size);
     unsigned char mac[32];
-    keys_.back().hmac->mac(reinterpret_cast<const unsigned char*>(t), input_size, mac);
+    keys.keys.back().hmac->mac(reinterpret_cast<const unsigned char*>(t), input_size, mac);
     t[input_size] = '.';
     detail::base64url_encode_to(t + input_size + 1, mac, sizeof mac);
     return token;
@@ -1685,12 +1698,90 @@ class Signer {
   /// grant access.
   VerifyResult verify_ignoring_lifetime(std::string_view token) const { return verify_impl(token, 0, 0, false); }
 
-  /// @brief The `kid` new tokens carry (empty with a single key).
-  const std::string& signing_key_id() const noexcept { return keys_.back().key_id; }
+  /// @brief The `kid` of the key that signs (tokens name it only while the
+  /// signer holds more than one key).
+  std::string signing_key_id() const { return current()->keys.back().key_id; }
 
  private:
   VerifyResult verify_impl(std::string_view token, std::int64_t now, std::int64_t leeway_seconds,
                            bool check_lifetime) const {
+    const key_set& keys = current_keys();
+    VerifyResult result = verify_with(keys, token, now, leeway_seconds, check_lifetime);
+    result.key_version_ = keys.version;
+    return result;
+  }
+
+  struct entry {
+    std::string key_id;
+    std::shared_ptr<const detail::hmac_sha256_key> hmac;
+  };
+
+  // One immutable set of keys; replace_keys installs a new one.
+  struct key_set {
+    std::vector<entry> keys;
+    std::string encoded_header;  // base64url(header) + '.'
+    std::uint64_t version = 0;   // unique in the process, never 0
+  };
+
+  static std::shared_ptr<const key_set> make_key_set(const std::vector<SigningKey>& keys) {
+    if (keys.empty()) throw key_error("iwsec: a Signer needs at least one key");
+    if (keys.size() > max_keys) throw key_error("iwsec: a Signer holds at most 16 keys");
+    auto set = std::make_shared<key_set>();
+    for (const auto& k : keys) {
+      if (k.secret.size() < min_key_bytes) throw key_error("iwsec: HS256 keys must be at least 32 bytes");
+      if (keys.size() > 1 && k.key_id.empty()) throw key_error("iwsec: with several keys each needs a kid");
+      if (k.key_id.size() > 128) throw key_error("iwsec: kid longer than 128 bytes");
+      for (const auto& other : set->keys)
+        if (other.key_id == k.key_id) throw key_error("iwsec: duplicate kid");
+      set->keys.push_back(entry{k.key_id, std::make_shared<detail::hmac_sha256_key>(k.secret)});
+    }
+    std::string header = "{\"alg\":\"HS256\"";
+    if (set->keys.size() > 1) {
+      header += ",\"kid\":";
+      detail::append_json_string(header, set->keys.back().key_id);
+    }
+    header += '}';
+    set->encoded_header = base64url_encode(header) + '.';
+    static std::atomic<std::uint64_t> versions{0};
+    set->version = ++versions;
+    return set;
+  }
+
+  void install(std::shared_ptr<const key_set> set) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::uint64_t version = set->version;
+    current_ = std::move(set);
+    version_.store(version);
+  }
+
+  std::shared_ptr<const key_set> current() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return current_;
+  }
+
+  // The hot path reads the key set without a lock or a reference-count
+  // change: each thread keeps the sets it used lately, by version, and a
+  // version is never reused, so a slot whose version equals key_version()
+  // holds exactly the current set. A miss (after a replace_keys) takes the
+  // lock once per thread. The reference stays valid until this thread's next
+  // call.
+  const key_set& current_keys() const {
+    struct slot {
+      std::uint64_t version = 0;
+      std::shared_ptr<const key_set> keys;
+    };
+    thread_local slot slots[8];
+    const std::uint64_t version = version_.load();
+    slot& s = slots[version & 7];
+    if (s.version != version) {
+      s.keys = current();
+      s.version = s.keys->version;
+    }
+    return *s.keys;
+  }
+
+  static VerifyResult verify_with(const key_set& keys, std::string_view token, std::int64_t now,
+                                  std::int64_t leeway_seconds, bool check_lifetime) {
     if (token.size() > max_token_bytes) return VerifyResult(VerifyError::too_large);
     const auto dot1 = token.find('.');
     if (dot1 == std::string_view::npos) return VerifyResult(VerifyError::malformed);
@@ -1744,14 +1835,14 @@ class Signer {
     const std::string_view signing_input = token.substr(0, dot2);
     const entry* key = nullptr;
     if (kid_seen) {
-      for (const auto& k : keys_)
+      for (const auto& k : keys.keys)
         if (!k.key_id.empty() && k.key_id == kid) key = &k;
       if (!key) return VerifyResult(VerifyError::unknown_key);
       if (!mac_matches(*key, signing_input, signature)) return VerifyResult(VerifyError::bad_signature);
     } else {
       // A token minted while the signer held a single key carries no kid;
       // after a rotation adds keys it must still verify under its own key.
-      for (const auto& k : keys_)
+      for (const auto& k : keys.keys)
         if (mac_matches(k, signing_input, signature)) key = &k;
       if (!key) return VerifyResult(VerifyError::bad_signature);
     }
@@ -1824,11 +1915,6 @@ class Signer {
     return VerifyResult(std::move(out));
   }
 
-  struct entry {
-    std::string key_id;
-    std::shared_ptr<const detail::hmac_sha256_key> hmac;
-  };
-
   static bool mac_matches(const entry& k, std::string_view signing_input, const unsigned char* signature) {
     unsigned char mac[32];
     k.hmac->mac(reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(), mac);
@@ -1873,12 +1959,552 @@ class Signer {
     return true;
   }
 
-  std::vector<entry> keys_;
-  std::string encoded_header_;  // base64url(header) + '.', fixed per signer
+  mutable std::mutex mutex_;                // guards current_
+  std::shared_ptr<const key_set> current_;
+  std::atomic<std::uint64_t> version_{0};  // current_->version
 };
 
 }  // namespace iwsec
 // ----- end iwsec/signer.hpp -----
+// ----- begin iwsec/keyring.hpp -----
+/// @file
+/// @brief Signing keys kept in a file: a raw key (32 or more bytes, as
+/// earlier versions made) or a keyring of several keys with their `kid` and
+/// creation time. Loading, creating (mode 0600, whole or not at all), changing
+/// under a lock (add a key, retire one), and keeping a running Signer in step
+/// with the file.
+///
+/// The keyring format is text, one key per line after a version line:
+///
+///     iwsec-keyring 1
+///     # kid created key (base64url of the raw key bytes)
+///     legacy 2026-01-05T10:00:00Z 2Y0x...
+///     k20261202-3fa9c1d0 2026-12-02T01:31:00Z Qm9v...
+///
+/// Keys are listed oldest first; the last one signs new tokens, all of them
+/// verify. Blank lines and lines starting with `#` are ignored. A file that
+/// does not start with the version line is a raw key: a keyring of that one
+/// key, with `kid` "legacy" and the file's modification time.
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <mutex>
+#include <shared_mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+// ----- begin iwsec/detail/file.hpp -----
+/// @file
+/// @brief POSIX file helpers for durable state: whole-file reads, atomic
+/// replacement (write, fsync, rename, fsync the directory), advisory locks.
+
+#include <cerrno>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace iwsec {
+namespace detail {
+
+/// @brief Closes a file descriptor on scope exit.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
+  unique_fd& operator=(unique_fd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  ~unique_fd() { reset(); }
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1) noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+inline unique_fd open_fd(const std::string& path, int flags, mode_t mode = 0600) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd < 0 && errno == EINTR);
+  return unique_fd(fd);
+}
+
+inline bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+/// @brief Reads everything from @p fd (from its current offset).
+inline bool read_all(int fd, std::string& out) {
+  out.clear();
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (n == 0) return true;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+/// @brief The directory part of @p path ("." when there is none).
+inline std::string parent_directory(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+/// @brief fsyncs a directory, making a rename or creation inside it durable.
+inline bool fsync_directory(const std::string& dir) {
+  unique_fd fd = open_fd(dir, O_RDONLY | O_DIRECTORY);
+  return fd && ::fsync(fd.get()) == 0;
+}
+
+/// @brief Replaces @p path with @p content so that a crash leaves either the
+/// old or the new file, never a mix: write a temporary, fsync, rename, fsync
+/// the directory.
+inline bool write_file_atomically(const std::string& path, std::string_view content, mode_t mode = 0600) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    unique_fd fd = open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    if (!fd) return false;
+    if (::fchmod(fd.get(), mode) != 0 || !write_all(fd.get(), content) || ::fsync(fd.get()) != 0) {
+      ::unlink(tmp.c_str());
+      return false;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  return fsync_directory(parent_directory(path));
+}
+
+/// @brief An exclusive advisory lock (flock) on a lock file, held for the
+/// object's lifetime. Serialises writers across processes.
+class file_lock {
+ public:
+  explicit file_lock(const std::string& lock_path) : fd_(open_fd(lock_path, O_RDWR | O_CREAT, 0600)) {
+    if (!fd_) return;
+    int rc;
+    do {
+      rc = ::flock(fd_.get(), LOCK_EX);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) fd_.reset();
+  }
+  explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
+
+ private:
+  unique_fd fd_;  // closing it releases the lock
+};
+
+/// @brief Identity of a file version: replacing or editing it changes this.
+struct file_identity {
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = -1;
+  timespec modified{};
+
+  static file_identity of(const struct stat& st) {
+    return file_identity{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+  }
+  bool operator==(const file_identity& o) const noexcept {
+    return device == o.device && inode == o.inode && size == o.size && modified.tv_sec == o.modified.tv_sec &&
+           modified.tv_nsec == o.modified.tv_nsec;
+  }
+  bool operator!=(const file_identity& o) const noexcept { return !(*this == o); }
+};
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/file.hpp -----
+
+namespace iwsec {
+
+namespace detail {
+/// @brief Overwrites key material before the memory is given back.
+inline void wipe(std::string& s) {
+  if (!s.empty()) OPENSSL_cleanse(&s[0], s.size());
+}
+}  // namespace detail
+
+/// @brief A key file that cannot be read, created, understood or changed.
+/// The message names the path and the reason (the `strerror` text for I/O).
+class keyring_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// @brief One key of a keyring.
+struct KeyringEntry {
+  std::string key_id;          ///< `kid`: 1 to 64 of `A-Z a-z 0-9 . _ -`
+  std::int64_t created_at = 0;  ///< seconds since the epoch (UTC)
+  std::string secret;          ///< raw key bytes, at least Signer::min_key_bytes
+};
+
+/// @brief The keys of a key file, oldest first; the last one signs.
+struct Keyring {
+  std::vector<KeyringEntry> keys;
+
+  /// @brief The first line of a keyring file.
+  static constexpr std::string_view format_line = "iwsec-keyring 1";
+  /// @brief The `kid` of a key taken over from a raw key file.
+  static constexpr std::string_view legacy_key_id = "legacy";
+
+  /// @brief The keys as a Signer takes them.
+  std::vector<SigningKey> signing_keys() const {
+    std::vector<SigningKey> out;
+    for (const auto& k : keys) out.push_back(SigningKey{k.key_id, k.secret});
+    return out;
+  }
+
+  /// @brief The key named @p key_id, or null.
+  const KeyringEntry* find(std::string_view key_id) const {
+    for (const auto& k : keys)
+      if (k.key_id == key_id) return &k;
+    return nullptr;
+  }
+
+  /// @brief Appends a fresh random key (Signer::generate_secret) with a new
+  /// `kid` ("k" + date + random hex), which then signs. Throws keyring_error
+  /// when the keyring already holds Signer::max_keys keys.
+  const KeyringEntry& add_new_key(std::int64_t now) {
+    if (keys.size() >= Signer::max_keys)
+      throw keyring_error("the keyring already holds " + std::to_string(Signer::max_keys) +
+                          " keys (retire one first)");
+    KeyringEntry k;
+    k.key_id = new_key_id(now);
+    k.created_at = now;
+    k.secret = Signer::generate_secret();
+    keys.push_back(std::move(k));
+    return keys.back();
+  }
+
+  /// @brief Removes the key named @p key_id. Throws keyring_error when there
+  /// is no such key or it is the only one (a signer needs a key).
+  void retire(std::string_view key_id) {
+    for (auto it = keys.begin(); it != keys.end(); ++it) {
+      if (it->key_id != key_id) continue;
+      if (keys.size() == 1) throw keyring_error("key " + std::string(key_id) + " is the only signing key; add one first");
+      detail::wipe(it->secret);
+      keys.erase(it);
+      return;
+    }
+    throw keyring_error("no signing key " + std::string(key_id));
+  }
+
+  /// @brief The file's text (the keyring format, always).
+  std::string serialize() const {
+    std::string out(format_line);
+    out += "\n# kid created key (base64url); the last key signs, all verify\n";
+    for (const auto& k : keys) out += k.key_id + ' ' + format_time(k.created_at) + ' ' + base64url_encode(k.secret) + '\n';
+    return out;
+  }
+
+  /// @brief Reads a key file's content: the keyring format, or a raw key
+  /// (then @p raw_created_at is its creation time). Nothing, and the reason in
+  /// @p error, when it is neither (a raw key under 32 bytes, a bad line).
+  static std::optional<Keyring> parse(std::string_view text, std::int64_t raw_created_at, std::string& error) {
+    Keyring ring;
+    const bool is_keyring = text.substr(0, format_line.size()) == format_line &&
+                            (text.size() == format_line.size() || text[format_line.size()] == '\n');
+    if (!is_keyring) {
+      if (text.size() < Signer::min_key_bytes) {
+        error = "holds " + std::to_string(text.size()) + " bytes; at least " + std::to_string(Signer::min_key_bytes) +
+                " are required";
+        return std::nullopt;
+      }
+      ring.keys.push_back(KeyringEntry{std::string(legacy_key_id), raw_created_at, std::string(text)});
+      return ring;
+    }
+    std::size_t line_number = 1;
+    std::size_t at = text.find('\n');
+    while (at != std::string_view::npos && at + 1 < text.size()) {
+      const std::size_t begin = at + 1;
+      const std::size_t end = text.find('\n', begin);
+      const std::string_view line = text.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin);
+      at = end;
+      ++line_number;
+      if (line.empty() || line[0] == '#') continue;
+      const auto fail = [&](const std::string& why) {
+        error = "line " + std::to_string(line_number) + ": " + why;
+        return std::nullopt;
+      };
+      const auto space1 = line.find(' ');
+      const auto space2 = space1 == std::string_view::npos ? space1 : line.find(' ', space1 + 1);
+      if (space2 == std::string_view::npos || line.find(' ', space2 + 1) != std::string_view::npos)
+        return fail("expected 'KID CREATED KEY'");
+      KeyringEntry k;
+      k.key_id = std::string(line.substr(0, space1));
+      if (!valid_key_id(k.key_id)) return fail("unusable kid (1 to 64 of A-Z a-z 0-9 . _ -)");
+      if (ring.find(k.key_id)) return fail("duplicate kid " + k.key_id);
+      const auto created = parse_time(line.substr(space1 + 1, space2 - space1 - 1));
+      if (!created) return fail("creation time is not YYYY-MM-DDTHH:MM:SSZ");
+      k.created_at = *created;
+      auto secret = base64url_decode(line.substr(space2 + 1));
+      if (!secret) return fail("key is not unpadded base64url");
+      if (secret->size() < Signer::min_key_bytes) return fail("key shorter than 32 bytes");
+      k.secret = std::move(*secret);
+      ring.keys.push_back(std::move(k));
+      if (ring.keys.size() > Signer::max_keys) return fail("more than " + std::to_string(Signer::max_keys) + " keys");
+    }
+    if (ring.keys.empty()) {
+      error = "holds no key";
+      return std::nullopt;
+    }
+    return ring;
+  }
+
+  /// @brief Whether @p id is a usable `kid`: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+  static bool valid_key_id(std::string_view id) {
+    if (id.empty() || id.size() > 64) return false;
+    for (char c : id)
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+            c == '-'))
+        return false;
+    return true;
+  }
+
+  /// @brief RFC 3339 UTC with whole seconds: `2026-12-02T01:31:00Z`.
+  static std::string format_time(std::int64_t seconds) {
+    const std::time_t t = static_cast<std::time_t>(seconds);
+    std::tm tm{};
+    char buf[32];
+    if (!::gmtime_r(&t, &tm) || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) return "?";
+    return buf;
+  }
+
+  /// @brief The inverse of format_time; nothing unless exactly that form.
+  static std::optional<std::int64_t> parse_time(std::string_view text) {
+    if (text.size() != 20) return std::nullopt;
+    static constexpr char shape[] = "dddd-dd-ddTdd:dd:ddZ";
+    for (std::size_t i = 0; i < 20; ++i) {
+      const bool digit = text[i] >= '0' && text[i] <= '9';
+      if (shape[i] == 'd' ? !digit : text[i] != shape[i]) return std::nullopt;
+    }
+    const auto number = [&](std::size_t from, std::size_t n) {
+      int v = 0;
+      for (std::size_t i = from; i < from + n; ++i) v = v * 10 + (text[i] - '0');
+      return v;
+    };
+    std::tm tm{};
+    tm.tm_year = number(0, 4) - 1900;
+    tm.tm_mon = number(5, 2) - 1;
+    tm.tm_mday = number(8, 2);
+    tm.tm_hour = number(11, 2);
+    tm.tm_min = number(14, 2);
+    tm.tm_sec = number(17, 2);
+    const std::int64_t seconds = static_cast<std::int64_t>(::timegm(&tm));
+    if (format_time(seconds) != text) return std::nullopt;  // 2026-02-30 and the like
+    return seconds;
+  }
+
+  /// @brief A new `kid`: "k", the UTC date of @p now, "-", 8 random hex digits.
+  static std::string new_key_id(std::int64_t now) {
+    const std::string date = format_time(now);
+    unsigned char random[4];
+    detail::random_bytes(random, sizeof random);
+    return "k" + date.substr(0, 4) + date.substr(5, 2) + date.substr(8, 2) + "-" +
+           detail::hex_encode(random, sizeof random);
+  }
+};
+
+/// @brief A key file (raw key or keyring) on disk, and the Signer kept in
+/// step with it. Reading and creating never leave a partial file; changes
+/// (update) take an exclusive lock on `<path>.lock` and replace the file
+/// atomically, so iwsec-admin and a running server can share it.
+class KeyringFile {
+ public:
+  explicit KeyringFile(std::string path) : path_(std::move(path)) {}
+  KeyringFile(const KeyringFile&) = delete;
+  KeyringFile& operator=(const KeyringFile&) = delete;
+
+  const std::string& path() const noexcept { return path_; }
+
+  /// @brief Reads the file. Throws keyring_error ("cannot open key file
+  /// PATH: No such file or directory", "key file PATH holds 16 bytes; ...").
+  Keyring load() {
+    std::lock_guard<std::shared_mutex> lock(mutex_);
+    return load_locked();
+  }
+
+  /// @brief load(), or when the file does not exist, creates it as a keyring
+  /// of one fresh key: mode 0600, written and fsynced under a temporary name,
+  /// then linked into place, so it appears whole or not at all (if another
+  /// process created it meanwhile, that one is read).
+  Keyring load_or_create(std::int64_t now = static_cast<std::int64_t>(std::time(nullptr))) {
+    std::lock_guard<std::shared_mutex> lock(mutex_);
+    struct stat st;
+    if (::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) return load_locked();
+    Keyring ring;
+    ring.add_new_key(now);
+    const std::string tmp = path_ + ".tmp." + std::to_string(::getpid()) + "." + detail::hex_encode(random_id().data(), 8);
+    {
+      detail::unique_fd fd = detail::open_fd(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+      if (!fd) throw io_error("cannot create key file", tmp);
+      if (::fchmod(fd.get(), 0600) != 0 || !detail::write_all(fd.get(), ring.serialize()) || ::fsync(fd.get()) != 0) {
+        const int e = errno;
+        ::unlink(tmp.c_str());
+        throw keyring_error("cannot write key file " + tmp + ": " + std::strerror(e));
+      }
+    }
+    const bool linked = ::link(tmp.c_str(), path_.c_str()) == 0;
+    const int link_errno = errno;
+    ::unlink(tmp.c_str());
+    if (!linked) {
+      if (link_errno == EEXIST) return load_locked();
+      throw keyring_error("cannot create key file " + path_ + ": " + std::strerror(link_errno));
+    }
+    if (!detail::fsync_directory(detail::parent_directory(path_)))
+      throw io_error("cannot make key file durable (fsync of its directory)", path_);
+    return load_locked();
+  }
+
+  /// @brief Changes the file under its lock: reads it (or starts from an
+  /// empty keyring when it does not exist and @p create), applies @p change,
+  /// and replaces the file atomically (mode 0600; a raw key file becomes a
+  /// keyring). Returns the new keyring. Throws keyring_error (also what
+  /// @p change throws).
+  Keyring update(const std::function<void(Keyring&)>& change, bool create = false) {
+    std::lock_guard<std::shared_mutex> lock(mutex_);
+    detail::file_lock cross_process(path_ + ".lock");
+    if (!cross_process) throw io_error("cannot lock key file", path_ + ".lock");
+    Keyring ring;
+    struct stat st;
+    if (!create || ::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) ring = read_file(nullptr);
+    change(ring);
+    if (ring.keys.empty()) throw keyring_error("key file " + path_ + " would hold no key");
+    Signer check(ring.signing_keys());  // the same rules a loading server applies
+    if (!detail::write_file_atomically(path_, ring.serialize(), 0600))
+      throw io_error("cannot replace key file", path_);
+    return ring;
+  }
+
+  /// @brief Keeps @p signer in step with the file: one stat, and when the
+  /// file changed since it was last loaded, reads it and replaces the
+  /// signer's keys. True when they were replaced. Throws StateUnavailable
+  /// when the file changed (or vanished) and cannot be read, so the routes
+  /// answer 503 rather than keep verifying with keys that may be retired.
+  /// Cheap enough to call on every request (Options::refresh_keys).
+  bool refresh(Signer& signer) {
+    struct stat st;
+    const bool present = ::stat(path_.c_str(), &st) == 0;
+    if (present) {
+      std::shared_lock<std::shared_mutex> shared(mutex_);  // the common case: every thread at once
+      if (loaded_ && detail::file_identity::of(st) == *loaded_) return false;
+    }
+    std::lock_guard<std::shared_mutex> lock(mutex_);
+    if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;  // reloaded meanwhile
+    try {
+      Keyring ring = load_locked();
+      signer.replace_keys(ring.signing_keys());
+      return true;
+    } catch (const std::exception& e) {
+      loaded_.reset();  // try again on the next call
+      throw StateUnavailable(std::string("iwsec: signing keys changed but cannot be reloaded: ") + e.what());
+    }
+  }
+
+  /// @brief Reads the file now and replaces @p signer's keys (a reload on
+  /// SIGHUP). Throws keyring_error and leaves the signer as it was when the
+  /// file is unusable.
+  void reload(Signer& signer) {
+    std::lock_guard<std::shared_mutex> lock(mutex_);
+    Keyring ring = load_locked();
+    signer.replace_keys(ring.signing_keys());
+  }
+
+ private:
+  static std::array<unsigned char, 8> random_id() {
+    std::array<unsigned char, 8> r{};
+    detail::random_bytes(r.data(), r.size());
+    return r;
+  }
+
+  keyring_error io_error(const std::string& what, const std::string& path) const {
+    return keyring_error(what + " " + path + ": " + std::strerror(errno));
+  }
+
+  Keyring load_locked() {
+    detail::unique_fd fd;
+    Keyring ring = read_file(&fd);
+    struct stat st;
+    if (::fstat(fd.get(), &st) == 0) {
+      loaded_ = detail::file_identity::of(st);
+      loaded_fd_ = std::move(fd);  // held open: its inode cannot be reused while loaded_ names it
+    }
+    return ring;
+  }
+
+  // Opens and parses the file; leaves it open in *@p keep when given.
+  Keyring read_file(detail::unique_fd* keep) const {
+    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY | O_NOFOLLOW);
+    if (!fd) throw io_error("cannot open key file", path_);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) throw io_error("cannot read key file", path_);
+    if (!S_ISREG(st.st_mode)) throw keyring_error("key file " + path_ + " is not a regular file");
+    std::string text;
+    if (!detail::read_all(fd.get(), text)) throw io_error("cannot read key file", path_);
+    std::string error;
+    auto ring = Keyring::parse(text, static_cast<std::int64_t>(st.st_mtim.tv_sec), error);
+    detail::wipe(text);
+    if (!ring) throw keyring_error("key file " + path_ + " " + error);
+    if (keep) *keep = std::move(fd);
+    return std::move(*ring);
+  }
+
+  std::string path_;
+  std::shared_mutex mutex_;  // guards loaded_, loaded_fd_
+  std::optional<detail::file_identity> loaded_;
+  detail::unique_fd loaded_fd_;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/keyring.hpp -----
 // ----- begin iwsec/password.hpp -----
 /// @file
 /// @brief Password hashes in passlib's `$pbkdf2-sha256$rounds$salt$checksum`
@@ -2344,6 +2970,7 @@ class MemoryUserStore : public UserStore {
 /// server and iwsec-admin) share safely.
 
 #include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -2355,161 +2982,6 @@ class MemoryUserStore : public UserStore {
 
 #include <sys/stat.h>
 
-// ----- begin iwsec/detail/file.hpp -----
-/// @file
-/// @brief POSIX file helpers for durable state: whole-file reads, atomic
-/// replacement (write, fsync, rename, fsync the directory), advisory locks.
-
-#include <cerrno>
-#include <cstddef>
-#include <optional>
-#include <string>
-#include <string_view>
-
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-namespace iwsec {
-namespace detail {
-
-/// @brief Closes a file descriptor on scope exit.
-class unique_fd {
- public:
-  unique_fd() = default;
-  explicit unique_fd(int fd) noexcept : fd_(fd) {}
-  unique_fd(const unique_fd&) = delete;
-  unique_fd& operator=(const unique_fd&) = delete;
-  unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
-  unique_fd& operator=(unique_fd&& other) noexcept {
-    if (this != &other) reset(other.release());
-    return *this;
-  }
-  ~unique_fd() { reset(); }
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  int release() noexcept {
-    const int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-inline unique_fd open_fd(const std::string& path, int flags, mode_t mode = 0600) {
-  int fd;
-  do {
-    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
-  } while (fd < 0 && errno == EINTR);
-  return unique_fd(fd);
-}
-
-inline bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-/// @brief Reads everything from @p fd (from its current offset).
-inline bool read_all(int fd, std::string& out) {
-  out.clear();
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (n == 0) return true;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
-/// @brief The directory part of @p path ("." when there is none).
-inline std::string parent_directory(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-/// @brief fsyncs a directory, making a rename or creation inside it durable.
-inline bool fsync_directory(const std::string& dir) {
-  unique_fd fd = open_fd(dir, O_RDONLY | O_DIRECTORY);
-  return fd && ::fsync(fd.get()) == 0;
-}
-
-/// @brief Replaces @p path with @p content so that a crash leaves either the
-/// old or the new file, never a mix: write a temporary, fsync, rename, fsync
-/// the directory.
-inline bool write_file_atomically(const std::string& path, std::string_view content, mode_t mode = 0600) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    unique_fd fd = open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (!fd) return false;
-    if (::fchmod(fd.get(), mode) != 0 || !write_all(fd.get(), content) || ::fsync(fd.get()) != 0) {
-      ::unlink(tmp.c_str());
-      return false;
-    }
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  return fsync_directory(parent_directory(path));
-}
-
-/// @brief An exclusive advisory lock (flock) on a lock file, held for the
-/// object's lifetime. Serialises writers across processes.
-class file_lock {
- public:
-  explicit file_lock(const std::string& lock_path) : fd_(open_fd(lock_path, O_RDWR | O_CREAT, 0600)) {
-    if (!fd_) return;
-    int rc;
-    do {
-      rc = ::flock(fd_.get(), LOCK_EX);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) fd_.reset();
-  }
-  explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
-
- private:
-  unique_fd fd_;  // closing it releases the lock
-};
-
-/// @brief Identity of a file version: replacing or editing it changes this.
-struct file_identity {
-  dev_t device = 0;
-  ino_t inode = 0;
-  off_t size = -1;
-  timespec modified{};
-
-  static file_identity of(const struct stat& st) {
-    return file_identity{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
-  }
-  bool operator==(const file_identity& o) const noexcept {
-    return device == o.device && inode == o.inode && size == o.size && modified.tv_sec == o.modified.tv_sec &&
-           modified.tv_nsec == o.modified.tv_nsec;
-  }
-  bool operator!=(const file_identity& o) const noexcept { return !(*this == o); }
-};
-
-}  // namespace detail
-}  // namespace iwsec
-// ----- end iwsec/detail/file.hpp -----
 
 namespace iwsec {
 
@@ -2532,6 +3004,13 @@ class JsonFileUserStore : public UserStore {
   /// @brief Opens (or, on first write, creates) the users file at @p path.
   /// Throws store_error when the file exists but is unreadable or invalid.
   explicit JsonFileUserStore(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {
+    // A missing directory fails here, by name, not as an I/O error on the first write.
+    const std::string dir = detail::parent_directory(path_);
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      const int e = ::stat(dir.c_str(), &st) != 0 ? errno : ENOTDIR;
+      throw store_error("iwsec: cannot use users file " + path_ + ": directory " + dir + ": " + std::strerror(e));
+    }
     std::unique_lock<std::shared_mutex> lock(mutex_);
     std::string error;
     if (!reload_locked(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
@@ -2700,16 +3179,16 @@ class JsonFileUserStore : public UserStore {
         if (text) text->clear();
         return true;
       }
-      error = "cannot open";
+      error = std::string("cannot open: ") + std::strerror(errno);
       return false;
     }
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) {
-      error = "cannot stat";
+      error = std::string("cannot stat: ") + std::strerror(errno);
       return false;
     }
     if (text && !detail::read_all(fd.get(), *text)) {
-      error = "cannot read";
+      error = std::string("cannot read: ") + std::strerror(errno);
       return false;
     }
     loaded_ = detail::file_identity::of(st);
@@ -3164,8 +3643,9 @@ class JournalRevocationStore : public MemoryRevocationStore {
       detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
       // Only a missing journal starts empty: one that exists but cannot be
       // read must not be replaced by an empty one.
-      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_);
-      if (in && !replay(in.get(), clean, bytes, lines)) throw std::runtime_error("iwsec: cannot read " + path_);
+      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
+      if (in && !replay(in.get(), clean, bytes, lines))
+        throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
     }
     schedule_sweep_writing();
     if (clean) {
@@ -3181,7 +3661,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       }
       journal_.reset();
     }
-    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_);
+    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
@@ -4247,6 +4727,7 @@ inline std::optional<TokenCheck> take_token_check(const httplib::Request& req) n
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -4302,6 +4783,12 @@ struct Options {
   /// @brief Called when an account gets locked or a client blocked (e.g. to
   /// log it). Empty: nothing is called.
   LockoutHook on_lockout;
+
+  /// @brief Runs at the start of every security route and guard check,
+  /// before any token is signed or verified: where a host keeps its signer's
+  /// keys in step with a key file, e.g. `[&] { keyring_file.refresh(signer); }`
+  /// (see keyring.hpp). May throw StateUnavailable (answered 503). Null: nothing.
+  std::function<void()> refresh_keys;
 };
 
 }  // namespace iwsec
@@ -4476,9 +4963,11 @@ namespace detail {
 enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
 
 /// @brief The claims of access tokens that passed Signer::verify, by their
-/// exact bytes, so that a client presenting the same token again is not
-/// verified again: the signer is immutable (it cannot be assigned over), so
-/// the same bytes verify the same way, and only the lifetime depends on the
+/// exact bytes and the signer's key version, so that a client presenting the
+/// same token again is not verified again: under one key version the same
+/// bytes verify the same way (a key set never changes; replace_keys makes a
+/// new version, and every entry of an older one misses, so a retired key's
+/// tokens stop validating at once), and only the lifetime depends on the
 /// time of the check. A hit
 /// re-checks it: now < exp + leeway, and now is not earlier than the time of
 /// the verification (so `nbf` and `iat`, already satisfied then, still are;
@@ -4494,9 +4983,10 @@ class verified_token_cache {
     random_bytes(reinterpret_cast<unsigned char*>(&seed_), sizeof seed_);
   }
 
-  /// @brief The cached claims of exactly @p token, if they are still within
-  /// their lifetime at @p now.
-  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway) const {
+  /// @brief The cached claims of exactly @p token verified under @p key_version,
+  /// if they are still within their lifetime at @p now.
+  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway,
+                                            std::uint64_t key_version) const {
     if (token.size() > max_token_bytes) return nullptr;
     slot& s = slots_[index_of(token)];
     std::shared_ptr<const VerifiedToken> claims;
@@ -4504,7 +4994,7 @@ class verified_token_cache {
     {
       std::lock_guard<std::mutex> lock(s.mutex);
       // Compared in constant time: a near miss must not tell how near.
-      if (!s.claims || !same_bytes(s.token, token)) return nullptr;
+      if (!s.claims || s.key_version != key_version || !same_bytes(s.token, token)) return nullptr;
       claims = s.claims;
       verified_at = s.verified_at;
     }
@@ -4512,14 +5002,17 @@ class verified_token_cache {
     return claims;
   }
 
-  /// @brief Remembers that @p token verified at @p verified_at with @p claims.
-  void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at) {
+  /// @brief Remembers that @p token verified at @p verified_at with @p claims,
+  /// under the key set of @p key_version (VerifyResult::key_version()).
+  void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at,
+             std::uint64_t key_version) {
     if (token.size() > max_token_bytes) return;
     slot& s = slots_[index_of(token)];
     std::lock_guard<std::mutex> lock(s.mutex);
     s.token.assign(token.data(), token.size());
     s.claims = std::move(claims);
     s.verified_at = verified_at;
+    s.key_version = key_version;
   }
 
  private:
@@ -4528,6 +5021,7 @@ class verified_token_cache {
     std::string token;
     std::shared_ptr<const VerifiedToken> claims;
     std::int64_t verified_at = 0;
+    std::uint64_t key_version = 0;
   };
 
   // Equality in time that depends only on the lengths, a word at a time
@@ -4605,6 +5099,11 @@ class security_core {
 
   std::int64_t now() const { return options_.clock(); }
 
+  /// @brief Options::refresh_keys, when set.
+  void refresh_keys() const {
+    if (options_.refresh_keys) options_.refresh_keys();
+  }
+
   /// @brief Full access check: signature, claims, times, revocation, user
   /// still enabled, the token's `user_id` still the holder of its email, and
   /// of the same refresh-token generation. Null when any fails, and then
@@ -4616,12 +5115,14 @@ class security_core {
     };
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
-    auto t = verified_tokens_.find(token, at, leeway);
+    // The version read before the lookup: a key change after it is a
+    // request that raced with the change, answered as before it.
+    auto t = verified_tokens_.find(token, at, leeway, signer_.key_version());
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
       if (!result) return refuse(to_string(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
-      verified_tokens_.store(token, t, at);
+      verified_tokens_.store(token, t, at, result.key_version());
     }
     if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
@@ -4982,6 +5483,7 @@ class SecurityRoutes {
       std::shared_ptr<const VerifiedToken> token;
       const auto started = std::chrono::steady_clock::now();
       core->shielded(res, "Bearer", [&] {
+        core->refresh_keys();
         const auto bearer = core->credentials_view(req, res, detail::authorization::kind::bearer, "Bearer");
         if (bearer && !(token = core->observed_check(req, *bearer, true)))
           core->fail(res, detail::failure::invalid_token, "Bearer");
@@ -5002,6 +5504,7 @@ class SecurityRoutes {
   std::optional<VerifiedToken> verify_request(const httplib::Request& req) const {
     const auto auth = detail::read_authorization(req, core_->options().max_authorization_bytes);
     if (auth.type != detail::authorization::kind::bearer) return std::nullopt;
+    core_->refresh_keys();
     return core_->check_access_token(auth.credentials);
   }
 
@@ -5038,7 +5541,10 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
     return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
       const auto started = std::chrono::steady_clock::now();
       detail::security_core::ignore_ranges(req);
-      core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
+      core->shielded(res, scheme, [&] {
+        core->refresh_keys();
+        ((*core).*endpoint)(req, res);
+      });
       core->metrics().observe(name, std::chrono::steady_clock::now() - started);
     };
   };

@@ -77,6 +77,28 @@ def data_dir(test):
     return os.path.join(temp_dir(test), "data")
 
 
+def read_signing_keys(path):
+    """The keys of a key file as (kid, created, secret bytes), oldest first:
+    the keyring format (`iwsec-keyring 1`, then `KID CREATED BASE64URL`
+    lines), or a raw key (one key, kid "legacy")."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not (data.startswith(b"iwsec-keyring 1\n") or data == b"iwsec-keyring 1"):
+        return [("legacy", None, data)]
+    keys = []
+    for line in data.decode("ascii").splitlines()[1:]:
+        if not line or line.startswith("#"):
+            continue
+        kid, created, encoded = line.split(" ")
+        keys.append((kid, created, base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))))
+    return keys
+
+
+def signing_secret(data_directory):
+    """The secret that signs new tokens: the last key of DIR/signing.key."""
+    return read_signing_keys(os.path.join(data_directory, "signing.key"))[-1][2]
+
+
 def file_mode(path):
     return os.stat(path).st_mode & 0o777
 
@@ -107,6 +129,7 @@ class Server:
         self.argv = list(argv)
         self.base_url = None
         self.returncode = None
+        self.preamble = []         # stdout lines before the listening line
         self._stdout = []          # complete lines after the listening line
         self._stderr = bytearray()
         self._partial = bytearray()
@@ -141,11 +164,16 @@ class Server:
                     self._stderr += chunk
                 else:
                     buffer += chunk
-            if b"\n" in buffer:
+            while b"\n" in buffer:
                 line, _, rest = bytes(buffer).partition(b"\n")
                 text = line.decode("utf-8", "replace")
                 if not text.startswith("listening on "):
-                    raise ServerError("first line of stdout is not the listening line: %r" % text)
+                    # The start-up summary comes before the listening line.
+                    if len(self.preamble) >= 10:
+                        raise ServerError("no listening line among the first lines of stdout: %r" % self.preamble)
+                    self.preamble.append(text)
+                    buffer = bytearray(rest)
+                    continue
                 self.base_url = text[len("listening on "):]
                 self._partial += rest
                 self._split_lines()

@@ -109,7 +109,10 @@ class JoseInterop(unittest.TestCase):
         r = client.access_token(refresh_token)
         self.assertEqual(r.status_code, 200, r.text)
         token = r.json()["result"]["authentication_token"]
-        out = json.loads(jose("verify", os.path.join(data, "signing.key"), token, str(int(time.time()))))
+        key_file = os.path.join(h.temp_dir(self), "raw.key")
+        with open(key_file, "wb") as f:
+            f.write(h.signing_secret(data))
+        out = json.loads(jose("verify", key_file, token, str(int(time.time()))))
         self.assertTrue(out["ok"], out)
         self.assertEqual(json.loads(out["payload"]["sub"])["email"], "Server@Example.com")
         self.assertEqual(out["payload"]["user_id"], user_id)

@@ -317,9 +317,7 @@ class ServerTokens(unittest.TestCase):
         server = h.start_server(self, data, "--token-lifetime", str(lifetime), "--no-access-log")
         api = h.Api(server.base_url)
 
-        key_path = os.path.join(data, "signing.key")
-        with open(key_path, "rb") as f:
-            key = f.read()
+        key = h.signing_secret(data)
         self.assertEqual(len(key), 32)
 
         r = api.authenticate(email, password)

@@ -59,13 +59,17 @@ class Help(unittest.TestCase):
 
 
 class BadArguments(unittest.TestCase):
-    """Exactly one line on stderr, nothing on stdout, exit status 2, and no
-    side effects (the data directory is not even created)."""
+    """Exactly one line on stderr, nothing on stdout (under --json, the
+    error as one JSON object), exit status 2, and no side effects (the data
+    directory is not even created)."""
 
     def check_usage_error(self, argv, stdin=None):
         r = h.run_program(argv, stdin=stdin)
         self.assertEqual(r.returncode, 2, "argv %r: stderr %r" % (argv[1:], r.stderr))
-        self.assertEqual(r.stdout, "", "stdout must be empty")
+        if "--json" in argv:
+            self.assertEqual(json.loads(r.stdout), {"error": r.stderr.strip().split(": ", 1)[1]})
+        else:
+            self.assertEqual(r.stdout, "", "stdout must be empty")
         self.assertEqual(r.stderr.count("\n"), 1, "stderr must be exactly one line: %r" % r.stderr)
         self.assertTrue(r.stderr.endswith("\n"))
         self.assertGreater(len(r.stderr.strip()), 0)
@@ -168,9 +172,9 @@ class Secrets(unittest.TestCase):
         server = h.start_server(self, data, "--no-access-log")
         path = os.path.join(data, "signing.key")
         self.assertEqual(h.file_mode(path), 0o600)
+        self.assertEqual(len(h.signing_secret(data)), 32)
         with open(path, "rb") as f:
             key = f.read()
-        self.assertEqual(len(key), 32)
         self.assertEqual(server.stop(), 0)
         server = h.start_server(self, data, "--no-access-log")
         with open(path, "rb") as f:
