@@ -22,9 +22,11 @@ const std::string key_a(32, 'a');
 const std::string key_b(32, 'b');
 const std::string key_c(32, 'c');
 
-std::string mint(const iwsec::Signer& signer, std::int64_t now, const std::string& email) {
+std::string mint(const iwsec::Signer& signer, std::int64_t now, const std::string& email,
+                 const std::string& user_id = "") {
   iwsec::AccessClaims claims;
   claims.email = email;
+  claims.user_id = user_id;
   claims.issued_at = now;
   claims.expires_at = now + 900;
   return signer.sign(claims);
@@ -71,13 +73,13 @@ TEST_CASE("key rotation: a retired key's cached tokens stop validating at once",
 
 TEST_CASE("key rotation: the guard refuses a retired key's token it had cached", "[key_rotation][guard]") {
   Fixture f;
-  add_account(f.users, "a@example.com", "pw");
+  const Account a = add_account(f.users, "a@example.com", "pw");
   f.signer.replace_keys({{"ka", key_a}});
   f.start();
   f.server.Get("/v3/domains", f.sec->guard([](const httplib::Request&, httplib::Response& res,
                                                  const iwsec::VerifiedToken&) { res.set_content("ok", "text/plain"); }));
   auto c = f.client();
-  const std::string token = mint(f.signer, f.clock.now(), "a@example.com");
+  const std::string token = mint(f.signer, f.clock.now(), a.email, a.user_id);
   REQUIRE(call(c, "GET", "/v3/domains", bearer(token)).status == 200);
   REQUIRE(call(c, "GET", "/v3/domains", bearer(token)).status == 200);
   f.signer.replace_keys({{"kb", key_b}});
@@ -136,7 +138,7 @@ TEST_CASE("key rotation: verifying threads see a replacement at once", "[key_rot
 TEST_CASE("key rotation: Options::refresh_keys runs before each route; StateUnavailable is a 503",
           "[key_rotation]") {
   Fixture f;
-  add_account(f.users, "a@example.com", "pw");
+  const Account a = add_account(f.users, "a@example.com", "pw");
   std::atomic<int> calls{0};
   std::atomic<bool> broken{false};
   f.options.refresh_keys = [&] {
@@ -145,7 +147,7 @@ TEST_CASE("key rotation: Options::refresh_keys runs before each route; StateUnav
   };
   f.start();
   auto c = f.client();
-  const std::string token = mint(f.signer, f.clock.now(), "a@example.com");
+  const std::string token = mint(f.signer, f.clock.now(), a.email, a.user_id);
   CHECK(is_valid(c, token));
   CHECK(calls == 1);
   broken = true;
