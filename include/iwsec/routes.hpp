@@ -21,6 +21,7 @@
 #include "detail/crypto.hpp"
 #include "detail/http.hpp"
 #include "detail/json.hpp"
+#include "detail/request_body.hpp"
 #include "errors.hpp"
 #include "lockout.hpp"
 #include "options.hpp"
@@ -418,6 +419,15 @@ class security_core {
   /// Request is a mutable object inside httplib, handed to handlers as const.
   static void ignore_ranges(const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); }
 
+  /// @brief No security route takes a body: true after answering one (400
+  /// or 413, connection closed, so nothing after the headers is parsed).
+  bool refused_body(const httplib::Request& req, httplib::Response& res) const {
+    const request_body body = announced_body(req);
+    if (body == request_body::none) return false;
+    refuse_body(res, body, options_.help_url_base);
+    return true;
+  }
+
   /// @brief Runs @p body, turning any escaping exception into the 500
   /// envelope (StateUnavailable into the 503 one, with its `Retry-After`):
   /// the host's exception handler is never involved, and no exception text
@@ -457,10 +467,18 @@ class SecurityRoutes {
 
   /// @brief Wraps @p handler so that it runs only for a request bearing a
   /// valid, unrevoked access token; other requests get the same 401 (or
-  /// 400) envelope as the security routes.
+  /// 400) envelope as the security routes. A body httplib leaves unread on
+  /// the connection (any body on GET, HEAD, OPTIONS; a chunked DELETE) gets
+  /// 400 or 413 and the connection closed; bodies httplib reads before the
+  /// handler (POST, PUT, PATCH, DELETE with Content-Length) are the host's.
   httplib::Server::Handler guard(GuardedHandler handler) const {
     auto core = core_;
     return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      // A body httplib leaves on the connection would be parsed as the next request.
+      if (detail::body_left_unread(req)) {
+        detail::security_core::ignore_ranges(req);
+        return detail::refuse_body(res, detail::announced_body(req), core->options().help_url_base);
+      }
       std::shared_ptr<const VerifiedToken> token;
       core->shielded(res, "Bearer", [&] {
         const auto bearer = core->credentials_view(req, res, detail::authorization::kind::bearer, "Bearer");
@@ -513,12 +531,14 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
   const auto route = [core](member endpoint, const char* scheme) {
     return [core, endpoint, scheme](const httplib::Request& req, httplib::Response& res) {
       detail::security_core::ignore_ranges(req);
+      if (core->refused_body(req, res)) return;
       core->shielded(res, scheme, [&] { ((*core).*endpoint)(req, res); });
     };
   };
   const auto wrong_method = [core](const char* allow) {
     return [core, allow](const httplib::Request& req, httplib::Response& res) {
       detail::security_core::ignore_ranges(req);
+      if (core->refused_body(req, res)) return;
       res.set_header("Allow", allow);
       detail::send_json(res, 405,
                         detail::error_envelope("Security Client Errors", "Method Not Allowed", "IW10006",
@@ -543,7 +563,9 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                {"/v3/security/token/validate", "GET"},
                {"/v3/security/token/refresh", "DELETE"}};
   for (const auto& p : paths) {
-    server.Options(p.path, [allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request&, httplib::Response& res) {
+    server.Options(p.path, [core, allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request& req,
+                                                                               httplib::Response& res) {
+      if (core->refused_body(req, res)) return;
       res.status = 204;
       res.set_header("Allow", allow);
     });
