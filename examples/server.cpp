@@ -246,12 +246,7 @@ int main(int argc, char** argv) {
       const std::size_t n = req.get_header_value_count(header.c_str());
       if (n == 0) return iwsec::client_address_key(req.remote_addr);
       // The last value is the one the nearest proxy appended.
-      std::string value = req.get_header_value(header.c_str(), n - 1);
-      const auto comma = value.rfind(',');
-      if (comma != std::string::npos) value.erase(0, comma + 1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
-      return "proxied:" + iwsec::client_address_key(value);
+      return "proxied:" + iwsec::forwarded_address_key(req.get_header_value(header.c_str(), n - 1));
     };
   }
 
