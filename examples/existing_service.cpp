@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
 
   // What the service already had.
   httplib::Server server;
+  iwsec::harden(server);  // body limit, timeouts, keep-alive, TCP no-delay, 64 threads
   cli::stop_on_signals(server);
   cli::ListeningSocket listening_socket;
   listening_socket.configure(server);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
+#include "edge_server.hpp"
 
 namespace {
 
@@ -40,7 +42,11 @@ constexpr const char* help_text =
     "  --token-lifetime SECONDS access-token lifetime (default 900)\n"
     "  --tls-cert FILE          serve HTTPS with this PEM certificate ...\n"
     "  --tls-key FILE           ... and this PEM private key\n"
-    "  --threads N              worker threads, one per open connection (default 64)\n"
+    "  --threads N              most worker threads, one per open connection,\n"
+    "                           started on demand (default 1024)\n"
+    "  --max-connections-per-client N  open connections from one client address\n"
+    "                           (IPv6: one /64); 0 for no cap, as behind a proxy\n"
+    "                           (default 128)\n"
     "  --pbkdf2-rounds N        PBKDF2 rounds spent on logins for unknown users\n"
     "                           (default 600000; match your users' hashes)\n"
     "  --no-access-log          do not print a line per request\n"
@@ -70,7 +76,8 @@ struct Settings {
   std::int64_t token_lifetime = 900;
   std::string tls_cert;
   std::string tls_key;
-  int threads = 64;
+  int threads = 1024;
+  std::size_t max_connections_per_client = 128;
   std::uint32_t pbkdf2_rounds = iwsec::default_pbkdf2_rounds;
   bool access_log = true;
   iwsec::LockoutPolicy lockout;
@@ -104,6 +111,8 @@ Settings parse_arguments(int argc, char** argv) {
       s.tls_key = args.value();
     } else if (a == "--threads") {
       s.threads = static_cast<int>(args.integer_value(1, 4096));
+    } else if (a == "--max-connections-per-client") {
+      s.max_connections_per_client = static_cast<std::size_t>(args.integer_value(0, 1000000));
     } else if (a == "--pbkdf2-rounds") {
       s.pbkdf2_rounds = static_cast<std::uint32_t>(args.integer_value(1, iwsec::Pbkdf2Hash::max_rounds));
     } else if (a == "--no-access-log") {
@@ -215,6 +224,20 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
   std::fflush(stdout);
 }
 
+// Every connection holds a descriptor: take the hard limit at start.
+void raise_descriptor_limit() {
+  struct rlimit limit;
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    std::fprintf(stderr, "%s: warning: cannot read the descriptor limit: %s\n", program, std::strerror(errno));
+    return;
+  }
+  if (limit.rlim_cur == limit.rlim_max) return;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0)
+    std::fprintf(stderr, "%s: warning: cannot raise the descriptor limit to %llu: %s\n", program,
+                 static_cast<unsigned long long>(limit.rlim_max), std::strerror(errno));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,32 +273,49 @@ int main(int argc, char** argv) {
     };
   }
 
+  raise_descriptor_limit();
+
   std::unique_ptr<httplib::Server> server;
   if (!settings.tls_cert.empty()) {
+    // TLS keeps cpp-httplib's own connection loop (no header-line cap, no
+    // per-client cap): docs/edge.md puts a proxy in front for those.
     auto tls = std::make_unique<httplib::SSLServer>(settings.tls_cert.c_str(), settings.tls_key.c_str());
     if (!tls->is_valid()) cli::die(program, "cannot load the TLS certificate or key", 1);
     server = std::move(tls);
   } else {
-    server = std::make_unique<httplib::Server>();
+    edge::Limits limits;
+    limits.max_connections_per_client = settings.max_connections_per_client;
+    server = std::make_unique<edge::Server>(limits);
   }
 
-  // cpp-httplib's defaults leave Nagle's algorithm on and close a keep-alive
-  // connection after 5 requests; each open connection holds a worker thread.
   cli::stop_on_signals(*server);  // before any other thread starts
   cli::ListeningSocket listening_socket;
   listening_socket.configure(*server);
-  server->set_tcp_nodelay(true);
-  server->set_keep_alive_max_count(100000);
-  const int threads = settings.threads;
-  server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
-  if (settings.access_log) {
-    server->set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+  iwsec::HardeningOptions hardening;
+  hardening.keep_alive_max_requests = 100000;
+  hardening.threads = 0;  // the growing pool below instead
+  iwsec::harden(*server, hardening);
+  const auto threads = static_cast<std::size_t>(settings.threads);
+  server->new_task_queue = [threads] { return new edge::GrowingThreadPool(threads); };
+  // No route here takes a body: refuse one on any path before httplib reads
+  // it (so a body costs no memory, whatever its framing; a POST without
+  // Content-Length too, which 0.11 would read until the connection ends) and
+  // close the connection after the answer (so its bytes are never parsed as
+  // a request).
+  const bool access_log = settings.access_log;
+  const std::string help_url_base = options.help_url_base;
+  server->set_pre_routing_handler([access_log, help_url_base](const httplib::Request& req, httplib::Response& res) {
+    if (access_log) {
       request_started = std::chrono::steady_clock::now();
       request_timed = true;
-      return httplib::Server::HandlerResponse::Unhandled;
-    });
-    server->set_logger(log_request);
-  }
+    }
+    const auto body = iwsec::detail::framed_body(req);
+    if (body == iwsec::detail::request_body::none) return httplib::Server::HandlerResponse::Unhandled;
+    iwsec::detail::refuse_body(res, body, help_url_base);
+    edge::close_after_answer = true;
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  if (access_log) server->set_logger(log_request);
 
   iwsec::mount_security_routes(*server, *users, signer, options);
 

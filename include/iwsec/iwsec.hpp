@@ -14,3 +14,4 @@
 #include "lockout.hpp"
 #include "options.hpp"
 #include "routes.hpp"
+#include "hardening.hpp"

@@ -53,6 +53,16 @@ inline request_body announced_body(const httplib::Request& req) {
   return zero ? request_body::none : request_body::with_length;
 }
 
+/// @brief announced_body(), except that a POST, PUT, PATCH or PRI without
+/// Content-Length counts as a body of unusable framing: cpp-httplib 0.11
+/// reads such a body until the connection ends, into memory, with no limit.
+inline request_body framed_body(const httplib::Request& req) {
+  const request_body body = announced_body(req);
+  if (body != request_body::none || req.has_header("Content-Length")) return body;
+  const std::string& m = req.method;
+  return m == "POST" || m == "PUT" || m == "PATCH" || m == "PRI" ? request_body::unusable_frame : request_body::none;
+}
+
 /// @brief Whether cpp-httplib 0.11 leaves the body of @p req unread on the
 /// connection (so its bytes would be taken for the next request): any body
 /// on GET, HEAD and OPTIONS, and any framing it does not decode before the
