@@ -23,6 +23,7 @@
 #include "detail/json.hpp"
 #include "detail/request_body.hpp"
 #include "errors.hpp"
+#include "hashing_gate.hpp"
 #include "lockout.hpp"
 #include "options.hpp"
 #include "password.hpp"
@@ -134,7 +135,10 @@ class verified_token_cache {
 class security_core {
  public:
   security_core(UserStore& users, const Signer& signer, Options options)
-      : users_(users), signer_(signer), options_(std::move(options)) {
+      : users_(users),
+        signer_(signer),
+        options_(std::move(options)),
+        hashing_(options_.max_concurrent_hashes, options_.max_queued_hashes) {
     validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
     lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
@@ -159,6 +163,7 @@ class security_core {
 
   RevocationStore& revocations() const { return *revocations_; }
   LockoutTracker& lockout() const { return *lockout_; }
+  HashingGate& hashing_gate() const { return hashing_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
@@ -326,6 +331,11 @@ class security_core {
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
+    // After the lockout's admission (a locked account costs no queue slot),
+    // before any hash: a refusal throws past `attempt`, which is then
+    // released uncounted (no hash ran, nothing was learnt).
+    const auto turn = hashing_.enter();
+    if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     bool ok;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
@@ -452,6 +462,7 @@ class security_core {
   Options options_;
   std::shared_ptr<RevocationStore> revocations_;
   std::shared_ptr<LockoutTracker> lockout_;
+  mutable HashingGate hashing_;
   mutable verified_token_cache verified_tokens_;
 };
 
@@ -508,6 +519,10 @@ class SecurityRoutes {
 
   /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
   LockoutTracker& lockout() const { return core_->lockout(); }
+
+  /// @brief The gate every password check of the routes passes (e.g. to
+  /// read how many wait).
+  HashingGate& hashing_gate() const { return core_->hashing_gate(); }
 
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);

@@ -3682,6 +3682,15 @@ struct Options {
   /// @brief Longest `Authorization` header value accepted; longer is a 400.
   std::size_t max_authorization_bytes = 4096;
 
+  /// @brief Password checks (PBKDF2) running at once; 0: one per core. The
+  /// others wait in a queue of max_queued_hashes; past that a login gets 503
+  /// with `Retry-After` (not counted by the lockout), so a login storm
+  /// cannot take the cores from token validations. See HashingGate.
+  std::size_t max_concurrent_hashes = 0;
+
+  /// @brief Password checks that may wait for a turn.
+  std::size_t max_queued_hashes = 64;
+
   /// @brief Brute-force defence (on by default, Keycloak's figures): failed
   /// logins and refresh-token exchanges counted per account and per client,
   /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
@@ -3959,6 +3968,126 @@ inline void refuse_body(httplib::Response& res, request_body body, std::string_v
 }  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/detail/request_body.hpp -----
+// ----- begin iwsec/hashing_gate.hpp -----
+/// @file
+/// @brief HashingGate: at most N password hashes at once, a bounded queue
+/// behind them, and a refusal when the queue is full.
+///
+/// A PBKDF2 check costs tens of milliseconds of one core (600 000 rounds),
+/// a token validation microseconds. Without a bound, a flood of logins
+/// makes one runnable thread per connection, and validations wait behind
+/// them for the cores. The security routes pass every password check
+/// through one gate (Options::max_concurrent_hashes, max_queued_hashes);
+/// a login refused by it gets 503 with `Retry-After` and is not counted by
+/// the lockout (no hash ran, so nothing was learnt about the password).
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace iwsec {
+
+/// @brief A counting gate with a bounded, first-come first-served queue.
+/// Thread-safe; outlives every Ticket it hands out.
+class HashingGate {
+ public:
+  /// @brief At most @p concurrent holders at once (0: one per core, as
+  /// std::thread::hardware_concurrency() tells, at least 1) and at most
+  /// @p queued callers waiting for a turn.
+  HashingGate(std::size_t concurrent, std::size_t queued)
+      : concurrent_(concurrent != 0 ? concurrent : default_concurrency()), queued_(queued) {}
+  HashingGate(const HashingGate&) = delete;
+  HashingGate& operator=(const HashingGate&) = delete;
+
+  /// @brief A turn through the gate (or a refusal); released when destroyed.
+  class Ticket {
+   public:
+    Ticket(Ticket&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+    Ticket& operator=(Ticket&& other) noexcept {
+      if (this != &other) {
+        release();
+        gate_ = std::exchange(other.gate_, nullptr);
+      }
+      return *this;
+    }
+    ~Ticket() { release(); }
+    /// @brief True when admitted; false when the queue was full.
+    explicit operator bool() const noexcept { return gate_ != nullptr; }
+
+   private:
+    friend class HashingGate;
+    explicit Ticket(HashingGate* gate) noexcept : gate_(gate) {}
+    void release() noexcept {
+      if (gate_) std::exchange(gate_, nullptr)->leave();
+    }
+    HashingGate* gate_ = nullptr;
+  };
+
+  /// @brief Waits for a turn (in arrival order) when all are taken and the
+  /// queue has room; a refused Ticket at once when it has none.
+  Ticket enter() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (running_ < concurrent_ && waiting_ == 0) {
+      ++running_;
+      return Ticket(this);
+    }
+    if (waiting_ >= queued_) return Ticket(nullptr);
+    const std::uint64_t mine = next_ticket_++;
+    ++waiting_;
+    turn_.wait(lock, [&] { return running_ < concurrent_ && mine == serving_; });
+    --waiting_;
+    ++serving_;
+    ++running_;
+    lock.unlock();
+    turn_.notify_all();  // the next in line may fit too
+    return Ticket(this);
+  }
+
+  /// @brief Holders at most at once.
+  std::size_t concurrency() const noexcept { return concurrent_; }
+  /// @brief Callers that may wait at most.
+  std::size_t queue_capacity() const noexcept { return queued_; }
+  /// @brief Holders now.
+  std::size_t running() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return running_;
+  }
+  /// @brief Callers waiting now.
+  std::size_t waiting() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return waiting_;
+  }
+
+  /// @brief One per core (at least 1).
+  static std::size_t default_concurrency() noexcept {
+    const unsigned cores = std::thread::hardware_concurrency();
+    return cores == 0 ? 1 : cores;
+  }
+
+ private:
+  void leave() noexcept {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --running_;
+    }
+    turn_.notify_all();
+  }
+
+  const std::size_t concurrent_;
+  const std::size_t queued_;
+  mutable std::mutex mutex_;
+  std::condition_variable turn_;
+  std::size_t running_ = 0;
+  std::size_t waiting_ = 0;
+  std::uint64_t next_ticket_ = 0;
+  std::uint64_t serving_ = 0;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/hashing_gate.hpp -----
 
 namespace iwsec {
 
@@ -4064,7 +4193,10 @@ class verified_token_cache {
 class security_core {
  public:
   security_core(UserStore& users, const Signer& signer, Options options)
-      : users_(users), signer_(signer), options_(std::move(options)) {
+      : users_(users),
+        signer_(signer),
+        options_(std::move(options)),
+        hashing_(options_.max_concurrent_hashes, options_.max_queued_hashes) {
     validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
     lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
@@ -4089,6 +4221,7 @@ class security_core {
 
   RevocationStore& revocations() const { return *revocations_; }
   LockoutTracker& lockout() const { return *lockout_; }
+  HashingGate& hashing_gate() const { return hashing_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
@@ -4256,6 +4389,11 @@ class security_core {
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
+    // After the lockout's admission (a locked account costs no queue slot),
+    // before any hash: a refusal throws past `attempt`, which is then
+    // released uncounted (no hash ran, nothing was learnt).
+    const auto turn = hashing_.enter();
+    if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     bool ok;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
@@ -4382,6 +4520,7 @@ class security_core {
   Options options_;
   std::shared_ptr<RevocationStore> revocations_;
   std::shared_ptr<LockoutTracker> lockout_;
+  mutable HashingGate hashing_;
   mutable verified_token_cache verified_tokens_;
 };
 
@@ -4438,6 +4577,10 @@ class SecurityRoutes {
 
   /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
   LockoutTracker& lockout() const { return core_->lockout(); }
+
+  /// @brief The gate every password check of the routes passes (e.g. to
+  /// read how many wait).
+  HashingGate& hashing_gate() const { return core_->hashing_gate(); }
 
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
