@@ -135,6 +135,17 @@ class ConnectionRegistry {
   std::unordered_map<std::string, std::size_t> open_;
 };
 
+/// An answer written straight to the socket, before or instead of httplib's:
+/// @p status_line (e.g. "431 Request Header Fields Too Large"), the envelope
+/// of @p details and @p code, the connection to be closed.
+inline std::string raw_envelope_answer(const char* status_line, const char* extra_headers, const char* message,
+                                       const std::string& details, const char* code, const std::string& help_base) {
+  const std::string body = iwsec::detail::error_envelope(message, details, code, help_base);
+  return std::string("HTTP/1.1 ") + status_line + "\r\nConnection: close\r\n" + extra_headers +
+         "Cache-Control: no-store\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 /// The address of a socket's peer (or own end) as text and port.
 inline void socket_address(int fd, bool peer, std::string& ip, int& port) {
   sockaddr_storage addr{};
@@ -266,15 +277,11 @@ class ConnectionStream : public httplib::Stream {
     if (!in_headers_) return -1;
     failed_ = true;
     if (answer) {
-      const std::string body = iwsec::detail::error_envelope(
-          "Security Client Errors", "Request Header Fields Too Large: at most " +
-                                        std::to_string(limits_.max_header_lines) + " lines and " +
-                                        std::to_string(limits_.max_header_bytes) + " bytes",
+      const std::string answer_text = raw_envelope_answer(
+          "431 Request Header Fields Too Large", "", "Security Client Errors",
+          "Request Header Fields Too Large: at most " + std::to_string(limits_.max_header_lines) + " lines and " +
+              std::to_string(limits_.max_header_bytes) + " bytes",
           "IW10006", limits_.help_url_base);
-      const std::string answer_text =
-          "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nCache-Control: no-store\r\n"
-          "Content-Type: application/json; charset=utf-8\r\nContent-Length: " +
-          std::to_string(body.size()) + "\r\n\r\n" + body;
       std::size_t sent = 0;
       while (sent < answer_text.size() && wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_)) {
         const ssize_t n = ::send(fd_, answer_text.data() + sent, answer_text.size() - sent, MSG_NOSIGNAL);
@@ -340,13 +347,9 @@ class Server : public httplib::Server {
   }
 
   void refuse_connection(int sock) {
-    const std::string body = iwsec::detail::error_envelope(
-        "Security Server Errors", "Service Unavailable: too many connections from this client address", "IW10002",
-        limits_.help_url_base);
-    const std::string text =
-        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
-        "Content-Type: application/json; charset=utf-8\r\nContent-Length: " +
-        std::to_string(body.size()) + "\r\n\r\n" + body;
+    const std::string text = raw_envelope_answer(
+        "503 Service Unavailable", "Retry-After: 1\r\n", "Security Server Errors",
+        "Service Unavailable: too many connections from this client address", "IW10002", limits_.help_url_base);
     (void)::send(sock, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
 

@@ -49,8 +49,13 @@ TEST_CASE("invalidate() makes every cached token miss, in both levels and every 
   const auto a = mint("a@example.com");
   const std::int64_t now = 1700000000;
   cache.store(a.token, a.claims, now, cache.epoch());
-  REQUIRE(cache.find(a.token, now, 0));  // fills this thread's entry
-  std::thread([&] { CHECK(cache.find(a.token, now, 0)); }).join();
+  REQUIRE(cache.find(a.token, now, 0));
+  REQUIRE(cache.find(a.token, now, 0));  // twice in a row: now in this thread's entry too
+  REQUIRE(cache.find(a.token, now, 0));
+  std::thread([&] {
+    CHECK(cache.find(a.token, now, 0));
+    CHECK(cache.find(a.token, now, 0));
+  }).join();
   cache.invalidate();
   CHECK(!cache.find(a.token, now, 0));
   std::thread([&] { CHECK(!cache.find(a.token, now, 0)); }).join();
@@ -74,6 +79,8 @@ TEST_CASE("two caches in one thread never answer from each other's entries", "[t
   const std::int64_t now = 1700000000;
   first.store(a.token, a.claims, now, first.epoch());
   REQUIRE(first.find(a.token, now, 0));
+  REQUIRE(first.find(a.token, now, 0));
+  CHECK(!second.find(a.token, now, 0));
   CHECK(!second.find(a.token, now, 0));
   auto gone = std::make_unique<verified_token_cache>();
   gone->store(a.token, a.claims, now, gone->epoch());

@@ -53,8 +53,8 @@ enum class failure { bad_request, no_credentials, invalid_token, rejected, inter
 /// Two levels, so that many connections presenting one hot token are not
 /// serialised on one slot: each thread first looks in a few entries of its
 /// own (a private copy of the claims, so a hit writes no shared memory, not
-/// even a reference count), then in the shared slots (a mutex each), whose
-/// hits it copies into its own entries. Entries are tagged with the cache
+/// even a reference count), then in the shared slots (a mutex each); a token
+/// that hits there twice in a row is copied into the thread's own entries. Entries are tagged with the cache
 /// they belong to (an id never reused) and with its epoch: invalidate()
 /// (e.g. when the signer's key set changes) makes every entry of both levels
 /// miss; an entry stored under an older epoch than the one its verification
@@ -81,7 +81,8 @@ class verified_token_cache {
   /// their lifetime at @p now.
   std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway) const {
     if (token.size() > max_token_bytes) return nullptr;
-    const std::size_t index = index_of(token);
+    const std::uint64_t hash = hash_of(token);
+    const std::size_t index = static_cast<std::size_t>(hash) & (slot_count - 1);
     const std::uint64_t current = epoch();
     thread_entry& mine = thread_entries()[index & (thread_slots - 1)];
     // Compared in constant time: a near miss must not tell how near.
@@ -94,6 +95,14 @@ class verified_token_cache {
         if (!s.claims || s.epoch != current || !same_bytes(s.token, token)) return nullptr;
         shared = s.claims;
         verified_at = s.verified_at;
+      }
+      // Copied into this thread's entry only when the same token comes
+      // twice in a row here: many distinct tokens then cost no copies.
+      if (mine.candidate != hash || mine.candidate_owner != id_) {
+        mine.candidate = hash;
+        mine.candidate_owner = id_;
+        if (now < verified_at || now >= shared->expires_at() + leeway) return nullptr;
+        return shared;
       }
       mine.token.assign(token.data(), token.size());
       mine.claims = std::make_shared<const VerifiedToken>(*shared);  // this thread's own copy
@@ -110,7 +119,7 @@ class verified_token_cache {
   void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at,
              std::uint64_t epoch) {
     if (token.size() > max_token_bytes) return;
-    slot& s = slots_[index_of(token)];
+    slot& s = slots_[static_cast<std::size_t>(hash_of(token)) & (slot_count - 1)];
     std::lock_guard<std::mutex> lock(s.mutex);
     if (epoch != this->epoch()) return;  // invalidated meanwhile: verified under what may be gone
     s.token.assign(token.data(), token.size());
@@ -134,6 +143,8 @@ class verified_token_cache {
     std::string token;
     std::shared_ptr<const VerifiedToken> claims;
     std::int64_t verified_at = 0;
+    std::uint64_t candidate = 0;  // hash of the last token that missed here
+    std::uint64_t candidate_owner = 0;
   };
 
   // This thread's entries, shared by every cache (tagged by owner).
@@ -164,7 +175,7 @@ class verified_token_cache {
   }
 
   // A seeded hash of the whole token (its time does not depend on its content).
-  std::size_t index_of(std::string_view token) const noexcept {
+  std::uint64_t hash_of(std::string_view token) const noexcept {
     std::uint64_t h = seed_ ^ (token.size() * 0x9E3779B97F4A7C15ULL);
     std::size_t i = 0;
     for (; i + 8 <= token.size(); i += 8) {
@@ -177,7 +188,7 @@ class verified_token_cache {
     std::memcpy(&tail, token.data() + i, token.size() - i);
     h = (h ^ tail) * 0x94D049BB133111EBULL;
     h ^= h >> 29;
-    return static_cast<std::size_t>(h) & (slot_count - 1);
+    return h;
   }
 
   std::unique_ptr<slot[]> slots_;
