@@ -4,7 +4,8 @@
 #   (b) iwsec-bench-bare-server: cpp-httplib tuned the same way, answering the same bytes
 #       without checking anything (the physical limit of this stack on this machine),
 #   (c) fastify + jose (bench/peers) verifying the same token with the same key,
-# with the same Authorization header, connections and duration; prints req/s
+# with the same Authorization header, connections and duration (--tokens N: N
+# distinct access tokens, each request the next, bench/validate_tokens.lua); prints req/s
 # and the ratios (targets: iwsec/bare >= 0.95, iwsec/fastify >= 5). Then the
 # cost of GET /v3/security/authenticate against one password hash (target
 # <= 1.15x).
@@ -17,7 +18,7 @@
 # skipped (and said so) when npm cannot install the peer.
 #
 # usage: bench/http_compare.sh [--quick] [--duration SECONDS] [--connections N]
-#                              [--wrk-threads N] [--rounds N] [--logins N] [BUILD_DIR]
+#                              [--wrk-threads N] [--rounds N] [--logins N] [--tokens N] [BUILD_DIR]
 #        (BUILD_DIR defaults to $IWSEC_BUILD_DIR, then ./build)
 set -euo pipefail
 
@@ -27,6 +28,7 @@ connections=64
 wrk_threads=2
 rounds=2
 logins=8
+tokens=1
 quick=0
 build=${IWSEC_BUILD_DIR:-build}
 while [ $# -gt 0 ]; do
@@ -37,13 +39,14 @@ while [ $# -gt 0 ]; do
     --wrk-threads) wrk_threads=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --logins) logins=$2; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --tokens) tokens=$2; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "http_compare.sh: unknown option $1" >&2; exit 2 ;;
     *) build=$1 ;;
   esac
   shift
 done
-for n in "$duration" "$connections" "$wrk_threads" "$rounds" "$logins"; do
+for n in "$duration" "$connections" "$wrk_threads" "$rounds" "$logins" "$tokens"; do
   case "$n" in ''|*[!0-9]*|0) echo "http_compare.sh: counts and durations are positive whole numbers" >&2; exit 2 ;; esac
 done
 
@@ -108,6 +111,18 @@ token=$(curl -sf "http://127.0.0.1:$iwsec_port/v3/security/token/access" -H "Aut
 [ -n "$token" ] || { echo "http_compare.sh: could not get an access token from iwsec-server" >&2; exit 1; }
 printf 'Authorization: Bearer %s\n' "$token" >"$scratch/header"
 header="Authorization: Bearer $token"
+wrk_request=(-H "$header")
+if [ "$tokens" -gt 1 ]; then
+  # N more tokens from one curl (distinct bytes: each has its own jti).
+  for i in $(seq "$tokens"); do echo "url = \"http://127.0.0.1:$iwsec_port/v3/security/token/access\""; done \
+    >"$scratch/curl-urls"
+  curl -sf -K "$scratch/curl-urls" -H "Authorization: Basic $refresh" |
+    grep -o '"authentication_token":"[^"]*"' | sed 's/.*:"\(.*\)"/\1/' >"$scratch/tokens"
+  [ "$(sort -u "$scratch/tokens" | wc -l)" -eq "$tokens" ] ||
+    { echo "http_compare.sh: could not mint $tokens distinct access tokens" >&2; exit 1; }
+  export IWSEC_TOKENS_FILE=$scratch/tokens
+  wrk_request=(-s "$here/validate_tokens.lua")
+fi
 
 # ---- (b) the bare cpp-httplib endpoint -------------------------------------
 start iwsec-bench-bare-server "$scratch/bare.log" "$bare_bin" --host 127.0.0.1 --port 0
@@ -149,7 +164,7 @@ check bare "$bare_port"
 # run_wrk PORT SECONDS: prints requests/s (non-2xx answers make it fail).
 run_wrk() {
   local out
-  out=$(timeout $(($2 + 30)) wrk -t"$wrk_threads" -c"$connections" -d"$2"s -H "$header" \
+  out=$(timeout $(($2 + 30)) wrk -t"$wrk_threads" -c"$connections" -d"$2"s "${wrk_request[@]}" \
           "http://127.0.0.1:$1/v3/security/token/validate")
   if printf '%s\n' "$out" | grep -q -e 'Non-2xx' -e 'Socket errors'; then
     echo "http_compare.sh: wrk saw errors:" >&2
@@ -159,6 +174,7 @@ run_wrk() {
 }
 
 echo "HTTP: wrk -t$wrk_threads -c$connections -d${duration}s -H 'Authorization: Bearer <${#token}-byte token>'" \
+  "($tokens distinct token(s))" \
   "GET /v3/security/token/validate, $rounds round(s), bare and iwsec alternating"
 echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), load $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A total=([bare]=0 [iwsec]=0 [fastify]=0)

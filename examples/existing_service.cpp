@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
 
   // What the service already had: a server, stopped by SIGINT or SIGTERM.
   httplib::Server server;
+  iwsec::harden(server);  // body limit, timeouts, keep-alive, TCP no-delay, 64 threads
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);

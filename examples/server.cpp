@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 #include "admin_server.hpp"
 #include "lock_journal.hpp"
 #include "startup.hpp"
+#include "edge_server.hpp"
 
 namespace {
 
@@ -50,7 +52,11 @@ constexpr const char* help_text =
     "  --token-lifetime SECONDS access-token lifetime (default 900)\n"
     "  --tls-cert FILE          serve HTTPS with this PEM certificate ...\n"
     "  --tls-key FILE           ... and this PEM private key\n"
-    "  --threads N              worker threads, one per open connection (default 64)\n"
+    "  --threads N              most worker threads, one per open connection,\n"
+    "                           started on demand (default 1024)\n"
+    "  --max-connections-per-client N  open connections from one client address\n"
+    "                           (IPv6: one /64); 0 for no cap, as behind a proxy\n"
+    "                           (default 128)\n"
     "  --pbkdf2-rounds N        PBKDF2 rounds spent on logins for unknown users\n"
     "                           (default 600000; match your users' hashes)\n"
     "  --no-access-log          do not print a line per request\n"
@@ -93,7 +99,8 @@ struct Settings {
   std::int64_t token_lifetime = 900;
   std::string tls_cert;
   std::string tls_key;
-  int threads = 64;
+  int threads = 1024;
+  std::size_t max_connections_per_client = 128;
   std::uint32_t pbkdf2_rounds = iwsec::default_pbkdf2_rounds;
   bool access_log = true;
   access_log::Format access_log_format = access_log::Format::text;
@@ -133,6 +140,8 @@ Settings parse_arguments(int argc, char** argv) {
       s.tls_key = args.value();
     } else if (a == "--threads") {
       s.threads = static_cast<int>(args.integer_value(1, 4096));
+    } else if (a == "--max-connections-per-client") {
+      s.max_connections_per_client = static_cast<std::size_t>(args.integer_value(0, 1000000));
     } else if (a == "--pbkdf2-rounds") {
       s.pbkdf2_rounds = static_cast<std::uint32_t>(args.integer_value(1, iwsec::Pbkdf2Hash::max_rounds));
     } else if (a == "--no-access-log") {
@@ -175,6 +184,20 @@ Settings parse_arguments(int argc, char** argv) {
   return s;
 }
 
+// Every connection holds a descriptor: take the hard limit at start.
+void raise_descriptor_limit() {
+  struct rlimit limit;
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    std::fprintf(stderr, "%s: warning: cannot read the descriptor limit: %s\n", program, std::strerror(errno));
+    return;
+  }
+  if (limit.rlim_cur == limit.rlim_max) return;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0)
+    std::fprintf(stderr, "%s: warning: cannot raise the descriptor limit to %llu: %s\n", program,
+                 static_cast<unsigned long long>(limit.rlim_max), std::strerror(errno));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -210,19 +233,18 @@ int main(int argc, char** argv) {
       const std::size_t n = req.get_header_value_count(header.c_str());
       if (n == 0) return iwsec::client_address_key(req.remote_addr);
       // The last value is the one the nearest proxy appended.
-      std::string value = req.get_header_value(header.c_str(), n - 1);
-      const auto comma = value.rfind(',');
-      if (comma != std::string::npos) value.erase(0, comma + 1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
-      return "proxied:" + iwsec::client_address_key(value);
+      return "proxied:" + iwsec::forwarded_address_key(req.get_header_value(header.c_str(), n - 1));
     };
   }
+
+  raise_descriptor_limit();
 
   // Nothing is created before what can stop the start has been checked:
   // the TLS files and the port come first, the data directory after.
   std::unique_ptr<httplib::Server> server;
   if (!settings.tls_cert.empty()) {
+    // TLS keeps cpp-httplib's own connection loop (no header-line cap, no
+    // per-client cap): docs/edge.md puts a proxy in front for those.
     const std::string problem = startup::tls_problem(settings.tls_cert, settings.tls_key);
     if (!problem.empty()) cli::die(program, problem, 1);
     auto tls = std::make_unique<httplib::SSLServer>(settings.tls_cert.c_str(), settings.tls_key.c_str());
@@ -230,21 +252,36 @@ int main(int argc, char** argv) {
       cli::die(program, "cannot load TLS certificate " + settings.tls_cert + " with key " + settings.tls_key, 1);
     server = std::move(tls);
   } else {
-    server = std::make_unique<httplib::Server>();
+    edge::Limits limits;
+    limits.max_connections_per_client = settings.max_connections_per_client;
+    server = std::make_unique<edge::Server>(limits);
   }
 
-  // cpp-httplib's defaults leave Nagle's algorithm on and close a keep-alive
-  // connection after 5 requests; each open connection holds a worker thread.
   cli::stop_on_signals(*server);  // before any other thread starts
   cli::ListeningSocket listening_socket;
   listening_socket.configure(*server);
-  server->set_tcp_nodelay(true);
-  server->set_keep_alive_max_count(100000);
-  const int threads = settings.threads;
-  server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  iwsec::HardeningOptions hardening;
+  hardening.keep_alive_max_requests = 100000;
+  hardening.threads = 0;  // the growing pool below instead
+  iwsec::harden(*server, hardening);
+  const auto threads = static_cast<std::size_t>(settings.threads);
+  server->new_task_queue = [threads] { return new edge::GrowingThreadPool(threads); };
   std::optional<iwsec::SecurityRoutes> routes;
-  server->set_pre_routing_handler([&log, &journal, &routes](const httplib::Request& req, httplib::Response&) {
+  // No route here takes a body: refuse one on any path before httplib reads
+  // it (so a body costs no memory, whatever its framing; a POST without
+  // Content-Length too, which 0.11 would read until the connection ends) and
+  // close the connection after the answer (so its bytes are never parsed as
+  // a request).
+  const std::string help_url_base = options.help_url_base;
+  server->set_pre_routing_handler([&log, &journal, &routes, help_url_base](const httplib::Request& req,
+                                                                          httplib::Response& res) {
     if (log.logs_requests()) log.begin(req);
+    const auto body = iwsec::detail::framed_body(req);
+    if (body != iwsec::detail::request_body::none) {
+      iwsec::detail::refuse_body(res, body, help_url_base);
+      edge::close_after_answer = true;
+      return httplib::Server::HandlerResponse::Handled;
+    }
     // A password login first applies the unlocks iwsec-admin asked for.
     if (req.path == "/v3/security/authenticate" || req.path == "/v3/security/token/refresh")
       journal.apply_unlocks([&routes](const std::string& email) { routes->lockout().unlock_account(email); });

@@ -1200,7 +1200,7 @@ TEST_CASE("authenticate: service_id that is not a plain number is a 400", "[host
   h.still_serving();
 }
 
-TEST_CASE("a request body on the security endpoints is ignored, not parsed", "[hostile][methods]") {
+TEST_CASE("a request body on the security endpoints is refused, not parsed", "[hostile][methods]") {
   Hostile h;
   auto c = h.client();
   const auto r = c.Get(kValidate, bearer(h.token));
@@ -1213,6 +1213,9 @@ TEST_CASE("a request body on the security endpoints is ignored, not parsed", "[h
   req.set_header("Content-Type", "application/json");
   const auto big = c.send(req);
   REQUIRE(big);
-  check_outcome(*big, Outcome::bad_request);
+  // SPEC "Limits at the edge": no security route takes a body; 413 in the
+  // envelope, and the connection closed (test_edge_bodies has the rest).
+  check_envelope(*big, 413, "IW10006");
+  CHECK(big->get_header_value("Connection") == "close");
   h.still_serving();
 }

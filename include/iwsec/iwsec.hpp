@@ -17,3 +17,4 @@
 #include "observe.hpp"
 #include "options.hpp"
 #include "routes.hpp"
+#include "hardening.hpp"

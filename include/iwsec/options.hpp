@@ -55,6 +55,15 @@ struct Options {
   /// @brief Longest `Authorization` header value accepted; longer is a 400.
   std::size_t max_authorization_bytes = 4096;
 
+  /// @brief Password checks (PBKDF2) running at once; 0: one per core. The
+  /// others wait in a queue of max_queued_hashes; past that a login gets 503
+  /// with `Retry-After` (not counted by the lockout), so a login storm
+  /// cannot take the cores from token validations. See HashingGate.
+  std::size_t max_concurrent_hashes = 0;
+
+  /// @brief Password checks that may wait for a turn.
+  std::size_t max_queued_hashes = 64;
+
   /// @brief Brute-force defence (on by default, Keycloak's figures): failed
   /// logins and refresh-token exchanges counted per account and per client,
   /// answered 429 with `Retry-After` while locked. See LockoutPolicy.

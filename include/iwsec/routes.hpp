@@ -4,6 +4,7 @@
 /// host's httplib::Server, and a guard for the host's own routes.
 
 #include <chrono>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -22,7 +23,9 @@
 #include "detail/crypto.hpp"
 #include "detail/http.hpp"
 #include "detail/json.hpp"
+#include "detail/request_body.hpp"
 #include "errors.hpp"
+#include "hashing_gate.hpp"
 #include "lockout.hpp"
 #include "metrics.hpp"
 #include "observe.hpp"
@@ -51,45 +54,83 @@ enum class failure { bad_request, no_credentials, invalid_token, rejected, inter
 /// after the clock went back the token is verified again). Revocation and
 /// the user's status are never cached. Only verified tokens get in, so
 /// forged ones cannot fill it; a fixed number of slots bounds its memory.
+///
+/// Two levels, so that many connections presenting one hot token are not
+/// serialised on one slot: each thread first looks in a few entries of its
+/// own (a private copy of the claims, so a hit writes no shared memory, not
+/// even a reference count), then in the shared slots (a mutex each); a token
+/// that hits there twice in a row is copied into the thread's own entries. Entries are tagged with the cache
+/// they belong to (an id never reused) and with its epoch: invalidate()
+/// (e.g. when the signer's key set changes) makes every entry of both levels
+/// miss; an entry stored under an older epoch than the one its verification
+/// began in is never served.
 class verified_token_cache {
  public:
   static constexpr std::size_t slot_count = 1024;  // a power of two
+  static constexpr std::size_t thread_slots = 4;   // per thread and cache, a power of two
   static constexpr std::size_t max_token_bytes = 2048;
 
-  verified_token_cache() : slots_(new slot[slot_count]) {
+  verified_token_cache() : slots_(new slot[slot_count]), id_(next_id()) {
     random_bytes(reinterpret_cast<unsigned char*>(&seed_), sizeof seed_);
   }
+  verified_token_cache(const verified_token_cache&) = delete;
+  verified_token_cache& operator=(const verified_token_cache&) = delete;
 
-  /// @brief The cached claims of exactly @p token verified under @p key_version,
-  /// if they are still within their lifetime at @p now.
-  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway,
-                                            std::uint64_t key_version) const {
+  /// @brief The epoch to pass to store() for a verification that starts now.
+  std::uint64_t epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
+
+  /// @brief Forgets every token (both levels, every thread) at once.
+  void invalidate() noexcept { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+
+  /// @brief The cached claims of exactly @p token, if they are still within
+  /// their lifetime at @p now.
+  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway) const {
     if (token.size() > max_token_bytes) return nullptr;
-    slot& s = slots_[index_of(token)];
-    std::shared_ptr<const VerifiedToken> claims;
-    std::int64_t verified_at = 0;
-    {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      // Compared in constant time: a near miss must not tell how near.
-      if (!s.claims || s.key_version != key_version || !same_bytes(s.token, token)) return nullptr;
-      claims = s.claims;
-      verified_at = s.verified_at;
+    const std::uint64_t hash = hash_of(token);
+    const std::size_t index = static_cast<std::size_t>(hash) & (slot_count - 1);
+    const std::uint64_t current = epoch();
+    thread_entry& mine = thread_entries()[index & (thread_slots - 1)];
+    // Compared in constant time: a near miss must not tell how near.
+    if (!(mine.claims && mine.owner == id_ && mine.epoch == current && same_bytes(mine.token, token))) {
+      slot& s = slots_[index];
+      std::shared_ptr<const VerifiedToken> shared;
+      std::int64_t verified_at = 0;
+      {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        if (!s.claims || s.epoch != current || !same_bytes(s.token, token)) return nullptr;
+        shared = s.claims;
+        verified_at = s.verified_at;
+      }
+      // Copied into this thread's entry only when the same token comes
+      // twice in a row here: many distinct tokens then cost no copies.
+      if (mine.candidate != hash || mine.candidate_owner != id_) {
+        mine.candidate = hash;
+        mine.candidate_owner = id_;
+        if (now < verified_at || now >= shared->expires_at() + leeway) return nullptr;
+        return shared;
+      }
+      mine.token.assign(token.data(), token.size());
+      mine.claims = std::make_shared<const VerifiedToken>(*shared);  // this thread's own copy
+      mine.verified_at = verified_at;
+      mine.owner = id_;
+      mine.epoch = current;
     }
-    if (now < verified_at || now >= claims->expires_at() + leeway) return nullptr;
-    return claims;
+    if (now < mine.verified_at || now >= mine.claims->expires_at() + leeway) return nullptr;
+    return mine.claims;
   }
 
-  /// @brief Remembers that @p token verified at @p verified_at with @p claims,
-  /// under the key set of @p key_version (VerifyResult::key_version()).
+  /// @brief Remembers that @p token verified at @p verified_at with @p
+  /// claims, in a verification that began in @p epoch (from epoch()).
   void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at,
-             std::uint64_t key_version) {
+             std::uint64_t epoch) {
     if (token.size() > max_token_bytes) return;
-    slot& s = slots_[index_of(token)];
+    slot& s = slots_[static_cast<std::size_t>(hash_of(token)) & (slot_count - 1)];
     std::lock_guard<std::mutex> lock(s.mutex);
+    if (epoch != this->epoch()) return;  // invalidated meanwhile: verified under what may be gone
     s.token.assign(token.data(), token.size());
     s.claims = std::move(claims);
     s.verified_at = verified_at;
-    s.key_version = key_version;
+    s.epoch = epoch;
   }
 
  private:
@@ -98,8 +139,29 @@ class verified_token_cache {
     std::string token;
     std::shared_ptr<const VerifiedToken> claims;
     std::int64_t verified_at = 0;
-    std::uint64_t key_version = 0;
+    std::uint64_t epoch = 0;
   };
+
+  struct thread_entry {
+    std::uint64_t owner = 0;  // the id_ of the cache it belongs to; 0 for none
+    std::uint64_t epoch = 0;
+    std::string token;
+    std::shared_ptr<const VerifiedToken> claims;
+    std::int64_t verified_at = 0;
+    std::uint64_t candidate = 0;  // hash of the last token that missed here
+    std::uint64_t candidate_owner = 0;
+  };
+
+  // This thread's entries, shared by every cache (tagged by owner).
+  static thread_entry* thread_entries() {
+    static thread_local thread_entry entries[thread_slots];
+    return entries;
+  }
+
+  static std::uint64_t next_id() noexcept {
+    static std::atomic<std::uint64_t> last{0};
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
 
   // Equality in time that depends only on the lengths, a word at a time
   // (CRYPTO_memcmp goes byte by byte: 7 times slower on a 330-byte token).
@@ -118,7 +180,7 @@ class verified_token_cache {
   }
 
   // A seeded hash of the whole token (its time does not depend on its content).
-  std::size_t index_of(std::string_view token) const noexcept {
+  std::uint64_t hash_of(std::string_view token) const noexcept {
     std::uint64_t h = seed_ ^ (token.size() * 0x9E3779B97F4A7C15ULL);
     std::size_t i = 0;
     for (; i + 8 <= token.size(); i += 8) {
@@ -131,10 +193,12 @@ class verified_token_cache {
     std::memcpy(&tail, token.data() + i, token.size() - i);
     h = (h ^ tail) * 0x94D049BB133111EBULL;
     h ^= h >> 29;
-    return static_cast<std::size_t>(h) & (slot_count - 1);
+    return h;
   }
 
   std::unique_ptr<slot[]> slots_;
+  const std::uint64_t id_;
+  std::atomic<std::uint64_t> epoch_{1};
   std::uint64_t seed_ = 0;
 };
 
@@ -143,7 +207,10 @@ class verified_token_cache {
 class security_core {
  public:
   security_core(UserStore& users, const Signer& signer, Options options)
-      : users_(users), signer_(signer), options_(std::move(options)) {
+      : users_(users),
+        signer_(signer),
+        options_(std::move(options)),
+        hashing_(options_.max_concurrent_hashes, options_.max_queued_hashes) {
     validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
     lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
@@ -172,6 +239,7 @@ class security_core {
   RevocationStore& revocations() const { return *revocations_; }
   LockoutTracker& lockout() const { return *lockout_; }
   Metrics& metrics() const { return *metrics_; }
+  HashingGate& hashing_gate() const { return hashing_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
@@ -192,14 +260,20 @@ class security_core {
     };
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
-    // The version read before the lookup: a key change after it is a
-    // request that raced with the change, answered as before it.
-    auto t = verified_tokens_.find(token, at, leeway, signer_.key_version());
+    // Tokens verified under a key set that was since replaced leave the cache
+    // before any lookup: the first check that sees the new version empties it.
+    const std::uint64_t keys = signer_.key_version();
+    if (keys != cached_key_version_.load(std::memory_order_acquire)) {
+      verified_tokens_.invalidate();
+      cached_key_version_.store(keys, std::memory_order_release);
+    }
+    const std::uint64_t epoch = verified_tokens_.epoch();
+    auto t = verified_tokens_.find(token, at, leeway);
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
       if (!result) return refuse(to_string(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
-      verified_tokens_.store(token, t, at, result.key_version());
+      if (result.key_version() == keys) verified_tokens_.store(token, t, at, epoch);
     }
     if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
@@ -391,6 +465,11 @@ class security_core {
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
+    // After the lockout's admission (a locked account costs no queue slot),
+    // before any hash: a refusal throws past `attempt`, which is then
+    // released uncounted (no hash ran, nothing was learnt).
+    const auto turn = hashing_.enter();
+    if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     bool ok;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
@@ -513,6 +592,15 @@ class security_core {
   /// Request is a mutable object inside httplib, handed to handlers as const.
   static void ignore_ranges(const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); }
 
+  /// @brief No security route takes a body: true after answering one (400
+  /// or 413, connection closed, so nothing after the headers is parsed).
+  bool refused_body(const httplib::Request& req, httplib::Response& res) const {
+    const request_body body = announced_body(req);
+    if (body == request_body::none) return false;
+    refuse_body(res, body, options_.help_url_base);
+    return true;
+  }
+
   /// @brief Runs @p body, turning any escaping exception into the 500
   /// envelope (StateUnavailable into the 503 one, with its `Retry-After`):
   /// the host's exception handler is never involved, and no exception text
@@ -538,7 +626,9 @@ class security_core {
   std::shared_ptr<RevocationStore> revocations_;
   std::shared_ptr<LockoutTracker> lockout_;
   std::shared_ptr<Metrics> metrics_;
+  mutable HashingGate hashing_;
   mutable verified_token_cache verified_tokens_;
+  mutable std::atomic<std::uint64_t> cached_key_version_{0};  // the signer's key set the cache holds tokens of
 };
 
 }  // namespace detail
@@ -553,10 +643,18 @@ class SecurityRoutes {
 
   /// @brief Wraps @p handler so that it runs only for a request bearing a
   /// valid, unrevoked access token; other requests get the same 401 (or
-  /// 400) envelope as the security routes.
+  /// 400) envelope as the security routes. A body httplib leaves unread on
+  /// the connection (any body on GET, HEAD, OPTIONS; a chunked DELETE) gets
+  /// 400 or 413 and the connection closed; bodies httplib reads before the
+  /// handler (POST, PUT, PATCH, DELETE with Content-Length) are the host's.
   httplib::Server::Handler guard(GuardedHandler handler) const {
     auto core = core_;
     return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      // A body httplib leaves on the connection would be parsed as the next request.
+      if (detail::body_left_unread(req)) {
+        detail::security_core::ignore_ranges(req);
+        return detail::refuse_body(res, detail::announced_body(req), core->options().help_url_base);
+      }
       std::shared_ptr<const VerifiedToken> token;
       const auto started = std::chrono::steady_clock::now();
       core->shielded(res, "Bearer", [&] {
@@ -591,9 +689,12 @@ class SecurityRoutes {
   /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
   LockoutTracker& lockout() const { return core_->lockout(); }
 
-  /// @brief The routes' counters and latency histograms (Options::metrics,
-  /// or their own): serve metrics().render() on the host's metrics route.
-  Metrics& metrics() const { return core_->metrics(); }
+      if (core->refused_body(req, res)) return;
+      core->shielded(res, scheme, [&] {
+        core->refresh_keys();
+        ((*core).*endpoint)(req, res);
+      });
+      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
 
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
@@ -618,16 +719,12 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
     return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
       const auto started = std::chrono::steady_clock::now();
       detail::security_core::ignore_ranges(req);
-      core->shielded(res, scheme, [&] {
-        core->refresh_keys();
-        ((*core).*endpoint)(req, res);
-      });
-      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
     };
   };
   const auto wrong_method = [core](const char* allow) {
     return [core, allow](const httplib::Request& req, httplib::Response& res) {
       detail::security_core::ignore_ranges(req);
+      if (core->refused_body(req, res)) return;
       res.set_header("Allow", allow);
       detail::send_json(res, 405,
                         detail::error_envelope("Security Client Errors", "Method Not Allowed", "IW10006",
@@ -657,7 +754,9 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                {"/v3/security/token/validate", "GET"},
                {"/v3/security/token/refresh", "DELETE"}};
   for (const auto& p : paths) {
-    server.Options(p.path, [allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request&, httplib::Response& res) {
+    server.Options(p.path, [core, allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request& req,
+                                                                               httplib::Response& res) {
+      if (core->refused_body(req, res)) return;
       res.status = 204;
       res.set_header("Allow", allow);
     });

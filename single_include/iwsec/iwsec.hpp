@@ -3932,6 +3932,43 @@ inline std::string client_address_key(std::string_view address) {
   return key;
 }
 
+/// @brief The client-throttle key of the address a reverse proxy reports in
+/// a header such as `X-Forwarded-For` or `X-Real-IP`: the last hop of a
+/// comma-separated list (the one the nearest proxy appended), in any of the
+/// forms proxies write (`1.2.3.4`, `1.2.3.4:5678`, `[2001:db8::1]:443`,
+/// `[2001:db8::1]`, `fe80::1%eth0`, optionally in double quotes), keyed by
+/// client_address_key (so IPv6 is grouped by its /64). A text that is none
+/// of these is keyed as it is, trimmed.
+inline std::string forwarded_address_key(std::string_view header_value) {
+  std::string_view v = header_value;
+  const auto comma = v.rfind(',');
+  if (comma != std::string_view::npos) v.remove_prefix(comma + 1);
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  std::string_view host = v;
+  if (!host.empty() && host.front() == '[') {
+    const auto close = host.find(']');
+    if (close == std::string_view::npos) return std::string(v);
+    const std::string_view rest = host.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') return std::string(v);
+    host = host.substr(1, close - 1);
+  } else {
+    const auto colon = host.find(':');
+    if (colon != std::string_view::npos && host.find(':', colon + 1) == std::string_view::npos)
+      host = host.substr(0, colon);  // IPv4 with a port: one colon only
+  }
+  const auto zone = host.find('%');
+  if (zone != std::string_view::npos && host.find(':') != std::string_view::npos) host = host.substr(0, zone);
+  if (host.empty() || host.size() >= INET6_ADDRSTRLEN) return std::string(v);
+  char text[INET6_ADDRSTRLEN] = {};
+  std::memcpy(text, host.data(), host.size());
+  unsigned char bytes[16];
+  const int family = host.find(':') == std::string_view::npos ? AF_INET : AF_INET6;
+  if (::inet_pton(family, text, bytes) != 1) return std::string(v);
+  return client_address_key(host);
+}
+
 /// @brief When failed logins lock an account or a client out. Keycloak's
 /// defaults: after `account_failures` (30) failures an account is locked for
 /// `account_wait_increment` (60 s) × ⌊failures / 30⌋, at most
@@ -4771,6 +4808,15 @@ struct Options {
   /// @brief Longest `Authorization` header value accepted; longer is a 400.
   std::size_t max_authorization_bytes = 4096;
 
+  /// @brief Password checks (PBKDF2) running at once; 0: one per core. The
+  /// others wait in a queue of max_queued_hashes; past that a login gets 503
+  /// with `Retry-After` (not counted by the lockout), so a login storm
+  /// cannot take the cores from token validations. See HashingGate.
+  std::size_t max_concurrent_hashes = 0;
+
+  /// @brief Password checks that may wait for a turn.
+  std::size_t max_queued_hashes = 64;
+
   /// @brief Brute-force defence (on by default, Keycloak's figures): failed
   /// logins and refresh-token exchanges counted per account and per client,
   /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
@@ -4799,6 +4845,7 @@ struct Options {
 /// host's httplib::Server, and a guard for the host's own routes.
 
 #include <chrono>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -4954,6 +5001,235 @@ inline std::string error_envelope(std::string_view message, std::string_view det
 }  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/detail/http.hpp -----
+// ----- begin iwsec/detail/request_body.hpp -----
+/// @file
+/// @brief Request bodies on the library's routes: which requests announce
+/// one, and how to answer them so that the connection is closed.
+///
+/// Why this matters with cpp-httplib 0.11: it never reads a body announced
+/// on GET, HEAD or OPTIONS, nor a chunked body on DELETE, so whatever follows
+/// the headers would be parsed as the next request on the connection (a
+/// request smuggled inside a body gets its own answer). It also ignores a
+/// `Connection: close` set by a handler. The only way a handler can make it
+/// close the connection is a write that "fails": the answer is served by a
+/// content provider that writes the whole body and then reports failure, so
+/// the client gets the full answer and then the end of the connection, and
+/// nothing after the headers is ever parsed.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <httplib.h>
+
+
+namespace iwsec {
+namespace detail {
+
+/// @brief What a request's framing says about its body.
+enum class request_body {
+  none,            ///< no body: no Transfer-Encoding, no or a zero Content-Length
+  with_length,     ///< Content-Length > 0
+  unusable_frame,  ///< any Transfer-Encoding, or a Content-Length that is not one decimal number
+};
+
+/// @brief Classifies the body @p req announces (headers only; httplib may
+/// or may not have read it).
+inline request_body announced_body(const httplib::Request& req) {
+  if (req.has_header("Transfer-Encoding")) return request_body::unusable_frame;
+  const std::size_t lengths = req.get_header_value_count("Content-Length");
+  if (lengths == 0) return request_body::none;
+  if (lengths > 1) return request_body::unusable_frame;
+  const std::string value = req.get_header_value("Content-Length");
+  std::string_view v(value);
+  while (!v.empty() && is_ows(v.front())) v.remove_prefix(1);
+  while (!v.empty() && is_ows(v.back())) v.remove_suffix(1);
+  if (v.empty() || v.size() > 19) return request_body::unusable_frame;
+  bool zero = true;
+  for (const char c : v) {
+    if (c < '0' || c > '9') return request_body::unusable_frame;
+    zero = zero && c == '0';
+  }
+  return zero ? request_body::none : request_body::with_length;
+}
+
+/// @brief announced_body(), except that a POST, PUT, PATCH or PRI without
+/// Content-Length counts as a body of unusable framing: cpp-httplib 0.11
+/// reads such a body until the connection ends, into memory, with no limit.
+inline request_body framed_body(const httplib::Request& req) {
+  const request_body body = announced_body(req);
+  if (body != request_body::none || req.has_header("Content-Length")) return body;
+  const std::string& m = req.method;
+  return m == "POST" || m == "PUT" || m == "PATCH" || m == "PRI" ? request_body::unusable_frame : request_body::none;
+}
+
+/// @brief Whether cpp-httplib 0.11 leaves the body of @p req unread on the
+/// connection (so its bytes would be taken for the next request): any body
+/// on GET, HEAD and OPTIONS, and any framing it does not decode before the
+/// handler runs (Transfer-Encoding on DELETE, anything but plain `chunked`).
+inline bool body_left_unread(const httplib::Request& req) {
+  const request_body body = announced_body(req);
+  if (body == request_body::none) return false;
+  if (req.method == "GET" || req.method == "HEAD" || req.method == "OPTIONS") return true;
+  if (!req.has_header("Transfer-Encoding")) return body == request_body::unusable_frame;
+  return req.method == "DELETE" || req.get_header_value_count("Transfer-Encoding") != 1 ||
+         !iequals(req.get_header_value("Transfer-Encoding"), "chunked");
+}
+
+/// @brief Answers @p status with the JSON @p body and `Connection: close`,
+/// and makes httplib close the connection after writing it (see the file
+/// comment). A HEAD request gets the headers only; httplib then keeps the
+/// connection, which only the server's own connection handling can change.
+inline void send_json_and_close(httplib::Response& res, int status, const std::string& body) {
+  res.status = status;
+  res.set_header("Cache-Control", "no-store");
+  res.set_header("Connection", "close");
+  auto text = std::make_shared<const std::string>(body);
+  res.set_content_provider(text->size(), json_content_type,
+                           [text](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                             if (offset < text->size()) sink.write(text->data() + offset, length);
+                             return false;  // "failed": httplib closes the connection
+                           });
+}
+
+/// @brief The refusal of a request body on a route that takes none: 413 for
+/// a Content-Length body, 400 for any other framing, in the error envelope,
+/// connection closed.
+inline void refuse_body(httplib::Response& res, request_body body, std::string_view help_base) {
+  const bool too_large = body == request_body::with_length;
+  res.headers.clear();
+  send_json_and_close(res, too_large ? 413 : 400,
+                      error_envelope("Security Client Errors",
+                                     too_large ? "Payload Too Large: this endpoint takes no request body"
+                                               : "Bad Request: this endpoint takes no request body",
+                                     "IW10006", help_base));
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/request_body.hpp -----
+// ----- begin iwsec/hashing_gate.hpp -----
+/// @file
+/// @brief HashingGate: at most N password hashes at once, a bounded queue
+/// behind them, and a refusal when the queue is full.
+///
+/// A PBKDF2 check costs tens of milliseconds of one core (600 000 rounds),
+/// a token validation microseconds. Without a bound, a flood of logins
+/// makes one runnable thread per connection, and validations wait behind
+/// them for the cores. The security routes pass every password check
+/// through one gate (Options::max_concurrent_hashes, max_queued_hashes);
+/// a login refused by it gets 503 with `Retry-After` and is not counted by
+/// the lockout (no hash ran, so nothing was learnt about the password).
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace iwsec {
+
+/// @brief A counting gate with a bounded, first-come first-served queue.
+/// Thread-safe; outlives every Ticket it hands out.
+class HashingGate {
+ public:
+  /// @brief At most @p concurrent holders at once (0: one per core, as
+  /// std::thread::hardware_concurrency() tells, at least 1) and at most
+  /// @p queued callers waiting for a turn.
+  HashingGate(std::size_t concurrent, std::size_t queued)
+      : concurrent_(concurrent != 0 ? concurrent : default_concurrency()), queued_(queued) {}
+  HashingGate(const HashingGate&) = delete;
+  HashingGate& operator=(const HashingGate&) = delete;
+
+  /// @brief A turn through the gate (or a refusal); released when destroyed.
+  class Ticket {
+   public:
+    Ticket(Ticket&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+    Ticket& operator=(Ticket&& other) noexcept {
+      if (this != &other) {
+        release();
+        gate_ = std::exchange(other.gate_, nullptr);
+      }
+      return *this;
+    }
+    ~Ticket() { release(); }
+    /// @brief True when admitted; false when the queue was full.
+    explicit operator bool() const noexcept { return gate_ != nullptr; }
+
+   private:
+    friend class HashingGate;
+    explicit Ticket(HashingGate* gate) noexcept : gate_(gate) {}
+    void release() noexcept {
+      if (gate_) std::exchange(gate_, nullptr)->leave();
+    }
+    HashingGate* gate_ = nullptr;
+  };
+
+  /// @brief Waits for a turn (in arrival order) when all are taken and the
+  /// queue has room; a refused Ticket at once when it has none.
+  Ticket enter() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (running_ < concurrent_ && waiting_ == 0) {
+      ++running_;
+      return Ticket(this);
+    }
+    if (waiting_ >= queued_) return Ticket(nullptr);
+    const std::uint64_t mine = next_ticket_++;
+    ++waiting_;
+    turn_.wait(lock, [&] { return running_ < concurrent_ && mine == serving_; });
+    --waiting_;
+    ++serving_;
+    ++running_;
+    lock.unlock();
+    turn_.notify_all();  // the next in line may fit too
+    return Ticket(this);
+  }
+
+  /// @brief Holders at most at once.
+  std::size_t concurrency() const noexcept { return concurrent_; }
+  /// @brief Callers that may wait at most.
+  std::size_t queue_capacity() const noexcept { return queued_; }
+  /// @brief Holders now.
+  std::size_t running() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return running_;
+  }
+  /// @brief Callers waiting now.
+  std::size_t waiting() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return waiting_;
+  }
+
+  /// @brief One per core (at least 1).
+  static std::size_t default_concurrency() noexcept {
+    const unsigned cores = std::thread::hardware_concurrency();
+    return cores == 0 ? 1 : cores;
+  }
+
+ private:
+  void leave() noexcept {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --running_;
+    }
+    turn_.notify_all();
+  }
+
+  const std::size_t concurrent_;
+  const std::size_t queued_;
+  mutable std::mutex mutex_;
+  std::condition_variable turn_;
+  std::size_t running_ = 0;
+  std::size_t waiting_ = 0;
+  std::uint64_t next_ticket_ = 0;
+  std::uint64_t serving_ = 0;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/hashing_gate.hpp -----
 
 namespace iwsec {
 
@@ -4974,45 +5250,83 @@ enum class failure { bad_request, no_credentials, invalid_token, rejected, inter
 /// after the clock went back the token is verified again). Revocation and
 /// the user's status are never cached. Only verified tokens get in, so
 /// forged ones cannot fill it; a fixed number of slots bounds its memory.
+///
+/// Two levels, so that many connections presenting one hot token are not
+/// serialised on one slot: each thread first looks in a few entries of its
+/// own (a private copy of the claims, so a hit writes no shared memory, not
+/// even a reference count), then in the shared slots (a mutex each); a token
+/// that hits there twice in a row is copied into the thread's own entries. Entries are tagged with the cache
+/// they belong to (an id never reused) and with its epoch: invalidate()
+/// (e.g. when the signer's key set changes) makes every entry of both levels
+/// miss; an entry stored under an older epoch than the one its verification
+/// began in is never served.
 class verified_token_cache {
  public:
   static constexpr std::size_t slot_count = 1024;  // a power of two
+  static constexpr std::size_t thread_slots = 4;   // per thread and cache, a power of two
   static constexpr std::size_t max_token_bytes = 2048;
 
-  verified_token_cache() : slots_(new slot[slot_count]) {
+  verified_token_cache() : slots_(new slot[slot_count]), id_(next_id()) {
     random_bytes(reinterpret_cast<unsigned char*>(&seed_), sizeof seed_);
   }
+  verified_token_cache(const verified_token_cache&) = delete;
+  verified_token_cache& operator=(const verified_token_cache&) = delete;
 
-  /// @brief The cached claims of exactly @p token verified under @p key_version,
-  /// if they are still within their lifetime at @p now.
-  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway,
-                                            std::uint64_t key_version) const {
+  /// @brief The epoch to pass to store() for a verification that starts now.
+  std::uint64_t epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
+
+  /// @brief Forgets every token (both levels, every thread) at once.
+  void invalidate() noexcept { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+
+  /// @brief The cached claims of exactly @p token, if they are still within
+  /// their lifetime at @p now.
+  std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway) const {
     if (token.size() > max_token_bytes) return nullptr;
-    slot& s = slots_[index_of(token)];
-    std::shared_ptr<const VerifiedToken> claims;
-    std::int64_t verified_at = 0;
-    {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      // Compared in constant time: a near miss must not tell how near.
-      if (!s.claims || s.key_version != key_version || !same_bytes(s.token, token)) return nullptr;
-      claims = s.claims;
-      verified_at = s.verified_at;
+    const std::uint64_t hash = hash_of(token);
+    const std::size_t index = static_cast<std::size_t>(hash) & (slot_count - 1);
+    const std::uint64_t current = epoch();
+    thread_entry& mine = thread_entries()[index & (thread_slots - 1)];
+    // Compared in constant time: a near miss must not tell how near.
+    if (!(mine.claims && mine.owner == id_ && mine.epoch == current && same_bytes(mine.token, token))) {
+      slot& s = slots_[index];
+      std::shared_ptr<const VerifiedToken> shared;
+      std::int64_t verified_at = 0;
+      {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        if (!s.claims || s.epoch != current || !same_bytes(s.token, token)) return nullptr;
+        shared = s.claims;
+        verified_at = s.verified_at;
+      }
+      // Copied into this thread's entry only when the same token comes
+      // twice in a row here: many distinct tokens then cost no copies.
+      if (mine.candidate != hash || mine.candidate_owner != id_) {
+        mine.candidate = hash;
+        mine.candidate_owner = id_;
+        if (now < verified_at || now >= shared->expires_at() + leeway) return nullptr;
+        return shared;
+      }
+      mine.token.assign(token.data(), token.size());
+      mine.claims = std::make_shared<const VerifiedToken>(*shared);  // this thread's own copy
+      mine.verified_at = verified_at;
+      mine.owner = id_;
+      mine.epoch = current;
     }
-    if (now < verified_at || now >= claims->expires_at() + leeway) return nullptr;
-    return claims;
+    if (now < mine.verified_at || now >= mine.claims->expires_at() + leeway) return nullptr;
+    return mine.claims;
   }
 
-  /// @brief Remembers that @p token verified at @p verified_at with @p claims,
-  /// under the key set of @p key_version (VerifyResult::key_version()).
+  /// @brief Remembers that @p token verified at @p verified_at with @p
+  /// claims, in a verification that began in @p epoch (from epoch()).
   void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at,
-             std::uint64_t key_version) {
+             std::uint64_t epoch) {
     if (token.size() > max_token_bytes) return;
-    slot& s = slots_[index_of(token)];
+    slot& s = slots_[static_cast<std::size_t>(hash_of(token)) & (slot_count - 1)];
     std::lock_guard<std::mutex> lock(s.mutex);
+    if (epoch != this->epoch()) return;  // invalidated meanwhile: verified under what may be gone
     s.token.assign(token.data(), token.size());
     s.claims = std::move(claims);
     s.verified_at = verified_at;
-    s.key_version = key_version;
+    s.epoch = epoch;
   }
 
  private:
@@ -5021,8 +5335,29 @@ class verified_token_cache {
     std::string token;
     std::shared_ptr<const VerifiedToken> claims;
     std::int64_t verified_at = 0;
-    std::uint64_t key_version = 0;
+    std::uint64_t epoch = 0;
   };
+
+  struct thread_entry {
+    std::uint64_t owner = 0;  // the id_ of the cache it belongs to; 0 for none
+    std::uint64_t epoch = 0;
+    std::string token;
+    std::shared_ptr<const VerifiedToken> claims;
+    std::int64_t verified_at = 0;
+    std::uint64_t candidate = 0;  // hash of the last token that missed here
+    std::uint64_t candidate_owner = 0;
+  };
+
+  // This thread's entries, shared by every cache (tagged by owner).
+  static thread_entry* thread_entries() {
+    static thread_local thread_entry entries[thread_slots];
+    return entries;
+  }
+
+  static std::uint64_t next_id() noexcept {
+    static std::atomic<std::uint64_t> last{0};
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
 
   // Equality in time that depends only on the lengths, a word at a time
   // (CRYPTO_memcmp goes byte by byte: 7 times slower on a 330-byte token).
@@ -5041,7 +5376,7 @@ class verified_token_cache {
   }
 
   // A seeded hash of the whole token (its time does not depend on its content).
-  std::size_t index_of(std::string_view token) const noexcept {
+  std::uint64_t hash_of(std::string_view token) const noexcept {
     std::uint64_t h = seed_ ^ (token.size() * 0x9E3779B97F4A7C15ULL);
     std::size_t i = 0;
     for (; i + 8 <= token.size(); i += 8) {
@@ -5054,10 +5389,12 @@ class verified_token_cache {
     std::memcpy(&tail, token.data() + i, token.size() - i);
     h = (h ^ tail) * 0x94D049BB133111EBULL;
     h ^= h >> 29;
-    return static_cast<std::size_t>(h) & (slot_count - 1);
+    return h;
   }
 
   std::unique_ptr<slot[]> slots_;
+  const std::uint64_t id_;
+  std::atomic<std::uint64_t> epoch_{1};
   std::uint64_t seed_ = 0;
 };
 
@@ -5066,7 +5403,10 @@ class verified_token_cache {
 class security_core {
  public:
   security_core(UserStore& users, const Signer& signer, Options options)
-      : users_(users), signer_(signer), options_(std::move(options)) {
+      : users_(users),
+        signer_(signer),
+        options_(std::move(options)),
+        hashing_(options_.max_concurrent_hashes, options_.max_queued_hashes) {
     validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
     lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
@@ -5095,6 +5435,7 @@ class security_core {
   RevocationStore& revocations() const { return *revocations_; }
   LockoutTracker& lockout() const { return *lockout_; }
   Metrics& metrics() const { return *metrics_; }
+  HashingGate& hashing_gate() const { return hashing_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
@@ -5115,14 +5456,20 @@ class security_core {
     };
     const std::int64_t at = now();
     const auto leeway = static_cast<std::int64_t>(options_.leeway.count());
-    // The version read before the lookup: a key change after it is a
-    // request that raced with the change, answered as before it.
-    auto t = verified_tokens_.find(token, at, leeway, signer_.key_version());
+    // Tokens verified under a key set that was since replaced leave the cache
+    // before any lookup: the first check that sees the new version empties it.
+    const std::uint64_t keys = signer_.key_version();
+    if (keys != cached_key_version_.load(std::memory_order_acquire)) {
+      verified_tokens_.invalidate();
+      cached_key_version_.store(keys, std::memory_order_release);
+    }
+    const std::uint64_t epoch = verified_tokens_.epoch();
+    auto t = verified_tokens_.find(token, at, leeway);
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
       if (!result) return refuse(to_string(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
-      verified_tokens_.store(token, t, at, result.key_version());
+      if (result.key_version() == keys) verified_tokens_.store(token, t, at, epoch);
     }
     if (revocations_->is_revoked(t->jti())) return refuse("revoked");
     const auto status = users_.status_of(t->email());
@@ -5314,6 +5661,11 @@ class security_core {
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
+    // After the lockout's admission (a locked account costs no queue slot),
+    // before any hash: a refusal throws past `attempt`, which is then
+    // released uncounted (no hash ran, nothing was learnt).
+    const auto turn = hashing_.enter();
+    if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     bool ok;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
@@ -5436,6 +5788,15 @@ class security_core {
   /// Request is a mutable object inside httplib, handed to handlers as const.
   static void ignore_ranges(const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); }
 
+  /// @brief No security route takes a body: true after answering one (400
+  /// or 413, connection closed, so nothing after the headers is parsed).
+  bool refused_body(const httplib::Request& req, httplib::Response& res) const {
+    const request_body body = announced_body(req);
+    if (body == request_body::none) return false;
+    refuse_body(res, body, options_.help_url_base);
+    return true;
+  }
+
   /// @brief Runs @p body, turning any escaping exception into the 500
   /// envelope (StateUnavailable into the 503 one, with its `Retry-After`):
   /// the host's exception handler is never involved, and no exception text
@@ -5461,7 +5822,9 @@ class security_core {
   std::shared_ptr<RevocationStore> revocations_;
   std::shared_ptr<LockoutTracker> lockout_;
   std::shared_ptr<Metrics> metrics_;
+  mutable HashingGate hashing_;
   mutable verified_token_cache verified_tokens_;
+  mutable std::atomic<std::uint64_t> cached_key_version_{0};  // the signer's key set the cache holds tokens of
 };
 
 }  // namespace detail
@@ -5476,10 +5839,18 @@ class SecurityRoutes {
 
   /// @brief Wraps @p handler so that it runs only for a request bearing a
   /// valid, unrevoked access token; other requests get the same 401 (or
-  /// 400) envelope as the security routes.
+  /// 400) envelope as the security routes. A body httplib leaves unread on
+  /// the connection (any body on GET, HEAD, OPTIONS; a chunked DELETE) gets
+  /// 400 or 413 and the connection closed; bodies httplib reads before the
+  /// handler (POST, PUT, PATCH, DELETE with Content-Length) are the host's.
   httplib::Server::Handler guard(GuardedHandler handler) const {
     auto core = core_;
     return [core, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      // A body httplib leaves on the connection would be parsed as the next request.
+      if (detail::body_left_unread(req)) {
+        detail::security_core::ignore_ranges(req);
+        return detail::refuse_body(res, detail::announced_body(req), core->options().help_url_base);
+      }
       std::shared_ptr<const VerifiedToken> token;
       const auto started = std::chrono::steady_clock::now();
       core->shielded(res, "Bearer", [&] {
@@ -5514,9 +5885,12 @@ class SecurityRoutes {
   /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
   LockoutTracker& lockout() const { return core_->lockout(); }
 
-  /// @brief The routes' counters and latency histograms (Options::metrics,
-  /// or their own): serve metrics().render() on the host's metrics route.
-  Metrics& metrics() const { return core_->metrics(); }
+      if (core->refused_body(req, res)) return;
+      core->shielded(res, scheme, [&] {
+        core->refresh_keys();
+        ((*core).*endpoint)(req, res);
+      });
+      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
 
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
@@ -5541,16 +5915,12 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
     return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
       const auto started = std::chrono::steady_clock::now();
       detail::security_core::ignore_ranges(req);
-      core->shielded(res, scheme, [&] {
-        core->refresh_keys();
-        ((*core).*endpoint)(req, res);
-      });
-      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
     };
   };
   const auto wrong_method = [core](const char* allow) {
     return [core, allow](const httplib::Request& req, httplib::Response& res) {
       detail::security_core::ignore_ranges(req);
+      if (core->refused_body(req, res)) return;
       res.set_header("Allow", allow);
       detail::send_json(res, 405,
                         detail::error_envelope("Security Client Errors", "Method Not Allowed", "IW10006",
@@ -5580,7 +5950,9 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                {"/v3/security/token/validate", "GET"},
                {"/v3/security/token/refresh", "DELETE"}};
   for (const auto& p : paths) {
-    server.Options(p.path, [allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request&, httplib::Response& res) {
+    server.Options(p.path, [core, allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request& req,
+                                                                               httplib::Response& res) {
+      if (core->refused_body(req, res)) return;
       res.status = 204;
       res.set_header("Allow", allow);
     });
@@ -5595,4 +5967,78 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
 
 }  // namespace iwsec
 // ----- end iwsec/routes.hpp -----
+// ----- begin iwsec/hardening.hpp -----
+/// @file
+/// @brief harden(): safer settings for a host's own httplib::Server, applied
+/// only when the host asks (mount_security_routes never changes them).
+///
+/// cpp-httplib 0.11's defaults are made for trusted networks: no limit on a
+/// request body, Nagle's algorithm on, a keep-alive connection closed after 5
+/// requests, and one worker thread per open connection from a pool sized by
+/// the core count. harden() sets what 0.11 has a knob for. What 0.11 has no
+/// knob for (the number of header lines, a deadline for a whole request,
+/// connections per client, chunked bodies past the payload limit) needs
+/// either the server's own connection handling (iwsec-server has one) or a
+/// reverse proxy in front (deploy/nginx/); docs/edge.md says which.
+
+#include <chrono>
+#include <cstddef>
+#include <stdexcept>
+
+#include <httplib.h>
+
+namespace iwsec {
+
+/// @brief What harden() sets; every field has a sane default.
+struct HardeningOptions {
+  /// @brief Longest request body httplib reads (Content-Length framing);
+  /// longer is answered 413 by httplib itself. The security routes take no
+  /// body at all; this bounds what the host's own routes may receive.
+  std::size_t payload_max_bytes = 64 * 1024;
+
+  /// @brief Longest wait for each read of a request (not the whole request).
+  std::chrono::seconds read_timeout{5};
+
+  /// @brief Longest wait for each write of an answer.
+  std::chrono::seconds write_timeout{5};
+
+  /// @brief Idle time after which a keep-alive connection is closed.
+  std::chrono::seconds keep_alive_timeout{5};
+
+  /// @brief Requests served on one connection before it is closed (0.11's
+  /// default of 5 makes clients reconnect all the time).
+  std::size_t keep_alive_max_requests = 1000;
+
+  /// @brief Turns Nagle's algorithm off (answers are small and latency matters).
+  bool tcp_nodelay = true;
+
+  /// @brief Worker threads; 0 keeps the server's own task queue. Each open
+  /// connection holds one for its whole life, so this is also the number of
+  /// clients served at once.
+  std::size_t threads = 64;
+};
+
+/// @brief Applies @p options to @p server (before it listens). Throws
+/// std::invalid_argument for a zero payload limit, timeout or request count.
+inline void harden(httplib::Server& server, const HardeningOptions& options = HardeningOptions()) {
+  if (options.payload_max_bytes == 0) throw std::invalid_argument("iwsec: HardeningOptions::payload_max_bytes is 0");
+  if (options.read_timeout.count() <= 0 || options.write_timeout.count() <= 0 ||
+      options.keep_alive_timeout.count() <= 0)
+    throw std::invalid_argument("iwsec: HardeningOptions timeouts must be at least 1 s");
+  if (options.keep_alive_max_requests == 0)
+    throw std::invalid_argument("iwsec: HardeningOptions::keep_alive_max_requests is 0");
+  server.set_payload_max_length(options.payload_max_bytes);
+  server.set_read_timeout(options.read_timeout);
+  server.set_write_timeout(options.write_timeout);
+  server.set_keep_alive_timeout(static_cast<time_t>(options.keep_alive_timeout.count()));
+  server.set_keep_alive_max_count(options.keep_alive_max_requests);
+  server.set_tcp_nodelay(options.tcp_nodelay);
+  if (options.threads > 0) {
+    const std::size_t threads = options.threads;
+    server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  }
+}
+
+}  // namespace iwsec
+// ----- end iwsec/hardening.hpp -----
 // ----- end iwsec/iwsec.hpp -----

@@ -1,0 +1,380 @@
+#pragma once
+// iwsec-server's own connection handling, for what cpp-httplib 0.11 has no
+// knob for: at most N header lines and B bytes of headers per request (431
+// and close past that), a deadline for a request's headers (slow clients),
+// connections per client address capped, worker threads made on demand, and
+// a lingering close so a client reads its last answer before any reset.
+//
+// Built only on what 0.11 exposes: Server::process_and_close_socket is
+// virtual (private, but an override is allowed), Server::process_request and
+// the timeout fields are protected, Stream and TaskQueue are abstract. The
+// override replaces 0.11's keep-alive loop with the same loop over a Stream
+// of our own; parsing and routing stay httplib's. Plain HTTP only: TLS
+// (SSLServer) keeps 0.11's own loop.
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <httplib.h>
+
+#include <iwsec/iwsec.hpp>
+
+namespace edge {
+
+/// What the connection handling enforces.
+struct Limits {
+  std::size_t max_header_lines = 100;          // header lines per request (request line not counted)
+  std::size_t max_header_bytes = 32 * 1024;    // request line and headers
+  std::chrono::milliseconds header_deadline{10000};  // from a request's first byte to its blank line
+  std::size_t max_connections_per_client = 128;     // 0: no cap
+  std::string help_url_base = "https://docs.infoworks.io/api/errors";
+};
+
+// Set by a handler (the pre-routing one) on the worker's thread: close the
+// connection after this answer (httplib 0.11 ignores `Connection: close` in
+// an answer, and sends a HEAD answer without the body whose failed write
+// would close it).
+inline thread_local bool close_after_answer = false;
+
+/// A task queue that starts a worker whenever none is idle, up to a bound:
+/// a slow connection holds its thread, so a fixed pool the size of the
+/// connection cap would let one client starve every other.
+class GrowingThreadPool : public httplib::TaskQueue {
+ public:
+  explicit GrowingThreadPool(std::size_t max_threads) : max_threads_(std::max<std::size_t>(1, max_threads)) {}
+  ~GrowingThreadPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    jobs_.push_back(std::move(fn));
+    if (idle_ >= jobs_.size() || threads_.size() >= max_threads_) {
+      cond_.notify_one();
+      return;
+    }
+    try {
+      threads_.emplace_back([this] { work(); });
+    } catch (const std::system_error&) {
+      cond_.notify_one();  // no thread to be had: the job waits for a busy one
+    }
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cond_.notify_all();
+    for (auto& t : threads_) t.join();  // no enqueue after shutdown: httplib stops accepting first
+  }
+
+ private:
+  void work() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      ++idle_;
+      cond_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      --idle_;
+      if (jobs_.empty()) return;  // stopping, nothing left
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+
+  const std::size_t max_threads_;
+  std::mutex mutex_;
+  std::condition_variable cond_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  std::size_t idle_ = 0;
+  bool stopping_ = false;
+};
+
+/// Open connections per client address (IPv6 by /64, like the lockout).
+class ConnectionRegistry {
+ public:
+  bool enter(const std::string& client, std::size_t cap) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::size_t& n = open_[client];
+    if (cap != 0 && n >= cap) {
+      if (n == 0) open_.erase(client);
+      return false;
+    }
+    ++n;
+    return true;
+  }
+  void leave(const std::string& client) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = open_.find(client);
+    if (it != open_.end() && --it->second == 0) open_.erase(it);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::size_t> open_;
+};
+
+/// An answer written straight to the socket, before or instead of httplib's:
+/// @p status_line (e.g. "431 Request Header Fields Too Large"), the envelope
+/// of @p details and @p code, the connection to be closed.
+inline std::string raw_envelope_answer(const char* status_line, const char* extra_headers, const char* message,
+                                       const std::string& details, const char* code, const std::string& help_base) {
+  const std::string body = iwsec::detail::error_envelope(message, details, code, help_base);
+  return std::string("HTTP/1.1 ") + status_line + "\r\nConnection: close\r\n" + extra_headers +
+         "Cache-Control: no-store\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+/// The address of a socket's peer (or own end) as text and port.
+inline void socket_address(int fd, bool peer, std::string& ip, int& port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  ip.clear();
+  port = -1;
+  if ((peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
+            : ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len)) != 0)
+    return;
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+    ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    port = ntohs(a->sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    port = ntohs(a->sin6_port);
+  }
+  ip = text;
+}
+
+/// One accepted connection as an httplib::Stream: buffered reads with a
+/// per-read timeout and, while a request's headers arrive, a deadline for
+/// all of them and bounds on their lines and bytes.
+class ConnectionStream : public httplib::Stream {
+ public:
+  ConnectionStream(int fd, const Limits& limits, std::chrono::microseconds read_timeout,
+                   std::chrono::microseconds write_timeout)
+      : fd_(fd), limits_(limits), read_timeout_(read_timeout), write_timeout_(write_timeout) {
+    socket_address(fd, true, remote_ip_, remote_port_);
+    socket_address(fd, false, local_ip_, local_port_);
+  }
+
+  /// Waits up to @p idle for the first byte of a next request, then starts
+  /// counting its headers.
+  bool wait_for_request(std::chrono::microseconds idle) {
+    if (failed_) return false;
+    if (begin_ == end_ && !wait(POLLIN, std::chrono::steady_clock::now() + idle)) return false;
+    in_headers_ = true;
+    header_bytes_ = 0;
+    header_lines_ = 0;
+    line_length_ = 0;
+    header_deadline_ = std::chrono::steady_clock::now() + limits_.header_deadline;
+    return true;
+  }
+
+  /// The request's headers broke a limit: it was answered 431 (or dropped
+  /// at the deadline) and the connection must close.
+  bool failed() const { return failed_; }
+
+  bool is_readable() const override { return begin_ != end_ || wait(POLLIN, read_until()); }
+  bool is_writable() const override {
+    return !failed_ && wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_);
+  }
+
+  ssize_t read(char* ptr, std::size_t size) override {
+    if (failed_) return -1;
+    if (begin_ == end_) {
+      if (!wait(POLLIN, read_until())) return fail_headers(false);
+      const ssize_t n = ::recv(fd_, buffer_, sizeof buffer_, 0);
+      if (n <= 0) return n < 0 ? -1 : 0;
+      begin_ = 0;
+      end_ = static_cast<std::size_t>(n);
+    }
+    std::size_t n = std::min(size, end_ - begin_);
+    if (in_headers_) n = count_headers(n);
+    if (failed_) return -1;
+    std::memcpy(ptr, buffer_ + begin_, n);
+    begin_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, std::size_t size) override {
+    if (failed_) return -1;
+    if (!wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_)) return -1;
+    const ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
+    return n < 0 ? -1 : n;
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = remote_ip_;
+    port = remote_port_;
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    ip = local_ip_;
+    port = local_port_;
+  }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  std::chrono::steady_clock::time_point read_until() const {
+    const auto by_timeout = std::chrono::steady_clock::now() + read_timeout_;
+    return in_headers_ ? std::min(by_timeout, header_deadline_) : by_timeout;
+  }
+
+  bool wait(short events, std::chrono::steady_clock::time_point until) const {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      pollfd p{fd_, events, 0};
+      const int r = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, left.count())));
+      if (r > 0) return (p.revents & (events | POLLHUP | POLLERR)) != 0;
+      if (r == 0 || errno != EINTR) return false;
+    }
+  }
+
+  // Of the next @p n buffered bytes, how many may go to httplib: stops at
+  // the end of the headers, fails past a limit.
+  std::size_t count_headers(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const char c = buffer_[begin_ + i];
+      if (++header_bytes_ > limits_.max_header_bytes) return fail_headers(true), 0;
+      if (c != '\n') {
+        if (c != '\r') ++line_length_;
+        continue;
+      }
+      if (line_length_ == 0 && header_lines_ > 0) {  // the blank line: the body follows
+        in_headers_ = false;
+        return i + 1;
+      }
+      line_length_ = 0;
+      if (++header_lines_ > limits_.max_header_lines + 1) return fail_headers(true), 0;
+    }
+    return n;
+  }
+
+  // Answers 431 (a limit) or nothing (the deadline), then refuses all I/O.
+  ssize_t fail_headers(bool answer) {
+    if (!in_headers_) return -1;
+    failed_ = true;
+    if (answer) {
+      const std::string answer_text = raw_envelope_answer(
+          "431 Request Header Fields Too Large", "", "Security Client Errors",
+          "Request Header Fields Too Large: at most " + std::to_string(limits_.max_header_lines) + " lines and " +
+              std::to_string(limits_.max_header_bytes) + " bytes",
+          "IW10006", limits_.help_url_base);
+      std::size_t sent = 0;
+      while (sent < answer_text.size() && wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_)) {
+        const ssize_t n = ::send(fd_, answer_text.data() + sent, answer_text.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += static_cast<std::size_t>(n);
+      }
+    }
+    return -1;
+  }
+
+  const int fd_;
+  const Limits& limits_;
+  const std::chrono::microseconds read_timeout_;
+  const std::chrono::microseconds write_timeout_;
+  std::string remote_ip_, local_ip_;
+  int remote_port_ = -1, local_port_ = -1;
+  char buffer_[4096];
+  std::size_t begin_ = 0, end_ = 0;
+  bool in_headers_ = false;
+  bool failed_ = false;
+  std::size_t header_bytes_ = 0, header_lines_ = 0, line_length_ = 0;
+  std::chrono::steady_clock::time_point header_deadline_;
+};
+
+/// An httplib::Server whose connections go through ConnectionStream.
+class Server : public httplib::Server {
+ public:
+  explicit Server(Limits limits) : limits_(std::move(limits)) {}
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    std::string ip;
+    int port = 0;
+    socket_address(sock, true, ip, port);
+    const std::string client = iwsec::client_address_key(ip);
+    bool ret = false;
+    if (!registry_.enter(client, limits_.max_connections_per_client)) {
+      refuse_connection(sock);
+    } else {
+      ret = serve(sock);
+      registry_.leave(client);
+    }
+    linger_and_close(sock);
+    return ret;
+  }
+
+  bool serve(int sock) {
+    using std::chrono::microseconds;
+    using std::chrono::seconds;
+    ConnectionStream stream(sock, limits_, seconds(read_timeout_sec_) + microseconds(read_timeout_usec_),
+                            seconds(write_timeout_sec_) + microseconds(write_timeout_usec_));
+    bool ret = false;
+    // 0.11's keep-alive loop (process_server_socket_core), over our stream.
+    for (std::size_t left = keep_alive_max_count_; left > 0 && svr_sock_ != INVALID_SOCKET; --left) {
+      if (!stream.wait_for_request(seconds(keep_alive_timeout_sec_))) break;
+      bool connection_closed = false;
+      close_after_answer = false;
+      ret = process_request(stream, left == 1, connection_closed, nullptr);
+      if (!ret || connection_closed || close_after_answer || stream.failed()) break;
+    }
+    close_after_answer = false;
+    return ret;
+  }
+
+  void refuse_connection(int sock) {
+    const std::string text = raw_envelope_answer(
+        "503 Service Unavailable", "Retry-After: 1\r\n", "Security Server Errors",
+        "Service Unavailable: too many connections from this client address", "IW10002", limits_.help_url_base);
+    (void)::send(sock, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+
+  // Closing with unread bytes makes the kernel send a reset, which can
+  // destroy the answer before the client read it: end our side, then read
+  // what the client still sends, for a short while.
+  static void linger_and_close(int sock) {
+    ::shutdown(sock, SHUT_WR);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    char sink[4096];
+    std::size_t drained = 0;
+    while (drained < 256 * 1024) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
+      pollfd p{sock, POLLIN, 0};
+      if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+      const ssize_t n = ::recv(sock, sink, sizeof sink, 0);
+      if (n <= 0) break;
+      drained += static_cast<std::size_t>(n);
+    }
+    ::close(sock);
+  }
+
+  Limits limits_;
+  ConnectionRegistry registry_;
+};
+
+}  // namespace edge
