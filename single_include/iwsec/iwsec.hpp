@@ -5885,12 +5885,13 @@ class SecurityRoutes {
   /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
   LockoutTracker& lockout() const { return core_->lockout(); }
 
-      if (core->refused_body(req, res)) return;
-      core->shielded(res, scheme, [&] {
-        core->refresh_keys();
-        ((*core).*endpoint)(req, res);
-      });
-      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
+  /// @brief The routes' counters and latency histograms (Options::metrics,
+  /// or their own): serve metrics().render() on the host's metrics route.
+  Metrics& metrics() const { return core_->metrics(); }
+
+  /// @brief The gate every password check of the routes passes (e.g. to
+  /// read how many wait).
+  HashingGate& hashing_gate() const { return core_->hashing_gate(); }
 
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
@@ -5915,6 +5916,12 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
     return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
       const auto started = std::chrono::steady_clock::now();
       detail::security_core::ignore_ranges(req);
+      if (core->refused_body(req, res)) return;
+      core->shielded(res, scheme, [&] {
+        core->refresh_keys();
+        ((*core).*endpoint)(req, res);
+      });
+      core->metrics().observe(name, std::chrono::steady_clock::now() - started);
     };
   };
   const auto wrong_method = [core](const char* allow) {
