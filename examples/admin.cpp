@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -52,17 +53,6 @@ bool takes_email(const std::string& name) {
          name == "rotate-refresh-token";
 }
 
-// An email that can log in over HTTP Basic: no colon (it ends the user name),
-// no whitespace or control bytes, one '@' with text on both sides.
-bool plausible_email(const std::string& email) {
-  if (email.size() < 3 || email.size() > 254) return false;
-  for (unsigned char ch : email)
-    if (ch <= 0x20 || ch == 0x7F || ch == ':') return false;
-  if (!iwsec::detail::is_valid_utf8(email)) return false;
-  const auto at = email.find('@');
-  return at != std::string::npos && at > 0 && at + 1 < email.size() && email.find('@', at + 1) == std::string::npos;
-}
-
 Command parse_arguments(int argc, char** argv) {
   Command c;
   std::vector<std::string> positional;
@@ -93,8 +83,9 @@ Command parse_arguments(int argc, char** argv) {
   if (positional.size() < wanted) cli::usage_error(program, c.name + " needs an EMAIL");
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
   if (wanted == 2) c.email = positional[1];
-  if (c.name == "add-user" && !plausible_email(c.email))
-    cli::usage_error(program, "'" + c.email + "' is not a usable email");
+  if (c.name == "add-user")
+    if (const char* problem = iwsec::email_problem(c.email))
+      cli::usage_error(program, "'" + c.email + "' is not a usable email: " + problem);
   return c;
 }
 
@@ -119,12 +110,8 @@ std::string read_password() {
   }
   if (!line.empty() && line.back() == '\r') line.pop_back();
   if (!got || line.empty()) cli::die(program, "no password on standard input", 1);
-  // A Basic login cannot carry control bytes (RFC 7617; the routes answer
-  // 400 to them), so a password holding one could never be used.
-  for (const char c : line) {
-    const auto b = static_cast<unsigned char>(c);
-    if (b < 0x20 || b == 0x7F) cli::die(program, "the password holds a control character (a tab, say), which no login can send", 1);
-  }
+  // The library's rule (create_user applies it too): what no login can send is refused.
+  if (const char* problem = iwsec::password_problem(line)) cli::die(program, problem, 1);
   return line;
 }
 
@@ -134,10 +121,12 @@ std::string json_string(const std::string& s) {
   return out;
 }
 
-[[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email) {
+[[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email,
+                                const iwsec::JsonFileUserStore* users = nullptr) {
   if (status == iwsec::StoreStatus::not_found) cli::die(program, "no user " + email, 1);
   if (status == iwsec::StoreStatus::already_exists) cli::die(program, "user " + email + " already exists", 1);
-  cli::die(program, std::string("cannot update the users file: ") + iwsec::to_string(status), 1);
+  const std::string why = users && !users->last_error().empty() ? users->last_error() : iwsec::to_string(status);
+  cli::die(program, "cannot update the users file: " + why, 1);
 }
 
 void print_refresh_token(const Command& c, const std::string& user_id, const std::string& token) {
@@ -162,6 +151,11 @@ int run(const Command& c) {
   // Only a new user may need a new data directory; reading never creates one.
   if (c.name == "add-user" && !cli::ensure_directory(c.data_dir))
     cli::die(program, "cannot use data directory " + c.data_dir, 1);
+  // The directory must be ours (root may manage another account's: what it
+  // writes keeps that account as owner) and closed to others.
+  struct stat dir_status;
+  if (::stat(c.data_dir.c_str(), &dir_status) == 0)
+    if (const auto why = iwsec::detail::check_private(c.data_dir, /*root_may_manage=*/true)) cli::die(program, *why, 1);
   iwsec::JsonFileUserStore users(c.data_dir + "/users.json");
 
   if (c.name == "list-users") {
@@ -186,7 +180,8 @@ int run(const Command& c) {
   if (c.name == "add-user") {
     if (users.find_by_email(c.email)) store_failure(iwsec::StoreStatus::already_exists, c.email);
     const auto created = iwsec::create_user(users, c.email, read_password(), c.rounds);
-    if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email);
+    if (!created.error.empty()) cli::die(program, created.error, 1);
+    if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email, &users);
     print_refresh_token(c, created.user_id, created.refresh_token);
     return 0;
   }
@@ -197,7 +192,7 @@ int run(const Command& c) {
   if (c.name == "disable-user" || c.name == "enable-user") {
     const bool disable = c.name == "disable-user";
     const auto status = users.update_user(c.email, [&](iwsec::User& u) { u.disabled = disable; });
-    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
+    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
     if (c.json) {
       std::printf("{\"email\":%s,\"disabled\":%s}\n", json_string(existing->email).c_str(), disable ? "true" : "false");
     } else {
@@ -209,7 +204,7 @@ int run(const Command& c) {
   if (c.name == "set-password") {
     const std::string hash = iwsec::hash_password(read_password(), c.rounds);
     const auto status = users.update_user(c.email, [&](iwsec::User& u) { u.password_hash = hash; });
-    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
+    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
     if (c.json) {
       std::printf("{\"email\":%s,\"password_changed\":true}\n", json_string(existing->email).c_str());
     } else {
@@ -220,7 +215,7 @@ int run(const Command& c) {
 
   // rotate-refresh-token: the same change as DELETE /v3/security/token/refresh.
   const auto rotated = iwsec::rotate_refresh_token(users, c.email);
-  if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email);
+  if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email, &users);
   print_refresh_token(c, rotated.user_id, rotated.refresh_token);
   return 0;
 }

@@ -146,8 +146,8 @@ std::string read_key(const std::string& path) {
   if (key.size() < iwsec::Signer::min_key_bytes)
     cli::die(program, "key file " + path + " holds " + std::to_string(key.size()) + " bytes; at least 32 are required",
              1);
-  if (st.st_mode & 077)
-    std::fprintf(stderr, "%s: warning: key file %s is readable by other users (chmod 600 it)\n", program, path.c_str());
+  // As ssh does with its keys: ours, and closed to everyone else.
+  if (const auto why = iwsec::detail::check_private(path)) cli::die(program, "key file " + *why, 1);
   return key;
 }
 
@@ -159,9 +159,9 @@ std::string load_or_create_key(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) return read_key(path);
   const std::string key = iwsec::Signer::generate_secret();
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = path + ".tmp." + iwsec::generate_user_id();  // unpredictable
   {
-    iwsec::detail::unique_fd fd = iwsec::detail::open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    iwsec::detail::unique_fd fd = iwsec::detail::open_fd(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
     if (!fd || ::fchmod(fd.get(), 0600) != 0 || !iwsec::detail::write_all(fd.get(), key) || ::fsync(fd.get()) != 0) {
       ::unlink(tmp.c_str());
       cli::die(program, "cannot write key file " + path, 1);
@@ -223,6 +223,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   if (!cli::ensure_directory(settings.data_dir)) cli::die(program, "cannot use data directory " + settings.data_dir, 1);
+  if (const auto why = iwsec::detail::check_private(settings.data_dir)) cli::die(program, "data directory " + *why, 1);
   const std::string key = settings.secret_file.empty() ? load_or_create_key(settings.data_dir + "/signing.key")
                                                        : read_key(settings.secret_file);
 

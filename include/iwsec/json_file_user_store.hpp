@@ -4,12 +4,19 @@
 /// server and iwsec-admin) share safely.
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -17,6 +24,7 @@
 
 #include "detail/file.hpp"
 #include "detail/json.hpp"
+#include "errors.hpp"
 #include "user_store.hpp"
 
 namespace iwsec {
@@ -30,22 +38,69 @@ class store_error : public std::runtime_error {
 /// @brief Users in a JSON file (`users.json`).
 ///
 /// Writes take an exclusive lock on `<file>.lock`, re-read the file if
-/// another process changed it, and replace it atomically (write, fsync,
-/// rename, fsync the directory), so concurrent writers never lose each
-/// other's changes. Reads check the file's identity (one stat) and reload it
-/// when it changed, so a change made by another process applies to every
-/// request that starts after that process's write returned.
+/// another process changed it, and replace it atomically (an exclusive
+/// temporary, fsync, rename, fsync the directory; owner and mode kept), so
+/// concurrent writers never lose each other's changes. Reads check the
+/// file's identity (one stat) and reload it when it changed, so a change
+/// made by another process applies to every request that starts after that
+/// process's write returned. The reload runs on a loader thread, parsing
+/// beside the live copy and swapping it in under the lock: requests wait at
+/// most 50 ms for it (a small file is loaded well within that), then go on
+/// with the copy that was current when they arrived.
+///
+/// Fails closed: when the file changed but cannot be reloaded (permission
+/// denied, descriptors exhausted, invalid content), every read throws
+/// StateUnavailable (the routes answer 503) instead of answering from the
+/// stale copy, one line saying why goes to the log, and the store recovers
+/// by itself once the file can be read. Loading and every write cost time
+/// linear in the number of users.
 class JsonFileUserStore : public UserStore {
  public:
+  /// @brief Receives one line (no newline) about the file: why it cannot be
+  /// reloaded, that it can again, a write whose directory fsync failed.
+  /// Never holds a secret.
+  using Log = std::function<void(const std::string& line)>;
+
+  /// @brief The default log: "iwsec: LINE" on standard error.
+  static Log stderr_log() {
+    return [](const std::string& line) {
+      const std::string text = "iwsec: " + line + "\n";
+      std::fwrite(text.data(), 1, text.size(), stderr);
+      std::fflush(stderr);
+    };
+  }
+
   /// @brief Opens (or, on first write, creates) the users file at @p path.
   /// Throws store_error when the file exists but is unreadable or invalid.
-  explicit JsonFileUserStore(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+  /// @p log may be empty (no log).
+  explicit JsonFileUserStore(std::string path, Log log = stderr_log())
+      : path_(std::move(path)), lock_path_(path_ + ".lock"), log_(std::move(log)) {
+    std::lock_guard<std::mutex> loading(load_mutex_);
     std::string error;
-    if (!reload_locked(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+    if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+    constructed_ = true;
+  }
+
+  JsonFileUserStore(const JsonFileUserStore&) = delete;
+  JsonFileUserStore& operator=(const JsonFileUserStore&) = delete;
+
+  ~JsonFileUserStore() override {
+    std::thread loader;
+    {
+      std::lock_guard<std::mutex> lock(loader_mutex_);
+      loader = std::move(loader_);
+    }
+    if (loader.joinable()) loader.join();
   }
 
   const std::string& path() const noexcept { return path_; }
+
+  /// @brief Why the last failed write or reload failed (path and strerror
+  /// text), for a program to print; empty when nothing failed yet.
+  std::string last_error() const {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    return last_error_;
+  }
 
   std::optional<User> find_by_email(std::string_view email) override {
     return read([&](const detail::user_index& index) {
@@ -83,182 +138,357 @@ class JsonFileUserStore : public UserStore {
 
   /// @brief The file's text for @p users (the format this store reads).
   static std::string serialize(const std::vector<User>& users) {
-    std::string out = "{\n  \"version\": 1,\n  \"users\": [";
-    for (std::size_t i = 0; i < users.size(); ++i) {
-      const User& u = users[i];
-      out += i ? ",\n    {" : "\n    {";
-      out += "\"user_id\": ";
-      detail::append_json_string(out, u.user_id);
-      out += ", \"email\": ";
-      detail::append_json_string(out, u.email);
-      out += ", \"password_hash\": ";
-      detail::append_json_string(out, u.password_hash);
-      out += ", \"refresh_token_sha256\": ";
-      detail::append_json_string(out, u.refresh_token_sha256);
-      out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
-      out += u.disabled ? ", \"disabled\": true}" : ", \"disabled\": false}";
-    }
-    out += users.empty() ? "]\n}\n" : "\n  ]\n}\n";
+    std::string out;
+    begin_file(out, users.size());
+    for (std::size_t i = 0; i < users.size(); ++i) append_user(out, users[i], i == 0);
+    end_file(out, users.empty());
     return out;
   }
 
   /// @brief Parses the file's text; nothing (and a reason in @p error) when invalid.
   static std::optional<std::vector<User>> parse(std::string_view text, std::string& error) {
-    const auto doc = detail::parse_json_strict(text, 4, true);
-    if (!doc || !doc->is<picojson::object>()) {
-      error = "not a JSON object (or a duplicate key)";
-      return std::nullopt;
-    }
-    const auto& root = doc->get<picojson::object>();
-    const auto* version = detail::json_member(root, "version");
-    const auto* users = detail::json_member(root, "users");
-    if (!version || detail::json_non_negative_integer(*version) != std::optional<std::int64_t>(1)) {
-      error = "\"version\" must be 1";
-      return std::nullopt;
-    }
-    if (!users || !users->is<picojson::array>()) {
-      error = "\"users\" must be an array";
-      return std::nullopt;
-    }
     std::vector<User> out;
-    for (const auto& item : users->get<picojson::array>()) {
-      if (!item.is<picojson::object>()) {
-        error = "each user must be an object";
-        return std::nullopt;
-      }
-      const auto& o = item.get<picojson::object>();
-      User u;
-      const auto text_field = [&](const char* name, std::string& field) {
-        const auto* v = detail::json_member(o, name);
-        if (!v || !v->is<std::string>()) return false;
-        field = v->get<std::string>();
-        return true;
-      };
-      const auto* generation = detail::json_member(o, "refresh_generation");
-      const auto* disabled = detail::json_member(o, "disabled");
-      const auto gen = generation ? detail::json_non_negative_integer(*generation) : std::nullopt;
-      if (!text_field("user_id", u.user_id) || !text_field("email", u.email) ||
-          !text_field("password_hash", u.password_hash) ||
-          !text_field("refresh_token_sha256", u.refresh_token_sha256) || !gen || !disabled || !disabled->is<bool>()) {
-        error = "user #" + std::to_string(out.size() + 1) + " lacks a field or has one of the wrong type";
-        return std::nullopt;
-      }
-      u.refresh_generation = *gen;
-      u.disabled = disabled->get<bool>();
-      out.push_back(std::move(u));
-    }
+    if (!parse_users(text, error, [&](User&& u) {
+          out.push_back(std::move(u));
+          return true;
+        }))
+      return std::nullopt;
     return out;
   }
 
  private:
+  static constexpr std::size_t bytes_per_user_estimate = 320;
+  // Readers wait this long for a reload, then answer from the copy that was
+  // current when they arrived.
+  static constexpr std::chrono::milliseconds reload_wait{50};
+
+  static void begin_file(std::string& out, std::size_t users) {
+    out.reserve(64 + users * bytes_per_user_estimate);
+    out += "{\n  \"version\": 1,\n  \"users\": [";
+  }
+
+  static void end_file(std::string& out, bool empty) { out += empty ? "]\n}\n" : "\n  ]\n}\n"; }
+
+  // One user per line: the format version 1 has always had.
+  static void append_user(std::string& out, const User& u, bool first) {
+    out += first ? "\n    {" : ",\n    {";
+    out += "\"user_id\": ";
+    detail::append_json_string(out, u.user_id);
+    out += ", \"email\": ";
+    detail::append_json_string(out, u.email);
+    out += ", \"password_hash\": ";
+    detail::append_json_string(out, u.password_hash);
+    out += ", \"refresh_token_sha256\": ";
+    detail::append_json_string(out, u.refresh_token_sha256);
+    out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
+    out += u.disabled ? ", \"disabled\": true}" : ", \"disabled\": false}";
+  }
+
+  static std::string serialize_index(const detail::user_index& index) {
+    std::string out;
+    begin_file(out, index.size());
+    bool first = true;
+    index.for_each([&](const User& u) {
+      append_user(out, u, first);
+      first = false;
+    });
+    end_file(out, first);
+    return out;
+  }
+
+  // The text of each element of @p array (a JSON array the strict parser
+  // already accepted) that is an object; false at the first that is not.
+  template <typename OnObject>
+  static bool for_each_object(std::string_view array, OnObject&& on_object) {
+    const char* p = array.data() + 1;  // past '['
+    const char* const end = array.data() + array.size();
+    const auto skip_ws = [&] {
+      while (p != end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+    };
+    skip_ws();
+    if (p != end && *p == ']') return true;
+    for (;;) {
+      skip_ws();
+      if (p == end || *p != '{') return false;
+      const char* start = p;
+      std::size_t depth = 0;
+      for (; p != end; ++p) {
+        if (*p == '"') {
+          for (++p; p != end && *p != '"'; ++p)
+            if (*p == '\\') ++p;
+        } else if (*p == '{' || *p == '[') {
+          ++depth;
+        } else if ((*p == '}' || *p == ']') && --depth == 0) {
+          ++p;
+          break;
+        }
+      }
+      if (!on_object(std::string_view(start, static_cast<std::size_t>(p - start)))) return false;
+      skip_ws();
+      if (p == end) return false;
+      if (*p == ']') return true;
+      ++p;  // ','
+    }
+  }
+
+  // Walks the text once to check it (strict JSON, no duplicate key), then
+  // each user object once more: no DOM, so 10^5 users parse in well under
+  // a second. Calls on_user(User&&) for each; false (and @p error) when the
+  // text is not a users file or on_user refused one.
+  template <typename OnUser>
+  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user) {
+    std::string scratch(text.size(), '\0');
+    std::optional<std::int64_t> version;
+    std::string_view users;
+    bool users_is_array = false;
+    detail::flat_json_parser root(text, &scratch[0]);
+    if (!root.parse_object(4, [&](std::string_view name, const detail::json_value_view& v) {
+          if (name == "version") version = detail::json_non_negative_integer(v);
+          if (name == "users") {
+            users = v.raw;
+            users_is_array = v.kind == detail::json_kind::array;
+          }
+        })) {
+      error = "not a JSON object (or a duplicate key)";
+      return false;
+    }
+    if (version != std::optional<std::int64_t>(1)) {
+      error = "\"version\" must be 1";
+      return false;
+    }
+    if (!users_is_array) {
+      error = "\"users\" must be an array";
+      return false;
+    }
+    std::size_t count = 0;
+    bool refused = false;
+    const bool objects = for_each_object(users, [&](std::string_view object) {
+      ++count;
+      User u;
+      bool have_id = false, have_email = false, have_hash = false, have_token = false, have_disabled = false;
+      std::optional<std::int64_t> generation;
+      const auto text_field = [](const detail::json_value_view& v, std::string& field, bool& have) {
+        have = v.kind == detail::json_kind::string;
+        if (have) field.assign(v.text.data(), v.text.size());
+      };
+      detail::flat_json_parser parser(object, &scratch[0]);
+      const bool parsed = parser.parse_object(2, [&](std::string_view name, const detail::json_value_view& v) {
+        if (name == "user_id") {
+          text_field(v, u.user_id, have_id);
+        } else if (name == "email") {
+          text_field(v, u.email, have_email);
+        } else if (name == "password_hash") {
+          text_field(v, u.password_hash, have_hash);
+        } else if (name == "refresh_token_sha256") {
+          text_field(v, u.refresh_token_sha256, have_token);
+        } else if (name == "refresh_generation") {
+          generation = detail::json_non_negative_integer(v);
+        } else if (name == "disabled") {
+          have_disabled = v.kind == detail::json_kind::literal && (v.raw == "true" || v.raw == "false");
+          u.disabled = v.raw == "true";
+        }
+      });
+      if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled) {
+        error = "user #" + std::to_string(count) + " lacks a field or has one of the wrong type";
+        return false;
+      }
+      u.refresh_generation = *generation;
+      if (!on_user(std::move(u))) {
+        error = "user #" + std::to_string(count) + " has an empty or duplicate email, user id or refresh token";
+        refused = true;
+        return false;
+      }
+      return true;
+    });
+    if (!objects && !refused && error.empty()) error = "each user must be an object";
+    return objects;
+  }
+
   template <typename F>
   auto read(F&& f) -> decltype(f(std::declval<const detail::user_index&>())) {
     {
       std::shared_lock<std::shared_mutex> lock(mutex_);
-      if (!changed_on_disk_locked()) return f(index_);
+      if (current_locked()) return f(index_);
     }
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    if (changed_on_disk_locked()) {
-      std::string ignored;  // a broken file on disk: keep serving the last good state
-      reload_locked(ignored);
-    }
+    refresh_for_reader();
+    std::shared_lock<std::shared_mutex> lock(mutex_);
     return f(index_);
+  }
+
+  // The file changed: have a loader thread load it beside the live copy and
+  // wait for it at most reload_wait; past that, answer from the live copy
+  // (current when this request arrived). Throws StateUnavailable when the
+  // load failed.
+  void refresh_for_reader() {
+    const auto deadline = std::chrono::steady_clock::now() + reload_wait;
+    std::unique_lock<std::mutex> loader(loader_mutex_);
+    for (;;) {
+      {
+        std::shared_lock<std::shared_mutex> lock(mutex_);
+        if (current_locked()) return;
+      }
+      if (!loading_) start_loader_locked();
+      const std::uint64_t mine = started_;
+      while (finished_ < mine)
+        if (loader_done_.wait_until(loader, deadline) == std::cv_status::timeout && finished_ < mine) return;
+      if (!finished_error_.empty()) throw StateUnavailable("iwsec: cannot reload " + path_ + ": " + finished_error_);
+      if (std::chrono::steady_clock::now() >= deadline) return;
+    }
+  }
+
+  // Starts the loader thread (the previous one, if any, has finished).
+  // Caller holds loader_mutex_.
+  void start_loader_locked() {
+    if (loader_.joinable()) loader_.join();
+    try {
+      loader_ = std::thread([this] {
+        std::string error;
+        {
+          std::lock_guard<std::mutex> loading(load_mutex_);
+          bool current;
+          {
+            std::shared_lock<std::shared_mutex> lock(mutex_);
+            current = current_locked();  // a write may have loaded it meanwhile
+          }
+          if (!current) load_and_swap_loading(error);
+        }
+        std::lock_guard<std::mutex> loader(loader_mutex_);
+        loading_ = false;
+        ++finished_;
+        finished_error_ = error;
+        loader_done_.notify_all();
+      });
+    } catch (const std::system_error& e) {
+      throw StateUnavailable("iwsec: cannot reload " + path_ + ": cannot start a thread: " + e.what());
+    }
+    loading_ = true;
+    ++started_;
   }
 
   template <typename F>
   StoreStatus write(F&& mutate) {
     std::lock_guard<std::mutex> one_writer(write_mutex_);
     detail::file_lock cross_process(lock_path_);
-    if (!cross_process) return StoreStatus::io_error;
+    if (!cross_process) return failed(cross_process.error());
+    // Held through the write, so readers that notice the rename wait for
+    // the swap below rather than parse the file this write produced.
+    std::lock_guard<std::mutex> loading(load_mutex_);
+    bool current;
+    {
+      std::shared_lock<std::shared_mutex> lock(mutex_);
+      current = current_locked();
+    }
+    std::string error;
+    if (!current && !load_and_swap_loading(error)) return failed(error);
     detail::user_index next;
     {
-      std::unique_lock<std::shared_mutex> lock(mutex_);
-      std::string error;
-      if (changed_on_disk_locked() && !reload_locked(error)) return StoreStatus::io_error;
+      std::shared_lock<std::shared_mutex> lock(mutex_);
       next = index_;
     }
     const StoreStatus status = mutate(next);
     if (status != StoreStatus::ok) return status;
-    if (!detail::write_file_atomically(path_, serialize(next.list()), 0600)) return StoreStatus::io_error;
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    index_ = std::move(next);
-    std::string error;
-    adopt_current_file_locked(error);
-    return StoreStatus::ok;
-  }
-
-  bool changed_on_disk_locked() const {
+    detail::replace_result replaced = detail::replace_file(path_, serialize_index(next), 0600);
+    if (!replaced.replaced) return failed(replaced.error);
+    // The new file is in place and every later read sees it: the write is
+    // done, whatever the directory fsync said (reporting a failure now
+    // would be untrue), so that goes to the log.
+    if (!replaced.warning.empty() && log_) log_(replaced.warning + " after replacing " + path_);
     struct stat st;
-    if (::stat(path_.c_str(), &st) != 0) return loaded_.has_value();
-    return !loaded_ || detail::file_identity::of(st) != *loaded_;
+    const bool known = ::fstat(replaced.fd.get(), &st) == 0;
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      std::swap(index_, next);
+      loaded_ = known ? std::optional<detail::file_identity>(detail::file_identity::of(st)) : std::nullopt;
+      exists_ = known;
+      loaded_fd_ = std::move(replaced.fd);
+    }
+    return StoreStatus::ok;  // the previous index is freed here, outside the lock
   }
 
-  // Holds the loaded file open: its inode cannot be reused while we compare
-  // against it, so "same identity" really means "same file version".
-  bool adopt_current_file_locked(std::string& error, std::string* text = nullptr) {
-    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
-    if (!fd) {
-      if (errno == ENOENT) {
-        loaded_fd_.reset();
-        loaded_.reset();
-        if (text) text->clear();
-        return true;
-      }
-      error = "cannot open";
-      return false;
-    }
+  StoreStatus failed(const std::string& error) {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    last_error_ = error;
+    return StoreStatus::io_error;
+  }
+
+  // Whether the loaded copy is the file's current version (one stat).
+  bool current_locked() const {
     struct stat st;
-    if (::fstat(fd.get(), &st) != 0) {
-      error = "cannot stat";
-      return false;
-    }
-    if (text && !detail::read_all(fd.get(), *text)) {
-      error = "cannot read";
-      return false;
-    }
-    loaded_ = detail::file_identity::of(st);
-    loaded_fd_ = std::move(fd);
-    return true;
+    if (::stat(path_.c_str(), &st) != 0) return errno == ENOENT && !exists_;
+    return exists_ && loaded_ && detail::file_identity::of(st) == *loaded_;
   }
 
-  bool reload_locked(std::string& error) {
-    std::string text;
-    auto previous = loaded_;
-    // Keep the served version open until a new one is accepted, so that its
-    // inode cannot be reused while loaded_ still names it.
-    detail::unique_fd previous_fd = std::move(loaded_fd_);
-    if (!adopt_current_file_locked(error, &text)) {
-      loaded_fd_ = std::move(previous_fd);
-      return false;
-    }
+  // Loads the file beside the live copy and swaps it in; on failure keeps
+  // the live copy (reads then throw) and logs the reason once. Caller holds
+  // load_mutex_ (not mutex_).
+  bool load_and_swap_loading(std::string& error) {
     detail::user_index next;
-    if (loaded_) {
-      auto users = parse(text, error);
-      if (!users) {
-        loaded_ = previous;  // retry on the next request
-        loaded_fd_ = std::move(previous_fd);
-        return false;
-      }
-      for (const auto& u : *users) {
-        if (next.add(u) != StoreStatus::ok) {
-          error = "duplicate or empty email, user id or refresh token in the file";
-          loaded_ = previous;
-          loaded_fd_ = std::move(previous_fd);
-          return false;
+    std::optional<detail::file_identity> identity;
+    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
+    if (!fd && errno != ENOENT) {
+      error = detail::errno_text("cannot open " + path_);
+    } else if (fd) {
+      struct stat st;
+      std::string text;
+      if (::fstat(fd.get(), &st) != 0) {
+        error = detail::errno_text("cannot stat " + path_);
+      } else if (bad_content_ && *bad_content_ == detail::file_identity::of(st)) {
+        error = bad_content_error_;  // this version was tried: do not parse it again per request
+      } else if (!detail::read_all(fd.get(), text)) {
+        error = detail::errno_text("cannot read " + path_);
+      } else {
+        identity = detail::file_identity::of(st);
+        next.reserve(text.size() / bytes_per_user_estimate + 1);
+        std::string reason;
+        if (!parse_users(text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; })) {
+          bad_content_ = identity;
+          bad_content_error_ = "invalid content: " + reason;
+          error = bad_content_error_;
+          identity.reset();
         }
       }
     }
-    index_ = std::move(next);
-    return true;
+    if (!error.empty()) {
+      failed(error);
+      if (constructed_ && error != failing_ && log_) log_("cannot reload " + path_ + " (" + error + "); answering 503 until it can be read");
+      failing_ = error;
+      return false;
+    }
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      std::swap(index_, next);
+      loaded_ = identity;
+      exists_ = static_cast<bool>(fd);
+      loaded_fd_ = std::move(fd);  // holds the inode, so its identity cannot be reused meanwhile
+    }
+    bad_content_.reset();
+    if (!failing_.empty() && log_) log_("reloaded " + path_ + " again");
+    failing_.clear();
+    return true;  // the previous index is freed here, outside the lock
   }
 
   std::string path_;
   std::string lock_path_;
-  std::shared_mutex mutex_;  // guards index_, loaded_, loaded_fd_
-  std::mutex write_mutex_;   // one writer at a time inside this process
+  Log log_;
+  std::shared_mutex mutex_;     // guards index_, loaded_, exists_, loaded_fd_
+  std::mutex load_mutex_;       // one load at a time; guards bad_content_*, failing_
+  std::mutex loader_mutex_;     // guards loader_, loading_, started_, finished_, finished_error_
+  std::condition_variable loader_done_;
+  std::thread loader_;
+  bool loading_ = false;
+  std::uint64_t started_ = 0, finished_ = 0;
+  std::string finished_error_;
+  std::mutex write_mutex_;      // one writer at a time inside this process
   detail::user_index index_;
   std::optional<detail::file_identity> loaded_;
+  bool exists_ = false;
   detail::unique_fd loaded_fd_;
+  std::optional<detail::file_identity> bad_content_;
+  std::string bad_content_error_;
+  std::string failing_;  // the reason last logged, until a load succeeds
+  bool constructed_ = false;  // the constructor reports its failure by throwing, not in the log
+  mutable std::mutex error_mutex_;
+  std::string last_error_;
 };
 
 }  // namespace iwsec

@@ -26,9 +26,10 @@ PASSWORD = "pr0gram:test pässword"
 LOG_LINE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/\S*) ([1-5][0-9]{2}) ([0-9]+)us$")
 
 
-def write_bytes(path, data):
+def write_bytes(path, data, mode=0o600):
     with open(path, "wb") as f:
         f.write(data)
+    os.chmod(path, mode)
     return path
 
 
@@ -199,10 +200,10 @@ class Secrets(unittest.TestCase):
         tmp = h.temp_dir(self)
         not_a_dir = write_bytes(os.path.join(tmp, "file"), b"")
         short_key_dir = os.path.join(tmp, "short-key")
-        os.mkdir(short_key_dir)
+        os.mkdir(short_key_dir, 0o700)
         write_bytes(os.path.join(short_key_dir, "signing.key"), os.urandom(16))
         broken_users_dir = os.path.join(tmp, "broken-users")
-        os.mkdir(broken_users_dir)
+        os.mkdir(broken_users_dir, 0o700)
         write_bytes(os.path.join(broken_users_dir, "users.json"), b"{not json")
         for name, directory in (("data dir is a file", not_a_dir), ("short signing.key", short_key_dir),
                                 ("broken users.json", broken_users_dir)):
