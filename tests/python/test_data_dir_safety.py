@@ -211,7 +211,7 @@ class InvalidContent(unittest.TestCase):
 
 class Untrusted(unittest.TestCase):
     def refused(self, argv, *needles):
-        r = h.run_program(argv)
+        r = h.run_program(argv, timeout=15)  # a server that does not refuse runs until this bound
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertNotIn("listening on", r.stdout)
         self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
