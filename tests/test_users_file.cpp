@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -386,4 +387,70 @@ TEST_CASE("user_index: copies share the users but never each other's changes", "
   REQUIRE(copy.add(gone) == StoreStatus::ok);
   CHECK(copy.by_email(gone.email));
   CHECK(copy.size() == model.size());
+}
+
+TEST_CASE("users file: readers never see an older state while another process keeps writing", "[users_file]") {
+  TempDir dir;
+  const std::string path = dir.file("users.json");
+  {
+    JsonFileUserStore seed(path);
+    for (std::size_t i = 0; i < 50; ++i) REQUIRE(seed.add_user(make_user(i)) == StoreStatus::ok);
+  }
+  JsonFileUserStore live(path);
+  std::atomic<bool> stop{false};
+  std::atomic<int> regressions{0}, failures{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&] {
+      std::int64_t seen = 0;
+      while (!stop.load()) {
+        try {
+          const auto st = live.status_of("user7@example.com");
+          if (!st) {
+            ++failures;
+          } else {
+            if (st->refresh_generation < seen) ++regressions;
+            seen = st->refresh_generation;
+          }
+        } catch (const std::exception&) {
+          ++failures;
+        }
+      }
+    });
+  }
+  // Another "process" (its own store) rotates; this one rotates too.
+  JsonFileUserStore other(path);
+  std::int64_t expected = 0;
+  for (int i = 0; i < 60; ++i) {
+    JsonFileUserStore& writer = i % 2 ? live : other;
+    REQUIRE(iwsec::rotate_refresh_token(writer, "user7@example.com").status == StoreStatus::ok);
+    ++expected;
+    // A write returned: every read that starts now sees it.
+    CHECK(live.status_of("user7@example.com")->refresh_generation == expected);
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  CHECK(regressions == 0);
+  CHECK(failures == 0);
+}
+
+TEST_CASE("revocation journal: compaction does not follow a symlink planted at a temporary name", "[users_file]") {
+  TempDir dir;
+  const std::string path = dir.file("revocations.journal");
+  const std::string victim = dir.file("victim");
+  write_file(victim, "precious");
+  REQUIRE(::chmod(victim.c_str(), 0644) == 0);
+  REQUIRE(::symlink(victim.c_str(), (path + ".tmp." + std::to_string(::getpid())).c_str()) == 0);
+  // An expired entry makes the constructor compact the journal.
+  write_file(path, "00000000-0000-4000-8000-000000000001 1\n");
+  {
+    iwsec::JournalRevocationStore store(path);
+    CHECK(store.size() == 0);
+    CHECK(store.revoke("00000000-0000-4000-8000-000000000002", 4000000000));
+  }
+  CHECK(read_file(victim) == "precious");
+  CHECK((stat_of(victim).st_mode & 0777) == 0644);
+  CHECK(S_ISREG(stat_of(path).st_mode));
+  CHECK((stat_of(path).st_mode & 0777) == 0600);
+  CHECK(iwsec::JournalRevocationStore(path).is_revoked("00000000-0000-4000-8000-000000000002"));
 }

@@ -229,13 +229,15 @@ class temp_file {
   int fd() const noexcept { return fd_.get(); }
   const std::string& error() const noexcept { return error_; }
 
-  /// @brief Gives the file the owner and mode a replaced file had (or, for a
-  /// new file, the directory's owner when root writes there, and @p mode),
-  /// fsyncs it and renames it over @p target_base. False (and the target
+  /// @brief Gives the file the owner a replaced file had (or, for a new
+  /// file, the directory's owner when root writes there) and @p mode (with
+  /// @p keep_mode, the replaced file's mode when there is one), fsyncs it and
+  /// renames it over @p target_base. False (and the target
   /// untouched) on any failure before the rename. After the rename the
   /// replacement is in place whatever else happens, so it reports true; a
   /// directory fsync that failed even when retried is left in @p warning.
-  bool commit(const std::string& target_base, mode_t mode, std::string& error, std::string& warning) {
+  bool commit(const std::string& target_base, mode_t mode, std::string& error, std::string& warning,
+              bool keep_mode = true) {
     struct stat old;
     const bool replacing = ::fstatat(dir_->fd(), target_base.c_str(), &old, AT_SYMLINK_NOFOLLOW) == 0;
     if (!replacing && errno != ENOENT) {
@@ -251,7 +253,7 @@ class temp_file {
       error = errno_text("cannot give " + dir_->path() + "/" + target_base + " to uid " + std::to_string(owner.st_uid));
       return false;
     }
-    if (::fchmod(fd_.get(), replacing ? (old.st_mode & 0777) : mode) != 0) {
+    if (::fchmod(fd_.get(), replacing && keep_mode ? (old.st_mode & 0777) : mode) != 0) {
       error = errno_text("cannot chmod a temporary file in " + dir_->path());
       return false;
     }
