@@ -47,6 +47,13 @@ std::vector<User> make_users(std::size_t n) {
   return out;
 }
 
+// Replaces @p path the way another program would: a new file renamed over it.
+void replace_file(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".other";
+  write_file(tmp, content);
+  REQUIRE(::rename(tmp.c_str(), path.c_str()) == 0);
+}
+
 struct stat stat_of(const std::string& path) {
   struct stat st;
   REQUIRE(::lstat(path.c_str(), &st) == 0);
@@ -453,4 +460,51 @@ TEST_CASE("revocation journal: compaction does not follow a symlink planted at a
   CHECK(S_ISREG(stat_of(path).st_mode));
   CHECK((stat_of(path).st_mode & 0777) == 0600);
   CHECK(iwsec::JournalRevocationStore(path).is_revoked("00000000-0000-4000-8000-000000000002"));
+}
+
+TEST_CASE("users file: another process's additions, removals, hand edits and duplicates apply exactly", "[users_file]") {
+  TempDir dir;
+  const std::string path = dir.file("users.json");
+  std::vector<User> users = make_users(40);
+  write_file(path, JsonFileUserStore::serialize(users));
+  JsonFileUserStore live(path);
+  JsonFileUserStore other(path);
+  const auto emails = [&] {
+    std::vector<std::string> out;
+    for (const auto& u : live.list_users()) out.push_back(u.email);
+    return out;
+  };
+  // An addition (the last line gains a comma, a line is appended).
+  REQUIRE(other.add_user(make_user(100)) == StoreStatus::ok);
+  CHECK(live.find_by_email("user100@example.com"));
+  CHECK(live.list_users().size() == 41);
+  // A removal in the middle and an update, in one replacement.
+  users.erase(users.begin() + 7);
+  users[20].disabled = true;
+  users.push_back(make_user(100));
+  replace_file(path, JsonFileUserStore::serialize(users));
+  CHECK_FALSE(live.find_by_email("user7@example.com"));
+  CHECK(live.status_of(users[20].email)->disabled);
+  CHECK_FALSE(live.find_by_refresh_token_hash(iwsec::refresh_token_hash("rt7")));
+  CHECK(live.find_by_refresh_token_hash(iwsec::refresh_token_hash("rt8")));
+  std::vector<std::string> expected;
+  for (const auto& u : users) expected.push_back(u.email);
+  CHECK(emails() == expected);
+  // A duplicate slipped into an otherwise canonical file: refused, not merged.
+  std::vector<User> dup = users;
+  User twin = make_user(200);
+  twin.email = "USER3@example.com";
+  dup.insert(dup.begin() + 10, twin);
+  replace_file(path, JsonFileUserStore::serialize(dup));
+  CHECK_THROWS_AS(live.find_by_email("user3@example.com"), iwsec::StateUnavailable);
+  // A hand edit (not the layout iwsec writes) is loaded in full.
+  replace_file(path, "{\"users\":[{\"user_id\":\"x\",\"email\":\"hand@example.com\",\"password_hash\":\"h\","
+                     "\"refresh_token_sha256\":\"t\",\"refresh_generation\":3,\"disabled\":false}],\"version\":1}");
+  CHECK(emails() == std::vector<std::string>{"hand@example.com"});
+  // And the next write by this store is in iwsec's layout again, which the other store patches in.
+  REQUIRE(live.add_user(make_user(300)) == StoreStatus::ok);
+  CHECK(other.list_users().size() == 2);
+  REQUIRE(other.update_user("hand@example.com", [](User& u) { u.disabled = true; }) == StoreStatus::ok);
+  CHECK(live.status_of("hand@example.com")->disabled);
+  CHECK(JsonFileUserStore(path).list_users().size() == 2);
 }
