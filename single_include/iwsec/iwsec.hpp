@@ -2446,6 +2446,7 @@ class MemoryUserStore : public UserStore {
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -2849,6 +2850,42 @@ class store_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+namespace detail {
+
+/// @brief A lock a thread can wait for with a deadline, on a mutex and a
+/// condition variable (std::timed_mutex's try_lock_for goes through
+/// pthread_mutex_clocklock, which ThreadSanitizer in GCC 12 does not see).
+class waitable_lock {
+ public:
+  void lock() {
+    std::unique_lock<std::mutex> guard(mutex_);
+    released_.wait(guard, [this] { return !held_; });
+    held_ = true;
+  }
+  template <typename Rep, typename Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& patience) {
+    std::unique_lock<std::mutex> guard(mutex_);
+    if (!released_.wait_for(guard, patience, [this] { return !held_; })) return false;
+    held_ = true;
+    return true;
+  }
+  bool try_lock() { return try_lock_for(std::chrono::seconds(0)); }
+  void unlock() {
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      held_ = false;
+    }
+    released_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable released_;
+  bool held_ = false;
+};
+
+}  // namespace detail
+
 /// @brief Users in a JSON file (`users.json`).
 ///
 /// Writes take an exclusive lock on `<file>.lock`, re-read the file if
@@ -2889,7 +2926,7 @@ class JsonFileUserStore : public UserStore {
   /// @p log may be empty (no log).
   explicit JsonFileUserStore(std::string path, Log log = stderr_log())
       : path_(std::move(path)), lock_path_(path_ + ".lock"), log_(std::move(log)) {
-    std::lock_guard<std::timed_mutex> loading(load_mutex_);
+    std::lock_guard<detail::waitable_lock> loading(load_mutex_);
     std::string error;
     if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
     constructed_ = true;
@@ -3217,7 +3254,7 @@ class JsonFileUserStore : public UserStore {
   // the users it changed (see apply_changed_lines). Throws StateUnavailable
   // when the file cannot be loaded, or is still loading after reload_wait.
   void refresh_for_reader() {
-    std::unique_lock<std::timed_mutex> loading(load_mutex_, std::defer_lock);
+    std::unique_lock<detail::waitable_lock> loading(load_mutex_, std::defer_lock);
     if (!loading.try_lock_for(reload_wait))
       throw StateUnavailable("iwsec: " + path_ + " changed and is still being reloaded");
     {
@@ -3235,7 +3272,7 @@ class JsonFileUserStore : public UserStore {
     if (!cross_process) return failed(cross_process.error());
     // Held through the write, so readers that notice the rename wait for
     // the swap below rather than parse the file this write produced.
-    std::lock_guard<std::timed_mutex> loading(load_mutex_);
+    std::lock_guard<detail::waitable_lock> loading(load_mutex_);
     bool current;
     {
       std::shared_lock<std::shared_mutex> lock(mutex_);
@@ -3362,7 +3399,7 @@ class JsonFileUserStore : public UserStore {
   std::string lock_path_;
   Log log_;
   std::shared_mutex mutex_;     // guards index_, loaded_, exists_, loaded_fd_
-  std::timed_mutex load_mutex_;  // one load or write at a time; guards text_, canonical_, bad_content_*, failing_
+  detail::waitable_lock load_mutex_;  // one load or write at a time; guards text_, canonical_, bad_content_*, failing_
   std::string text_;             // the loaded version's text, to find what the next version changed
   bool canonical_ = false;       // text_ is exactly what serialize would write for index_
   std::mutex write_mutex_;      // one writer at a time inside this process
