@@ -160,6 +160,10 @@ class DescriptorsExhausted(unittest.TestCase):
         self.assertIn(r.status_code, (406, 503), "a stale 200 for a disabled user")
         if r.status_code == 503:
             h.assert_envelope(self, r, 503, "IW10002")
+            # The log line was written before the answer; the harness reads stderr on its own thread.
+            deadline = time.monotonic() + h.HTTP_TIMEOUT
+            while "Too many open files" not in server.stderr_text() and time.monotonic() < deadline:
+                time.sleep(0.01)
             self.assertIn("Too many open files", server.stderr_text())
 
         for s in idle:
