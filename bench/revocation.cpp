@@ -30,21 +30,13 @@
 
 #include <iwsec/iwsec.hpp>
 
+#include "timing.hpp"
+
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-// CPU time of this thread: on a shared machine it shows the work done, where
-// the wall clock also counts the time other processes held the cores.
-double thread_cpu_seconds() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
+using bench::clock_type;
+using bench::seconds_since;
+using bench::thread_cpu_seconds;
 
 // VmRSS / VmHWM of this process in kB.
 long status_kb(const char* field) {

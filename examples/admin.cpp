@@ -83,17 +83,6 @@ bool takes_email(const std::string& name) {
          name == "rotate-refresh-token" || name == "show-user" || name == "unlock" || name == "delete-user";
 }
 
-// An email that can log in over HTTP Basic: no colon (it ends the user name),
-// no whitespace or control bytes, one '@' with text on both sides.
-bool plausible_email(const std::string& email) {
-  if (email.size() < 3 || email.size() > 254) return false;
-  for (unsigned char ch : email)
-    if (ch <= 0x20 || ch == 0x7F || ch == ':') return false;
-  if (!iwsec::detail::is_valid_utf8(email)) return false;
-  const auto at = email.find('@');
-  return at != std::string::npos && at > 0 && at + 1 < email.size() && email.find('@', at + 1) == std::string::npos;
-}
-
 Command parse_arguments(int argc, char** argv) {
   Command c;
   std::vector<std::string> positional;
@@ -137,8 +126,9 @@ Command parse_arguments(int argc, char** argv) {
   if (c.keep_sessions && c.name != "set-password") cli::usage_error(program, "--keep-sessions goes with set-password only");
   if (!c.secret_file.empty() && !is_key_command(c.name))
     cli::usage_error(program, "--secret-file applies only to the signing-key commands, not to " + c.name);
-  if (c.name == "add-user" && !plausible_email(c.email))
-    cli::usage_error(program, "'" + c.email + "' is not a usable email");
+  if (c.name == "add-user")
+    if (const char* problem = iwsec::email_problem(c.email))
+      cli::usage_error(program, "'" + c.email + "' is not a usable email: " + problem);
   return c;
 }
 
@@ -163,12 +153,8 @@ std::string read_password() {
   }
   if (!line.empty() && line.back() == '\r') line.pop_back();
   if (!got || line.empty()) cli::die(program, "no password on standard input", 1);
-  // A Basic login cannot carry control bytes (RFC 7617; the routes answer
-  // 400 to them), so a password holding one could never be used.
-  for (const char c : line) {
-    const auto b = static_cast<unsigned char>(c);
-    if (b < 0x20 || b == 0x7F) cli::die(program, "the password holds a control character (a tab, say), which no login can send", 1);
-  }
+  // The library's rule (create_user applies it too): what no login can send is refused.
+  if (const char* problem = iwsec::password_problem(line)) cli::die(program, problem, 1);
   return line;
 }
 
@@ -180,14 +166,12 @@ std::string json_string(const std::string& s) {
 
 std::string users_file;  // for the error messages
 
-[[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email) {
-  const int error = errno;  // what the failed write left
+[[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email,
+                                const iwsec::JsonFileUserStore* users = nullptr) {
   if (status == iwsec::StoreStatus::not_found) cli::die(program, "no user " + email, 1);
   if (status == iwsec::StoreStatus::already_exists) cli::die(program, "user " + email + " already exists", 1);
-  cli::die(program,
-           "cannot update users file " + users_file + ": " + iwsec::to_string(status) +
-               (error ? std::string(" (") + std::strerror(error) + ")" : std::string()),
-           1);
+  const std::string why = users && !users->last_error().empty() ? users->last_error() : iwsec::to_string(status);
+  cli::die(program, "cannot update users file " + users_file + ": " + why, 1);
 }
 
 void print_refresh_token(const Command& c, const std::string& user_id, const std::string& token) {
@@ -305,6 +289,9 @@ int run(const Command& c) {
   } else {
     require_data_directory(c.data_dir);
   }
+  // The directory must be ours (root may manage another account's: what it
+  // writes keeps that account as owner) and closed to others.
+  if (const auto why = iwsec::detail::check_private(c.data_dir, /*root_may_manage=*/true)) cli::die(program, *why, 1);
   users_file = c.data_dir + "/users.json";
   iwsec::JsonFileUserStore users(users_file);
 
@@ -330,7 +317,8 @@ int run(const Command& c) {
   if (c.name == "add-user") {
     if (users.find_by_email(c.email)) store_failure(iwsec::StoreStatus::already_exists, c.email);
     const auto created = iwsec::create_user(users, c.email, read_password(), c.rounds);
-    if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email);
+    if (!created.error.empty()) cli::die(program, created.error, 1);
+    if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email, &users);
     print_refresh_token(c, created.user_id, created.refresh_token);
     return 0;
   }
@@ -343,7 +331,7 @@ int run(const Command& c) {
   if (c.name == "disable-user" || c.name == "enable-user") {
     const bool disable = c.name == "disable-user";
     const auto status = iwsec::set_user_disabled(users, c.email, disable);
-    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
+    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
     if (c.json) {
       std::printf("{\"email\":%s,\"disabled\":%s}\n", json_string(existing->email).c_str(), disable ? "true" : "false");
     } else {
@@ -354,7 +342,7 @@ int run(const Command& c) {
 
   if (c.name == "delete-user") {
     const auto status = users.delete_user(c.email);
-    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
+    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
     if (c.json) {
       std::printf("{\"email\":%s,\"deleted\":true}\n", json_string(existing->email).c_str());
     } else {
@@ -366,7 +354,7 @@ int run(const Command& c) {
   if (c.name == "set-password") {
     // Unless --keep-sessions: a new refresh token (printed once) and a generation bump.
     const auto changed = iwsec::set_password(users, c.email, read_password(), c.rounds, c.keep_sessions);
-    if (changed.status != iwsec::StoreStatus::ok) store_failure(changed.status, c.email);
+    if (changed.status != iwsec::StoreStatus::ok) store_failure(changed.status, c.email, &users);
     if (!c.keep_sessions) {
       print_refresh_token(c, changed.user_id, changed.refresh_token);
     } else if (c.json) {
@@ -379,7 +367,7 @@ int run(const Command& c) {
 
   // rotate-refresh-token: the same change as DELETE /v3/security/token/refresh.
   const auto rotated = iwsec::rotate_refresh_token(users, c.email);
-  if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email);
+  if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email, &users);
   print_refresh_token(c, rotated.user_id, rotated.refresh_token);
   return 0;
 }

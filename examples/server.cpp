@@ -326,6 +326,7 @@ int main(int argc, char** argv) {
   // ---- the data directory: one server each, then keys, users, revocations
   const std::string dir_error = startup::make_directories(settings.data_dir);
   if (!dir_error.empty()) cli::die(program, dir_error, 1);
+  if (const auto why = iwsec::detail::check_private(settings.data_dir)) cli::die(program, "data directory " + *why, 1);
   iwsec::detail::unique_fd directory_lock;  // held until exit
   const std::string lock_error = startup::lock_data_directory(settings.data_dir, directory_lock);
   if (!lock_error.empty()) cli::die(program, lock_error, 1);

@@ -189,16 +189,16 @@ class ServerKeys {
   std::string open(const std::string& data_dir, const std::string& secret_file) {
     watch_ = secret_file.empty();
     file_ = std::make_unique<iwsec::KeyringFile>(watch_ ? data_dir + "/signing.key" : secret_file);
+    // As ssh does with its keys: ours, and closed to everyone else.
+    struct stat existing;
+    if (::stat(file_->path().c_str(), &existing) == 0 || !watch_)
+      if (const auto why = iwsec::detail::check_private(file_->path())) return "key file " + *why;
     try {
       const iwsec::Keyring ring = watch_ ? file_->load_or_create() : file_->load();
       signer_ = std::make_unique<iwsec::Signer>(ring.signing_keys());
     } catch (const std::exception& e) {
       return cli::library_message(e.what());
     }
-    struct stat st;
-    if (::stat(file_->path().c_str(), &st) == 0 && (st.st_mode & 077))
-      std::fprintf(stderr, "iwsec-server: warning: key file %s is readable by other users (chmod 600 it)\n",
-                   file_->path().c_str());
     return "";
   }
 

@@ -450,22 +450,28 @@ TEST_CASE("JsonFileUserStore: an invalid file at construction throws store_error
   CHECK(good.find_by_email("a@example.com"));
 }
 
-TEST_CASE("JsonFileUserStore: a file turned to garbage later keeps the last good state", "[json_file_user_store]") {
+TEST_CASE("JsonFileUserStore: a file turned to garbage later fails closed, then recovers", "[json_file_user_store]") {
   TempDir dir;
   const std::string path = dir.file("users.json");
-  JsonFileUserStore store(path);
+  std::vector<std::string> log;
+  JsonFileUserStore store(path, [&](const std::string& line) { log.push_back(line); });
   REQUIRE(store.add_user(make_user("a@example.com", "u1", "ta")) == StoreStatus::ok);
   REQUIRE(store.add_user(make_user("b@example.com", "u2", "tb")) == StoreStatus::ok);
 
+  // Never an answer from the stale copy: every read throws StateUnavailable.
   replace_file(path, "{\"version\":1,\"users\":[{garbage");
-  CHECK(store.find_by_email("a@example.com"));
-  CHECK(store.find_by_refresh_token_hash(iwsec::refresh_token_hash("tb")));
-  CHECK(store.status_of("b@example.com"));
-  CHECK(emails_of(store.list_users()) == std::vector<std::string>{"a@example.com", "b@example.com"});
-  // A write cannot merge with a file it cannot read: it fails and leaves the file alone.
+  CHECK_THROWS_AS(store.find_by_email("a@example.com"), iwsec::StateUnavailable);
+  CHECK_THROWS_AS(store.find_by_refresh_token_hash(iwsec::refresh_token_hash("tb")), iwsec::StateUnavailable);
+  CHECK_THROWS_AS(store.status_of("b@example.com"), iwsec::StateUnavailable);
+  CHECK_THROWS_AS(store.list_users(), iwsec::StateUnavailable);
+  // One log line for the lot, naming the file and the reason.
+  REQUIRE(log.size() == 1);
+  CHECK(log[0].find(path) != std::string::npos);
+  CHECK(log[0].find("invalid content") != std::string::npos);
+  // A write cannot merge with a file it cannot read: it fails, says why, and leaves the file alone.
   CHECK(store.add_user(make_user("c@example.com", "u3")) == StoreStatus::io_error);
+  CHECK(store.last_error().find("invalid content") != std::string::npos);
   CHECK(read_file(path) == "{\"version\":1,\"users\":[{garbage");
-  CHECK(store.list_users().size() == 2);
 
   // Once the file is valid again, it is what counts.
   replace_file(path, JsonFileUserStore::serialize({make_user("z@example.com", "u9")}));
@@ -473,6 +479,8 @@ TEST_CASE("JsonFileUserStore: a file turned to garbage later keeps the last good
   CHECK(store.find_by_email("z@example.com"));
   CHECK(store.add_user(make_user("c@example.com", "u3")) == StoreStatus::ok);
   CHECK(emails_of(JsonFileUserStore(path).list_users()) == std::vector<std::string>{"z@example.com", "c@example.com"});
+  REQUIRE(log.size() == 2);
+  CHECK(log[1].find("again") != std::string::npos);
 }
 
 TEST_CASE("JsonFileUserStore: a write into a directory gone since construction is an io_error",

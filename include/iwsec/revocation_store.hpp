@@ -403,7 +403,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     off_t bytes = 0;
     std::size_t lines = 0;
     {
-      detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
+      detail::unique_fd in = detail::open_fd(path_, O_RDONLY | O_NOFOLLOW);
       // Only a missing journal starts empty: one that exists but cannot be
       // read must not be replaced by an empty one.
       if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
@@ -414,7 +414,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     if (clean) {
       // Nothing to drop: append to the journal as it is (a restart then costs
       // one read, not a rewrite of every entry).
-      journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND);
+      journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND | O_NOFOLLOW);
       struct stat st;
       if (journal_ && ::fchmod(journal_.get(), 0600) == 0 && ::fstat(journal_.get(), &st) == 0 &&
           st.st_size == bytes) {
@@ -582,54 +582,50 @@ class JournalRevocationStore : public MemoryRevocationStore {
   // appends to the new file from then on. Caller holds append_mutex_ and
   // write_mutex_ (lookups go on meanwhile).
   bool compact_appending_locked() {
-    const std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
+    const detail::directory_handle dir(detail::parent_directory(path_));
+    if (!dir) return false;
+    const std::string base = detail::base_name(path_);
+    detail::temp_file out(dir, base);  // exclusive, unpredictable, no symlink followed
+    if (!out) return false;
     std::size_t lines = 0;
     off_t bytes = 0;
-    bool written = false;
-    {
-      detail::unique_fd out = detail::open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (out && ::fchmod(out.get(), 0600) == 0) {
-        const std::int64_t now = clock_();
-        std::string block;
-        block.reserve((1 << 20) + 512);
-        bool ok = true;
-        for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
-          if (!ok || exp <= now) return;
-          append_jti(block);
-          block += ' ';
-          block += std::to_string(exp);
-          if (owner) {
-            block += ' ';
-            block += *owner;
-          }
-          block += '\n';
-          ++lines;
-          if (block.size() >= (1 << 20)) {
-            ok = detail::write_all(out.get(), block);
-            bytes += static_cast<off_t>(block.size());
-            block.clear();
-          }
-        });
-        ok = ok && detail::write_all(out.get(), block);
-        bytes += static_cast<off_t>(block.size());
-        written = ok && ::fsync(out.get()) == 0;
+    const std::int64_t now = clock_();
+    std::string block;
+    block.reserve((1 << 20) + 512);
+    bool ok = true;
+    for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
+      if (!ok || exp <= now) return;
+      append_jti(block);
+      block += ' ';
+      block += std::to_string(exp);
+      if (owner) {
+        block += ' ';
+        block += *owner;
       }
-    }
-    if (!written || ::rename(tmp.c_str(), path_.c_str()) != 0) {
-      ::unlink(tmp.c_str());
-      return false;  // the journal in use, if any, is untouched
-    }
-    if (!detail::fsync_directory(detail::parent_directory(path_))) {
-      // The rename may not be durable: keep appending only if the path still
-      // names the file we hold.
-      struct stat held, named;
-      if (journal_ && (::fstat(journal_.get(), &held) != 0 || ::stat(path_.c_str(), &named) != 0 ||
-                       held.st_ino != named.st_ino || held.st_dev != named.st_dev))
-        journal_.reset();
+      block += '\n';
+      ++lines;
+      if (block.size() >= (1 << 20)) {
+        ok = detail::write_all(out.fd(), block);
+        bytes += static_cast<off_t>(block.size());
+        block.clear();
+      }
+    });
+    ok = ok && detail::write_all(out.fd(), block);
+    bytes += static_cast<off_t>(block.size());
+    std::string error, warning;
+    if (!ok || !out.commit(base, 0600, error, warning, /*keep_mode=*/false)) return false;  // the journal in use, if any, is untouched
+    if (!warning.empty()) {
+      // The rename may not be durable (the directory fsync failed even when
+      // retried): appending to either file could lose acknowledged
+      // revocations in a crash, so appending stops until a compaction works.
+      journal_.reset();
       return false;
     }
-    journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND, 0600);
-    if (!journal_) return false;
+    // Append to the file just written (no second open by name).
+    detail::unique_fd fresh = out.release();
+    const int flags = ::fcntl(fresh.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fresh.get(), F_SETFL, flags | O_APPEND) != 0) return false;
+    journal_ = std::move(fresh);
     journal_bytes_ = bytes;
     journal_lines_ = lines;
     return true;

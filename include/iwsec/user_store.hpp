@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -121,7 +123,53 @@ struct IssuedRefreshToken {
   StoreStatus status = StoreStatus::invalid;
   std::string user_id;
   std::string refresh_token;  ///< empty unless status is ok
+  std::string error;          ///< why status is invalid, when a check said so (for a program to print)
 };
+
+namespace detail {
+
+/// @brief Whether @p text holds a control character: C0 (0x00-0x1F), DEL,
+/// or, in UTF-8, C1 (U+0080-U+009F).
+inline bool holds_control_character(std::string_view text) noexcept {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b < 0x20 || b == 0x7F) return true;
+    if (b == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) <= 0x9F &&
+        static_cast<unsigned char>(text[i + 1]) >= 0x80)
+      return true;
+  }
+  return false;
+}
+
+}  // namespace detail
+
+/// @brief Why no login could use @p email as its user name, or nullptr when
+/// one can. HTTP Basic ends the user name at the first colon and cannot
+/// carry control characters; an email has one '@' with text on both sides.
+inline const char* email_problem(std::string_view email) noexcept {
+  if (email.empty()) return "the email is empty";
+  if (email.size() > 254) return "the email is longer than 254 bytes";
+  if (!detail::is_valid_utf8(email)) return "the email is not valid UTF-8";
+  if (detail::holds_control_character(email)) return "the email holds a control character";
+  if (email.find(' ') != std::string_view::npos) return "the email holds a space";
+  if (email.find(':') != std::string_view::npos)
+    return "the email holds a ':', where HTTP Basic credentials end the user name";
+  const auto at = email.find('@');
+  if (at == std::string_view::npos || email.find('@', at + 1) != std::string_view::npos)
+    return "the email must hold exactly one '@'";
+  if (at == 0 || at + 1 == email.size()) return "the email needs text on both sides of its '@'";
+  return nullptr;
+}
+
+/// @brief Why no login could send @p password, or nullptr when one can: it
+/// must not be empty nor hold a control character (a tab, say), which Basic
+/// credentials cannot carry. Any other UTF-8, colons included, is fine.
+inline const char* password_problem(std::string_view password) noexcept {
+  if (password.empty()) return "the password is empty";
+  if (detail::holds_control_character(password))
+    return "the password holds a control character (a tab, say), which no login can send";
+  return nullptr;
+}
 
 /// @brief Gives the user a new refresh token and bumps their generation, so
 /// the old refresh token and every access token minted before stop working.
@@ -140,14 +188,7 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
 
 /// @brief Whether a login could ever present @p password: not empty, and no
 /// control character (RFC 7617 Basic credentials cannot carry one).
-inline bool usable_password(std::string_view password) noexcept {
-  if (password.empty()) return false;
-  for (const char c : password) {
-    const auto b = static_cast<unsigned char>(c);
-    if (b < 0x20 || b == 0x7F) return false;
-  }
-  return true;
-}
+inline bool usable_password(std::string_view password) noexcept { return password_problem(password) == nullptr; }
 
 /// @brief Replaces the user's password. Unless @p keep_sessions, it also
 /// ends every session, as a reset after a leak must: a new refresh token
@@ -158,7 +199,10 @@ inline bool usable_password(std::string_view password) noexcept {
 inline IssuedRefreshToken set_password(UserStore& users, std::string_view email, std::string_view password,
                                        std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false) {
   IssuedRefreshToken out;
-  if (!usable_password(password)) return out;
+  if (const char* problem = password_problem(password)) {
+    out.error = problem;
+    return out;
+  }
   const std::string hash = hash_password(password, rounds);  // before the write: it takes a while
   std::string token = keep_sessions ? std::string() : generate_refresh_token();
   const std::string token_hash = keep_sessions ? std::string() : refresh_token_hash(token);
@@ -185,10 +229,18 @@ inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, b
 }
 
 /// @brief Creates an enabled user with a hashed password and a first
-/// refresh token (returned, shown once).
+/// refresh token (returned, shown once). Refuses (status invalid, the
+/// reason in `error`) an email or password no login could use: see
+/// email_problem() and password_problem().
 inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, std::string_view password,
                                       std::uint32_t rounds = default_pbkdf2_rounds) {
   IssuedRefreshToken out;
+  const char* problem = email_problem(email);
+  if (!problem) problem = password_problem(password);
+  if (problem) {
+    out.error = problem;
+    return out;
+  }
   User user;
   user.user_id = generate_user_id();
   user.email = std::string(email);
@@ -205,18 +257,28 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
 
 namespace detail {
 
-/// @brief Users indexed by lower-cased email and by refresh-token hash. Not
-/// synchronised: the stores wrap it in their own locking.
+/// @brief Users indexed by lower-cased email, user id and refresh-token
+/// hash. Not synchronised: the stores wrap it in their own locking.
+///
+/// Every operation costs constant time (expected), so loading n users is
+/// O(n), and so is copying: a copy shares the bulk of the users (an
+/// immutable base) with the original and carries only the changes made
+/// since (an overlay, folded into a new base once it grows past a sixteenth
+/// of the users). A store can thus prepare a write on a copy while readers
+/// go on using the original, without copying 10^5 users per write.
 class user_index {
  public:
-  const User* by_email(std::string_view email) const {
-    auto it = by_email_.find(ascii_lower(email));
-    return it == by_email_.end() ? nullptr : &it->second;
-  }
+  const User* by_email(std::string_view email) const { return by_key(ascii_lower(email)); }
 
   const User* by_refresh_token_hash(std::string_view token_sha256) const {
-    auto it = by_token_.find(std::string(token_sha256));
-    return it == by_token_.end() ? nullptr : by_email(it->second);
+    const std::string token(token_sha256);
+    if (!overlay_tokens_.empty()) {
+      auto o = overlay_tokens_.find(token);
+      if (o != overlay_tokens_.end()) return by_key(o->second);
+    }
+    auto it = base_->by_token.find(token);
+    if (it == base_->by_token.end() || overridden(it->second)) return nullptr;
+    return &base_->by_email.at(it->second);
   }
 
   /// @brief Fields every stored user must have: text a JSON file can hold.
@@ -225,60 +287,180 @@ class user_index {
            is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0;
   }
 
-  StoreStatus add(const User& user) {
+  StoreStatus add(const User& user) { return add(User(user)); }
+
+  /// @brief Adds @p user (moved in); already_exists when its email, id or
+  /// refresh-token hash is taken, invalid when not storable.
+  StoreStatus add(User&& user) {
     if (!storable(user)) return StoreStatus::invalid;
-    const std::string key = ascii_lower(user.email);
-    if (by_email_.count(key)) return StoreStatus::already_exists;
-    for (const auto& entry : by_email_)
-      if (entry.second.user_id == user.user_id) return StoreStatus::already_exists;
-    if (!user.refresh_token_sha256.empty() && by_token_.count(user.refresh_token_sha256))
+    std::string key = ascii_lower(user.email);
+    if (by_key(key) || id_taken(user.user_id) || token_taken(user.refresh_token_sha256))
       return StoreStatus::already_exists;
-    if (!user.refresh_token_sha256.empty()) by_token_.emplace(user.refresh_token_sha256, key);
-    by_email_.emplace(key, user);
-    order_.push_back(key);
+    ++size_;
+    if (base_is_mine()) {
+      base_data& b = *base_;
+      b.ids.insert(user.user_id);
+      if (!user.refresh_token_sha256.empty()) b.by_token.emplace(user.refresh_token_sha256, key);
+      b.order.push_back(key);
+      b.by_email.emplace(std::move(key), std::move(user));
+      return StoreStatus::ok;
+    }
+    if (base_->by_email.count(key)) {
+      removed_ids_.erase(user.user_id);  // re-added where it was removed: back at its old place
+    } else {
+      overlay_ids_.insert(user.user_id);
+      if (!overlay_.count(key)) added_order_.push_back(key);
+    }
+    if (!user.refresh_token_sha256.empty()) overlay_tokens_[user.refresh_token_sha256] = key;
+    overlay_[key] = std::move(user);
+    compact_if_large();
     return StoreStatus::ok;
   }
 
   /// @brief Applies @p change to a copy; commits it only if the identity is
   /// unchanged and the new refresh-token hash is not someone else's.
   StoreStatus update(std::string_view email, const std::function<void(User&)>& change) {
-    auto it = by_email_.find(ascii_lower(email));
-    if (it == by_email_.end()) return StoreStatus::not_found;
-    User updated = it->second;
+    const std::string key = ascii_lower(email);
+    const User* current = by_key(key);
+    if (!current) return StoreStatus::not_found;
+    User updated = *current;
     change(updated);
-    if (ascii_lower(updated.email) != it->first || updated.user_id != it->second.user_id || !storable(updated))
+    if (ascii_lower(updated.email) != key || updated.user_id != current->user_id || !storable(updated))
       return StoreStatus::invalid;
-    if (updated.refresh_token_sha256 != it->second.refresh_token_sha256) {
-      if (!updated.refresh_token_sha256.empty() && by_token_.count(updated.refresh_token_sha256))
-        return StoreStatus::already_exists;
-      by_token_.erase(it->second.refresh_token_sha256);
-      if (!updated.refresh_token_sha256.empty()) by_token_.emplace(updated.refresh_token_sha256, it->first);
+    const bool new_token = updated.refresh_token_sha256 != current->refresh_token_sha256;
+    if (new_token && token_taken(updated.refresh_token_sha256)) return StoreStatus::already_exists;
+    if (base_is_mine()) {
+      base_data& b = *base_;
+      auto it = b.by_email.find(key);
+      if (new_token) {
+        b.by_token.erase(it->second.refresh_token_sha256);
+        if (!updated.refresh_token_sha256.empty()) b.by_token.emplace(updated.refresh_token_sha256, key);
+      }
+      it->second = std::move(updated);
+      return StoreStatus::ok;
     }
-    it->second = std::move(updated);
+    overlay_tokens_.erase(current->refresh_token_sha256);
+    if (!updated.refresh_token_sha256.empty()) overlay_tokens_[updated.refresh_token_sha256] = key;
+    overlay_[key] = std::move(updated);
+    compact_if_large();
     return StoreStatus::ok;
   }
 
-  /// @brief Removes the user with this email and their refresh-token hash.
+  /// @brief Removes the user with this email; not_found when there is none.
   StoreStatus remove(std::string_view email) {
-    auto it = by_email_.find(ascii_lower(email));
-    if (it == by_email_.end()) return StoreStatus::not_found;
-    if (!it->second.refresh_token_sha256.empty()) by_token_.erase(it->second.refresh_token_sha256);
-    order_.erase(std::find(order_.begin(), order_.end(), it->first));
-    by_email_.erase(it);
+    const std::string key = ascii_lower(email);
+    const User* current = by_key(key);
+    if (!current) return StoreStatus::not_found;
+    --size_;
+    if (!base_is_mine() || !base_->by_email.count(key)) {
+      overlay_tokens_.erase(current->refresh_token_sha256);
+      if (base_->by_email.count(key)) {
+        removed_ids_.insert(current->user_id);
+      } else {
+        overlay_ids_.erase(current->user_id);
+      }
+      overlay_[key] = std::nullopt;
+      compact_if_large();
+      return StoreStatus::ok;
+    }
+    // Only in place in a base this index alone holds (rare: the stores
+    // remove through copies); the order list is rebuilt without it.
+    base_data& b = *base_;
+    auto it = b.by_email.find(key);
+    b.by_token.erase(it->second.refresh_token_sha256);
+    b.ids.erase(it->second.user_id);
+    b.by_email.erase(it);
+    b.order.erase(std::find(b.order.begin(), b.order.end(), key));
     return StoreStatus::ok;
+  }
+
+  /// @brief Room for @p n users without rehashing (for a load).
+  void reserve(std::size_t n) {
+    if (!base_is_mine()) return;
+    base_->by_email.reserve(n);
+    base_->by_token.reserve(n);
+    base_->ids.reserve(n);
+    base_->order.reserve(n);
+  }
+
+  std::size_t size() const noexcept { return size_; }
+
+  /// @brief Calls @p f(const User&) for every user, in insertion order.
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const auto& key : base_->order) {
+      if (!overlay_.empty()) {
+        auto o = overlay_.find(key);
+        if (o != overlay_.end()) {
+          if (o->second) f(*o->second);
+          continue;
+        }
+      }
+      f(base_->by_email.at(key));
+    }
+    for (const auto& key : added_order_) {
+      const auto& o = overlay_.at(key);
+      if (o) f(*o);
+    }
   }
 
   std::vector<User> list() const {
     std::vector<User> out;
-    out.reserve(order_.size());
-    for (const auto& key : order_) out.push_back(by_email_.at(key));
+    out.reserve(size_);
+    for_each([&](const User& u) { out.push_back(u); });
     return out;
   }
 
  private:
-  std::unordered_map<std::string, User> by_email_;
-  std::unordered_map<std::string, std::string> by_token_;  // hash -> lower-cased email
-  std::vector<std::string> order_;                          // insertion order
+  struct base_data {
+    std::unordered_map<std::string, User> by_email;         // lower-cased email -> user
+    std::unordered_map<std::string, std::string> by_token;  // hash -> lower-cased email
+    std::unordered_set<std::string> ids;                    // every user id, for uniqueness
+    std::vector<std::string> order;                         // insertion order
+  };
+
+  // A base no copy shares can change in place (loading, MemoryUserStore).
+  bool base_is_mine() const noexcept { return overlay_.empty() && base_.use_count() == 1; }
+
+  bool overridden(const std::string& key) const { return !overlay_.empty() && overlay_.count(key); }
+
+  const User* by_key(const std::string& key) const {
+    if (!overlay_.empty()) {
+      auto o = overlay_.find(key);
+      if (o != overlay_.end()) return o->second ? &*o->second : nullptr;
+    }
+    auto it = base_->by_email.find(key);
+    return it == base_->by_email.end() ? nullptr : &it->second;
+  }
+
+  bool id_taken(const std::string& id) const {
+    return overlay_ids_.count(id) || (base_->ids.count(id) && !removed_ids_.count(id));
+  }
+
+  bool token_taken(const std::string& token) const {
+    if (token.empty()) return false;
+    if (overlay_tokens_.count(token)) return true;
+    auto it = base_->by_token.find(token);
+    return it != base_->by_token.end() && !overridden(it->second);
+  }
+
+  // Folds the overlay into a new base once it holds more than a sixteenth
+  // of the users: O(n) once per n/16 changes.
+  void compact_if_large() {
+    if (overlay_.size() <= 256 + base_->by_email.size() / 16) return;
+    user_index fresh;
+    fresh.reserve(size_);
+    for_each([&](const User& u) { fresh.add(User(u)); });
+    *this = std::move(fresh);
+  }
+
+  std::shared_ptr<base_data> base_ = std::make_shared<base_data>();
+  std::unordered_map<std::string, std::optional<User>> overlay_;  // changed since base_; nullopt: removed
+  std::unordered_map<std::string, std::string> overlay_tokens_;   // current hashes of overlay users -> key
+  std::unordered_set<std::string> overlay_ids_;                   // ids of users not in base_
+  std::unordered_set<std::string> removed_ids_;                   // ids of base_ users removed
+  std::vector<std::string> added_order_;                          // keys not in base_, in insertion order
+  std::size_t size_ = 0;
 };
 
 }  // namespace detail

@@ -2010,16 +2010,24 @@ class Signer {
 // ----- begin iwsec/detail/file.hpp -----
 /// @file
 /// @brief POSIX file helpers for durable state: whole-file reads, atomic
-/// replacement (write, fsync, rename, fsync the directory), advisory locks.
+/// replacement (exclusive temporary, fsync, rename, fsync the directory,
+/// owner and mode kept), advisory locks, the ownership check for state and
+/// key files.
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
+#include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -2098,48 +2106,263 @@ inline std::string parent_directory(const std::string& path) {
   return path.substr(0, slash);
 }
 
+/// @brief Test seam: when set, every fsync iwsec makes for durability goes
+/// through this function instead of ::fsync (a test injects failures with it).
+inline std::atomic<int (*)(int)> fsync_hook{nullptr};
+
+/// @brief fsync(2), or the test seam when one is set.
+inline int durable_fsync(int fd) {
+  int (*hook)(int) = fsync_hook.load();
+  return hook ? hook(fd) : ::fsync(fd);
+}
+
+/// @brief "what: strerror(errno)", the shape of every file error iwsec reports.
+inline std::string errno_text(const std::string& what, int error_number = errno) {
+  return what + ": " + std::strerror(error_number);
+}
+
 /// @brief fsyncs a directory, making a rename or creation inside it durable.
 inline bool fsync_directory(const std::string& dir) {
   unique_fd fd = open_fd(dir, O_RDONLY | O_DIRECTORY);
-  return fd && ::fsync(fd.get()) == 0;
+  return fd && durable_fsync(fd.get()) == 0;
 }
 
-/// @brief Replaces @p path with @p content so that a crash leaves either the
-/// old or the new file, never a mix: write a temporary, fsync, rename, fsync
-/// the directory.
-inline bool write_file_atomically(const std::string& path, std::string_view content, mode_t mode = 0600) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    unique_fd fd = open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (!fd) return false;
-    if (::fchmod(fd.get(), mode) != 0 || !write_all(fd.get(), content) || ::fsync(fd.get()) != 0) {
-      ::unlink(tmp.c_str());
-      return false;
+/// @brief The last component of @p path.
+inline std::string base_name(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+/// @brief Why @p path must not be trusted with iwsec's state or keys, or
+/// nothing when it may: it has to belong to the user running the program and
+/// carry no group or other permission bits (the rule ssh applies to its
+/// keys). With @p root_may_manage, root may also use a path another account
+/// owns (iwsec-admin run by root on a service account's data directory).
+inline std::optional<std::string> check_private(const std::string& path, bool root_may_manage = false) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return errno_text("cannot use " + path);
+  const uid_t me = ::geteuid();
+  if (st.st_uid != me && !(root_may_manage && me == 0))
+    return path + " belongs to uid " + std::to_string(st.st_uid) + ", not to the user running this program (uid " +
+           std::to_string(me) + "); refusing to trust it";
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return path + " is open to other users (mode " + mode + "); refusing to trust it (chmod go= " + path + ")";
+  }
+  return std::nullopt;
+}
+
+/// @brief Gives a file iwsec just created to @p owner when root creates it
+/// in another account's directory, so that account (the server) can still
+/// open it. Nothing to do, and true, for anyone else.
+inline bool give_to_owner(int fd, const struct stat& owner) {
+  if (::geteuid() != 0) return true;
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return false;
+  if (st.st_uid == owner.st_uid && st.st_gid == owner.st_gid) return true;
+  return ::fchown(fd, owner.st_uid, owner.st_gid) == 0;
+}
+
+/// @brief A directory opened once and checked to be one; files are then
+/// created, renamed and fsynced relative to its descriptor, so a path
+/// component swapped meanwhile cannot redirect them.
+class directory_handle {
+ public:
+  /// @brief Opens @p path; on failure the handle is false and error() says why.
+  explicit directory_handle(const std::string& path) : path_(path) {
+    fd_ = open_fd(path, O_RDONLY | O_DIRECTORY);
+    if (!fd_) {
+      error_ = errno_text("cannot open directory " + path);
+    } else if (::fstat(fd_.get(), &st_) != 0) {
+      error_ = errno_text("cannot stat directory " + path);
+      fd_.reset();
     }
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
+  explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
+  int fd() const noexcept { return fd_.get(); }
+  const std::string& path() const noexcept { return path_; }
+  const struct stat& status() const noexcept { return st_; }
+  const std::string& error() const noexcept { return error_; }
+
+  /// @brief fsyncs the directory, retrying a failure twice (a rename inside
+  /// it that already happened cannot be undone, so it is worth the try).
+  bool sync(std::string& error) const {
+    for (int attempt = 0; attempt < 3; ++attempt)
+      if (durable_fsync(fd_.get()) == 0) return true;
+    error = errno_text("cannot fsync directory " + path_);
     return false;
   }
-  return fsync_directory(parent_directory(path));
+
+ private:
+  std::string path_;
+  unique_fd fd_;
+  struct stat st_ {};
+  std::string error_;
+};
+
+/// @brief A temporary file created exclusively (O_EXCL, no symlink followed,
+/// an unpredictable name) inside a directory_handle, to be renamed over its
+/// target by commit_temp_file(); removed unless committed.
+class temp_file {
+ public:
+  temp_file(const directory_handle& dir, const std::string& target_base, mode_t mode = 0600) : dir_(&dir) {
+    for (int attempt = 0; attempt < 16 && !fd_; ++attempt) {
+      unsigned char random[8] = {};
+      if (::getrandom(random, sizeof random, 0) != static_cast<ssize_t>(sizeof random)) {
+        const auto mix = static_cast<unsigned long long>(::getpid()) * 0x9E3779B97F4A7C15ull ^
+                         static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
+        std::memcpy(random, &mix, sizeof random);
+      }
+      static const char hex[] = "0123456789abcdef";
+      name_ = "." + target_base + ".tmp.";
+      for (unsigned char b : random) {
+        name_ += hex[b >> 4];
+        name_ += hex[b & 15];
+      }
+      int fd;
+      do {
+        fd = ::openat(dir.fd(), name_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+      } while (fd < 0 && errno == EINTR);
+      fd_.reset(fd);
+      if (!fd_ && errno != EEXIST) break;
+    }
+    if (!fd_) error_ = errno_text("cannot create a temporary file in " + dir.path());
+  }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  ~temp_file() {
+    if (!committed_ && !name_.empty() && fd_) ::unlinkat(dir_->fd(), name_.c_str(), 0);
+  }
+  explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
+  int fd() const noexcept { return fd_.get(); }
+  const std::string& error() const noexcept { return error_; }
+
+  /// @brief Gives the file the owner a replaced file had (or, for a new
+  /// file, the directory's owner when root writes there) and @p mode (with
+  /// @p keep_mode, the replaced file's mode when there is one), fsyncs it and
+  /// renames it over @p target_base. False (and the target
+  /// untouched) on any failure before the rename. After the rename the
+  /// replacement is in place whatever else happens, so it reports true; a
+  /// directory fsync that failed even when retried is left in @p warning.
+  bool commit(const std::string& target_base, mode_t mode, std::string& error, std::string& warning,
+              bool keep_mode = true) {
+    struct stat old;
+    const bool replacing = ::fstatat(dir_->fd(), target_base.c_str(), &old, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!replacing && errno != ENOENT) {
+      error = errno_text("cannot stat " + dir_->path() + "/" + target_base);
+      return false;
+    }
+    if (replacing && !S_ISREG(old.st_mode)) {
+      error = dir_->path() + "/" + target_base + " is not a regular file; refusing to replace it";
+      return false;
+    }
+    const struct stat& owner = replacing ? old : dir_->status();
+    if (!give_to_owner(fd_.get(), owner)) {
+      error = errno_text("cannot give " + dir_->path() + "/" + target_base + " to uid " + std::to_string(owner.st_uid));
+      return false;
+    }
+    if (::fchmod(fd_.get(), replacing && keep_mode ? (old.st_mode & 0777) : mode) != 0) {
+      error = errno_text("cannot chmod a temporary file in " + dir_->path());
+      return false;
+    }
+    if (durable_fsync(fd_.get()) != 0) {
+      error = errno_text("cannot fsync a temporary file in " + dir_->path());
+      return false;
+    }
+    if (::renameat(dir_->fd(), name_.c_str(), dir_->fd(), target_base.c_str()) != 0) {
+      error = errno_text("cannot rename a temporary file over " + dir_->path() + "/" + target_base);
+      return false;
+    }
+    committed_ = true;
+    dir_->sync(warning);
+    return true;
+  }
+
+  /// @brief The open descriptor, now naming the committed file.
+  unique_fd release() noexcept { return std::move(fd_); }
+
+ private:
+  const directory_handle* dir_;
+  std::string name_;
+  unique_fd fd_;
+  std::string error_;
+  bool committed_ = false;
+};
+
+/// @brief The outcome of replace_file(): whether the path now holds the new
+/// content, why not, and a descriptor of the new version (for its identity).
+struct replace_result {
+  bool replaced = false;
+  std::string error;    ///< why not replaced (the target is then untouched)
+  std::string warning;  ///< replaced, but the directory fsync failed
+  unique_fd fd;         ///< the new version, while replaced
+};
+
+/// @brief Replaces @p path with @p content so that a crash leaves either the
+/// old or the new file, never a mix: an exclusive temporary beside it,
+/// written, fsynced, renamed over it, the directory fsynced. The new file
+/// keeps the owner and mode of the one it replaces (so root editing a
+/// service account's file leaves it readable by that account); a new file
+/// gets @p mode and the directory's owner.
+inline replace_result replace_file(const std::string& path, std::string_view content, mode_t mode = 0600) {
+  replace_result out;
+  const directory_handle dir(parent_directory(path));
+  if (!dir) {
+    out.error = dir.error();
+    return out;
+  }
+  const std::string base = base_name(path);
+  temp_file tmp(dir, base);
+  if (!tmp) {
+    out.error = tmp.error();
+    return out;
+  }
+  if (!write_all(tmp.fd(), content)) {
+    out.error = errno_text("cannot write a temporary file in " + dir.path());
+    return out;
+  }
+  out.replaced = tmp.commit(base, mode, out.error, out.warning);
+  if (out.replaced) out.fd = tmp.release();
+  return out;
+}
+
+/// @brief replace_file() for callers that only need to know whether @p path
+/// now holds @p content.
+inline bool write_file_atomically(const std::string& path, std::string_view content, mode_t mode = 0600) {
+  return replace_file(path, content, mode).replaced;
 }
 
 /// @brief An exclusive advisory lock (flock) on a lock file, held for the
 /// object's lifetime. Serialises writers across processes.
 class file_lock {
  public:
-  explicit file_lock(const std::string& lock_path) : fd_(open_fd(lock_path, O_RDWR | O_CREAT, 0600)) {
-    if (!fd_) return;
+  explicit file_lock(const std::string& lock_path)
+      : fd_(open_fd(lock_path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600)) {
+    if (!fd_) {
+      error_ = errno_text("cannot open lock file " + lock_path);
+      return;
+    }
+    // root creating the lock in a service account's directory gives it to
+    // that account, whose server must open it too.
+    struct stat dir;
+    if (::stat(parent_directory(lock_path).c_str(), &dir) == 0) give_to_owner(fd_.get(), dir);
     int rc;
     do {
       rc = ::flock(fd_.get(), LOCK_EX);
     } while (rc != 0 && errno == EINTR);
-    if (rc != 0) fd_.reset();
+    if (rc != 0) {
+      error_ = errno_text("cannot lock " + lock_path);
+      fd_.reset();
+    }
   }
   explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
+  /// @brief Why the lock is not held (empty when it is).
+  const std::string& error() const noexcept { return error_; }
 
  private:
   unique_fd fd_;  // closing it releases the lock
+  std::string error_;
 };
 
 /// @brief Identity of a file version: replacing or editing it changes this.
@@ -2148,13 +2371,15 @@ struct file_identity {
   ino_t inode = 0;
   off_t size = -1;
   timespec modified{};
+  timespec changed{};  // a chmod or chown (that may make it readable again) changes this
 
   static file_identity of(const struct stat& st) {
-    return file_identity{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+    return file_identity{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
   }
   bool operator==(const file_identity& o) const noexcept {
     return device == o.device && inode == o.inode && size == o.size && modified.tv_sec == o.modified.tv_sec &&
-           modified.tv_nsec == o.modified.tv_nsec;
+           modified.tv_nsec == o.modified.tv_nsec && changed.tv_sec == o.changed.tv_sec &&
+           changed.tv_nsec == o.changed.tv_nsec;
   }
   bool operator!=(const file_identity& o) const noexcept { return !(*this == o); }
 };
@@ -2641,12 +2866,14 @@ inline bool verify_password_decoy(std::string_view password, std::uint32_t round
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -2752,7 +2979,53 @@ struct IssuedRefreshToken {
   StoreStatus status = StoreStatus::invalid;
   std::string user_id;
   std::string refresh_token;  ///< empty unless status is ok
+  std::string error;          ///< why status is invalid, when a check said so (for a program to print)
 };
+
+namespace detail {
+
+/// @brief Whether @p text holds a control character: C0 (0x00-0x1F), DEL,
+/// or, in UTF-8, C1 (U+0080-U+009F).
+inline bool holds_control_character(std::string_view text) noexcept {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b < 0x20 || b == 0x7F) return true;
+    if (b == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) <= 0x9F &&
+        static_cast<unsigned char>(text[i + 1]) >= 0x80)
+      return true;
+  }
+  return false;
+}
+
+}  // namespace detail
+
+/// @brief Why no login could use @p email as its user name, or nullptr when
+/// one can. HTTP Basic ends the user name at the first colon and cannot
+/// carry control characters; an email has one '@' with text on both sides.
+inline const char* email_problem(std::string_view email) noexcept {
+  if (email.empty()) return "the email is empty";
+  if (email.size() > 254) return "the email is longer than 254 bytes";
+  if (!detail::is_valid_utf8(email)) return "the email is not valid UTF-8";
+  if (detail::holds_control_character(email)) return "the email holds a control character";
+  if (email.find(' ') != std::string_view::npos) return "the email holds a space";
+  if (email.find(':') != std::string_view::npos)
+    return "the email holds a ':', where HTTP Basic credentials end the user name";
+  const auto at = email.find('@');
+  if (at == std::string_view::npos || email.find('@', at + 1) != std::string_view::npos)
+    return "the email must hold exactly one '@'";
+  if (at == 0 || at + 1 == email.size()) return "the email needs text on both sides of its '@'";
+  return nullptr;
+}
+
+/// @brief Why no login could send @p password, or nullptr when one can: it
+/// must not be empty nor hold a control character (a tab, say), which Basic
+/// credentials cannot carry. Any other UTF-8, colons included, is fine.
+inline const char* password_problem(std::string_view password) noexcept {
+  if (password.empty()) return "the password is empty";
+  if (detail::holds_control_character(password))
+    return "the password holds a control character (a tab, say), which no login can send";
+  return nullptr;
+}
 
 /// @brief Gives the user a new refresh token and bumps their generation, so
 /// the old refresh token and every access token minted before stop working.
@@ -2771,14 +3044,7 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
 
 /// @brief Whether a login could ever present @p password: not empty, and no
 /// control character (RFC 7617 Basic credentials cannot carry one).
-inline bool usable_password(std::string_view password) noexcept {
-  if (password.empty()) return false;
-  for (const char c : password) {
-    const auto b = static_cast<unsigned char>(c);
-    if (b < 0x20 || b == 0x7F) return false;
-  }
-  return true;
-}
+inline bool usable_password(std::string_view password) noexcept { return password_problem(password) == nullptr; }
 
 /// @brief Replaces the user's password. Unless @p keep_sessions, it also
 /// ends every session, as a reset after a leak must: a new refresh token
@@ -2789,7 +3055,10 @@ inline bool usable_password(std::string_view password) noexcept {
 inline IssuedRefreshToken set_password(UserStore& users, std::string_view email, std::string_view password,
                                        std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false) {
   IssuedRefreshToken out;
-  if (!usable_password(password)) return out;
+  if (const char* problem = password_problem(password)) {
+    out.error = problem;
+    return out;
+  }
   const std::string hash = hash_password(password, rounds);  // before the write: it takes a while
   std::string token = keep_sessions ? std::string() : generate_refresh_token();
   const std::string token_hash = keep_sessions ? std::string() : refresh_token_hash(token);
@@ -2816,10 +3085,18 @@ inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, b
 }
 
 /// @brief Creates an enabled user with a hashed password and a first
-/// refresh token (returned, shown once).
+/// refresh token (returned, shown once). Refuses (status invalid, the
+/// reason in `error`) an email or password no login could use: see
+/// email_problem() and password_problem().
 inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, std::string_view password,
                                       std::uint32_t rounds = default_pbkdf2_rounds) {
   IssuedRefreshToken out;
+  const char* problem = email_problem(email);
+  if (!problem) problem = password_problem(password);
+  if (problem) {
+    out.error = problem;
+    return out;
+  }
   User user;
   user.user_id = generate_user_id();
   user.email = std::string(email);
@@ -2836,18 +3113,28 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
 
 namespace detail {
 
-/// @brief Users indexed by lower-cased email and by refresh-token hash. Not
-/// synchronised: the stores wrap it in their own locking.
+/// @brief Users indexed by lower-cased email, user id and refresh-token
+/// hash. Not synchronised: the stores wrap it in their own locking.
+///
+/// Every operation costs constant time (expected), so loading n users is
+/// O(n), and so is copying: a copy shares the bulk of the users (an
+/// immutable base) with the original and carries only the changes made
+/// since (an overlay, folded into a new base once it grows past a sixteenth
+/// of the users). A store can thus prepare a write on a copy while readers
+/// go on using the original, without copying 10^5 users per write.
 class user_index {
  public:
-  const User* by_email(std::string_view email) const {
-    auto it = by_email_.find(ascii_lower(email));
-    return it == by_email_.end() ? nullptr : &it->second;
-  }
+  const User* by_email(std::string_view email) const { return by_key(ascii_lower(email)); }
 
   const User* by_refresh_token_hash(std::string_view token_sha256) const {
-    auto it = by_token_.find(std::string(token_sha256));
-    return it == by_token_.end() ? nullptr : by_email(it->second);
+    const std::string token(token_sha256);
+    if (!overlay_tokens_.empty()) {
+      auto o = overlay_tokens_.find(token);
+      if (o != overlay_tokens_.end()) return by_key(o->second);
+    }
+    auto it = base_->by_token.find(token);
+    if (it == base_->by_token.end() || overridden(it->second)) return nullptr;
+    return &base_->by_email.at(it->second);
   }
 
   /// @brief Fields every stored user must have: text a JSON file can hold.
@@ -2856,60 +3143,180 @@ class user_index {
            is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0;
   }
 
-  StoreStatus add(const User& user) {
+  StoreStatus add(const User& user) { return add(User(user)); }
+
+  /// @brief Adds @p user (moved in); already_exists when its email, id or
+  /// refresh-token hash is taken, invalid when not storable.
+  StoreStatus add(User&& user) {
     if (!storable(user)) return StoreStatus::invalid;
-    const std::string key = ascii_lower(user.email);
-    if (by_email_.count(key)) return StoreStatus::already_exists;
-    for (const auto& entry : by_email_)
-      if (entry.second.user_id == user.user_id) return StoreStatus::already_exists;
-    if (!user.refresh_token_sha256.empty() && by_token_.count(user.refresh_token_sha256))
+    std::string key = ascii_lower(user.email);
+    if (by_key(key) || id_taken(user.user_id) || token_taken(user.refresh_token_sha256))
       return StoreStatus::already_exists;
-    if (!user.refresh_token_sha256.empty()) by_token_.emplace(user.refresh_token_sha256, key);
-    by_email_.emplace(key, user);
-    order_.push_back(key);
+    ++size_;
+    if (base_is_mine()) {
+      base_data& b = *base_;
+      b.ids.insert(user.user_id);
+      if (!user.refresh_token_sha256.empty()) b.by_token.emplace(user.refresh_token_sha256, key);
+      b.order.push_back(key);
+      b.by_email.emplace(std::move(key), std::move(user));
+      return StoreStatus::ok;
+    }
+    if (base_->by_email.count(key)) {
+      removed_ids_.erase(user.user_id);  // re-added where it was removed: back at its old place
+    } else {
+      overlay_ids_.insert(user.user_id);
+      if (!overlay_.count(key)) added_order_.push_back(key);
+    }
+    if (!user.refresh_token_sha256.empty()) overlay_tokens_[user.refresh_token_sha256] = key;
+    overlay_[key] = std::move(user);
+    compact_if_large();
     return StoreStatus::ok;
   }
 
   /// @brief Applies @p change to a copy; commits it only if the identity is
   /// unchanged and the new refresh-token hash is not someone else's.
   StoreStatus update(std::string_view email, const std::function<void(User&)>& change) {
-    auto it = by_email_.find(ascii_lower(email));
-    if (it == by_email_.end()) return StoreStatus::not_found;
-    User updated = it->second;
+    const std::string key = ascii_lower(email);
+    const User* current = by_key(key);
+    if (!current) return StoreStatus::not_found;
+    User updated = *current;
     change(updated);
-    if (ascii_lower(updated.email) != it->first || updated.user_id != it->second.user_id || !storable(updated))
+    if (ascii_lower(updated.email) != key || updated.user_id != current->user_id || !storable(updated))
       return StoreStatus::invalid;
-    if (updated.refresh_token_sha256 != it->second.refresh_token_sha256) {
-      if (!updated.refresh_token_sha256.empty() && by_token_.count(updated.refresh_token_sha256))
-        return StoreStatus::already_exists;
-      by_token_.erase(it->second.refresh_token_sha256);
-      if (!updated.refresh_token_sha256.empty()) by_token_.emplace(updated.refresh_token_sha256, it->first);
+    const bool new_token = updated.refresh_token_sha256 != current->refresh_token_sha256;
+    if (new_token && token_taken(updated.refresh_token_sha256)) return StoreStatus::already_exists;
+    if (base_is_mine()) {
+      base_data& b = *base_;
+      auto it = b.by_email.find(key);
+      if (new_token) {
+        b.by_token.erase(it->second.refresh_token_sha256);
+        if (!updated.refresh_token_sha256.empty()) b.by_token.emplace(updated.refresh_token_sha256, key);
+      }
+      it->second = std::move(updated);
+      return StoreStatus::ok;
     }
-    it->second = std::move(updated);
+    overlay_tokens_.erase(current->refresh_token_sha256);
+    if (!updated.refresh_token_sha256.empty()) overlay_tokens_[updated.refresh_token_sha256] = key;
+    overlay_[key] = std::move(updated);
+    compact_if_large();
     return StoreStatus::ok;
   }
 
-  /// @brief Removes the user with this email and their refresh-token hash.
+  /// @brief Removes the user with this email; not_found when there is none.
   StoreStatus remove(std::string_view email) {
-    auto it = by_email_.find(ascii_lower(email));
-    if (it == by_email_.end()) return StoreStatus::not_found;
-    if (!it->second.refresh_token_sha256.empty()) by_token_.erase(it->second.refresh_token_sha256);
-    order_.erase(std::find(order_.begin(), order_.end(), it->first));
-    by_email_.erase(it);
+    const std::string key = ascii_lower(email);
+    const User* current = by_key(key);
+    if (!current) return StoreStatus::not_found;
+    --size_;
+    if (!base_is_mine() || !base_->by_email.count(key)) {
+      overlay_tokens_.erase(current->refresh_token_sha256);
+      if (base_->by_email.count(key)) {
+        removed_ids_.insert(current->user_id);
+      } else {
+        overlay_ids_.erase(current->user_id);
+      }
+      overlay_[key] = std::nullopt;
+      compact_if_large();
+      return StoreStatus::ok;
+    }
+    // Only in place in a base this index alone holds (rare: the stores
+    // remove through copies); the order list is rebuilt without it.
+    base_data& b = *base_;
+    auto it = b.by_email.find(key);
+    b.by_token.erase(it->second.refresh_token_sha256);
+    b.ids.erase(it->second.user_id);
+    b.by_email.erase(it);
+    b.order.erase(std::find(b.order.begin(), b.order.end(), key));
     return StoreStatus::ok;
+  }
+
+  /// @brief Room for @p n users without rehashing (for a load).
+  void reserve(std::size_t n) {
+    if (!base_is_mine()) return;
+    base_->by_email.reserve(n);
+    base_->by_token.reserve(n);
+    base_->ids.reserve(n);
+    base_->order.reserve(n);
+  }
+
+  std::size_t size() const noexcept { return size_; }
+
+  /// @brief Calls @p f(const User&) for every user, in insertion order.
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const auto& key : base_->order) {
+      if (!overlay_.empty()) {
+        auto o = overlay_.find(key);
+        if (o != overlay_.end()) {
+          if (o->second) f(*o->second);
+          continue;
+        }
+      }
+      f(base_->by_email.at(key));
+    }
+    for (const auto& key : added_order_) {
+      const auto& o = overlay_.at(key);
+      if (o) f(*o);
+    }
   }
 
   std::vector<User> list() const {
     std::vector<User> out;
-    out.reserve(order_.size());
-    for (const auto& key : order_) out.push_back(by_email_.at(key));
+    out.reserve(size_);
+    for_each([&](const User& u) { out.push_back(u); });
     return out;
   }
 
  private:
-  std::unordered_map<std::string, User> by_email_;
-  std::unordered_map<std::string, std::string> by_token_;  // hash -> lower-cased email
-  std::vector<std::string> order_;                          // insertion order
+  struct base_data {
+    std::unordered_map<std::string, User> by_email;         // lower-cased email -> user
+    std::unordered_map<std::string, std::string> by_token;  // hash -> lower-cased email
+    std::unordered_set<std::string> ids;                    // every user id, for uniqueness
+    std::vector<std::string> order;                         // insertion order
+  };
+
+  // A base no copy shares can change in place (loading, MemoryUserStore).
+  bool base_is_mine() const noexcept { return overlay_.empty() && base_.use_count() == 1; }
+
+  bool overridden(const std::string& key) const { return !overlay_.empty() && overlay_.count(key); }
+
+  const User* by_key(const std::string& key) const {
+    if (!overlay_.empty()) {
+      auto o = overlay_.find(key);
+      if (o != overlay_.end()) return o->second ? &*o->second : nullptr;
+    }
+    auto it = base_->by_email.find(key);
+    return it == base_->by_email.end() ? nullptr : &it->second;
+  }
+
+  bool id_taken(const std::string& id) const {
+    return overlay_ids_.count(id) || (base_->ids.count(id) && !removed_ids_.count(id));
+  }
+
+  bool token_taken(const std::string& token) const {
+    if (token.empty()) return false;
+    if (overlay_tokens_.count(token)) return true;
+    auto it = base_->by_token.find(token);
+    return it != base_->by_token.end() && !overridden(it->second);
+  }
+
+  // Folds the overlay into a new base once it holds more than a sixteenth
+  // of the users: O(n) once per n/16 changes.
+  void compact_if_large() {
+    if (overlay_.size() <= 256 + base_->by_email.size() / 16) return;
+    user_index fresh;
+    fresh.reserve(size_);
+    for_each([&](const User& u) { fresh.add(User(u)); });
+    *this = std::move(fresh);
+  }
+
+  std::shared_ptr<base_data> base_ = std::make_shared<base_data>();
+  std::unordered_map<std::string, std::optional<User>> overlay_;  // changed since base_; nullopt: removed
+  std::unordered_map<std::string, std::string> overlay_tokens_;   // current hashes of overlay users -> key
+  std::unordered_set<std::string> overlay_ids_;                   // ids of users not in base_
+  std::unordered_set<std::string> removed_ids_;                   // ids of base_ users removed
+  std::vector<std::string> added_order_;                          // keys not in base_, in insertion order
+  std::size_t size_ = 0;
 };
 
 }  // namespace detail
@@ -2971,6 +3378,11 @@ class MemoryUserStore : public UserStore {
 
 #include <cerrno>
 #include <cstring>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -2991,19 +3403,82 @@ class store_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+namespace detail {
+
+/// @brief A lock a thread can wait for with a deadline, on a mutex and a
+/// condition variable (std::timed_mutex's try_lock_for goes through
+/// pthread_mutex_clocklock, which ThreadSanitizer in GCC 12 does not see).
+class waitable_lock {
+ public:
+  void lock() {
+    std::unique_lock<std::mutex> guard(mutex_);
+    released_.wait(guard, [this] { return !held_; });
+    held_ = true;
+  }
+  template <typename Rep, typename Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& patience) {
+    std::unique_lock<std::mutex> guard(mutex_);
+    if (!released_.wait_for(guard, patience, [this] { return !held_; })) return false;
+    held_ = true;
+    return true;
+  }
+  bool try_lock() { return try_lock_for(std::chrono::seconds(0)); }
+  void unlock() {
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      held_ = false;
+    }
+    released_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable released_;
+  bool held_ = false;
+};
+
+}  // namespace detail
+
 /// @brief Users in a JSON file (`users.json`).
 ///
 /// Writes take an exclusive lock on `<file>.lock`, re-read the file if
-/// another process changed it, and replace it atomically (write, fsync,
-/// rename, fsync the directory), so concurrent writers never lose each
-/// other's changes. Reads check the file's identity (one stat) and reload it
-/// when it changed, so a change made by another process applies to every
-/// request that starts after that process's write returned.
+/// another process changed it, and replace it atomically (an exclusive
+/// temporary, fsync, rename, fsync the directory; owner and mode kept), so
+/// concurrent writers never lose each other's changes. Reads check the
+/// file's identity (one stat) and reload it when it changed, so a change
+/// made by another process applies to every request that starts after that
+/// process's write returned. The reload is prepared beside the live copy
+/// and swapped in under the lock; when the file is as this store writes it,
+/// only the lines that changed are parsed, so applying another process's
+/// change to 10^5 users costs one read of the file, not a parse of it.
+///
+/// Fails closed: when the file changed but cannot be reloaded (permission
+/// denied, descriptors exhausted, invalid content), every read throws
+/// StateUnavailable (the routes answer 503) instead of answering from the
+/// stale copy, one line saying why goes to the log, and the store recovers
+/// by itself once the file can be read. Loading and every write cost time
+/// linear in the number of users.
 class JsonFileUserStore : public UserStore {
  public:
+  /// @brief Receives one line (no newline) about the file: why it cannot be
+  /// reloaded, that it can again, a write whose directory fsync failed.
+  /// Never holds a secret.
+  using Log = std::function<void(const std::string& line)>;
+
+  /// @brief The default log: "iwsec: LINE" on standard error.
+  static Log stderr_log() {
+    return [](const std::string& line) {
+      const std::string text = "iwsec: " + line + "\n";
+      std::fwrite(text.data(), 1, text.size(), stderr);
+      std::fflush(stderr);
+    };
+  }
+
   /// @brief Opens (or, on first write, creates) the users file at @p path.
   /// Throws store_error when the file exists but is unreadable or invalid.
-  explicit JsonFileUserStore(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {
+  /// @p log may be empty (no log).
+  explicit JsonFileUserStore(std::string path, Log log = stderr_log())
+      : path_(std::move(path)), lock_path_(path_ + ".lock"), log_(std::move(log)) {
     // A missing directory fails here, by name, not as an I/O error on the first write.
     const std::string dir = detail::parent_directory(path_);
     struct stat st;
@@ -3011,12 +3486,23 @@ class JsonFileUserStore : public UserStore {
       const int e = ::stat(dir.c_str(), &st) != 0 ? errno : ENOTDIR;
       throw store_error("iwsec: cannot use users file " + path_ + ": directory " + dir + ": " + std::strerror(e));
     }
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    std::lock_guard<detail::waitable_lock> loading(load_mutex_);
     std::string error;
-    if (!reload_locked(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+    if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+    constructed_ = true;
   }
 
+  JsonFileUserStore(const JsonFileUserStore&) = delete;
+  JsonFileUserStore& operator=(const JsonFileUserStore&) = delete;
+
   const std::string& path() const noexcept { return path_; }
+
+  /// @brief Why the last failed write or reload failed (path and strerror
+  /// text), for a program to print; empty when nothing failed yet.
+  std::string last_error() const {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    return last_error_;
+  }
 
   std::optional<User> find_by_email(std::string_view email) override {
     return read([&](const detail::user_index& index) {
@@ -3058,182 +3544,439 @@ class JsonFileUserStore : public UserStore {
 
   /// @brief The file's text for @p users (the format this store reads).
   static std::string serialize(const std::vector<User>& users) {
-    std::string out = "{\n  \"version\": 1,\n  \"users\": [";
-    for (std::size_t i = 0; i < users.size(); ++i) {
-      const User& u = users[i];
-      out += i ? ",\n    {" : "\n    {";
-      out += "\"user_id\": ";
-      detail::append_json_string(out, u.user_id);
-      out += ", \"email\": ";
-      detail::append_json_string(out, u.email);
-      out += ", \"password_hash\": ";
-      detail::append_json_string(out, u.password_hash);
-      out += ", \"refresh_token_sha256\": ";
-      detail::append_json_string(out, u.refresh_token_sha256);
-      out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
-      out += u.disabled ? ", \"disabled\": true}" : ", \"disabled\": false}";
-    }
-    out += users.empty() ? "]\n}\n" : "\n  ]\n}\n";
+    std::string out;
+    begin_file(out, users.size());
+    for (std::size_t i = 0; i < users.size(); ++i) append_user(out, users[i], i == 0);
+    end_file(out, users.empty());
     return out;
   }
 
   /// @brief Parses the file's text; nothing (and a reason in @p error) when invalid.
   static std::optional<std::vector<User>> parse(std::string_view text, std::string& error) {
-    const auto doc = detail::parse_json_strict(text, 4, true);
-    if (!doc || !doc->is<picojson::object>()) {
-      error = "not a JSON object (or a duplicate key)";
-      return std::nullopt;
-    }
-    const auto& root = doc->get<picojson::object>();
-    const auto* version = detail::json_member(root, "version");
-    const auto* users = detail::json_member(root, "users");
-    if (!version || detail::json_non_negative_integer(*version) != std::optional<std::int64_t>(1)) {
-      error = "\"version\" must be 1";
-      return std::nullopt;
-    }
-    if (!users || !users->is<picojson::array>()) {
-      error = "\"users\" must be an array";
-      return std::nullopt;
-    }
     std::vector<User> out;
-    for (const auto& item : users->get<picojson::array>()) {
-      if (!item.is<picojson::object>()) {
-        error = "each user must be an object";
-        return std::nullopt;
-      }
-      const auto& o = item.get<picojson::object>();
-      User u;
-      const auto text_field = [&](const char* name, std::string& field) {
-        const auto* v = detail::json_member(o, name);
-        if (!v || !v->is<std::string>()) return false;
-        field = v->get<std::string>();
-        return true;
-      };
-      const auto* generation = detail::json_member(o, "refresh_generation");
-      const auto* disabled = detail::json_member(o, "disabled");
-      const auto gen = generation ? detail::json_non_negative_integer(*generation) : std::nullopt;
-      if (!text_field("user_id", u.user_id) || !text_field("email", u.email) ||
-          !text_field("password_hash", u.password_hash) ||
-          !text_field("refresh_token_sha256", u.refresh_token_sha256) || !gen || !disabled || !disabled->is<bool>()) {
-        error = "user #" + std::to_string(out.size() + 1) + " lacks a field or has one of the wrong type";
-        return std::nullopt;
-      }
-      u.refresh_generation = *gen;
-      u.disabled = disabled->get<bool>();
-      out.push_back(std::move(u));
-    }
+    if (!parse_users(text, error, [&](User&& u) {
+          out.push_back(std::move(u));
+          return true;
+        }))
+      return std::nullopt;
     return out;
   }
 
  private:
+  static constexpr std::size_t bytes_per_user_estimate = 320;
+  // Readers wait this long for a reload, then fail closed (503): never an
+  // answer from a copy known to be stale.
+  static constexpr std::chrono::milliseconds reload_wait{2000};
+  // Up to this many changed lines, a reload patches the live copy.
+  static constexpr std::size_t max_patched_lines = 512;
+
+  static void begin_file(std::string& out, std::size_t users) {
+    out.reserve(64 + users * bytes_per_user_estimate);
+    out += "{\n  \"version\": 1,\n  \"users\": [";
+  }
+
+  static void end_file(std::string& out, bool empty) { out += empty ? "]\n}\n" : "\n  ]\n}\n"; }
+
+  // One user per line: the format version 1 has always had.
+  static void append_user(std::string& out, const User& u, bool first) {
+    out += first ? "\n    {" : ",\n    {";
+    out += "\"user_id\": ";
+    detail::append_json_string(out, u.user_id);
+    out += ", \"email\": ";
+    detail::append_json_string(out, u.email);
+    out += ", \"password_hash\": ";
+    detail::append_json_string(out, u.password_hash);
+    out += ", \"refresh_token_sha256\": ";
+    detail::append_json_string(out, u.refresh_token_sha256);
+    out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
+    out += u.disabled ? ", \"disabled\": true}" : ", \"disabled\": false}";
+  }
+
+  static std::string serialize_index(const detail::user_index& index) {
+    std::string out;
+    begin_file(out, index.size());
+    bool first = true;
+    index.for_each([&](const User& u) {
+      append_user(out, u, first);
+      first = false;
+    });
+    end_file(out, first);
+    return out;
+  }
+
+  // The text of each element of @p array (a JSON array the strict parser
+  // already accepted) that is an object; false at the first that is not.
+  template <typename OnObject>
+  static bool for_each_object(std::string_view array, OnObject&& on_object) {
+    const char* p = array.data() + 1;  // past '['
+    const char* const end = array.data() + array.size();
+    const auto skip_ws = [&] {
+      while (p != end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+    };
+    skip_ws();
+    if (p != end && *p == ']') return true;
+    for (;;) {
+      skip_ws();
+      if (p == end || *p != '{') return false;
+      const char* start = p;
+      std::size_t depth = 0;
+      for (; p != end; ++p) {
+        if (*p == '"') {
+          for (++p; p != end && *p != '"'; ++p)
+            if (*p == '\\') ++p;
+        } else if (*p == '{' || *p == '[') {
+          ++depth;
+        } else if ((*p == '}' || *p == ']') && --depth == 0) {
+          ++p;
+          break;
+        }
+      }
+      if (!on_object(std::string_view(start, static_cast<std::size_t>(p - start)))) return false;
+      skip_ws();
+      if (p == end) return false;
+      if (*p == ']') return true;
+      ++p;  // ','
+    }
+  }
+
+  // Walks the text once to check it (strict JSON, no duplicate key), then
+  // each user object once more: no DOM, so 10^5 users parse in well under
+  // a second. Calls on_user(User&&) for each; false (and @p error) when the
+  // text is not a users file or on_user refused one.
+  template <typename OnUser>
+  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user) {
+    std::string scratch(text.size(), '\0');
+    std::optional<std::int64_t> version;
+    std::string_view users;
+    bool users_is_array = false;
+    detail::flat_json_parser root(text, &scratch[0]);
+    if (!root.parse_object(4, [&](std::string_view name, const detail::json_value_view& v) {
+          if (name == "version") version = detail::json_non_negative_integer(v);
+          if (name == "users") {
+            users = v.raw;
+            users_is_array = v.kind == detail::json_kind::array;
+          }
+        })) {
+      error = "not a JSON object (or a duplicate key)";
+      return false;
+    }
+    if (version != std::optional<std::int64_t>(1)) {
+      error = "\"version\" must be 1";
+      return false;
+    }
+    if (!users_is_array) {
+      error = "\"users\" must be an array";
+      return false;
+    }
+    std::size_t count = 0;
+    bool refused = false;
+    const bool objects = for_each_object(users, [&](std::string_view object) {
+      ++count;
+      User u;
+      bool have_id = false, have_email = false, have_hash = false, have_token = false, have_disabled = false;
+      std::optional<std::int64_t> generation;
+      const auto text_field = [](const detail::json_value_view& v, std::string& field, bool& have) {
+        have = v.kind == detail::json_kind::string;
+        if (have) field.assign(v.text.data(), v.text.size());
+      };
+      detail::flat_json_parser parser(object, &scratch[0]);
+      const bool parsed = parser.parse_object(2, [&](std::string_view name, const detail::json_value_view& v) {
+        if (name == "user_id") {
+          text_field(v, u.user_id, have_id);
+        } else if (name == "email") {
+          text_field(v, u.email, have_email);
+        } else if (name == "password_hash") {
+          text_field(v, u.password_hash, have_hash);
+        } else if (name == "refresh_token_sha256") {
+          text_field(v, u.refresh_token_sha256, have_token);
+        } else if (name == "refresh_generation") {
+          generation = detail::json_non_negative_integer(v);
+        } else if (name == "disabled") {
+          have_disabled = v.kind == detail::json_kind::literal && (v.raw == "true" || v.raw == "false");
+          u.disabled = v.raw == "true";
+        }
+      });
+      if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled) {
+        error = "user #" + std::to_string(count) + " lacks a field or has one of the wrong type";
+        return false;
+      }
+      u.refresh_generation = *generation;
+      if (!on_user(std::move(u))) {
+        error = "user #" + std::to_string(count) + " has an empty or duplicate email, user id or refresh token";
+        refused = true;
+        return false;
+      }
+      return true;
+    });
+    if (!objects && !refused && error.empty()) error = "each user must be an object";
+    return objects;
+  }
+
+  static constexpr std::string_view frame_head[3] = {"{", "  \"version\": 1,", "  \"users\": ["};
+  static constexpr std::string_view frame_tail[3] = {"  ]", "}", ""};
+
+  static std::vector<std::string_view> lines_of(std::string_view text) {
+    std::vector<std::string_view> out;
+    out.reserve(text.size() / bytes_per_user_estimate + 8);
+    for (;;) {
+      const auto nl = text.find('\n');
+      out.push_back(text.substr(0, nl));
+      if (nl == std::string_view::npos) return out;
+      text.remove_prefix(nl + 1);
+    }
+  }
+
+  // Whether @p lines are serialize()'s frame around at least one user line,
+  // each of the form it writes ("    {...}," and "    {...}" for the last).
+  static bool canonical_shape(const std::vector<std::string_view>& lines) {
+    if (lines.size() < 7) return false;
+    for (std::size_t i = 0; i < 3; ++i)
+      if (lines[i] != frame_head[i] || lines[lines.size() - 3 + i] != frame_tail[i]) return false;
+    const std::size_t last = lines.size() - 4;
+    for (std::size_t i = 3; i <= last; ++i) {
+      const std::string_view l = lines[i];
+      const std::string_view end = i == last ? "}" : "},";
+      if (l.size() < 6 + end.size() || l.compare(0, 5, "    {") != 0 || l.compare(l.size() - end.size(), end.size(), end) != 0)
+        return false;
+    }
+    return true;
+  }
+
+  // One user line of a canonical file, parsed like the whole file would be.
+  static bool parse_user_line(std::string_view line, std::string& error, User& out) {
+    if (line.back() == ',') line.remove_suffix(1);
+    std::string text = "{\"version\":1,\"users\":[";
+    text.append(line.data(), line.size());
+    text += "]}";
+    bool got = false;
+    return parse_users(text, error, [&](User&& u) {
+             out = std::move(u);
+             got = true;
+             return true;
+           }) &&
+           got;
+  }
+
+  enum class patch { applied, not_applicable, invalid };
+
+  // Patches @p index (a copy of the users of @p old_text, a canonical file)
+  // into the users of @p new_text when the new text is canonical too and
+  // differs from the old in at most max_patched_lines lines between a common
+  // beginning and a common end (what any iwsec write of one user produces):
+  // the users of the old lines in between are removed and those of the new
+  // ones added, with every check a full load makes. O(file size) to find the
+  // lines, O(changed users) to parse and index.
+  static patch apply_changed_lines(std::string_view old_text, std::string_view new_text, detail::user_index& index,
+                                   std::string& error) {
+    const auto old_lines = lines_of(old_text);
+    const auto new_lines = lines_of(new_text);
+    if (!canonical_shape(old_lines) || !canonical_shape(new_lines)) return patch::not_applicable;
+    const std::size_t common = std::min(old_lines.size(), new_lines.size());
+    std::size_t head = 0;
+    while (head < common && old_lines[head] == new_lines[head]) ++head;
+    std::size_t tail = 0;
+    while (tail < common - head && old_lines[old_lines.size() - 1 - tail] == new_lines[new_lines.size() - 1 - tail])
+      ++tail;
+    const std::size_t old_end = old_lines.size() - tail, new_end = new_lines.size() - tail;
+    if ((old_end - head) + (new_end - head) > max_patched_lines) return patch::not_applicable;
+    for (std::size_t i = head; i < old_end; ++i) {
+      User gone;
+      if (!parse_user_line(old_lines[i], error, gone) || index.remove(gone.email) != StoreStatus::ok)
+        return patch::not_applicable;
+    }
+    for (std::size_t i = head; i < new_end; ++i) {
+      User added;
+      std::string reason;
+      const std::string which = "user #" + std::to_string(i - 2);
+      if (!parse_user_line(new_lines[i], reason, added)) {
+        error = which + " lacks a field or has one of the wrong type";
+        return patch::invalid;
+      }
+      if (index.add(std::move(added)) != StoreStatus::ok) {
+        error = which + " has an empty or duplicate email, user id or refresh token";
+        return patch::invalid;
+      }
+    }
+    return patch::applied;
+  }
+
   template <typename F>
   auto read(F&& f) -> decltype(f(std::declval<const detail::user_index&>())) {
     {
       std::shared_lock<std::shared_mutex> lock(mutex_);
-      if (!changed_on_disk_locked()) return f(index_);
+      if (current_locked()) return f(index_);
     }
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    if (changed_on_disk_locked()) {
-      std::string ignored;  // a broken file on disk: keep serving the last good state
-      reload_locked(ignored);
-    }
+    refresh_for_reader();
+    std::shared_lock<std::shared_mutex> lock(mutex_);
     return f(index_);
+  }
+
+  // The file changed: load it beside the live copy (requests that arrived
+  // before go on reading that copy) and swap it in. Requests that arrive
+  // meanwhile wait for the new copy rather than answer from the old one; a
+  // change made by iwsec-admin costs one read of the file and the parse of
+  // the users it changed (see apply_changed_lines). Throws StateUnavailable
+  // when the file cannot be loaded, or is still loading after reload_wait.
+  void refresh_for_reader() {
+    std::unique_lock<detail::waitable_lock> loading(load_mutex_, std::defer_lock);
+    if (!loading.try_lock_for(reload_wait))
+      throw StateUnavailable("iwsec: " + path_ + " changed and is still being reloaded");
+    {
+      std::shared_lock<std::shared_mutex> lock(mutex_);
+      if (current_locked()) return;  // loaded while we waited
+    }
+    std::string error;
+    if (!load_and_swap_loading(error)) throw StateUnavailable("iwsec: cannot reload " + path_ + ": " + error);
   }
 
   template <typename F>
   StoreStatus write(F&& mutate) {
     std::lock_guard<std::mutex> one_writer(write_mutex_);
     detail::file_lock cross_process(lock_path_);
-    if (!cross_process) return StoreStatus::io_error;
+    if (!cross_process) return failed(cross_process.error());
+    // Held through the write, so readers that notice the rename wait for
+    // the swap below rather than parse the file this write produced.
+    std::lock_guard<detail::waitable_lock> loading(load_mutex_);
+    bool current;
+    {
+      std::shared_lock<std::shared_mutex> lock(mutex_);
+      current = current_locked();
+    }
+    std::string error;
+    if (!current && !load_and_swap_loading(error)) return failed(error);
     detail::user_index next;
     {
-      std::unique_lock<std::shared_mutex> lock(mutex_);
-      std::string error;
-      if (changed_on_disk_locked() && !reload_locked(error)) return StoreStatus::io_error;
+      std::shared_lock<std::shared_mutex> lock(mutex_);
       next = index_;
     }
     const StoreStatus status = mutate(next);
     if (status != StoreStatus::ok) return status;
-    if (!detail::write_file_atomically(path_, serialize(next.list()), 0600)) return StoreStatus::io_error;
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    index_ = std::move(next);
-    std::string error;
-    adopt_current_file_locked(error);
-    return StoreStatus::ok;
-  }
-
-  bool changed_on_disk_locked() const {
+    std::string text = serialize_index(next);
+    detail::replace_result replaced = detail::replace_file(path_, text, 0600);
+    if (!replaced.replaced) return failed(replaced.error);
+    text_ = std::move(text);
+    canonical_ = true;
+    // The new file is in place and every later read sees it: the write is
+    // done, whatever the directory fsync said (reporting a failure now
+    // would be untrue), so that goes to the log.
+    if (!replaced.warning.empty() && log_) log_(replaced.warning + " after replacing " + path_);
     struct stat st;
-    if (::stat(path_.c_str(), &st) != 0) return loaded_.has_value();
-    return !loaded_ || detail::file_identity::of(st) != *loaded_;
+    const bool known = ::fstat(replaced.fd.get(), &st) == 0;
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      std::swap(index_, next);
+      loaded_ = known ? std::optional<detail::file_identity>(detail::file_identity::of(st)) : std::nullopt;
+      exists_ = known;
+      loaded_fd_ = std::move(replaced.fd);
+    }
+    return StoreStatus::ok;  // the previous index is freed here, outside the lock
   }
 
-  // Holds the loaded file open: its inode cannot be reused while we compare
-  // against it, so "same identity" really means "same file version".
-  bool adopt_current_file_locked(std::string& error, std::string* text = nullptr) {
-    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
-    if (!fd) {
-      if (errno == ENOENT) {
-        loaded_fd_.reset();
-        loaded_.reset();
-        if (text) text->clear();
-        return true;
-      }
-      error = std::string("cannot open: ") + std::strerror(errno);
-      return false;
-    }
+  StoreStatus failed(const std::string& error) {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    last_error_ = error;
+    return StoreStatus::io_error;
+  }
+
+  // Whether the loaded copy is the file's current version (one stat).
+  bool current_locked() const {
     struct stat st;
-    if (::fstat(fd.get(), &st) != 0) {
-      error = std::string("cannot stat: ") + std::strerror(errno);
-      return false;
-    }
-    if (text && !detail::read_all(fd.get(), *text)) {
-      error = std::string("cannot read: ") + std::strerror(errno);
-      return false;
-    }
-    loaded_ = detail::file_identity::of(st);
-    loaded_fd_ = std::move(fd);
-    return true;
+    if (::stat(path_.c_str(), &st) != 0) return errno == ENOENT && !exists_;
+    return exists_ && loaded_ && detail::file_identity::of(st) == *loaded_;
   }
 
-  bool reload_locked(std::string& error) {
-    std::string text;
-    auto previous = loaded_;
-    // Keep the served version open until a new one is accepted, so that its
-    // inode cannot be reused while loaded_ still names it.
-    detail::unique_fd previous_fd = std::move(loaded_fd_);
-    if (!adopt_current_file_locked(error, &text)) {
-      loaded_fd_ = std::move(previous_fd);
-      return false;
-    }
+  // Loads the file beside the live copy and swaps it in; on failure keeps
+  // the live copy (reads then throw) and logs the reason once. Caller holds
+  // load_mutex_ (not mutex_).
+  bool load_and_swap_loading(std::string& error) {
     detail::user_index next;
-    if (loaded_) {
-      auto users = parse(text, error);
-      if (!users) {
-        loaded_ = previous;  // retry on the next request
-        loaded_fd_ = std::move(previous_fd);
-        return false;
-      }
-      for (const auto& u : *users) {
-        if (next.add(u) != StoreStatus::ok) {
-          error = "duplicate or empty email, user id or refresh token in the file";
-          loaded_ = previous;
-          loaded_fd_ = std::move(previous_fd);
-          return false;
+    std::optional<detail::file_identity> identity;
+    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
+    if (!fd && errno != ENOENT) {
+      error = detail::errno_text("cannot open " + path_);
+    } else if (fd) {
+      struct stat st;
+      std::string text;
+      if (::fstat(fd.get(), &st) != 0) {
+        error = detail::errno_text("cannot stat " + path_);
+      } else if (bad_content_ && *bad_content_ == detail::file_identity::of(st)) {
+        error = bad_content_error_;  // this version was tried: do not parse it again per request
+      } else if (text.reserve(static_cast<std::size_t>(st.st_size) + 1), !detail::read_all(fd.get(), text)) {
+        error = detail::errno_text("cannot read " + path_);
+      } else {
+        identity = detail::file_identity::of(st);
+        std::string reason;
+        patch result = patch::not_applicable;
+        if (canonical_ && exists_) {
+          {
+            std::shared_lock<std::shared_mutex> lock(mutex_);
+            next = index_;  // cheap: shares the users with the live copy
+          }
+          result = apply_changed_lines(text_, text, next, reason);
+        }
+        bool canonical = result == patch::applied;
+        if (result == patch::not_applicable) {
+          next = detail::user_index();
+          next.reserve(text.size() / bytes_per_user_estimate + 1);
+          if (parse_users(text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; })) {
+            result = patch::applied;
+            canonical = text == serialize_index(next);
+          } else {
+            result = patch::invalid;
+          }
+        }
+        if (result == patch::invalid) {
+          bad_content_ = identity;
+          bad_content_error_ = "invalid content: " + reason;
+          error = bad_content_error_;
+          identity.reset();
+        } else {
+          text_ = std::move(text);
+          canonical_ = canonical;
         }
       }
     }
-    index_ = std::move(next);
-    return true;
+    if (!error.empty()) {
+      failed(error);
+      if (constructed_ && error != failing_ && log_) log_("cannot reload " + path_ + " (" + error + "); answering 503 until it can be read");
+      failing_ = error;
+      return false;
+    }
+    if (!fd) {
+      text_.clear();
+      canonical_ = false;
+    }
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex_);
+      std::swap(index_, next);
+      loaded_ = identity;
+      exists_ = static_cast<bool>(fd);
+      loaded_fd_ = std::move(fd);  // holds the inode, so its identity cannot be reused meanwhile
+    }
+    bad_content_.reset();
+    if (!failing_.empty() && log_) log_("reloaded " + path_ + " again");
+    failing_.clear();
+    return true;  // the previous index is freed here, outside the lock
   }
 
   std::string path_;
   std::string lock_path_;
-  std::shared_mutex mutex_;  // guards index_, loaded_, loaded_fd_
-  std::mutex write_mutex_;   // one writer at a time inside this process
+  Log log_;
+  std::shared_mutex mutex_;     // guards index_, loaded_, exists_, loaded_fd_
+  detail::waitable_lock load_mutex_;  // one load or write at a time; guards text_, canonical_, bad_content_*, failing_
+  std::string text_;             // the loaded version's text, to find what the next version changed
+  bool canonical_ = false;       // text_ is exactly what serialize would write for index_
+  std::mutex write_mutex_;      // one writer at a time inside this process
   detail::user_index index_;
   std::optional<detail::file_identity> loaded_;
+  bool exists_ = false;
   detail::unique_fd loaded_fd_;
+  std::optional<detail::file_identity> bad_content_;
+  std::string bad_content_error_;
+  std::string failing_;  // the reason last logged, until a load succeeds
+  bool constructed_ = false;  // the constructor reports its failure by throwing, not in the log
+  mutable std::mutex error_mutex_;
+  std::string last_error_;
 };
 
 }  // namespace iwsec
@@ -3640,7 +4383,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     off_t bytes = 0;
     std::size_t lines = 0;
     {
-      detail::unique_fd in = detail::open_fd(path_, O_RDONLY);
+      detail::unique_fd in = detail::open_fd(path_, O_RDONLY | O_NOFOLLOW);
       // Only a missing journal starts empty: one that exists but cannot be
       // read must not be replaced by an empty one.
       if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
@@ -3651,7 +4394,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     if (clean) {
       // Nothing to drop: append to the journal as it is (a restart then costs
       // one read, not a rewrite of every entry).
-      journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND);
+      journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND | O_NOFOLLOW);
       struct stat st;
       if (journal_ && ::fchmod(journal_.get(), 0600) == 0 && ::fstat(journal_.get(), &st) == 0 &&
           st.st_size == bytes) {
@@ -3819,54 +4562,50 @@ class JournalRevocationStore : public MemoryRevocationStore {
   // appends to the new file from then on. Caller holds append_mutex_ and
   // write_mutex_ (lookups go on meanwhile).
   bool compact_appending_locked() {
-    const std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
+    const detail::directory_handle dir(detail::parent_directory(path_));
+    if (!dir) return false;
+    const std::string base = detail::base_name(path_);
+    detail::temp_file out(dir, base);  // exclusive, unpredictable, no symlink followed
+    if (!out) return false;
     std::size_t lines = 0;
     off_t bytes = 0;
-    bool written = false;
-    {
-      detail::unique_fd out = detail::open_fd(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (out && ::fchmod(out.get(), 0600) == 0) {
-        const std::int64_t now = clock_();
-        std::string block;
-        block.reserve((1 << 20) + 512);
-        bool ok = true;
-        for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
-          if (!ok || exp <= now) return;
-          append_jti(block);
-          block += ' ';
-          block += std::to_string(exp);
-          if (owner) {
-            block += ' ';
-            block += *owner;
-          }
-          block += '\n';
-          ++lines;
-          if (block.size() >= (1 << 20)) {
-            ok = detail::write_all(out.get(), block);
-            bytes += static_cast<off_t>(block.size());
-            block.clear();
-          }
-        });
-        ok = ok && detail::write_all(out.get(), block);
-        bytes += static_cast<off_t>(block.size());
-        written = ok && ::fsync(out.get()) == 0;
+    const std::int64_t now = clock_();
+    std::string block;
+    block.reserve((1 << 20) + 512);
+    bool ok = true;
+    for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
+      if (!ok || exp <= now) return;
+      append_jti(block);
+      block += ' ';
+      block += std::to_string(exp);
+      if (owner) {
+        block += ' ';
+        block += *owner;
       }
-    }
-    if (!written || ::rename(tmp.c_str(), path_.c_str()) != 0) {
-      ::unlink(tmp.c_str());
-      return false;  // the journal in use, if any, is untouched
-    }
-    if (!detail::fsync_directory(detail::parent_directory(path_))) {
-      // The rename may not be durable: keep appending only if the path still
-      // names the file we hold.
-      struct stat held, named;
-      if (journal_ && (::fstat(journal_.get(), &held) != 0 || ::stat(path_.c_str(), &named) != 0 ||
-                       held.st_ino != named.st_ino || held.st_dev != named.st_dev))
-        journal_.reset();
+      block += '\n';
+      ++lines;
+      if (block.size() >= (1 << 20)) {
+        ok = detail::write_all(out.fd(), block);
+        bytes += static_cast<off_t>(block.size());
+        block.clear();
+      }
+    });
+    ok = ok && detail::write_all(out.fd(), block);
+    bytes += static_cast<off_t>(block.size());
+    std::string error, warning;
+    if (!ok || !out.commit(base, 0600, error, warning, /*keep_mode=*/false)) return false;  // the journal in use, if any, is untouched
+    if (!warning.empty()) {
+      // The rename may not be durable (the directory fsync failed even when
+      // retried): appending to either file could lose acknowledged
+      // revocations in a crash, so appending stops until a compaction works.
+      journal_.reset();
       return false;
     }
-    journal_ = detail::open_fd(path_, O_WRONLY | O_APPEND, 0600);
-    if (!journal_) return false;
+    // Append to the file just written (no second open by name).
+    detail::unique_fd fresh = out.release();
+    const int flags = ::fcntl(fresh.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fresh.get(), F_SETFL, flags | O_APPEND) != 0) return false;
+    journal_ = std::move(fresh);
     journal_bytes_ = bytes;
     journal_lines_ = lines;
     return true;

@@ -125,7 +125,7 @@ def _kill_leftover_servers():
 class Server:
     """A running server process. Use start_server() to make one."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, preexec_fn=None):
         self.argv = list(argv)
         self.base_url = None
         self.returncode = None
@@ -137,7 +137,8 @@ class Server:
         self._threads = []
         self._stdout_closed = False
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, umask=UMASK)
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, umask=UMASK,
+            preexec_fn=preexec_fn)
         _live_servers.add(self)
 
     # -- start-up ----------------------------------------------------------
@@ -305,14 +306,16 @@ class Server:
         return self.base_url + path
 
 
-def start_server(test, data_directory, *extra, binary=None, rounds=FAST_ROUNDS, timeout=START_TIMEOUT):
+def start_server(test, data_directory, *extra, binary=None, rounds=FAST_ROUNDS, timeout=START_TIMEOUT,
+                 preexec_fn=None):
     """Starts iwsec-server (or @p binary) on 127.0.0.1, an OS-chosen port and
-    @p data_directory; returns a listening Server, killed when @p test ends."""
+    @p data_directory; returns a listening Server, killed when @p test ends.
+    @p preexec_fn runs in the child before the exec (e.g. to set a limit)."""
     argv = [binary or server_path(), "--host", "127.0.0.1", "--port", "0", "--data-dir", data_directory]
     if binary is None and rounds is not None:
         argv += ["--pbkdf2-rounds", str(rounds)]
     argv += list(extra)
-    server = Server(argv)
+    server = Server(argv, preexec_fn=preexec_fn)
     test.addCleanup(server.force_stop)
     server.wait_listening(timeout)
     return server

@@ -28,9 +28,10 @@ LOG_LINE = re.compile(r"^\S+Z \S+ [A-Za-z0-9._:-]+ (GET|POST|PUT|PATCH|DELETE|HE
                       r"([0-9]+)us(?: is_valid=(?:true|false reason=[a-z_]+))?$")
 
 
-def write_bytes(path, data):
+def write_bytes(path, data, mode=0o600):
     with open(path, "wb") as f:
         f.write(data)
+    os.chmod(path, mode)
     return path
 
 
@@ -207,10 +208,10 @@ class Secrets(unittest.TestCase):
         tmp = h.temp_dir(self)
         not_a_dir = write_bytes(os.path.join(tmp, "file"), b"")
         short_key_dir = os.path.join(tmp, "short-key")
-        os.mkdir(short_key_dir)
+        os.mkdir(short_key_dir, 0o700)
         write_bytes(os.path.join(short_key_dir, "signing.key"), os.urandom(16))
         broken_users_dir = os.path.join(tmp, "broken-users")
-        os.mkdir(broken_users_dir)
+        os.mkdir(broken_users_dir, 0o700)
         write_bytes(os.path.join(broken_users_dir, "users.json"), b"{not json")
         for name, directory in (("data dir is a file", not_a_dir), ("short signing.key", short_key_dir),
                                 ("broken users.json", broken_users_dir)):
