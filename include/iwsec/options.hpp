@@ -49,6 +49,12 @@ struct Options {
   /// logins and refresh-token exchanges counted per account and per client,
   /// answered 429 with `Retry-After` while locked. See LockoutPolicy.
   LockoutPolicy lockout;
+
+  /// @brief Where the lockout counts live. Null: a LockoutTracker made from
+  /// `lockout` (in process memory). A cluster backend passes its shared
+  /// counter here (see iwsec/postgres/backend.hpp); `lockout.client_key`
+  /// still names the client either way.
+  std::shared_ptr<Lockout> lockout_state;
 };
 
 }  // namespace iwsec

@@ -136,7 +136,7 @@ class security_core {
       : users_(users), signer_(signer), options_(std::move(options)) {
     validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
-    lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
+    lockout_ = options_.lockout_state ? options_.lockout_state : std::make_shared<LockoutTracker>(options_.lockout);
     revocations_ = options_.revocations ? options_.revocations
                                         : std::make_shared<MemoryRevocationStore>(options_.clock);
   }
@@ -157,7 +157,7 @@ class security_core {
   }
 
   RevocationStore& revocations() const { return *revocations_; }
-  LockoutTracker& lockout() const { return *lockout_; }
+  Lockout& lockout() const { return *lockout_; }
   const Options& options() const { return options_; }
 
   std::int64_t now() const { return options_.clock(); }
@@ -441,7 +441,7 @@ class security_core {
   const Signer& signer_;
   Options options_;
   std::shared_ptr<RevocationStore> revocations_;
-  std::shared_ptr<LockoutTracker> lockout_;
+  std::shared_ptr<Lockout> lockout_;
   mutable verified_token_cache verified_tokens_;
 };
 
@@ -488,8 +488,9 @@ class SecurityRoutes {
   /// @brief The revocation store the routes use.
   RevocationStore& revocations() const { return core_->revocations(); }
 
-  /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
-  LockoutTracker& lockout() const { return core_->lockout(); }
+  /// @brief The brute-force counter the routes use (e.g. to unlock an
+  /// account): Options::lockout_state, or the LockoutTracker they made.
+  Lockout& lockout() const { return core_->lockout(); }
 
  private:
   friend SecurityRoutes mount_security_routes(httplib::Server&, UserStore&, const Signer&, const Options&);
