@@ -13,6 +13,7 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
+#include "cluster.hpp"
 
 namespace {
 
@@ -45,6 +46,7 @@ struct Command {
   std::string email;
   bool json = false;
   std::uint32_t rounds = iwsec::default_pbkdf2_rounds;
+  cluster::Settings cluster;  // --postgres: the cluster database instead of the data directory
 };
 
 bool takes_email(const std::string& name) {
@@ -71,10 +73,12 @@ Command parse_arguments(int argc, char** argv) {
     const std::string_view a = args.current();
     if (a == "--help" || a == "-h") {
       std::fputs(help_text, stdout);
+      std::fputs(cluster::admin_help, stdout);
       std::exit(0);
     } else if (a == "--data-dir") {
       c.data_dir = args.value();
       if (c.data_dir.empty()) cli::usage_error(program, "--data-dir needs a directory");
+    } else if (cluster::parse_flag(program, args, a, c.cluster, false)) {
     } else if (a == "--json") {
       c.json = true;
     } else if (a == "--pbkdf2-rounds") {
@@ -87,9 +91,10 @@ Command parse_arguments(int argc, char** argv) {
   }
   if (positional.empty()) cli::usage_error(program, "no command given");
   c.name = positional[0];
-  const bool known = takes_email(c.name) || c.name == "list-users" || c.name == "hash-password";
+  const bool cluster_only = c.cluster.enabled() && cluster::admin_command(c.name) != 0;
+  const bool known = takes_email(c.name) || c.name == "list-users" || c.name == "hash-password" || cluster_only;
   if (!known) cli::usage_error(program, "unknown command '" + c.name + "'");
-  const std::size_t wanted = takes_email(c.name) ? 2 : 1;
+  const std::size_t wanted = takes_email(c.name) || (cluster_only && cluster::admin_command(c.name) == 2) ? 2 : 1;
   if (positional.size() < wanted) cli::usage_error(program, c.name + " needs an EMAIL");
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
   if (wanted == 2) c.email = positional[1];
@@ -148,6 +153,8 @@ void print_refresh_token(const Command& c, const std::string& user_id, const std
   }
 }
 
+int run_on(const Command& c, iwsec::UserStore& users);
+
 int run(const Command& c) {
   if (c.name == "hash-password") {
     const std::string hash = iwsec::hash_password(read_password(), c.rounds);
@@ -159,10 +166,23 @@ int run(const Command& c) {
     return 0;
   }
 
+#ifdef IWSEC_HAVE_POSTGRES
+  if (c.cluster.enabled()) {
+    const auto backend = cluster::connect(program, c.cluster, iwsec::LockoutPolicy(), false);
+    const int extra = cluster::run_admin_command(program, c.name, c.email, c.data_dir, c.json, *backend);
+    return extra >= 0 ? extra : run_on(c, backend->users());
+  }
+#endif
   // Only a new user may need a new data directory; reading never creates one.
   if (c.name == "add-user" && !cli::ensure_directory(c.data_dir))
     cli::die(program, "cannot use data directory " + c.data_dir, 1);
   iwsec::JsonFileUserStore users(c.data_dir + "/users.json");
+  return run_on(c, users);
+}
+
+// The commands on either store: the data directory's users file or, with
+// --postgres, the cluster database.
+int run_on(const Command& c, iwsec::UserStore& users) {
 
   if (c.name == "list-users") {
     const auto all = users.list_users();

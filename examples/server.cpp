@@ -21,6 +21,7 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
+#include "cluster.hpp"
 
 namespace {
 
@@ -75,6 +76,7 @@ struct Settings {
   bool access_log = true;
   iwsec::LockoutPolicy lockout;
   std::string client_header;
+  cluster::Settings cluster;  // --postgres, --max-staleness
 };
 
 Settings parse_arguments(int argc, char** argv) {
@@ -84,6 +86,7 @@ Settings parse_arguments(int argc, char** argv) {
     const std::string_view a = args.current();
     if (a == "--help" || a == "-h") {
       std::fputs(help_text, stdout);
+      std::fputs(cluster::server_help, stdout);
       std::exit(0);
     } else if (a == "--host") {
       s.host = args.value();
@@ -125,10 +128,13 @@ Settings parse_arguments(int argc, char** argv) {
       if (s.client_header.empty()) cli::usage_error(program, "--lockout-client-header needs a header name");
     } else if (a == "--no-lockout") {
       s.lockout.enabled = false;
+    } else if (cluster::parse_flag(program, args, a, s.cluster)) {
     } else {
       cli::usage_error(program, "unknown argument '" + std::string(a) + "'");
     }
   }
+  if (s.cluster.enabled() && s.secret_file.empty())
+    cli::usage_error(program, "--postgres needs --secret-file (every replica signs with the same key)");
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
   if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
     cli::usage_error(program, std::string("lockout options: ") + error);
@@ -222,17 +228,32 @@ int main(int argc, char** argv) {
 
   ::signal(SIGPIPE, SIG_IGN);
 
-  if (!cli::ensure_directory(settings.data_dir)) cli::die(program, "cannot use data directory " + settings.data_dir, 1);
+  if (!settings.cluster.enabled() && !cli::ensure_directory(settings.data_dir))
+    cli::die(program, "cannot use data directory " + settings.data_dir, 1);
   const std::string key = settings.secret_file.empty() ? load_or_create_key(settings.data_dir + "/signing.key")
                                                        : read_key(settings.secret_file);
 
-  std::unique_ptr<iwsec::JsonFileUserStore> users;
+  std::unique_ptr<iwsec::JsonFileUserStore> file_users;
+  iwsec::UserStore* users = nullptr;
   iwsec::Options options;
-  try {
-    users = std::make_unique<iwsec::JsonFileUserStore>(settings.data_dir + "/users.json");
-    options.revocations = std::make_shared<iwsec::JournalRevocationStore>(settings.data_dir + "/revocations.journal");
-  } catch (const std::exception& e) {
-    cli::die(program, e.what(), 1);
+#ifdef IWSEC_HAVE_POSTGRES
+  // Cluster mode: the shared state is loaded here, before 'listening on'.
+  std::unique_ptr<iwsec::postgres::Backend> backend;
+  if (settings.cluster.enabled()) {
+    backend = cluster::connect(program, settings.cluster, settings.lockout, true);
+    users = &backend->users();
+    options.revocations = backend->revocations();
+    options.lockout_state = backend->lockout();
+  }
+#endif
+  if (!users) {
+    try {
+      file_users = std::make_unique<iwsec::JsonFileUserStore>(settings.data_dir + "/users.json");
+      users = file_users.get();
+      options.revocations = std::make_shared<iwsec::JournalRevocationStore>(settings.data_dir + "/revocations.journal");
+    } catch (const std::exception& e) {
+      cli::die(program, e.what(), 1);
+    }
   }
   const iwsec::Signer signer(key);
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
