@@ -102,7 +102,7 @@ class cluster_state {
       migrate(*c);
     }
     if (options_.replica) {
-      listener_ = std::make_unique<pq_connection>(options_.conninfo);
+      listener_ = std::make_unique<pq_connection>(options_.conninfo, "iwsec-listener");
       listen_and_load(*listener_);  // LISTEN, snapshot, catch up: then serve
       follower_ = std::thread([this] { follow(); });
     }

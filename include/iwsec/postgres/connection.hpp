@@ -89,7 +89,10 @@ using pq_params = std::vector<std::optional<std::string>>;
 /// throws StateUnavailable, a statement the server refused throws SqlError.
 class pq_connection {
  public:
-  explicit pq_connection(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+  /// @param application_name shown in pg_stat_activity ("iwsec", or
+  /// "iwsec-listener" for a replica's LISTEN connection).
+  explicit pq_connection(std::string conninfo, std::string application_name = "iwsec")
+      : conninfo_(std::move(conninfo)), application_name_(std::move(application_name)) {}
   pq_connection(const pq_connection&) = delete;
   pq_connection& operator=(const pq_connection&) = delete;
   ~pq_connection() { close(); }
@@ -100,7 +103,7 @@ class pq_connection {
     close();
     // connect_timeout first: a timeout in the caller's conninfo overrides it.
     const char* keywords[] = {"connect_timeout", "dbname", "application_name", nullptr};
-    const char* values[] = {"3", conninfo_.c_str(), "iwsec", nullptr};
+    const char* values[] = {"3", conninfo_.c_str(), application_name_.c_str(), nullptr};
     conn_ = PQconnectdbParams(keywords, values, 1);
     if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
       const std::string why = conn_ ? pq_message(PQerrorMessage(conn_)) : "out of memory";
@@ -176,6 +179,7 @@ class pq_connection {
 
  private:
   std::string conninfo_;
+  std::string application_name_;
   PGconn* conn_ = nullptr;
 };
 
