@@ -15,12 +15,14 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
+#include "cluster.hpp"
 
 int main(int argc, char** argv) {
   const char* program = "existing_service";
   std::string host = "127.0.0.1";
   int port = 3001;
   std::string data_dir = "./iwsec-data";
+  cluster::Settings cluster;  // --postgres CONNINFO: the users and revocations of a cluster database
   cli::Arguments args(program, argc, argv);
   while (args.next()) {
     const std::string_view a = args.current();
@@ -33,11 +35,12 @@ int main(int argc, char** argv) {
       port = static_cast<int>(args.integer_value(0, 65535));
     } else if (a == "--data-dir") {
       data_dir = args.value();
+    } else if (cluster::parse_flag(program, args, a, cluster)) {
     } else {
       cli::usage_error(program, "unknown argument '" + std::string(a) + "'");
     }
   }
-  if (!cli::ensure_directory(data_dir)) cli::die(program, "cannot use data directory " + data_dir, 1);
+  if (!cluster.enabled() && !cli::ensure_directory(data_dir)) cli::die(program, "cannot use data directory " + data_dir, 1);
 
   // What the service already had.
   httplib::Server server;
@@ -47,14 +50,29 @@ int main(int argc, char** argv) {
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
 
   // What adopting iwsec adds: a user store, a signer, and one line to mount.
-  std::unique_ptr<iwsec::JsonFileUserStore> users;
-  try {
-    users = std::make_unique<iwsec::JsonFileUserStore>(data_dir + "/users.json");
-  } catch (const std::exception& e) {
-    cli::die(program, e.what(), 1);
+  std::unique_ptr<iwsec::JsonFileUserStore> file_users;
+  iwsec::UserStore* users = nullptr;
+  iwsec::Options options;
+#ifdef IWSEC_HAVE_POSTGRES
+  // Cluster mode: the same mount, handed the backend's stores.
+  std::unique_ptr<iwsec::postgres::Backend> backend;
+  if (cluster.enabled()) {
+    backend = cluster::connect(program, cluster, options.lockout, true);
+    users = &backend->users();
+    options.revocations = backend->revocations();
+    options.lockout_state = backend->lockout();
+  }
+#endif
+  if (!users) {
+    try {
+      file_users = std::make_unique<iwsec::JsonFileUserStore>(data_dir + "/users.json");
+      users = file_users.get();
+    } catch (const std::exception& e) {
+      cli::die(program, e.what(), 1);
+    }
   }
   iwsec::Signer signer(iwsec::Signer::generate_secret());  // a real service loads its key from a secret store
-  auto security = iwsec::mount_security_routes(server, *users, signer);
+  auto security = iwsec::mount_security_routes(server, *users, signer, options);
 
   // The service's own route, now reachable only with a valid access token.
   server.Get("/v3/domains", security.guard([](const httplib::Request&, httplib::Response& res,
