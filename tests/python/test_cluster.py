@@ -25,7 +25,11 @@ PG = None
 def setUpModule():
     global PG
     h.server_path()  # skip outside ctest
-    PG = pg_cluster.PostgreSQL().start()
+    PG = pg_cluster.PostgreSQL()  # skips when PostgreSQL is not installed
+    if "--postgres CONNINFO" not in h.run_program([h.server_path(), "--help"]).stdout:
+        raise AssertionError("PostgreSQL is installed but iwsec-server was built without cluster mode "
+                             "(install libpq-dev and reconfigure)")
+    PG.start()
 
 
 def tearDownModule():
