@@ -116,13 +116,14 @@ class PostgreSQL:
             self.pid = int(f.readline().strip())
         return self
 
-    def stop(self):
-        """Fast shutdown of the postmaster, by pid; bounded."""
+    def stop(self, immediate=False):
+        """Fast shutdown of the postmaster (immediate: SIGQUIT, no shutdown
+        checkpoint, like a crash), by pid; bounded."""
         if self.pid is None:
             return
         pid, self.pid = self.pid, None
         try:
-            os.kill(pid, signal.SIGINT)
+            os.kill(pid, signal.SIGQUIT if immediate else signal.SIGINT)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + STOP_TIMEOUT

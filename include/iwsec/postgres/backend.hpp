@@ -23,11 +23,13 @@
 /// iwsec::mount_security_routes(server, cluster.users(), signer, options);
 /// @endcode
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -68,7 +70,7 @@ struct BackendOptions {
   /// @brief How often the log is polled when no notification came (<= 1 s).
   std::chrono::milliseconds poll_interval{200};
   /// @brief Connections for writes and lockout counts (the listener has its own).
-  std::size_t pool_size = 4;
+  std::size_t pool_size = 8;
   /// @brief Lockout policy (the counts live in the database).
   LockoutPolicy lockout;
   /// @brief Source of "now" (seconds), as Options::clock.
@@ -528,15 +530,38 @@ class PostgresRevocationStore : public RevocationStore {
  public:
   explicit PostgresRevocationStore(std::shared_ptr<detail::cluster_state> state) : state_(std::move(state)) {}
 
-  /// @brief Committed (one transaction with its log entry) before it returns
-  /// true; throws StateUnavailable when the database cannot be reached.
+  /// @brief Committed (with its log entry) before it returns true; throws
+  /// StateUnavailable when the database cannot be reached. Revocations that
+  /// arrive while one is being written are committed together, in one
+  /// transaction (group commit: one fsync for all of them).
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
     if (jti.empty() || jti.size() > 256) return false;
-    {
-      auto c = state_->pool().take();
-      c->exec("SELECT iwsec_revoke($1, $2)", {std::string(jti), std::to_string(expires_at)});
+    std::unique_lock<std::mutex> lock(mutex_);
+    const std::shared_ptr<batch> mine = collecting_;
+    auto& exp = mine->items[std::string(jti)];
+    exp = std::max(exp, expires_at);
+    while (!mine->done) {
+      if (writing_) {
+        written_.wait(lock);
+        continue;
+      }
+      // No batch is being written, so `mine` is the one collecting: write it.
+      writing_ = true;
+      const std::shared_ptr<batch> run = std::exchange(collecting_, std::make_shared<batch>());
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        write(run->items);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      run->done = true;
+      run->error = error;
+      writing_ = false;
+      written_.notify_all();
     }
-    state_->local_revoke(jti, expires_at);
+    if (mine->error) std::rethrow_exception(mine->error);
     return true;
   }
 
@@ -547,7 +572,42 @@ class PostgresRevocationStore : public RevocationStore {
   }
 
  private:
+  struct batch {
+    std::unordered_map<std::string, std::int64_t> items;  // jti -> latest expiry
+    bool done = false;
+    std::exception_ptr error;
+  };
+
+  // A text[] / bigint[] literal element: quoted, with \ and " escaped.
+  static void append_element(std::string& out, const std::string& value) {
+    out += out.size() > 1 ? ",\"" : "\"";
+    for (char ch : value) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+
+  void write(const std::unordered_map<std::string, std::int64_t>& items) {
+    std::string jtis = "{", expiries = "{";
+    for (const auto& [jti, exp] : items) {
+      append_element(jtis, jti);
+      append_element(expiries, std::to_string(exp));
+    }
+    jtis += '}';
+    expiries += '}';
+    {
+      auto c = state_->pool().take();
+      c->exec("SELECT iwsec_revoke($1::text[], $2::bigint[])", {jtis, expiries});
+    }
+    for (const auto& [jti, exp] : items) state_->local_revoke(jti, exp);
+  }
+
   std::shared_ptr<detail::cluster_state> state_;
+  std::mutex mutex_;
+  std::condition_variable written_;
+  bool writing_ = false;
+  std::shared_ptr<batch> collecting_ = std::make_shared<batch>();
 };
 
 /// @brief Lockout counts in the database: an attempt is counted (as a

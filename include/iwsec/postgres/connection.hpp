@@ -103,7 +103,7 @@ class pq_connection {
     close();
     // connect_timeout first: a timeout in the caller's conninfo overrides it.
     const char* keywords[] = {"connect_timeout", "dbname", "application_name", nullptr};
-    const char* values[] = {"3", conninfo_.c_str(), application_name_.c_str(), nullptr};
+    const char* values[] = {"10", conninfo_.c_str(), application_name_.c_str(), nullptr};
     conn_ = PQconnectdbParams(keywords, values, 1);
     if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
       const std::string why = conn_ ? pq_message(PQerrorMessage(conn_)) : "out of memory";
