@@ -164,6 +164,10 @@ def main():
             print("%s: %s" % (label, ", ".join(line)))
         for api in (api_a, api_b, api_single):
             api.close()
+    except BaseException:
+        for s in servers:
+            sys.stderr.write("--- stderr of %s:\n%s\n" % (" ".join(s.argv[:3]), s.stderr_text()[-2000:]))
+        raise
     finally:
         for s in servers:
             s.force_stop()

@@ -200,6 +200,21 @@ class Propagation(ClusterCase):
         self.assertIn("--secret-file", r.stderr)
 
 
+class Housekeeping(ClusterCase):
+    def test_replicas_prune_expired_rows_without_errors(self):
+        a, b = self.start_replicas(2)
+        PG.sql("INSERT INTO iwsec_revocations (jti, expires_at) VALUES ('expired-jti', 1)", self.db)
+        PG.sql("INSERT INTO iwsec_lockout_accounts (key, failures, last_failure, locked_until) "
+               "VALUES ('\\x00', 3, 1, 0)", self.db)
+        PG.sql("INSERT INTO iwsec_lockout_clients (key, failures, window_start) VALUES ('\\x00', 3, 1)", self.db)
+        left = ("SELECT (SELECT count(*) FROM iwsec_revocations) + (SELECT count(*) FROM iwsec_lockout_accounts) "
+                "+ (SELECT count(*) FROM iwsec_lockout_clients)")
+        wait_until(lambda: PG.sql(left, self.db) == "0", timeout=15, what="the expired rows to be pruned")
+        for api in (a, b):
+            self.assertNotIn("ERROR", api.server.stderr_text())
+            self.assertTrue(api.validate("x.y.z").status_code == 200)
+
+
 class Lockout(ClusterCase):
     def test_90_concurrent_guesses_over_3_replicas_run_at_most_30_checks(self):
         apis = self.start_replicas(3, "--lockout-failures", "30", "--lockout-client-failures", "100000")

@@ -143,9 +143,12 @@ class cluster_state {
     const auto at = caught_up_at_.load(std::memory_order_acquire);
     const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     const auto bound = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.max_staleness).count();
-    if (at == 0 || now - at > bound)
-      throw StateUnavailable("iwsec postgres: this replica has not caught up with the database for over " +
-                             std::to_string(options_.max_staleness.count()) + " ms");
+    if (at == 0 || now - at > bound) {
+      const std::string why = "iwsec postgres: this replica has not caught up with the database for over " +
+                              std::to_string(options_.max_staleness.count()) + " ms";
+      if (!stale_reported_.exchange(true)) report(why + "; answering 503 until it has");
+      throw StateUnavailable(why);
+    }
   }
 
   // ---- local copy -------------------------------------------------------------
@@ -237,6 +240,7 @@ class cluster_state {
       }
       if (r.rows() < 5000) {
         caught_up_at_.store(started, std::memory_order_release);
+        if (stale_reported_.exchange(false)) report("iwsec postgres: caught up again at change " + std::to_string(applied_.load()));
         return;
       }
     }
@@ -313,7 +317,7 @@ class cluster_state {
   // prune what no one needs any more now and then.
   void follow() {
     bool healthy = true;
-    auto next_prune = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    auto next_prune = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (true) {
       {
         std::lock_guard<std::mutex> lock(stop_mutex_);
@@ -328,8 +332,12 @@ class cluster_state {
                              std::to_string(applied_.load()));
         healthy = true;
         if (std::chrono::steady_clock::now() >= next_prune) {
-          prune(*listener_);
           next_prune = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+          try {
+            prune(*listener_);
+          } catch (const SqlError& e) {
+            report(std::string(e.what()) + " (pruning; tried again in 30 s)");
+          }
         }
         wait_for_notification(*listener_);
       } catch (const std::exception& e) {
@@ -374,9 +382,9 @@ class cluster_state {
     c.exec(
         "DELETE FROM iwsec_changes WHERE at < now() - interval '15 minutes' "
         "AND seq < (SELECT max(seq) FROM iwsec_changes)");
-    c.exec("DELETE FROM iwsec_lockout_accounts WHERE locked_until < $1 AND last_failure < $1 - $2",
+    c.exec("DELETE FROM iwsec_lockout_accounts WHERE locked_until < $1::bigint AND last_failure < $1::bigint - $2::bigint",
            {now_s, std::to_string(options_.lockout.account_failure_reset.count())});
-    c.exec("DELETE FROM iwsec_lockout_clients WHERE window_start < $1 - $2",
+    c.exec("DELETE FROM iwsec_lockout_clients WHERE window_start < $1::bigint - $2::bigint",
            {now_s, std::to_string(options_.lockout.client_window.count())});
   }
 
@@ -392,6 +400,7 @@ class cluster_state {
   std::mutex apply_mutex_;  // one catch-up at a time
   std::atomic<std::int64_t> applied_{0};
   std::atomic<std::int64_t> caught_up_at_{0};  // steady-clock ns when the last complete catch-up began
+  mutable std::atomic<bool> stale_reported_{false};  // one log line per stale spell
 
   mutable std::shared_mutex users_mutex_;
   std::unordered_map<std::string, entry> users_;             // lower-cased email -> state
