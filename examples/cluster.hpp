@@ -147,6 +147,14 @@ inline std::vector<std::pair<std::string, std::int64_t>> read_journal(const char
   return out;
 }
 
+/// Hands the routes' options the backend's revocations and lockout counts;
+/// returns the user store to mount them with.
+inline iwsec::UserStore* use_backend(iwsec::postgres::Backend& backend, iwsec::Options& options) {
+  options.revocations = backend.revocations();
+  options.lockout_state = backend.lockout();
+  return &backend.users();
+}
+
 /// Runs a command only cluster mode has; -1 when @p name is a shared command
 /// (the caller runs it on backend.users()).
 inline int run_admin_command(const char* program, const std::string& name, const std::string& email,

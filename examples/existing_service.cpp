@@ -58,9 +58,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<iwsec::postgres::Backend> backend;
   if (cluster.enabled()) {
     backend = cluster::connect(program, cluster, options.lockout, true);
-    users = &backend->users();
-    options.revocations = backend->revocations();
-    options.lockout_state = backend->lockout();
+    users = cluster::use_backend(*backend, options);
   }
 #endif
   if (!users) {

@@ -241,9 +241,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<iwsec::postgres::Backend> backend;
   if (settings.cluster.enabled()) {
     backend = cluster::connect(program, settings.cluster, settings.lockout, true);
-    users = &backend->users();
-    options.revocations = backend->revocations();
-    options.lockout_state = backend->lockout();
+    users = cluster::use_backend(*backend, options);
   }
 #endif
   if (!users) {

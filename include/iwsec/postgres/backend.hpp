@@ -327,14 +327,24 @@ class cluster_state {
         if (!listener_->connected()) {
           listener_->exec("LISTEN iwsec_changes");
         }
+        const auto began = std::chrono::steady_clock::now();
         catch_up(*listener_);
+        const auto took = std::chrono::steady_clock::now() - began;
+        if (took > options_.max_staleness / 4)
+          report("iwsec postgres: catching up took " +
+                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) + " ms");
         if (!healthy) report("iwsec postgres: reconnected to the database; caught up at change " +
                              std::to_string(applied_.load()));
         healthy = true;
         if (std::chrono::steady_clock::now() >= next_prune) {
           next_prune = std::chrono::steady_clock::now() + std::chrono::seconds(30);
           try {
+            const auto pruning = std::chrono::steady_clock::now();
             prune(*listener_);
+            const auto pruned = std::chrono::steady_clock::now() - pruning;
+            if (pruned > options_.max_staleness / 4)
+              report("iwsec postgres: pruning took " +
+                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(pruned).count()) + " ms");
           } catch (const SqlError& e) {
             report(std::string(e.what()) + " (pruning; tried again in 30 s)");
           }
