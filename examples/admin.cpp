@@ -169,8 +169,11 @@ int run(const Command& c) {
 #ifdef IWSEC_HAVE_POSTGRES
   if (c.cluster.enabled()) {
     const auto backend = cluster::connect(program, c.cluster, iwsec::LockoutPolicy(), false);
-    const int extra = cluster::run_admin_command(program, c.name, c.email, c.data_dir, c.json, *backend);
-    return extra >= 0 ? extra : run_on(c, backend->users());
+    int status = cluster::run_admin_command(program, c.name, c.email, c.data_dir, c.json, *backend);
+    if (status < 0) status = run_on(c, backend->users());
+    // A change is in effect on every replica when the command returns.
+    if (status == 0 && c.name != "list-users" && c.name != "show-user") cluster::await_replicas(program, *backend);
+    return status;
   }
 #endif
   // Only a new user may need a new data directory; reading never creates one.

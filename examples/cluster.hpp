@@ -155,6 +155,20 @@ inline iwsec::UserStore* use_backend(iwsec::postgres::Backend& backend, iwsec::O
   return &backend.users();
 }
 
+/// After a write: returns once every live replica applied it (at most 3 s;
+/// the change is committed either way, so only a warning after that).
+inline void await_replicas(const char* program, iwsec::postgres::Backend& backend) {
+  try {
+    const auto lagging = backend.wait_for_replicas(std::chrono::seconds(3));
+    if (lagging > 0)
+      std::fprintf(stderr, "%s: warning: committed, but %lld replica(s) have not applied it yet\n", program,
+                   static_cast<long long>(lagging));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: warning: committed, but cannot tell whether the replicas applied it: %s\n", program,
+                 e.what());
+  }
+}
+
 /// Runs a command only cluster mode has; -1 when @p name is a shared command
 /// (the caller runs it on backend.users()).
 inline int run_admin_command(const char* program, const std::string& name, const std::string& email,

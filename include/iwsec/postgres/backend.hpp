@@ -120,7 +120,13 @@ class cluster_state {
     }
     stop_signal_.notify_all();
     if (follower_.joinable()) follower_.join();
-    if (listener_) listener_->close();
+    if (listener_) {
+      try {  // no longer a replica iwsec-admin should wait for
+        listener_->exec("DELETE FROM iwsec_replicas WHERE id = $1", {replica_id_});
+      } catch (const std::exception&) {
+      }
+      listener_->close();
+    }
     pool_.close();
   }
 
@@ -268,6 +274,7 @@ class cluster_state {
  private:
   void listen_and_load(pq_connection& c) {
     c.exec("LISTEN iwsec_changes");
+    c.exec("SET synchronous_commit = off");
     {
       std::lock_guard<std::mutex> lock(apply_mutex_);
       load_snapshot_locked(c);
@@ -326,9 +333,11 @@ class cluster_state {
       try {
         if (!listener_->connected()) {
           listener_->exec("LISTEN iwsec_changes");
+          listener_->exec("SET synchronous_commit = off");  // heartbeats and pruning need no WAL flush
         }
         const auto began = std::chrono::steady_clock::now();
         catch_up(*listener_);
+        heartbeat(*listener_);
         const auto took = std::chrono::steady_clock::now() - began;
         if (took > options_.max_staleness / 4)
           report("iwsec postgres: catching up took " +
@@ -357,6 +366,19 @@ class cluster_state {
         if (wait_or_stop(options_.poll_interval)) return;
       }
     }
+  }
+
+  // Tells iwsec-admin how far this replica got: when it applied something
+  // new, and at least once a second.
+  void heartbeat(pq_connection& c) {
+    const std::int64_t applied = applied_.load();
+    const auto now = std::chrono::steady_clock::now();
+    if (applied == reported_applied_ && now - reported_at_ < std::chrono::seconds(1)) return;
+    c.exec("INSERT INTO iwsec_replicas (id, applied, seen_at) VALUES ($1, $2, now()) "
+           "ON CONFLICT (id) DO UPDATE SET applied = excluded.applied, seen_at = now()",
+           {replica_id_, std::to_string(applied)});
+    reported_applied_ = applied;
+    reported_at_ = now;
   }
 
   // Waits until a notification arrives, the connection breaks or the poll
@@ -396,6 +418,7 @@ class cluster_state {
            {now_s, std::to_string(options_.lockout.account_failure_reset.count())});
     c.exec("DELETE FROM iwsec_lockout_clients WHERE window_start < $1::bigint - $2::bigint",
            {now_s, std::to_string(options_.lockout.client_window.count())});
+    c.exec("DELETE FROM iwsec_replicas WHERE seen_at < now() - interval '1 hour'");
   }
 
   BackendOptions options_;
@@ -406,6 +429,10 @@ class cluster_state {
   std::mutex stop_mutex_;
   std::condition_variable stop_signal_;
   bool stopping_ = false;
+
+  std::string replica_id_ = iwsec::generate_user_id();
+  std::int64_t reported_applied_ = -1;  // follower thread only
+  std::chrono::steady_clock::time_point reported_at_{};
 
   std::mutex apply_mutex_;  // one catch-up at a time
   std::atomic<std::int64_t> applied_{0};
@@ -757,6 +784,24 @@ class Backend {
   double lag_seconds() const { return state_->lag_seconds(); }
   /// @brief The last change-log entry applied locally (`iwsec_cluster_applied_sequence`).
   std::int64_t applied_sequence() const { return state_->applied_sequence(); }
+
+  /// @brief Waits, at most @p timeout, until every live replica (one that
+  /// reported within the last 10 s) has applied the whole change log as it
+  /// is now, so a change just committed is in effect everywhere. Returns how
+  /// many replicas still lag (0: all caught up).
+  std::int64_t wait_for_replicas(std::chrono::milliseconds timeout) {
+    auto c = state_->pool().take();
+    const std::string head = std::to_string(c->exec("SELECT coalesce(max(seq), 0) FROM iwsec_changes").integer(0, 0));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const std::int64_t lagging =
+          c->exec("SELECT count(*) FROM iwsec_replicas WHERE seen_at > now() - interval '10 seconds' AND applied < $1",
+                  {head})
+              .integer(0, 0);
+      if (lagging == 0 || std::chrono::steady_clock::now() >= deadline) return lagging;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
 
   /// @brief Copies @p users and the unexpired @p revocations (jti, expires
   /// at) into the database in one transaction, with one log entry that makes

@@ -57,6 +57,13 @@ CREATE TABLE iwsec_changes (
   expires_at bigint,
   at timestamptz NOT NULL DEFAULT now()
 );
+-- Live replicas and the last log entry each applied (a heartbeat about
+-- once a second), so iwsec-admin can return once its change is everywhere.
+CREATE TABLE iwsec_replicas (
+  id text PRIMARY KEY,
+  applied bigint NOT NULL,
+  seen_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE iwsec_lockout_accounts (
   key bytea PRIMARY KEY,
   failures bigint NOT NULL DEFAULT 0,
