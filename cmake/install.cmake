@@ -52,6 +52,9 @@ if(NOT PICOJSON_INCLUDE_DIR IN_LIST CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES)
 endif()
 configure_file("${PROJECT_SOURCE_DIR}/cmake/iwsec.pc.in" "${PROJECT_BINARY_DIR}/iwsec.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/iwsec.pc" DESTINATION "${IWSEC_INSTALL_PKGCONFIGDIR}")
+# Cluster mode: iwsec plus libpq (pkg-config --cflags --libs iwsec-postgres).
+configure_file("${PROJECT_SOURCE_DIR}/cmake/iwsec-postgres.pc.in" "${PROJECT_BINARY_DIR}/iwsec-postgres.pc" @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/iwsec-postgres.pc" DESTINATION "${IWSEC_INSTALL_PKGCONFIGDIR}")
 
 if(IWSEC_BUILD_EXAMPLES)
   install(TARGETS iwsec-server iwsec-admin RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")

@@ -20,6 +20,7 @@
 #include "access_log.hpp"    // rfc3339_seconds
 #include "lock_journal.hpp"  // show-user, unlock
 #include "startup.hpp"
+#include "cluster.hpp"
 
 namespace {
 
@@ -72,6 +73,7 @@ struct Command {
   bool json = false;
   bool keep_sessions = false;
   std::uint32_t rounds = iwsec::default_pbkdf2_rounds;
+  cluster::Settings cluster;  // --postgres: the cluster database instead of the data directory
 };
 
 bool is_key_command(const std::string& name) {
@@ -94,6 +96,7 @@ Command parse_arguments(int argc, char** argv) {
     const std::string_view a = args.current();
     if (a == "--help" || a == "-h") {
       std::fputs(help_text, stdout);
+      std::fputs(cluster::admin_help, stdout);
       std::exit(0);
     } else if (a == "--version") {
       cli::print_version();
@@ -102,6 +105,7 @@ Command parse_arguments(int argc, char** argv) {
     } else if (a == "--data-dir") {
       c.data_dir = args.value();
       if (c.data_dir.empty()) cli::usage_error(program, "--data-dir needs a directory");
+    } else if (cluster::parse_flag(program, args, a, c.cluster, false)) {
     } else if (a == "--json") {
       c.json = true;
     } else if (a == "--keep-sessions") {
@@ -116,9 +120,13 @@ Command parse_arguments(int argc, char** argv) {
   }
   if (positional.empty()) cli::usage_error(program, "no command given");
   c.name = positional[0];
-  const bool known = takes_email(c.name) || c.name == "list-users" || c.name == "hash-password" || is_key_command(c.name);
+  const bool cluster_only = c.cluster.enabled() && cluster::admin_command(c.name) != 0;
+  const bool known =
+      takes_email(c.name) || c.name == "list-users" || c.name == "hash-password" || is_key_command(c.name) || cluster_only;
   if (!known) cli::usage_error(program, "unknown command '" + c.name + "'");
-  const std::size_t wanted = takes_email(c.name) || c.name == "retire-signing-key" ? 2 : 1;
+  const std::size_t wanted =
+      takes_email(c.name) || c.name == "retire-signing-key" || (cluster_only && cluster::admin_command(c.name) == 2) ? 2
+                                                                                                                    : 1;
   if (positional.size() < wanted)
     cli::usage_error(program, c.name + (c.name == "retire-signing-key" ? " needs a KID" : " needs an EMAIL"));
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
@@ -167,7 +175,8 @@ std::string json_string(const std::string& s) {
 std::string users_file;  // for the error messages
 
 [[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email,
-                                const iwsec::JsonFileUserStore* users = nullptr) {
+                                const iwsec::UserStore* store = nullptr) {
+  const auto* users = dynamic_cast<const iwsec::JsonFileUserStore*>(store);
   if (status == iwsec::StoreStatus::not_found) cli::die(program, "no user " + email, 1);
   if (status == iwsec::StoreStatus::already_exists) cli::die(program, "user " + email + " already exists", 1);
   const std::string why = users && !users->last_error().empty() ? users->last_error() : iwsec::to_string(status);
@@ -265,6 +274,8 @@ int run_key_command(const Command& c, const std::string& path) {
   return 0;
 }
 
+int run_on(const Command& c, iwsec::UserStore& users);
+
 int run(const Command& c) {
   if (c.name == "hash-password") {
     const std::string hash = iwsec::hash_password(read_password(), c.rounds);
@@ -281,6 +292,16 @@ int run(const Command& c) {
     return run_key_command(c, c.secret_file.empty() ? c.data_dir + "/signing.key" : c.secret_file);
   }
 
+#ifdef IWSEC_HAVE_POSTGRES
+  if (c.cluster.enabled()) {
+    const auto backend = cluster::connect(program, c.cluster, iwsec::LockoutPolicy(), false);
+    int status = cluster::run_admin_command(program, c.name, c.email, c.data_dir, c.json, *backend);
+    if (status < 0) status = run_on(c, backend->users());
+    // A change is in effect on every replica when the command returns.
+    if (status == 0 && c.name != "list-users" && c.name != "show-user") cluster::await_replicas(program, *backend);
+    return status;
+  }
+#endif
   // Only a new user may need a new data directory; a mistyped --data-dir for
   // any other command is an error, not an empty database.
   if (c.name == "add-user") {
@@ -294,6 +315,12 @@ int run(const Command& c) {
   if (const auto why = iwsec::detail::check_private(c.data_dir, /*root_may_manage=*/true)) cli::die(program, *why, 1);
   users_file = c.data_dir + "/users.json";
   iwsec::JsonFileUserStore users(users_file);
+  return run_on(c, users);
+}
+
+// The commands on either store: the data directory's users file or, with
+// --postgres, the cluster database.
+int run_on(const Command& c, iwsec::UserStore& users) {
 
   if (c.name == "list-users") {
     const auto all = users.list_users();

@@ -29,6 +29,7 @@
 #include "lock_journal.hpp"
 #include "startup.hpp"
 #include "edge_server.hpp"
+#include "cluster.hpp"
 
 namespace {
 
@@ -109,6 +110,7 @@ struct Settings {
   std::size_t max_revocations_per_user = iwsec::Options().max_revocations_per_user;
   iwsec::LockoutPolicy lockout;
   std::string client_header;
+  cluster::Settings cluster;  // --postgres, --max-staleness
 };
 
 Settings parse_arguments(int argc, char** argv) {
@@ -118,6 +120,7 @@ Settings parse_arguments(int argc, char** argv) {
     const std::string_view a = args.current();
     if (a == "--help" || a == "-h") {
       std::fputs(help_text, stdout);
+      std::fputs(cluster::server_help, stdout);
       std::exit(0);
     } else if (a == "--version") {
       cli::print_version();
@@ -174,10 +177,13 @@ Settings parse_arguments(int argc, char** argv) {
       if (s.client_header.empty()) cli::usage_error(program, "--lockout-client-header needs a header name");
     } else if (a == "--no-lockout") {
       s.lockout.enabled = false;
+    } else if (cluster::parse_flag(program, args, a, s.cluster)) {
     } else {
       cli::usage_error(program, "unknown argument '" + std::string(a) + "'");
     }
   }
+  if (s.cluster.enabled() && s.secret_file.empty())
+    cli::usage_error(program, "--postgres needs --secret-file (every replica signs with the same key)");
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
   if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
     cli::usage_error(program, startup::lockout_error_in_flags(error));
@@ -221,8 +227,10 @@ int main(int argc, char** argv) {
   options.metrics = std::make_shared<iwsec::Metrics>();
   access_log::AccessLog log(settings.access_log_format, settings.access_log);
   lock_journal::ServerJournal journal(lock_journal::path_in(settings.data_dir));
-  options.on_lockout = [&log, &journal](const iwsec::LockoutEvent& e) {
-    if (e.kind == iwsec::LockoutEvent::Kind::account) journal.locked(e.subject, e.until);
+  // In cluster mode locks live in the database (show-user and unlock go there).
+  const bool cluster_mode = settings.cluster.enabled();
+  options.on_lockout = [&log, &journal, cluster_mode](const iwsec::LockoutEvent& e) {
+    if (!cluster_mode && e.kind == iwsec::LockoutEvent::Kind::account) journal.locked(e.subject, e.until);
     log.lockout(e);
   };
   if (!settings.client_header.empty()) {
@@ -273,8 +281,8 @@ int main(int argc, char** argv) {
   // close the connection after the answer (so its bytes are never parsed as
   // a request).
   const std::string help_url_base = options.help_url_base;
-  server->set_pre_routing_handler([&log, &journal, &routes, help_url_base](const httplib::Request& req,
-                                                                          httplib::Response& res) {
+  server->set_pre_routing_handler([&log, &journal, &routes, help_url_base, cluster_mode](const httplib::Request& req,
+                                                                                        httplib::Response& res) {
     if (log.logs_requests()) log.begin(req);
     const auto body = iwsec::detail::framed_body(req);
     if (body != iwsec::detail::request_body::none) {
@@ -283,7 +291,7 @@ int main(int argc, char** argv) {
       return httplib::Server::HandlerResponse::Handled;
     }
     // A password login first applies the unlocks iwsec-admin asked for.
-    if (req.path == "/v3/security/authenticate" || req.path == "/v3/security/token/refresh")
+    if (!cluster_mode && (req.path == "/v3/security/authenticate" || req.path == "/v3/security/token/refresh"))
       journal.apply_unlocks([&routes](const std::string& email) { routes->lockout().unlock_account(email); });
     return httplib::Server::HandlerResponse::Unhandled;
   });
@@ -302,17 +310,18 @@ int main(int argc, char** argv) {
              1);
   listening_socket.widen_backlog();
 
-  std::unique_ptr<iwsec::JsonFileUserStore> users;  // read by the readiness check
+  std::unique_ptr<iwsec::JsonFileUserStore> file_users;
+  iwsec::UserStore* users = nullptr;  // read by the readiness check
   std::unique_ptr<admin_server::AdminServer> admin;
   int admin_port = -1;
   if (settings.admin_port >= 0) {
-    const std::string users_path = settings.data_dir + "/users.json";
+    const std::string users_path = cluster_mode ? std::string() : settings.data_dir + "/users.json";
     admin = std::make_unique<admin_server::AdminServer>(*options.metrics, [&server, &users, users_path]() -> std::string {
-      if (!server->is_running()) return "not accepting connections";
-      if (!iwsec::detail::open_fd(users_path, O_RDONLY))
+      if (!server->is_running() || !users) return "not accepting connections";
+      if (!users_path.empty() && !iwsec::detail::open_fd(users_path, O_RDONLY))
         return "cannot open " + users_path + ": " + std::strerror(errno);
       try {
-        users->status_of("ready-check@iwsec.invalid");  // one stat; a reload when users.json changed
+        users->status_of("ready-check@iwsec.invalid");  // a reload when users.json changed; staleness in cluster mode
       } catch (const std::exception& e) {
         return e.what();
       }
@@ -323,33 +332,57 @@ int main(int argc, char** argv) {
       cli::die(program, "cannot listen on " + settings.admin_host + ":" + std::to_string(settings.admin_port) +
                             " (--admin-port): " + std::strerror(errno), 1);
   }
-  // ---- the data directory: one server each, then keys, users, revocations
-  const std::string dir_error = startup::make_directories(settings.data_dir);
-  if (!dir_error.empty()) cli::die(program, dir_error, 1);
-  if (const auto why = iwsec::detail::check_private(settings.data_dir)) cli::die(program, "data directory " + *why, 1);
   iwsec::detail::unique_fd directory_lock;  // held until exit
-  const std::string lock_error = startup::lock_data_directory(settings.data_dir, directory_lock);
-  if (!lock_error.empty()) cli::die(program, lock_error, 1);
-  {
+#ifdef IWSEC_HAVE_POSTGRES
+  std::unique_ptr<iwsec::postgres::Backend> backend;
+#endif
+  if (!cluster_mode) {
+    // ---- the data directory: one server each, then keys, users, revocations
+    const std::string dir_error = startup::make_directories(settings.data_dir);
+    if (!dir_error.empty()) cli::die(program, dir_error, 1);
+    if (const auto why = iwsec::detail::check_private(settings.data_dir)) cli::die(program, "data directory " + *why, 1);
+    const std::string lock_error = startup::lock_data_directory(settings.data_dir, directory_lock);
+    if (!lock_error.empty()) cli::die(program, lock_error, 1);
     std::string error;  // after the binds and the lock: a start that fails creates nothing
     if (!journal.start(error)) cli::die(program, error, 1);
   }
   startup::ServerKeys keys;
   const std::string key_error = keys.open(settings.data_dir, settings.secret_file);
   if (!key_error.empty()) cli::die(program, key_error, 1);
-  try {
-    users = std::make_unique<iwsec::JsonFileUserStore>(settings.data_dir + "/users.json");
-    options.revocations = std::make_shared<iwsec::JournalRevocationStore>(settings.data_dir + "/revocations.journal");
-  } catch (const std::exception& e) {
-    cli::die(program, e.what(), 1);
+#ifdef IWSEC_HAVE_POSTGRES
+  if (cluster_mode) {
+    // Cluster mode: the shared state is loaded here, before 'listening on'.
+    backend = cluster::connect(program, settings.cluster, settings.lockout, true);
+    users = cluster::use_backend(*backend, options);
+    iwsec::postgres::Backend* b = backend.get();
+    options.metrics->add_gauge("iwsec_cluster_lag_seconds",
+                               "Seconds since this replica last showed it had caught up with the database",
+                               [b] { return b->lag_seconds(); });
+    options.metrics->add_gauge("iwsec_cluster_applied_sequence", "Last change-log entry this replica applied",
+                               [b] { return static_cast<double>(b->applied_sequence()); });
+  }
+#endif
+  if (!users) {
+    try {
+      file_users = std::make_unique<iwsec::JsonFileUserStore>(settings.data_dir + "/users.json");
+      users = file_users.get();
+      options.revocations = std::make_shared<iwsec::JournalRevocationStore>(settings.data_dir + "/revocations.journal");
+    } catch (const std::exception& e) {
+      cli::die(program, e.what(), 1);
+    }
   }
   options.refresh_keys = keys.per_request_refresh();
   routes = iwsec::mount_security_routes(*server, *users, keys.signer(), options);
   startup::reload_on_signal([&keys] { keys.reload(); });
 
   const std::size_t user_count = users->list_users().size();
-  std::printf("data directory %s, %zu user%s, signing keys in %s\n", startup::absolute(settings.data_dir).c_str(),
-              user_count, user_count == 1 ? "" : "s", startup::absolute(keys.path()).c_str());
+  if (cluster_mode) {
+    std::printf("cluster database (--postgres), %zu user%s, signing keys in %s\n", user_count,
+                user_count == 1 ? "" : "s", startup::absolute(keys.path()).c_str());
+  } else {
+    std::printf("data directory %s, %zu user%s, signing keys in %s\n", startup::absolute(settings.data_dir).c_str(),
+                user_count, user_count == 1 ? "" : "s", startup::absolute(keys.path()).c_str());
+  }
 
   const bool ipv6 = settings.host.find(':') != std::string::npos;
   std::printf("listening on %s://%s%s%s:%d\n", settings.tls_cert.empty() ? "http" : "https", ipv6 ? "[" : "",
@@ -366,6 +399,9 @@ int main(int argc, char** argv) {
   // the requests in flight.
   const bool clean = server->listen_after_bind();
   if (admin) admin->stop();
-  journal.stop();
+  if (!cluster_mode) journal.stop();
+#ifdef IWSEC_HAVE_POSTGRES
+  if (backend) backend->stop();
+#endif
   return clean ? 0 : 1;
 }

@@ -93,7 +93,11 @@ def amalgamate():
     seen = set()
     expand(ENTRY, seen, [], body)
     unreachable = []
-    for directory, _, files in os.walk(os.path.join(INCLUDE_DIR, "iwsec")):
+    for directory, subdirs, files in os.walk(os.path.join(INCLUDE_DIR, "iwsec")):
+        # iwsec/postgres/ is the optional cluster backend (it needs libpq):
+        # never part of the single header.
+        if os.path.normpath(directory) == os.path.join(INCLUDE_DIR, "iwsec"):
+            subdirs[:] = [d for d in subdirs if d != "postgres"]
         for name in files:
             full = os.path.normpath(os.path.join(directory, name))
             if name.endswith(".hpp") and full not in seen:

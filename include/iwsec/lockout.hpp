@@ -133,6 +133,114 @@ struct LockTransition {
   explicit operator bool() const noexcept { return account_locked_until != 0 || client_blocked_until != 0; }
 };
 
+/// @brief The lockout seam: where failed credential checks are counted and
+/// locks kept. LockoutTracker counts in process memory (the default);
+/// a cluster backend (iwsec/postgres/backend.hpp) counts in its database, so
+/// that every replica sees the same counts. Set Options::lockout_state to
+/// replace the tracker the routes would otherwise make from Options::lockout.
+/// Every method may be called from many threads at once.
+class Lockout {
+ public:
+  /// @brief 128 bits of SHA-256("a" + lower-cased email) or ("c" + client).
+  struct Key {
+    std::uint64_t hi = 0, lo = 0;
+    bool operator==(const Key& o) const noexcept { return hi == o.hi && lo == o.lo; }
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const noexcept { return static_cast<std::size_t>(k.lo); }
+  };
+
+  virtual ~Lockout() = default;
+
+  /// @brief The account key of an email: lower-cased (ASCII), as the user
+  /// stores match it.
+  static std::string normalise_account(std::string_view email) { return detail::ascii_lower(email); }
+  static Key account_key(std::string_view email) { return make_key('a', normalise_account(email)); }
+  static Key client_key(std::string_view client) { return make_key('c', client); }
+
+  /// @brief One credential check in progress; see begin().
+  class Attempt {
+   public:
+    Attempt(Attempt&& other) noexcept { *this = std::move(other); }
+    Attempt& operator=(Attempt&& other) noexcept {
+      if (this != &other) {
+        release();
+        owner_ = std::exchange(other.owner_, nullptr);
+        account_ = other.account_;
+        client_ = other.client_;
+        wait_ = other.wait_;
+      }
+      return *this;
+    }
+    ~Attempt() { release(); }
+
+    /// @brief True when the check may run; false when it must be refused.
+    explicit operator bool() const noexcept { return wait_ == 0; }
+    /// @brief Seconds to wait (>= 1) when refused; 0 when admitted.
+    std::int64_t wait() const noexcept { return wait_; }
+
+    /// @brief The credentials were wrong: counts a failure for the account
+    /// and the client, locking or blocking them at their thresholds.
+    /// Returns the lock or block this failure started, if any.
+    LockTransition failed(std::int64_t now) {
+      return owner_ ? std::exchange(owner_, nullptr)->finish(account_, client_, now, false) : LockTransition();
+    }
+    /// @brief The credentials were right: the account's count and lock are
+    /// reset; the client's failures stay (a success does not wipe them, or
+    /// one valid account would let a client guess at the others freely).
+    void succeeded(std::int64_t now) {
+      if (owner_) std::exchange(owner_, nullptr)->finish(account_, client_, now, true);
+    }
+
+   private:
+    friend class Lockout;
+    Attempt(Lockout* owner, std::optional<Key> account, std::optional<Key> client, std::int64_t wait)
+        : owner_(owner), account_(account), client_(client), wait_(wait) {}
+    void release() noexcept {
+      if (owner_) std::exchange(owner_, nullptr)->abandon(account_, client_);
+    }
+    Lockout* owner_ = nullptr;  // set while admitted and unfinished
+    std::optional<Key> account_, client_;
+    std::int64_t wait_ = 0;
+  };
+
+  /// @brief The policy counts are judged by.
+  virtual const LockoutPolicy& policy() const = 0;
+
+  /// @brief Starts a credential check for @p account (an email; nothing for
+  /// a refresh token) from @p client (empty: not tracked); see
+  /// LockoutTracker::begin. May throw StateUnavailable (the routes answer 503).
+  virtual Attempt begin(std::optional<std::string_view> account, std::string_view client, std::int64_t now) = 0;
+  /// @brief Seconds @p account must still wait (0: none), without counting.
+  virtual std::int64_t account_wait(std::string_view account, std::int64_t now) = 0;
+  /// @brief Seconds @p client must still wait (0: none), without counting.
+  virtual std::int64_t client_wait(std::string_view client, std::int64_t now) = 0;
+  /// @brief Forgets @p account's failures and lifts its lock.
+  virtual void unlock_account(std::string_view account) = 0;
+  /// @brief Forgets every failure of @p client.
+  virtual void unlock_client(std::string_view client) = 0;
+
+ protected:
+  static Key make_key(char kind, std::string_view text) {
+    std::string input(1, kind);
+    input += text;
+    const auto digest = detail::sha256(input);
+    Key k;
+    std::memcpy(&k.hi, digest.data(), 8);
+    std::memcpy(&k.lo, digest.data() + 8, 8);
+    return k;
+  }
+  /// @brief An admitted attempt that reports to finish() / abandon().
+  Attempt admitted(std::optional<Key> account, std::optional<Key> client) { return Attempt(this, account, client, 0); }
+  /// @brief A refused attempt (@p wait >= 1 seconds) or, with 0, one admitted that reports nothing.
+  static Attempt refused(std::int64_t wait) { return Attempt(nullptr, std::nullopt, std::nullopt, wait); }
+  /// @brief An admitted attempt ended with a verdict.
+  virtual LockTransition finish(const std::optional<Key>& account, const std::optional<Key>& client,
+                                std::int64_t now, bool success) = 0;
+  /// @brief An admitted attempt dropped unfinished (an exception): neither failure nor success.
+  virtual void abandon(const std::optional<Key>& account, const std::optional<Key>& client) noexcept = 0;
+};
+
 /// @brief Counts failures and answers "wait N seconds" for locked accounts
 /// and blocked clients. Thread-safe. Keys are kept as 128-bit SHA-256
 /// prefixes, so no email is held in memory and a long one costs no more.
@@ -153,71 +261,16 @@ struct LockTransition {
 /// unlocked ones before locked ones, fewest failures first, oldest first.
 /// So spraying random emails or addresses evicts other sprayed one-failure
 /// entries long before it could release a lock or a real count.
-class LockoutTracker {
-  struct key {  // 128 bits of SHA-256("a" or "c" + name)
-    std::uint64_t hi = 0, lo = 0;
-    bool operator==(const key& o) const noexcept { return hi == o.hi && lo == o.lo; }
-  };
-  struct key_hash {
-    std::size_t operator()(const key& k) const noexcept { return static_cast<std::size_t>(k.lo); }
-  };
+class LockoutTracker : public Lockout {
+  using key = Key;
+  using key_hash = KeyHash;
 
  public:
   explicit LockoutTracker(LockoutPolicy policy = LockoutPolicy()) : policy_(std::move(policy)) {}
   LockoutTracker(const LockoutTracker&) = delete;
   LockoutTracker& operator=(const LockoutTracker&) = delete;
 
-  const LockoutPolicy& policy() const { return policy_; }
-
-  /// @brief The account key of an email: lower-cased (ASCII), as the user
-  /// stores match it.
-  static std::string normalise_account(std::string_view email) { return detail::ascii_lower(email); }
-
-  /// @brief One credential check in progress; see begin().
-  class Attempt {
-   public:
-    Attempt(Attempt&& other) noexcept { *this = std::move(other); }
-    Attempt& operator=(Attempt&& other) noexcept {
-      if (this != &other) {
-        release();
-        tracker_ = std::exchange(other.tracker_, nullptr);
-        account_ = other.account_;
-        client_ = other.client_;
-        wait_ = other.wait_;
-      }
-      return *this;
-    }
-    ~Attempt() { release(); }
-
-    /// @brief True when the check may run; false when it must be refused.
-    explicit operator bool() const noexcept { return wait_ == 0; }
-    /// @brief Seconds to wait (>= 1) when refused; 0 when admitted.
-    std::int64_t wait() const noexcept { return wait_; }
-
-    /// @brief The credentials were wrong: counts a failure for the account
-    /// and the client, locking or blocking them at their thresholds.
-    /// Returns the lock or block this failure started, if any.
-    LockTransition failed(std::int64_t now) {
-      return tracker_ ? std::exchange(tracker_, nullptr)->finish(account_, client_, now, false) : LockTransition();
-    }
-    /// @brief The credentials were right: the account's count and lock are
-    /// reset; the client's failures stay (a success does not wipe them, or
-    /// one valid account would let a client guess at the others freely).
-    void succeeded(std::int64_t now) {
-      if (tracker_) std::exchange(tracker_, nullptr)->finish(account_, client_, now, true);
-    }
-
-   private:
-    friend class LockoutTracker;
-    Attempt(LockoutTracker* tracker, std::optional<key> account, std::optional<key> client, std::int64_t wait)
-        : tracker_(tracker), account_(account), client_(client), wait_(wait) {}
-    void release() noexcept {
-      if (tracker_) std::exchange(tracker_, nullptr)->abandon(account_, client_);
-    }
-    LockoutTracker* tracker_ = nullptr;  // set while admitted and unfinished
-    std::optional<key> account_, client_;
-    std::int64_t wait_ = 0;
-  };
+  const LockoutPolicy& policy() const override { return policy_; }
 
   /// @brief Starts a credential check for @p account (an email; nothing for
   /// a refresh token, which names no account) from @p client (empty: not
@@ -226,8 +279,8 @@ class LockoutTracker {
   /// run at once; nothing is counted then. Always admitted when the policy
   /// is disabled. An admitted Attempt dropped unfinished (an exception)
   /// counts as neither failure nor success.
-  Attempt begin(std::optional<std::string_view> account, std::string_view client, std::int64_t now) {
-    if (!policy_.enabled) return Attempt(nullptr, std::nullopt, std::nullopt, 0);
+  Attempt begin(std::optional<std::string_view> account, std::string_view client, std::int64_t now) override {
+    if (!policy_.enabled) return refused(0);
     std::optional<key> account_key, client_key;
     if (account) account_key = make_key('a', normalise_account(*account));
     if (!client.empty()) client_key = make_key('c', client);
@@ -236,14 +289,14 @@ class LockoutTracker {
     std::int64_t wait = 0;
     if (account_key) wait = std::max(wait, account_wait(*account_key, now, true));
     if (client_key) wait = std::max(wait, client_wait(*client_key, now, true));
-    if (wait > 0) return Attempt(nullptr, std::nullopt, std::nullopt, wait);
+    if (wait > 0) return refused(wait);
     if (account_key) ++account_entry_for(*account_key, now).pending;
     if (client_key) ++client_entry_for(*client_key, now).pending;
-    return Attempt(this, account_key, client_key, 0);
+    return admitted(account_key, client_key);
   }
 
   /// @brief Seconds @p account must still wait (0: none), without counting.
-  std::int64_t account_wait(std::string_view account, std::int64_t now) {
+  std::int64_t account_wait(std::string_view account, std::int64_t now) override {
     if (!policy_.enabled) return 0;
     const key k = make_key('a', normalise_account(account));
     std::lock_guard<std::mutex> lock(accounts_mutex_);
@@ -251,7 +304,7 @@ class LockoutTracker {
   }
 
   /// @brief Seconds @p client must still wait (0: none), without counting.
-  std::int64_t client_wait(std::string_view client, std::int64_t now) {
+  std::int64_t client_wait(std::string_view client, std::int64_t now) override {
     if (!policy_.enabled || client.empty()) return 0;
     const key k = make_key('c', client);
     std::lock_guard<std::mutex> lock(clients_mutex_);
@@ -260,14 +313,14 @@ class LockoutTracker {
 
   /// @brief Forgets @p account's failures and lifts its lock (an
   /// administrator's "unlock").
-  void unlock_account(std::string_view account) {
+  void unlock_account(std::string_view account) override {
     const key k = make_key('a', normalise_account(account));
     std::lock_guard<std::mutex> lock(accounts_mutex_);
     accounts_.erase(k);
   }
 
   /// @brief Forgets every failure of @p client.
-  void unlock_client(std::string_view client) {
+  void unlock_client(std::string_view client) override {
     const key k = make_key('c', client);
     std::lock_guard<std::mutex> lock(clients_mutex_);
     clients_.erase(k);
@@ -295,16 +348,6 @@ class LockoutTracker {
     std::uint32_t pending = 0;
     std::int64_t window_start = 0;
   };
-
-  static key make_key(char kind, std::string_view text) {
-    std::string input(1, kind);
-    input += text;
-    const auto digest = detail::sha256(input);
-    key k;
-    std::memcpy(&k.hi, digest.data(), 8);
-    std::memcpy(&k.lo, digest.data() + 8, 8);
-    return k;
-  }
 
   std::int64_t reset_after() const { return static_cast<std::int64_t>(policy_.account_failure_reset.count()); }
   std::int64_t window_end(const client_entry& e) const {
@@ -364,7 +407,7 @@ class LockoutTracker {
   }
 
   LockTransition finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now,
-                        bool success) {
+                        bool success) override {
     LockTransition started;
     std::lock_guard<std::mutex> account_lock(accounts_mutex_);
     std::lock_guard<std::mutex> client_lock(clients_mutex_);
@@ -393,7 +436,7 @@ class LockoutTracker {
     return started;
   }
 
-  void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept {
+  void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept override {
     std::lock_guard<std::mutex> account_lock(accounts_mutex_);
     std::lock_guard<std::mutex> client_lock(clients_mutex_);
     if (account) {

@@ -82,6 +82,12 @@ struct Options {
   /// keys in step with a key file, e.g. `[&] { keyring_file.refresh(signer); }`
   /// (see keyring.hpp). May throw StateUnavailable (answered 503). Null: nothing.
   std::function<void()> refresh_keys;
+
+  /// @brief Where the lockout counts live. Null: a LockoutTracker made from
+  /// `lockout` (in process memory). A cluster backend passes its shared
+  /// counter here (see iwsec/postgres/backend.hpp); `lockout.client_key`
+  /// still names the client either way.
+  std::shared_ptr<Lockout> lockout_state;
 };
 
 }  // namespace iwsec

@@ -213,7 +213,7 @@ class security_core {
         hashing_(options_.max_concurrent_hashes, options_.max_queued_hashes) {
     validate_options(options_);
     if (!options_.clock) options_.clock = system_now;
-    lockout_ = std::make_shared<LockoutTracker>(options_.lockout);
+    lockout_ = options_.lockout_state ? options_.lockout_state : std::make_shared<LockoutTracker>(options_.lockout);
     revocations_ = options_.revocations ? options_.revocations
                                         : std::make_shared<MemoryRevocationStore>(options_.clock);
     metrics_ = options_.metrics ? options_.metrics : std::make_shared<Metrics>();
@@ -237,7 +237,7 @@ class security_core {
   }
 
   RevocationStore& revocations() const { return *revocations_; }
-  LockoutTracker& lockout() const { return *lockout_; }
+  Lockout& lockout() const { return *lockout_; }
   Metrics& metrics() const { return *metrics_; }
   HashingGate& hashing_gate() const { return hashing_; }
   const Options& options() const { return options_; }
@@ -624,7 +624,7 @@ class security_core {
   const Signer& signer_;
   Options options_;
   std::shared_ptr<RevocationStore> revocations_;
-  std::shared_ptr<LockoutTracker> lockout_;
+  std::shared_ptr<Lockout> lockout_;
   std::shared_ptr<Metrics> metrics_;
   mutable HashingGate hashing_;
   mutable verified_token_cache verified_tokens_;
@@ -686,8 +686,9 @@ class SecurityRoutes {
   /// @brief The revocation store the routes use.
   RevocationStore& revocations() const { return core_->revocations(); }
 
-  /// @brief The brute-force tracker the routes use (e.g. to unlock an account).
-  LockoutTracker& lockout() const { return core_->lockout(); }
+  /// @brief The brute-force counter the routes use (e.g. to unlock an
+  /// account): Options::lockout_state, or the LockoutTracker they made.
+  Lockout& lockout() const { return core_->lockout(); }
 
   /// @brief The routes' counters and latency histograms (Options::metrics,
   /// or their own): serve metrics().render() on the host's metrics route.

@@ -306,12 +306,45 @@ class Server:
         return self.base_url + path
 
 
+# ---------------------------------------------------------------------------
+# Cluster mode switch: with IWSEC_TEST_POSTGRES=1 every data directory a test
+# names stands for a database of one throwaway PostgreSQL (pg_cluster.py),
+# so the same HTTP tests run against replicas in cluster mode.
+
+CLUSTER_MODE = os.environ.get("IWSEC_TEST_POSTGRES") == "1"
+_cluster = {"pg": None, "databases": {}}
+
+
+def store_arguments(data_directory, server=False, extra=()):
+    """`--data-dir DIR`, or in cluster mode `--postgres CONNINFO` (plus, for a
+    server without one, a `--secret-file` shared by every server of DIR)."""
+    if not CLUSTER_MODE:
+        return ["--data-dir", data_directory]
+    import pg_cluster
+    if _cluster["pg"] is None:
+        _cluster["pg"] = pg_cluster.PostgreSQL().start()
+    pg = _cluster["pg"]
+    key = os.path.abspath(data_directory)
+    if key not in _cluster["databases"]:
+        _cluster["databases"][key] = pg.new_database()
+    argv = ["--postgres", pg.conninfo(_cluster["databases"][key])]
+    if server and "--secret-file" not in extra:
+        secret = key.rstrip("/") + ".cluster-key"
+        if not os.path.exists(secret):
+            with open(secret, "wb") as f:
+                f.write(os.urandom(32))
+            os.chmod(secret, 0o600)
+        argv += ["--secret-file", secret]
+    return argv
+
+
 def start_server(test, data_directory, *extra, binary=None, rounds=FAST_ROUNDS, timeout=START_TIMEOUT,
                  preexec_fn=None):
     """Starts iwsec-server (or @p binary) on 127.0.0.1, an OS-chosen port and
     @p data_directory; returns a listening Server, killed when @p test ends.
     @p preexec_fn runs in the child before the exec (e.g. to set a limit)."""
-    argv = [binary or server_path(), "--host", "127.0.0.1", "--port", "0", "--data-dir", data_directory]
+    argv = [binary or server_path(), "--host", "127.0.0.1", "--port", "0"]
+    argv += store_arguments(data_directory, server=binary is None, extra=extra)
     if binary is None and rounds is not None:
         argv += ["--pbkdf2-rounds", str(rounds)]
     argv += list(extra)
@@ -341,7 +374,7 @@ def run_program(argv, stdin=None, timeout=PROGRAM_TIMEOUT):
 
 
 def admin(data_directory, *args, stdin=None, rounds=FAST_ROUNDS, timeout=PROGRAM_TIMEOUT):
-    argv = [admin_path(), "--data-dir", data_directory] + list(args)
+    argv = [admin_path()] + store_arguments(data_directory) + list(args)
     if rounds is not None:
         argv += ["--pbkdf2-rounds", str(rounds)]
     return run_program(argv, stdin=stdin, timeout=timeout)

@@ -1,0 +1,857 @@
+#pragma once
+/// @file
+/// @brief Cluster mode: several replicas share one PostgreSQL database.
+///
+/// The database is the one source of truth. Every write is one transaction
+/// that also appends to an ordered change log (iwsec_changes) and NOTIFYs;
+/// each replica keeps in memory what validations need (revoked jtis, users
+/// by email and by refresh-token hash) and applies the log in order, on each
+/// notification and on a timer, so a validation makes no network call and a
+/// lost notification costs one poll interval. A replica that cannot show it
+/// has caught up within max_staleness throws StateUnavailable (the routes
+/// answer 503). Lockout counts live in the database, counted before the
+/// password is checked, so they are exact across replicas.
+///
+/// Not included by iwsec.hpp; link the `iwsec::postgres` CMake target (or
+/// the `iwsec-postgres` pkg-config module), which adds libpq.
+///
+/// @code
+/// iwsec::postgres::Backend cluster({"host=db dbname=iwsec"});
+/// iwsec::Options options;
+/// options.revocations = cluster.revocations();
+/// options.lockout_state = cluster.lockout();
+/// iwsec::mount_security_routes(server, cluster.users(), signer, options);
+/// @endcode
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <poll.h>
+
+#include "../clock.hpp"
+#include "../errors.hpp"
+#include "../lockout.hpp"
+#include "../revocation_store.hpp"
+#include "../user_store.hpp"
+#include "connection.hpp"
+#include "schema.hpp"
+
+namespace iwsec {
+namespace postgres {
+
+/// @brief How a Backend connects and how fresh it must stay.
+struct BackendOptions {
+  /// @brief A libpq connection string or URI (never logged: it may hold a password).
+  std::string conninfo;
+  /// @brief A replica keeps a local copy of the shared state and follows the
+  /// change log (a server). false: every read asks the database and no
+  /// listener runs (the admin tool).
+  bool replica = true;
+  /// @brief Longest time a replica may go without showing it has caught up;
+  /// past it, reads that need shared state throw StateUnavailable.
+  std::chrono::milliseconds max_staleness{5000};
+  /// @brief How often the log is polled when no notification came (<= 1 s).
+  std::chrono::milliseconds poll_interval{200};
+  /// @brief Connections for writes and lockout counts (the listener has its own).
+  std::size_t pool_size = 8;
+  /// @brief Lockout policy (the counts live in the database).
+  LockoutPolicy lockout;
+  /// @brief Source of "now" (seconds), as Options::clock.
+  Clock clock = system_now;
+  /// @brief Where the backend reports trouble (lost connection, recovery);
+  /// null: standard error. Messages never hold the conninfo.
+  std::function<void(const std::string&)> log;
+};
+
+namespace detail {
+
+inline std::string lockout_key_bytes(const Lockout::Key& k) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out = "\\x";
+  for (const std::uint64_t half : {k.hi, k.lo})
+    for (int shift = 60; shift >= 0; shift -= 4) out += hex[(half >> shift) & 15];
+  return out;
+}
+
+/// @brief The shared state of one backend: connections, the local copy and
+/// the thread that follows the change log.
+class cluster_state {
+ public:
+  explicit cluster_state(BackendOptions o)
+      : options_(std::move(o)), pool_(options_.conninfo, options_.pool_size), revoked_(options_.clock) {
+    if (!options_.clock) options_.clock = system_now;
+    if (options_.poll_interval > std::chrono::milliseconds(1000)) options_.poll_interval = std::chrono::milliseconds(1000);
+    if (options_.poll_interval < std::chrono::milliseconds(10)) options_.poll_interval = std::chrono::milliseconds(10);
+    {
+      auto c = pool_.take();
+      migrate(*c);
+    }
+    if (options_.replica) {
+      listener_ = std::make_unique<pq_connection>(options_.conninfo, "iwsec-listener");
+      listen_and_load(*listener_);  // LISTEN, snapshot, catch up: then serve
+      follower_ = std::thread([this] { follow(); });
+    }
+  }
+
+  ~cluster_state() { stop(); }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(stop_mutex_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    stop_signal_.notify_all();
+    if (follower_.joinable()) follower_.join();
+    if (listener_) {
+      try {  // no longer a replica iwsec-admin should wait for
+        listener_->exec("DELETE FROM iwsec_replicas WHERE id = $1", {replica_id_});
+      } catch (const std::exception&) {
+      }
+      listener_->close();
+    }
+    pool_.close();
+  }
+
+  const BackendOptions& options() const { return options_; }
+  pq_pool& pool() { return pool_; }
+  std::int64_t now() const { return options_.clock(); }
+
+  // ---- freshness ------------------------------------------------------------
+
+  double lag_seconds() const {
+    const auto at = caught_up_at_.load(std::memory_order_acquire);
+    if (at == 0) return 1e9;
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    return static_cast<double>(now - at) * 1e-9;
+  }
+  std::int64_t applied_sequence() const { return applied_.load(std::memory_order_acquire); }
+
+  /// @brief Throws unless the local copy is within max_staleness of the database.
+  void require_fresh() const {
+    const auto at = caught_up_at_.load(std::memory_order_acquire);
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const auto bound = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.max_staleness).count();
+    if (at == 0 || now - at > bound) {
+      const std::string why = "iwsec postgres: this replica has not caught up with the database for over " +
+                              std::to_string(options_.max_staleness.count()) + " ms";
+      if (!stale_reported_.exchange(true)) report(why + "; answering 503 until it has");
+      throw StateUnavailable(why);
+    }
+  }
+
+  // ---- local copy -------------------------------------------------------------
+
+  struct entry {
+    std::optional<User> user;  // nullopt: deleted (a tombstone, so an older write cannot revive it)
+    std::int64_t seq = 0;      // the state is at least as new as this log entry
+  };
+
+  std::optional<User> local_user(std::string_view email) const {
+    require_fresh();
+    std::shared_lock<std::shared_mutex> lock(users_mutex_);
+    auto it = users_.find(iwsec::detail::ascii_lower(email));
+    if (it == users_.end() || !it->second.user) return std::nullopt;
+    return it->second.user;
+  }
+
+  std::optional<User> local_user_by_refresh(std::string_view hash) const {
+    require_fresh();
+    std::shared_lock<std::shared_mutex> lock(users_mutex_);
+    auto it = by_refresh_.find(std::string(hash));
+    if (it == by_refresh_.end()) return std::nullopt;
+    auto u = users_.find(it->second);
+    if (u == users_.end() || !u->second.user) return std::nullopt;
+    return u->second.user;
+  }
+
+  std::optional<UserStatus> local_status(std::string_view email) const {
+    require_fresh();
+    std::shared_lock<std::shared_mutex> lock(users_mutex_);
+    auto it = users_.find(iwsec::detail::ascii_lower(email));
+    if (it == users_.end() || !it->second.user) return std::nullopt;
+    UserStatus s;
+    s.refresh_generation = it->second.user->refresh_generation;
+    s.disabled = it->second.user->disabled;
+    s.user_id = it->second.user->user_id;
+    return s;
+  }
+
+  bool local_revoked(std::string_view jti) {
+    require_fresh();
+    return revoked_.is_revoked(jti);
+  }
+
+  void local_revoke(std::string_view jti, std::int64_t expires_at) { revoked_.revoke(jti, expires_at); }
+
+  /// @brief Records the state of @p email_key as of log entry @p seq (a user
+  /// or, with nullopt, its deletion), unless a newer state is already held.
+  void put_user(const std::string& email_key, std::optional<User> user, std::int64_t seq) {
+    std::unique_lock<std::shared_mutex> lock(users_mutex_);
+    entry& e = users_[email_key];
+    if (e.seq > seq) return;
+    if (e.user && !e.user->refresh_token_sha256.empty()) by_refresh_.erase(e.user->refresh_token_sha256);
+    e.user = std::move(user);
+    e.seq = seq;
+    if (e.user && !e.user->refresh_token_sha256.empty()) by_refresh_[e.user->refresh_token_sha256] = email_key;
+  }
+
+  // ---- following the log -------------------------------------------------------
+
+  /// @brief Applies every log entry after the last applied one, in order,
+  /// reading over @p c. Entries come with the current row of their user, so
+  /// applying is idempotent. A gap (entries pruned while this replica was
+  /// away) or an 's' entry reloads everything.
+  void catch_up(pq_connection& c) {
+    std::lock_guard<std::mutex> lock(apply_mutex_);
+    for (;;) {
+      const auto started = std::chrono::steady_clock::now().time_since_epoch().count();
+      const std::int64_t from = applied_.load();
+      auto r = c.exec(
+          "SELECT c.seq, c.kind, c.email_key, c.jti, c.expires_at, u.user_id, u.email, u.password_hash, "
+          "u.refresh_token_sha256, u.refresh_generation, u.disabled "
+          "FROM iwsec_changes c LEFT JOIN iwsec_users u ON c.kind = 'u' AND u.email_key = c.email_key "
+          "WHERE c.seq > $1 ORDER BY c.seq LIMIT 5000",
+          {std::to_string(from)});
+      std::int64_t expected = from + 1;
+      for (int i = 0; i < r.rows(); ++i, ++expected) {
+        const std::int64_t seq = r.integer(i, 0);
+        const std::string kind = r.text(i, 1);
+        if (seq != expected || kind == "s") {
+          load_snapshot_locked(c);
+          return;
+        }
+        if (kind == "r") {
+          revoked_.revoke(r.text(i, 3), r.integer(i, 4));
+        } else if (kind == "u") {
+          put_user(r.text(i, 2), r.null(i, 5) ? std::nullopt : std::optional<User>(user_of(r, i, 5)), seq);
+        }
+        applied_.store(seq, std::memory_order_release);
+      }
+      if (r.rows() < 5000) {
+        caught_up_at_.store(started, std::memory_order_release);
+        if (stale_reported_.exchange(false)) report("iwsec postgres: caught up again at change " + std::to_string(applied_.load()));
+        return;
+      }
+    }
+  }
+
+  static User user_of(const pq_result& r, int row, int first) {
+    User u;
+    u.user_id = r.text(row, first);
+    u.email = r.text(row, first + 1);
+    u.password_hash = r.text(row, first + 2);
+    u.refresh_token_sha256 = r.text(row, first + 3);
+    u.refresh_generation = r.integer(row, first + 4);
+    u.disabled = r.boolean(row, first + 5);
+    return u;
+  }
+
+  void report(const std::string& message) const {
+    if (options_.log) {
+      options_.log(message);
+    } else {
+      std::fprintf(stderr, "%s\n", message.c_str());
+    }
+  }
+
+ private:
+  void listen_and_load(pq_connection& c) {
+    c.exec("LISTEN iwsec_changes");
+    c.exec("SET synchronous_commit = off");
+    {
+      std::lock_guard<std::mutex> lock(apply_mutex_);
+      load_snapshot_locked(c);
+    }
+    catch_up(c);
+  }
+
+  // One consistent view of the users, the live revocations and the log head.
+  void load_snapshot_locked(pq_connection& c) {
+    const auto started = std::chrono::steady_clock::now().time_since_epoch().count();
+    std::int64_t head = 0;
+    std::unordered_map<std::string, entry> users;
+    std::unordered_map<std::string, std::string> by_refresh;
+    c.transaction(
+        [&] {
+          head = c.exec("SELECT coalesce(max(seq), 0) FROM iwsec_changes").integer(0, 0);
+          auto u = c.exec(
+              "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled, email_key "
+              "FROM iwsec_users");
+          for (int i = 0; i < u.rows(); ++i) {
+            User user = user_of(u, i, 0);
+            const std::string key = u.text(i, 6);
+            if (!user.refresh_token_sha256.empty()) by_refresh[user.refresh_token_sha256] = key;
+            users[key] = entry{std::move(user), head};
+          }
+          auto r = c.exec("SELECT jti, expires_at FROM iwsec_revocations WHERE expires_at > $1",
+                          {std::to_string(now())});
+          for (int i = 0; i < r.rows(); ++i) revoked_.revoke(r.text(i, 0), r.integer(i, 1));
+        },
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    {
+      std::unique_lock<std::shared_mutex> lock(users_mutex_);
+      users_ = std::move(users);
+      by_refresh_ = std::move(by_refresh);
+    }
+    applied_.store(head, std::memory_order_release);
+    caught_up_at_.store(started, std::memory_order_release);
+  }
+
+  bool wait_or_stop(std::chrono::milliseconds d) {
+    std::unique_lock<std::mutex> lock(stop_mutex_);
+    return stop_signal_.wait_for(lock, d, [&] { return stopping_; });
+  }
+
+  // The follower: on every notification and at least every poll_interval,
+  // apply the log; reconnect (LISTEN, catch up) when the connection breaks;
+  // prune what no one needs any more now and then.
+  void follow() {
+    bool healthy = true;
+    auto next_prune = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(stop_mutex_);
+        if (stopping_) return;
+      }
+      try {
+        if (!listener_->connected()) {
+          listener_->exec("LISTEN iwsec_changes");
+          listener_->exec("SET synchronous_commit = off");  // heartbeats and pruning need no WAL flush
+        }
+        const auto began = std::chrono::steady_clock::now();
+        catch_up(*listener_);
+        heartbeat(*listener_);
+        const auto took = std::chrono::steady_clock::now() - began;
+        if (took > options_.max_staleness / 4)
+          report("iwsec postgres: catching up took " +
+                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) + " ms");
+        if (!healthy) report("iwsec postgres: reconnected to the database; caught up at change " +
+                             std::to_string(applied_.load()));
+        healthy = true;
+        if (std::chrono::steady_clock::now() >= next_prune) {
+          next_prune = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+          try {
+            const auto pruning = std::chrono::steady_clock::now();
+            prune(*listener_);
+            const auto pruned = std::chrono::steady_clock::now() - pruning;
+            if (pruned > options_.max_staleness / 4)
+              report("iwsec postgres: pruning took " +
+                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(pruned).count()) + " ms");
+          } catch (const SqlError& e) {
+            report(std::string(e.what()) + " (pruning; tried again in 30 s)");
+          }
+        }
+        wait_for_notification(*listener_);
+      } catch (const std::exception& e) {
+        if (healthy) report(std::string(e.what()) + "; retrying");
+        healthy = false;
+        listener_->close();
+        if (wait_or_stop(options_.poll_interval)) return;
+      }
+    }
+  }
+
+  // Tells iwsec-admin how far this replica got: when it applied something
+  // new, and at least once a second.
+  void heartbeat(pq_connection& c) {
+    const std::int64_t applied = applied_.load();
+    const auto now = std::chrono::steady_clock::now();
+    if (applied == reported_applied_ && now - reported_at_ < std::chrono::seconds(1)) return;
+    c.exec("INSERT INTO iwsec_replicas (id, applied, seen_at) VALUES ($1, $2, now()) "
+           "ON CONFLICT (id) DO UPDATE SET applied = excluded.applied, seen_at = now()",
+           {replica_id_, std::to_string(applied)});
+    reported_applied_ = applied;
+    reported_at_ = now;
+  }
+
+  // Waits until a notification arrives, the connection breaks or the poll
+  // interval passes; drains the notifications.
+  void wait_for_notification(pq_connection& c) {
+    PGconn* conn = c.get();
+    auto drain = [&] {
+      bool any = false;
+      while (PGnotify* n = PQnotifies(conn)) {
+        PQfreemem(n);
+        any = true;
+      }
+      return any;
+    };
+    if (drain()) return;  // arrived while catching up
+    pollfd p{PQsocket(conn), POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(options_.poll_interval.count()));
+    if (ready > 0) {
+      if (PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK) {
+        const std::string why = pq_message(PQerrorMessage(conn));
+        c.close();
+        throw StateUnavailable("iwsec postgres: lost the listening connection: " + why);
+      }
+      drain();
+    }
+  }
+
+  // Forgets expired revocations, old log entries (a replica away longer
+  // than that reloads from a snapshot) and expired lockout counts.
+  void prune(pq_connection& c) {
+    const std::string now_s = std::to_string(now());
+    c.exec("DELETE FROM iwsec_revocations WHERE expires_at < $1", {now_s});
+    c.exec(
+        "DELETE FROM iwsec_changes WHERE at < now() - interval '15 minutes' "
+        "AND seq < (SELECT max(seq) FROM iwsec_changes)");
+    c.exec("DELETE FROM iwsec_lockout_accounts WHERE locked_until < $1::bigint AND last_failure < $1::bigint - $2::bigint",
+           {now_s, std::to_string(options_.lockout.account_failure_reset.count())});
+    c.exec("DELETE FROM iwsec_lockout_clients WHERE window_start < $1::bigint - $2::bigint",
+           {now_s, std::to_string(options_.lockout.client_window.count())});
+    c.exec("DELETE FROM iwsec_replicas WHERE seen_at < now() - interval '1 hour'");
+  }
+
+  BackendOptions options_;
+  pq_pool pool_;
+  std::unique_ptr<pq_connection> listener_;
+  std::thread follower_;
+
+  std::mutex stop_mutex_;
+  std::condition_variable stop_signal_;
+  bool stopping_ = false;
+
+  std::string replica_id_ = iwsec::generate_user_id();
+  std::int64_t reported_applied_ = -1;  // follower thread only
+  std::chrono::steady_clock::time_point reported_at_{};
+
+  std::mutex apply_mutex_;  // one catch-up at a time
+  std::atomic<std::int64_t> applied_{0};
+  std::atomic<std::int64_t> caught_up_at_{0};  // steady-clock ns when the last complete catch-up began
+  mutable std::atomic<bool> stale_reported_{false};  // one log line per stale spell
+
+  mutable std::shared_mutex users_mutex_;
+  std::unordered_map<std::string, entry> users_;             // lower-cased email -> state
+  std::unordered_map<std::string, std::string> by_refresh_;  // refresh hash -> lower-cased email
+  MemoryRevocationStore revoked_;
+};
+
+}  // namespace detail
+
+/// @brief The users, in the database (reads from the replica's local copy).
+class PostgresUserStore : public UserStore {
+ public:
+  explicit PostgresUserStore(std::shared_ptr<detail::cluster_state> state) : state_(std::move(state)) {}
+
+  std::optional<User> find_by_email(std::string_view email) override {
+    if (state_->options().replica) return state_->local_user(email);
+    return query_one("email_key = $1", iwsec::detail::ascii_lower(email));
+  }
+
+  std::optional<User> find_by_refresh_token_hash(std::string_view token_sha256) override {
+    if (state_->options().replica) return state_->local_user_by_refresh(token_sha256);
+    if (token_sha256.empty()) return std::nullopt;
+    return query_one("refresh_token_sha256 = $1", std::string(token_sha256));
+  }
+
+  std::optional<UserStatus> status_of(std::string_view email) override {
+    if (state_->options().replica) return state_->local_status(email);
+    return UserStore::status_of(email);
+  }
+
+  StoreStatus add_user(const User& user) override {
+    if (!iwsec::detail::user_index::storable(user)) return StoreStatus::invalid;
+    const std::string key = iwsec::detail::ascii_lower(user.email);
+    std::int64_t seq = 0;
+    try {
+      auto c = state_->pool().take();
+      auto r = c->exec(
+          "WITH added AS (INSERT INTO iwsec_users (user_id, email, email_key, password_hash, refresh_token_sha256, "
+          "refresh_generation, disabled) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING email_key) "
+          "SELECT iwsec_append('u', email_key, NULL, NULL) FROM added",
+          {user.user_id, user.email, key, user.password_hash, user.refresh_token_sha256,
+           std::to_string(user.refresh_generation), std::string(user.disabled ? "true" : "false")});
+      seq = r.integer(0, 0);
+    } catch (const SqlError& e) {
+      if (e.unique_violation()) return StoreStatus::already_exists;
+      throw;
+    }
+    state_->put_user(key, user, seq);
+    return StoreStatus::ok;
+  }
+
+  /// @brief One transaction: the row locked (FOR UPDATE, so concurrent
+  /// rotations of one user on any replicas run one after the other, each on
+  /// the state the previous one committed), changed, logged, committed.
+  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+    const std::string key = iwsec::detail::ascii_lower(email);
+    std::optional<User> written;
+    std::int64_t seq = 0;
+    StoreStatus status = StoreStatus::ok;
+    auto c = state_->pool().take();
+    try {
+      c->transaction([&] {
+        auto r = c->exec(
+            "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled "
+            "FROM iwsec_users WHERE email_key = $1 FOR UPDATE",
+            {key});
+        if (r.rows() == 0) {
+          status = StoreStatus::not_found;
+          return;
+        }
+        const User before = detail::cluster_state::user_of(r, 0, 0);
+        User after = before;
+        change(after);
+        if (iwsec::detail::ascii_lower(after.email) != key || after.user_id != before.user_id ||
+            !iwsec::detail::user_index::storable(after)) {
+          status = StoreStatus::invalid;
+          return;
+        }
+        c->exec(
+            "UPDATE iwsec_users SET email = $2, password_hash = $3, refresh_token_sha256 = $4, "
+            "refresh_generation = $5, disabled = $6 WHERE email_key = $1",
+            {key, after.email, after.password_hash, after.refresh_token_sha256, std::to_string(after.refresh_generation),
+             std::string(after.disabled ? "true" : "false")});
+        seq = c->exec("SELECT iwsec_append('u', $1, NULL, NULL)", {key}).integer(0, 0);
+        written = std::move(after);
+      });
+    } catch (const SqlError& e) {
+      if (e.unique_violation()) return StoreStatus::already_exists;
+      throw;
+    }
+    if (written) state_->put_user(key, std::move(written), seq);
+    return status;
+  }
+
+  /// @brief Removes the user (not_found when there is none).
+  StoreStatus delete_user(std::string_view email) override {
+    const std::string key = iwsec::detail::ascii_lower(email);
+    auto c = state_->pool().take();
+    auto r = c->exec(
+        "WITH gone AS (DELETE FROM iwsec_users WHERE email_key = $1 RETURNING email_key) "
+        "SELECT iwsec_append('u', email_key, NULL, NULL) FROM gone",
+        {key});
+    if (r.rows() == 0) return StoreStatus::not_found;
+    state_->put_user(key, std::nullopt, r.integer(0, 0));
+    return StoreStatus::ok;
+  }
+
+  /// @brief Every user, from the database, in user-id order.
+  std::vector<User> list_users() override {
+    auto c = state_->pool().take();
+    auto r = c->exec(
+        "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled "
+        "FROM iwsec_users ORDER BY user_id");
+    std::vector<User> out;
+    out.reserve(static_cast<std::size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) out.push_back(detail::cluster_state::user_of(r, i, 0));
+    return out;
+  }
+
+ private:
+  std::optional<User> query_one(const char* where, std::string value) {
+    auto c = state_->pool().take();
+    auto r = c->exec(std::string("SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, "
+                                 "disabled FROM iwsec_users WHERE ") +
+                         where,
+                     {std::move(value)});
+    if (r.rows() == 0) return std::nullopt;
+    return detail::cluster_state::user_of(r, 0, 0);
+  }
+
+  std::shared_ptr<detail::cluster_state> state_;
+};
+
+/// @brief Revoked jtis, in the database; is_revoked reads the local copy.
+class PostgresRevocationStore : public RevocationStore {
+ public:
+  explicit PostgresRevocationStore(std::shared_ptr<detail::cluster_state> state) : state_(std::move(state)) {}
+
+  /// @brief Committed (with its log entry) before it returns true; throws
+  /// StateUnavailable when the database cannot be reached. Revocations that
+  /// arrive while one is being written are committed together, in one
+  /// transaction (group commit: one fsync for all of them).
+  bool revoke(std::string_view jti, std::int64_t expires_at) override {
+    if (jti.empty() || jti.size() > 256) return false;
+    std::unique_lock<std::mutex> lock(mutex_);
+    const std::shared_ptr<batch> mine = collecting_;
+    auto& exp = mine->items[std::string(jti)];
+    exp = std::max(exp, expires_at);
+    while (!mine->done) {
+      if (writing_) {
+        written_.wait(lock);
+        continue;
+      }
+      // No batch is being written, so `mine` is the one collecting: write it.
+      writing_ = true;
+      const std::shared_ptr<batch> run = std::exchange(collecting_, std::make_shared<batch>());
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        write(run->items);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      run->done = true;
+      run->error = error;
+      writing_ = false;
+      written_.notify_all();
+    }
+    if (mine->error) std::rethrow_exception(mine->error);
+    return true;
+  }
+
+  bool is_revoked(std::string_view jti) override {
+    if (state_->options().replica) return state_->local_revoked(jti);
+    auto c = state_->pool().take();
+    return c->exec("SELECT 1 FROM iwsec_revocations WHERE jti = $1", {std::string(jti)}).rows() > 0;
+  }
+
+ private:
+  struct batch {
+    std::unordered_map<std::string, std::int64_t> items;  // jti -> latest expiry
+    bool done = false;
+    std::exception_ptr error;
+  };
+
+  // A text[] / bigint[] literal element: quoted, with \ and " escaped.
+  static void append_element(std::string& out, const std::string& value) {
+    out += out.size() > 1 ? ",\"" : "\"";
+    for (char ch : value) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+
+  void write(const std::unordered_map<std::string, std::int64_t>& items) {
+    std::string jtis = "{", expiries = "{";
+    for (const auto& [jti, exp] : items) {
+      append_element(jtis, jti);
+      append_element(expiries, std::to_string(exp));
+    }
+    jtis += '}';
+    expiries += '}';
+    {
+      auto c = state_->pool().take();
+      c->exec("SELECT iwsec_revoke($1::text[], $2::bigint[])", {jtis, expiries});
+    }
+    for (const auto& [jti, exp] : items) state_->local_revoke(jti, exp);
+  }
+
+  std::shared_ptr<detail::cluster_state> state_;
+  std::mutex mutex_;
+  std::condition_variable written_;
+  bool writing_ = false;
+  std::shared_ptr<batch> collecting_ = std::make_shared<batch>();
+};
+
+/// @brief Lockout counts in the database: an attempt is counted (as a
+/// failure, until its verdict says otherwise) in one round trip before the
+/// password is checked, so N replicas under any concurrency run at most
+/// `account_failures` checks for one account before it is locked. A password
+/// login with the database unreachable throws StateUnavailable (503); a
+/// refresh-token exchange (no account) falls back to counting its client in
+/// process, so exchanges keep working within the staleness bound.
+class PostgresLockout : public Lockout {
+ public:
+  explicit PostgresLockout(std::shared_ptr<detail::cluster_state> state)
+      : state_(std::move(state)), local_(state_->options().lockout) {}
+
+  const LockoutPolicy& policy() const override { return state_->options().lockout; }
+
+  Attempt begin(std::optional<std::string_view> account, std::string_view client, std::int64_t now) override {
+    const LockoutPolicy& p = policy();
+    if (!p.enabled) return refused(0);
+    std::optional<Key> a, c;
+    if (account) a = account_key(*account);
+    if (!client.empty()) c = client_key(client);
+    std::int64_t wait = 0;
+    try {
+      auto conn = state_->pool().take();
+      wait = conn->exec("SELECT iwsec_attempt_begin($1::bytea, $2::bytea, $3, $4, $5, $6, $7, $8, $9)",
+                        {key_param(a), key_param(c), std::to_string(now), std::to_string(p.account_failures),
+                         std::to_string(p.account_wait_increment.count()), std::to_string(p.account_max_wait.count()),
+                         std::to_string(p.account_failure_reset.count()), std::to_string(p.client_failures),
+                         std::to_string(p.client_window.count())})
+                 .integer(0, 0);
+    } catch (const StateUnavailable&) {
+      if (!account) return local_.begin(std::nullopt, client, now);
+      throw;
+    }
+    if (wait > 0) return refused(wait);
+    return admitted(a, c);
+  }
+
+  std::int64_t account_wait(std::string_view account, std::int64_t now) override {
+    if (!policy().enabled) return 0;
+    auto conn = state_->pool().take();
+    auto r = conn->exec("SELECT locked_until FROM iwsec_lockout_accounts WHERE key = $1::bytea",
+                        {key_param(account_key(account))});
+    const std::int64_t until = r.rows() ? r.integer(0, 0) : 0;
+    return until > now ? until - now : 0;
+  }
+
+  std::int64_t client_wait(std::string_view client, std::int64_t now) override {
+    if (!policy().enabled || client.empty()) return 0;
+    auto conn = state_->pool().take();
+    auto r = conn->exec("SELECT failures, window_start FROM iwsec_lockout_clients WHERE key = $1::bytea",
+                        {key_param(client_key(client))});
+    if (!r.rows()) return 0;
+    const std::int64_t end = r.integer(0, 1) + static_cast<std::int64_t>(policy().client_window.count());
+    return r.integer(0, 0) >= policy().client_failures && now < end ? end - now : 0;
+  }
+
+  void unlock_account(std::string_view account) override {
+    auto conn = state_->pool().take();
+    conn->exec("DELETE FROM iwsec_lockout_accounts WHERE key = $1::bytea", {key_param(account_key(account))});
+    local_.unlock_account(account);
+  }
+
+  void unlock_client(std::string_view client) override {
+    auto conn = state_->pool().take();
+    conn->exec("DELETE FROM iwsec_lockout_clients WHERE key = $1::bytea", {key_param(client_key(client))});
+    local_.unlock_client(client);
+  }
+
+ protected:
+  // A failure was counted (and a lock set at the threshold) when the attempt
+  // began, in the database; which replica's attempt set it is not reported.
+  LockTransition finish(const std::optional<Key>& account, const std::optional<Key>& client, std::int64_t,
+                        bool success) override {
+    if (success) end(account, client, true);
+    return LockTransition();
+  }
+
+  void abandon(const std::optional<Key>& account, const std::optional<Key>& client) noexcept override {
+    try {
+      end(account, client, false);
+    } catch (...) {
+      // The database is away: the attempt stays counted (failing closed).
+    }
+  }
+
+ private:
+  static std::optional<std::string> key_param(const std::optional<Key>& k) {
+    if (!k) return std::nullopt;
+    return detail::lockout_key_bytes(*k);
+  }
+
+  void end(const std::optional<Key>& account, const std::optional<Key>& client, bool success) {
+    auto conn = state_->pool().take();
+    conn->exec("SELECT iwsec_attempt_end($1::bytea, $2::bytea, $3)",
+               {key_param(account), key_param(client), std::string(success ? "true" : "false")});
+  }
+
+  std::shared_ptr<detail::cluster_state> state_;
+  LockoutTracker local_;  // refresh-token exchanges while the database is away
+};
+
+/// @brief One cluster backend: its connections (a small pool and, for a
+/// replica, one listener), the local copy and the thread that keeps it
+/// current. The constructor connects, creates or migrates the schema, and
+/// (replica) LISTENs, loads a snapshot and catches up: once it returns, the
+/// shared state is loaded. Throws StateUnavailable when the database cannot
+/// be reached, std::runtime_error for a schema it cannot use.
+class Backend {
+ public:
+  explicit Backend(BackendOptions options)
+      : state_(std::make_shared<detail::cluster_state>(std::move(options))),
+        users_(std::make_shared<PostgresUserStore>(state_)),
+        revocations_(std::make_shared<PostgresRevocationStore>(state_)),
+        lockout_(std::make_shared<PostgresLockout>(state_)) {}
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+  ~Backend() { stop(); }
+
+  /// @brief Stops following the log and closes every connection (idempotent).
+  /// Later reads throw StateUnavailable once max_staleness has passed.
+  void stop() { state_->stop(); }
+
+  PostgresUserStore& users() const { return *users_; }
+  std::shared_ptr<PostgresRevocationStore> revocations() const { return revocations_; }
+  std::shared_ptr<PostgresLockout> lockout() const { return lockout_; }
+
+  /// @brief Seconds since the local copy was last shown to be caught up (for
+  /// the `iwsec_cluster_lag_seconds` gauge).
+  double lag_seconds() const { return state_->lag_seconds(); }
+  /// @brief The last change-log entry applied locally (`iwsec_cluster_applied_sequence`).
+  std::int64_t applied_sequence() const { return state_->applied_sequence(); }
+
+  /// @brief Waits, at most @p timeout, until every live replica (one that
+  /// reported within the last 10 s) has applied the whole change log as it
+  /// is now, so a change just committed is in effect everywhere. Returns how
+  /// many replicas still lag (0: all caught up).
+  std::int64_t wait_for_replicas(std::chrono::milliseconds timeout) {
+    auto c = state_->pool().take();
+    const std::string head = std::to_string(c->exec("SELECT coalesce(max(seq), 0) FROM iwsec_changes").integer(0, 0));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const std::int64_t lagging =
+          c->exec("SELECT count(*) FROM iwsec_replicas WHERE seen_at > now() - interval '10 seconds' AND applied < $1",
+                  {head})
+              .integer(0, 0);
+      if (lagging == 0 || std::chrono::steady_clock::now() >= deadline) return lagging;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
+  /// @brief Copies @p users and the unexpired @p revocations (jti, expires
+  /// at) into the database in one transaction, with one log entry that makes
+  /// every replica reload. Refuses, changing nothing, when any of the users
+  /// (by email or id) already exists: already_exists, with @p conflict set to
+  /// the first such email.
+  StoreStatus import(const std::vector<User>& users, const std::vector<std::pair<std::string, std::int64_t>>& revocations,
+                     std::string* conflict = nullptr) {
+    for (const auto& u : users)
+      if (!iwsec::detail::user_index::storable(u)) return StoreStatus::invalid;
+    struct refused {};
+    auto c = state_->pool().take();
+    try {
+      c->transaction([&] {
+      for (const auto& u : users) {
+        auto r = c->exec(
+            "INSERT INTO iwsec_users (user_id, email, email_key, password_hash, refresh_token_sha256, "
+            "refresh_generation, disabled) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1",
+            {u.user_id, u.email, iwsec::detail::ascii_lower(u.email), u.password_hash, u.refresh_token_sha256,
+             std::to_string(u.refresh_generation), std::string(u.disabled ? "true" : "false")});
+        if (r.rows() == 0) {
+          if (conflict) *conflict = u.email;
+          throw refused{};  // rolls the whole import back
+        }
+      }
+      const std::int64_t now = state_->now();
+      for (const auto& [jti, exp] : revocations)
+        if (exp > now)
+          c->exec(
+              "INSERT INTO iwsec_revocations AS r (jti, expires_at) VALUES ($1, $2) "
+              "ON CONFLICT (jti) DO UPDATE SET expires_at = greatest(r.expires_at, excluded.expires_at)",
+              {jti, std::to_string(exp)});
+      c->exec("SELECT iwsec_append('s', NULL, NULL, NULL)");
+      });
+    } catch (const refused&) {
+      return StoreStatus::already_exists;
+    }
+    return StoreStatus::ok;
+  }
+
+ private:
+  std::shared_ptr<detail::cluster_state> state_;
+  std::shared_ptr<PostgresUserStore> users_;
+  std::shared_ptr<PostgresRevocationStore> revocations_;
+  std::shared_ptr<PostgresLockout> lockout_;
+};
+
+}  // namespace postgres
+}  // namespace iwsec
