@@ -37,8 +37,10 @@ class CountingLockout : public iwsec::Lockout {
   void unlock_client(std::string_view) override { ++unlocked; }
 
  protected:
-  void finish(const std::optional<Key>&, const std::optional<Key>&, std::int64_t, bool success) override {
+  iwsec::LockTransition finish(const std::optional<Key>&, const std::optional<Key>&, std::int64_t,
+                               bool success) override {
     ++(success ? successes : failures);
+    return iwsec::LockTransition();
   }
   void abandon(const std::optional<Key>&, const std::optional<Key>&) noexcept override {}
 
