@@ -26,6 +26,8 @@ PG = None
 def setUpModule():
     global PG
     h.server_path()  # skip outside ctest
+    if os.environ.get("IWSEC_CLUSTER_BUILT") == "0":
+        raise unittest.SkipTest("this build has no cluster mode (no libpq, or the single-header build)")
     PG = pg_cluster.PostgreSQL()  # skips when PostgreSQL is not installed
     if "--postgres CONNINFO" not in h.run_program([h.server_path(), "--help"]).stdout:
         raise AssertionError("PostgreSQL is installed but iwsec-server was built without cluster mode "
