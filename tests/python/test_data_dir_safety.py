@@ -129,6 +129,11 @@ class DescriptorsExhausted(unittest.TestCase):
     LIMIT = 48
 
     def test_admin_change_while_the_descriptor_table_is_full_is_never_a_stale_200(self):
+        if os.environ.get("UBSAN_OPTIONS"):
+            # UBSan's runtime probes memory through a pipe: with no descriptor
+            # left it reports a false "invalid vptr" and aborts the server.
+            # The plain, single-header and Meson runs cover this case.
+            self.skipTest("UBSan needs a free descriptor for its own checks")
         data = h.data_dir(self)
         h.add_user(self, data, EMAIL, PASSWORD)
         limit = self.LIMIT
@@ -147,13 +152,21 @@ class DescriptorsExhausted(unittest.TestCase):
         host, port = server.base_url.rsplit("/", 1)[1].rsplit(":", 1)
         fd_dir = "/proc/%d/fd" % server.proc.pid
         deadline = time.monotonic() + h.HTTP_TIMEOUT
+        # The connection opened before the flood must outlive the server's
+        # 5 s keep-alive timeout however slow the machine (a sanitizer build):
+        # a cheap request on it now and then keeps it open.
+        pinged = time.monotonic()
         while len(os.listdir(fd_dir)) < limit:
             self.assertLess(time.monotonic(), deadline, "the server's descriptor table never filled")
+            if time.monotonic() - pinged > 1.0:
+                self.assertEqual(api.validate("not.a.token").status_code, 200)
+                pinged = time.monotonic()
             if len(idle) < 4 * limit:
                 idle.append(socket.create_connection((host, int(port)), timeout=h.HTTP_TIMEOUT))
             else:
                 time.sleep(0.01)
 
+        self.assertEqual(api.validate("not.a.token").status_code, 200)  # the connection is alive
         r = h.admin(data, "disable-user", EMAIL)
         self.assertEqual(r.returncode, 0, r.stderr)
         r = api.authenticate(EMAIL, PASSWORD)  # on the connection opened before the flood
