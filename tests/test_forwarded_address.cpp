@@ -4,7 +4,7 @@
 
 #include <catch2/catch.hpp>
 
-#include <iwsec/lockout.hpp>
+#include <iwsec/iwsec.hpp>
 
 using iwsec::client_address_key;
 using iwsec::forwarded_address_key;
