@@ -103,8 +103,12 @@ mkdir -m 700 "$data"
 password="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 issued=$(printf '%s\n' "$password" | "$admin_bin" --data-dir "$data" add-user bench@example.com --json)
 refresh=$(printf '%s' "$issued" | json_field refresh_token)
+# A raw 32-byte key file (--secret-file), so the fastify peer verifies with
+# the same bytes (the data directory's signing.key is a keyring file).
+secret=$scratch/secret.key
+(umask 077 && head -c 32 /dev/urandom >"$secret")
 start iwsec-server "$scratch/iwsec.log" "$server_bin" --host 127.0.0.1 --port 0 --data-dir "$data" \
-  --no-access-log --token-lifetime 3600
+  --secret-file "$secret" --no-access-log --token-lifetime 3600
 iwsec_port=$port
 token=$(curl -sf "http://127.0.0.1:$iwsec_port/v3/security/token/access" -H "Authorization: Basic $refresh" |
   json_field authentication_token)
@@ -138,7 +142,7 @@ else
   cp "$here/peers/package.json" "$here/peers/package-lock.json" "$here/peers/fastify_jose.mjs" "$scratch/peer/"
   if (cd "$scratch/peer" && timeout 300 npm ci --no-audit --no-fund --omit=dev --loglevel=error) \
        >"$scratch/npm.log" 2>&1; then
-    if IWSEC_SIGNING_KEY="$data/signing.key" start fastify+jose "$scratch/fastify.log" \
+    if IWSEC_SIGNING_KEY="$secret" start fastify+jose "$scratch/fastify.log" \
          node "$scratch/peer/fastify_jose.mjs"; then
       fastify_port=$port
     else
