@@ -70,13 +70,6 @@ inline std::optional<std::int64_t> parse_integer(std::string_view text, std::int
   return value;
 }
 
-/// Creates @p dir (mode 0700) unless it exists; false if it is unusable.
-inline bool ensure_directory(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0700) == 0) return iwsec::detail::fsync_directory(iwsec::detail::parent_directory(dir));
-  struct stat st;
-  return errno == EEXIST && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 /// The listening socket of a cpp-httplib server, tuned: SO_REUSEADDR only
 /// (httplib's default sets SO_REUSEPORT, which lets a second server bind a
 /// taken port and silently share its connections), and a full accept backlog

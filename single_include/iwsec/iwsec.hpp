@@ -3042,10 +3042,6 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
   return out;
 }
 
-/// @brief Whether a login could ever present @p password: not empty, and no
-/// control character (RFC 7617 Basic credentials cannot carry one).
-inline bool usable_password(std::string_view password) noexcept { return password_problem(password) == nullptr; }
-
 /// @brief Replaces the user's password. Unless @p keep_sessions, it also
 /// ends every session, as a reset after a leak must: a new refresh token
 /// (returned, shown once; the old one stops working) and a generation bump
