@@ -238,10 +238,10 @@ int main(int argc, char** argv) {
     // the address it reports. A request without the header counts under its
     // peer address, so stripping the header gains a client nothing.
     options.lockout.client_key = [header = settings.client_header](const httplib::Request& req) {
-      const std::size_t n = req.get_header_value_count(header.c_str());
+      const std::size_t n = iwsec::detail::count_header(req.headers, header);
       if (n == 0) return iwsec::client_address_key(req.remote_addr);
       // The last value is the one the nearest proxy appended.
-      return "proxied:" + iwsec::forwarded_address_key(req.get_header_value(header.c_str(), n - 1));
+      return "proxied:" + iwsec::forwarded_address_key(*iwsec::detail::find_header(req.headers, header, n - 1));
     };
   }
 

@@ -12,6 +12,7 @@
 #include <httplib.h>
 
 #include "base64.hpp"
+#include "httplib_compat.hpp"
 #include "json.hpp"
 
 namespace iwsec {
@@ -50,15 +51,15 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
 /// stays valid as long as @p req.
 inline authorization read_authorization(const httplib::Request& req, std::size_t max_bytes) {
   authorization out;
-  // One case-insensitive search: the first header of that name, and a second
-  // one would be the next element (equal keys are adjacent in the multimap).
-  const auto found = req.headers.lower_bound("Authorization");
-  if (found == req.headers.end() || !iequals(found->first, "Authorization")) return out;
-  const auto next = std::next(found);
-  if (next != req.headers.end() && iequals(next->first, "Authorization")) {
+  // One case-insensitive search; a second value is a duplicate header.
+  const std::string name = "Authorization";
+  const auto range = header_values(req.headers, name);
+  if (range.first == range.second) return out;
+  if (std::next(range.first) != range.second) {
     out.type = authorization::kind::duplicate;
     return out;
   }
+  const auto found = range.first;
   const std::string& raw = found->second;
   if (raw.size() > max_bytes) {
     out.type = authorization::kind::too_long;
