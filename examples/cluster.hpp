@@ -72,7 +72,10 @@ constexpr const char* admin_help =
     "  list-signing-keys, add-signing-key, retire-signing-key KID\n"
     "                       without --secret-file: the keys in the database, on\n"
     "                       every replica within a second; add-signing-key needs\n"
-    "  --key-encryption-key FILE  the replicas' key-encryption key (it wraps the key)\n";
+    "  --key-encryption-key FILE  the replicas' key-encryption key (it wraps the key)\n"
+    "  import-signing-keys  with --secret-file FILE and --key-encryption-key FILE:\n"
+    "                       copy the key file's keys into the database (which must\n"
+    "                       hold none yet), so its tokens keep verifying\n";
 #else
     "\n"
     "Cluster mode (--postgres) is not available: this program was built without\n"
@@ -296,9 +299,11 @@ class DatabaseKeys {
 };
 
 /// list-signing-keys, add-signing-key, retire-signing-key on the database's
-/// keys (iwsec-admin --postgres without --secret-file); @p kid for retire.
+/// keys (iwsec-admin --postgres without --secret-file); @p kid for retire;
+/// import-signing-keys copies @p secret_file's keys in.
 inline int run_key_command(const char* program, const std::string& name, const std::string& kid, bool json,
-                           const Settings& s, iwsec::postgres::Backend& backend) {
+                           const Settings& s, iwsec::postgres::Backend& backend,
+                           const std::string& secret_file = std::string()) {
   namespace keys = iwsec::postgres::signing_keys;
   using connection = iwsec::postgres::detail::pq_connection;
   const std::int64_t now = iwsec::system_now();
@@ -328,6 +333,19 @@ inline int run_key_command(const char* program, const std::string& name, const s
       } else {
         std::printf("added signing key %s (created %s); every replica signs new tokens with it from now on\n",
                     added.key_id.c_str(), created.c_str());
+      }
+      return 0;
+    }
+    if (name == "import-signing-keys") {
+      const auto kek = read_key_encryption_key(program, s.key_encryption_key);
+      iwsec::KeyringFile file(secret_file);
+      const iwsec::Keyring ring = file.load();
+      const auto n = backend.with_connection([&](connection& c) { return keys::import_keyring(c, kek, ring); });
+      if (json) {
+        std::printf("{\"imported\":%zu}\n", n);
+      } else {
+        std::printf("imported %zu signing key%s from %s into the database\n", n, n == 1 ? "" : "s",
+                    secret_file.c_str());
       }
       return 0;
     }

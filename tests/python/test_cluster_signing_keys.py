@@ -167,6 +167,28 @@ class SigningKeysInTheDatabase(ClusterCase):
         with open(self.kek, "rb") as f:
             return f.read()
 
+    def test_moving_from_a_key_file_to_the_database_keeps_tokens_valid(self):
+        server = h.Server(super().replica_argv())  # --secret-file, as before
+        self.addCleanup(server.force_stop)
+        server.wait_listening()
+        api = h.Api(server.base_url)
+        self.addCleanup(api.close)
+        refresh = self.add_user("moving@example.com", apis=[api])
+        before = self.token(api, refresh)
+        r = h.run_program([h.admin_path(), "--postgres", self.conninfo, "--secret-file", self.secret,
+                           "--key-encryption-key", self.kek, "import-signing-keys", "--json"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout), {"imported": 1})
+        self.assertEqual([k["kid"] for k in self.kids()], ["legacy"])
+        server.stop()
+        (a,) = self.start_replicas(1)  # --key-encryption-key
+        self.assertTrue(self.valid(a, before), "a token signed from the key file verifies after the move")
+        self.assertTrue(self.valid(a, self.token(a, refresh)))
+        r = h.run_program([h.admin_path(), "--postgres", self.conninfo, "--secret-file", self.secret,
+                           "--key-encryption-key", self.kek, "import-signing-keys"])
+        self.assertNotEqual(r.returncode, 0, "a second import is refused")
+        self.assertIn("already holds signing keys", r.stderr)
+
     def test_flags(self):
         both = super().replica_argv() + ["--key-encryption-key", self.kek]
         r = h.run_program(both)

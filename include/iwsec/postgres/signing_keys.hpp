@@ -246,6 +246,26 @@ inline StoredKeyInfo add(pq_connection& c, const KeyEncryptionKey& kek, std::int
   });
 }
 
+/// @brief Copies a key file's keys (@p ring, oldest first: its signing key
+/// keeps signing) into a database that holds none yet, wrapped under @p kek,
+/// so tokens signed from the file keep verifying once the replicas take
+/// their keys from the database. Throws keyring_error when the database
+/// already holds keys.
+inline std::size_t import_keyring(pq_connection& c, const KeyEncryptionKey& kek, const Keyring& ring) {
+  return c.transaction([&] {
+    detail::lock(c);
+    detail::check_or_store(c, kek);
+    if (c.exec("SELECT 1 FROM iwsec_signing_keys LIMIT 1").rows() != 0)
+      throw keyring_error("the database already holds signing keys; import-signing-keys goes first, before any "
+                          "replica runs with --key-encryption-key");
+    for (const auto& k : ring.keys)
+      c.exec("INSERT INTO iwsec_signing_keys (kid, created_at, wrapped) VALUES ($1, $2, $3)",
+             {k.key_id, std::to_string(k.created_at), kek.wrap(k.secret, detail::key_aad(k.key_id))});
+    c.exec("SELECT iwsec_append('k', NULL, NULL, NULL)");
+    return ring.keys.size();
+  });
+}
+
 /// @brief Removes the key named @p kid: its tokens stop verifying on every
 /// replica. Throws keyring_error when there is no such key or it is the only one.
 inline void retire(pq_connection& c, const std::string& kid) {
