@@ -221,6 +221,13 @@ class cluster_state {
   /// read on every poll, and those this replica's own exchanges blocked.
   std::int64_t client_block_wait(const std::string& hex, std::int64_t now) const {
     std::shared_lock<std::shared_mutex> lock(blocks_mutex_);
+    return client_block_wait_locked(hex, now);
+  }
+
+  /// @brief Whether any client is blocked (a lock-free test for the common case: none).
+  bool any_client_blocks() const { return client_block_count_.load(std::memory_order_acquire) != 0; }
+
+  std::int64_t client_block_wait_locked(const std::string& hex, std::int64_t now) const {
     auto it = client_blocks_.find(hex);
     return it != client_blocks_.end() && it->second.until > now ? it->second.until - now : 0;
   }
@@ -229,12 +236,14 @@ class cluster_state {
   void note_client_block(const std::string& hex, std::int64_t until) {
     std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
     client_blocks_[hex] = block{until, std::chrono::steady_clock::now()};
+    client_block_count_.store(client_blocks_.size(), std::memory_order_release);
   }
 
   /// @brief Forgets a block (unlock_client on this replica; the others on their next poll).
   void forget_client_block(const std::string& hex) {
     std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
     client_blocks_.erase(hex);
+    client_block_count_.store(client_blocks_.size(), std::memory_order_release);
   }
 
   /// @brief Called, on the follower thread with its connection, whenever the
@@ -375,6 +384,7 @@ class cluster_state {
       for (auto& [key, b] : client_blocks_)
         if (b.noted >= started) blocks[key] = b;
       client_blocks_ = std::move(blocks);
+      client_block_count_.store(client_blocks_.size(), std::memory_order_release);
     }
     client_blocks_polled_ = started;
   }
@@ -523,6 +533,7 @@ class cluster_state {
   };
   mutable std::shared_mutex blocks_mutex_;
   std::unordered_map<std::string, block> client_blocks_;  // hex key -> blocked until (seconds)
+  std::atomic<std::size_t> client_block_count_{0};
   std::chrono::steady_clock::time_point client_blocks_polled_{};  // follower thread only
   std::function<void(pq_connection&)> keys_changed_;  // under apply_mutex_
   bool keys_pending_ = false;                         // under apply_mutex_
@@ -842,8 +853,8 @@ class PostgresLockout : public Lockout {
   // counted here while the database was away), no round trip.
   Attempt begin_exchange(const std::optional<Key>& client, std::int64_t now) {
     if (!client) return admitted(std::nullopt, std::nullopt);
-    std::int64_t wait = state_->client_block_wait(hex_of(*client), now);
-    {
+    std::int64_t wait = state_->any_client_blocks() ? state_->client_block_wait(hex_of(*client), now) : 0;
+    if (local_counting_.load(std::memory_order_acquire)) {  // only after the database was away
       std::lock_guard<std::mutex> lock(local_mutex_);
       auto it = local_failures_.find(*client);
       if (it != local_failures_.end()) {
@@ -874,6 +885,7 @@ class PostgresLockout : public Lockout {
     } catch (const StateUnavailable&) {
       std::lock_guard<std::mutex> lock(local_mutex_);
       if (local_failures_.size() >= 100000) local_failures_.clear();  // bounded; refresh tokens are not guessable
+      local_counting_.store(true, std::memory_order_release);
       auto& f = local_failures_[*client];
       if (f.failures == 0 || now >= f.window_start + static_cast<std::int64_t>(p.client_window.count())) {
         f.failures = 1;
@@ -903,6 +915,7 @@ class PostgresLockout : public Lockout {
     std::int64_t window_start = 0;
   };
   std::mutex local_mutex_;
+  std::atomic<bool> local_counting_{false};
   std::unordered_map<Key, local_count, KeyHash> local_failures_;  // failed exchanges while the database is away
 };
 
