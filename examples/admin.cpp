@@ -77,7 +77,8 @@ struct Command {
 };
 
 bool is_key_command(const std::string& name) {
-  return name == "list-signing-keys" || name == "add-signing-key" || name == "retire-signing-key";
+  return name == "list-signing-keys" || name == "add-signing-key" || name == "retire-signing-key" ||
+         name == "import-signing-keys";
 }
 
 bool takes_email(const std::string& name) {
@@ -134,6 +135,16 @@ Command parse_arguments(int argc, char** argv) {
   if (c.keep_sessions && c.name != "set-password") cli::usage_error(program, "--keep-sessions goes with set-password only");
   if (!c.secret_file.empty() && !is_key_command(c.name))
     cli::usage_error(program, "--secret-file applies only to the signing-key commands, not to " + c.name);
+  if (c.name == "import-signing-keys" &&
+      (!c.cluster.enabled() || c.secret_file.empty() || c.cluster.key_encryption_key.empty()))
+    cli::usage_error(program, "import-signing-keys needs --postgres, --secret-file FILE and --key-encryption-key FILE");
+  if (!c.cluster.key_encryption_key.empty() && c.name != "import-signing-keys" &&
+      (!c.cluster.enabled() || !c.secret_file.empty() || c.name != "add-signing-key"))
+    cli::usage_error(program, "--key-encryption-key goes with --postgres and add-signing-key or import-signing-keys only");
+  if (c.cluster.enabled() && c.secret_file.empty() && c.name == "add-signing-key" && c.cluster.key_encryption_key.empty())
+    cli::usage_error(program,
+                     "add-signing-key in cluster mode needs --key-encryption-key FILE (the replicas' key-encryption "
+                     "key: it wraps the new key), or --secret-file FILE for a key file");
   if (c.name == "add-user")
     if (const char* problem = iwsec::email_problem(c.email))
       cli::usage_error(program, "'" + c.email + "' is not a usable email: " + problem);
@@ -287,6 +298,15 @@ int run(const Command& c) {
     return 0;
   }
 
+#ifdef IWSEC_HAVE_POSTGRES
+  if (is_key_command(c.name) && c.cluster.enabled() && (c.secret_file.empty() || c.name == "import-signing-keys")) {
+    // The signing keys in the database: every replica within a second.
+    const auto backend = cluster::connect(program, c.cluster, iwsec::LockoutPolicy(), false);
+    const int status = cluster::run_key_command(program, c.name, c.email, c.json, c.cluster, *backend, c.secret_file);
+    if (status == 0 && c.name != "list-signing-keys") cluster::await_replicas(program, *backend);
+    return status;
+  }
+#endif
   if (is_key_command(c.name)) {
     if (c.secret_file.empty()) require_data_directory(c.data_dir);
     return run_key_command(c, c.secret_file.empty() ? c.data_dir + "/signing.key" : c.secret_file);

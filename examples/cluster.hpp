@@ -22,6 +22,7 @@
 
 #ifdef IWSEC_HAVE_POSTGRES
 #include <iwsec/postgres/backend.hpp>
+#include <iwsec/postgres/signing_keys.hpp>
 #endif
 
 namespace cluster {
@@ -35,6 +36,7 @@ constexpr bool available = false;
 struct Settings {
   std::string conninfo;  // empty: not in cluster mode; never printed (it may hold a password)
   std::int64_t max_staleness_seconds = 5;
+  std::string key_encryption_key;  // --key-encryption-key FILE: signing keys in the database
   bool enabled() const { return !conninfo.empty(); }
 };
 
@@ -44,7 +46,11 @@ constexpr const char* server_help =
     "Cluster mode (several replicas share one PostgreSQL database):\n"
     "  --postgres CONNINFO      libpq connection string or URI; users, revocations\n"
     "                           and lockout counts live there (no --data-dir);\n"
-    "                           needs --secret-file, the same on every replica\n"
+    "                           needs --secret-file or --key-encryption-key, the\n"
+    "                           same on every replica\n"
+    "  --key-encryption-key FILE  signing keys in the database, wrapped by the key\n"
+    "                           in FILE (at least 32 random bytes, mode 0600); the\n"
+    "                           first program creates a key; instead of --secret-file\n"
     "  --max-staleness SECONDS  answer 503 when not caught up with the database\n"
     "                           for this long (default 5)\n";
 #else
@@ -62,7 +68,14 @@ constexpr const char* admin_help =
     "  import --data-dir DIR  copy DIR's users and unexpired revocations into the\n"
     "                       database; refuses, changing nothing, if a user exists\n"
     "  unlock EMAIL         clear the account's failure count and lock, cluster-wide\n"
-    "  delete-user EMAIL    remove the user\n";
+    "  delete-user EMAIL    remove the user\n"
+    "  list-signing-keys, add-signing-key, retire-signing-key KID\n"
+    "                       without --secret-file: the keys in the database, on\n"
+    "                       every replica within a second; add-signing-key needs\n"
+    "  --key-encryption-key FILE  the replicas' key-encryption key (it wraps the key)\n"
+    "  import-signing-keys  with --secret-file FILE and --key-encryption-key FILE:\n"
+    "                       copy the key file's keys into the database (which must\n"
+    "                       hold none yet), so its tokens keep verifying\n";
 #else
     "\n"
     "Cluster mode (--postgres) is not available: this program was built without\n"
@@ -72,12 +85,15 @@ constexpr const char* admin_help =
 /// Takes --postgres and --max-staleness off the command line; false for any other argument.
 inline bool parse_flag(const char* program, cli::Arguments& args, std::string_view a, Settings& s,
                        bool server = true) {
-  if (a != "--postgres" && !(server && a == "--max-staleness")) return false;
+  if (a != "--postgres" && a != "--key-encryption-key" && !(server && a == "--max-staleness")) return false;
   if (!available)
     cli::usage_error(program, std::string(a) + " needs cluster mode, and this program was built without libpq");
   if (a == "--postgres") {
     s.conninfo = args.value();
     if (s.conninfo.empty()) cli::usage_error(program, "--postgres needs a connection string");
+  } else if (a == "--key-encryption-key") {
+    s.key_encryption_key = args.value();
+    if (s.key_encryption_key.empty()) cli::usage_error(program, "--key-encryption-key needs a file");
   } else {
     s.max_staleness_seconds = args.integer_value(1, 3600);
   }
@@ -227,6 +243,122 @@ inline int run_admin_command(const char* program, const std::string& name, const
     std::printf("user_id: %s\nemail: %s\ndisabled: %s\ngeneration: %lld\nlocked: %s\n", user->user_id.c_str(),
                 user->email.c_str(), user->disabled ? "yes" : "no", static_cast<long long>(user->refresh_generation),
                 wait > 0 ? ("until " + std::to_string(now + wait)).c_str() : "no");
+  }
+  return 0;
+}
+
+/// The key-encryption key of --key-encryption-key; exits 1 with the reason
+/// (the file named, never its content) when it cannot be used.
+inline iwsec::postgres::KeyEncryptionKey read_key_encryption_key(const char* program, const std::string& path) {
+  try {
+    return iwsec::postgres::KeyEncryptionKey::from_file(path);
+  } catch (const std::exception& e) {
+    cli::die(program, e.what(), 1);
+  }
+}
+
+/// A replica's signing keys from the database (--key-encryption-key): checked
+/// and, the first time, created at start; reloaded on every replica when
+/// iwsec-admin adds or retires one (a 'k' entry in the change log).
+class DatabaseKeys {
+ public:
+  /// Exits 1 with a one-line reason (a wrong key-encryption key: "does not match").
+  void open(const char* program, const std::string& kek_path, iwsec::postgres::Backend& backend) {
+    kek_ = std::make_unique<iwsec::postgres::KeyEncryptionKey>(read_key_encryption_key(program, kek_path));
+    try {
+      const auto keys = backend.with_connection([&](iwsec::postgres::detail::pq_connection& c) {
+        iwsec::postgres::signing_keys::ensure(c, *kek_, iwsec::system_now());
+        return iwsec::postgres::signing_keys::load(c, *kek_);
+      });
+      signer_ = std::make_unique<iwsec::Signer>(keys);
+    } catch (const std::exception& e) {
+      cli::die(program, std::string("signing keys (--key-encryption-key): ") + e.what(), 1);
+    }
+    backend.on_keys_changed([this, program](iwsec::postgres::detail::pq_connection& c) {
+      std::vector<iwsec::SigningKey> keys;
+      try {
+        keys = iwsec::postgres::signing_keys::load(c, *kek_);
+      } catch (const iwsec::StateUnavailable&) {
+        throw;  // the follower reconnects and asks again
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: keeping the signing keys in use: %s\n", program, e.what());
+        return;
+      }
+      const auto before = signer_->key_ids();
+      signer_->replace_keys(keys);
+      if (signer_->key_ids() != before)
+        std::fprintf(stderr, "%s: signing keys reloaded from the database (%zu keys)\n", program, keys.size());
+    });
+  }
+
+  const iwsec::Signer& signer() const { return *signer_; }
+
+ private:
+  std::unique_ptr<iwsec::postgres::KeyEncryptionKey> kek_;
+  std::unique_ptr<iwsec::Signer> signer_;
+};
+
+/// list-signing-keys, add-signing-key, retire-signing-key on the database's
+/// keys (iwsec-admin --postgres without --secret-file); @p kid for retire;
+/// import-signing-keys copies @p secret_file's keys in.
+inline int run_key_command(const char* program, const std::string& name, const std::string& kid, bool json,
+                           const Settings& s, iwsec::postgres::Backend& backend,
+                           const std::string& secret_file = std::string()) {
+  namespace keys = iwsec::postgres::signing_keys;
+  using connection = iwsec::postgres::detail::pq_connection;
+  const std::int64_t now = iwsec::system_now();
+  try {
+    if (name == "list-signing-keys") {
+      const auto listed = backend.with_connection([](connection& c) { return keys::list(c); });
+      std::string out = "[";
+      for (std::size_t i = 0; i < listed.size(); ++i) {
+        const bool signs = i + 1 == listed.size();
+        const std::string created = iwsec::Keyring::format_time(listed[i].created_at);
+        if (json) {
+          out += (i ? "," : "") + std::string("{\"kid\":") + quoted(listed[i].key_id) + ",\"created\":" +
+                 quoted(created) + ",\"signing\":" + (signs ? "true" : "false") + "}";
+        } else {
+          std::printf("%s  %s%s\n", listed[i].key_id.c_str(), created.c_str(), signs ? "  signing" : "");
+        }
+      }
+      if (json) std::printf("%s]\n", out.c_str());
+      return 0;
+    }
+    if (name == "add-signing-key") {
+      const auto kek = read_key_encryption_key(program, s.key_encryption_key);
+      const auto added = backend.with_connection([&](connection& c) { return keys::add(c, kek, now); });
+      const std::string created = iwsec::Keyring::format_time(added.created_at);
+      if (json) {
+        std::printf("{\"kid\":%s,\"created\":%s}\n", quoted(added.key_id).c_str(), quoted(created).c_str());
+      } else {
+        std::printf("added signing key %s (created %s); every replica signs new tokens with it from now on\n",
+                    added.key_id.c_str(), created.c_str());
+      }
+      return 0;
+    }
+    if (name == "import-signing-keys") {
+      const auto kek = read_key_encryption_key(program, s.key_encryption_key);
+      iwsec::KeyringFile file(secret_file);
+      const iwsec::Keyring ring = file.load();
+      const auto n = backend.with_connection([&](connection& c) { return keys::import_keyring(c, kek, ring); });
+      if (json) {
+        std::printf("{\"imported\":%zu}\n", n);
+      } else {
+        std::printf("imported %zu signing key%s from %s into the database\n", n, n == 1 ? "" : "s",
+                    secret_file.c_str());
+      }
+      return 0;
+    }
+    backend.with_connection([&](connection& c) { keys::retire(c, kid); });
+  } catch (const iwsec::StateUnavailable&) {
+    throw;
+  } catch (const std::exception& e) {
+    cli::die(program, e.what(), 1);
+  }
+  if (json) {
+    std::printf("{\"retired\":%s}\n", quoted(kid).c_str());
+  } else {
+    std::printf("retired signing key %s; its tokens no longer validate on any replica\n", kid.c_str());
   }
   return 0;
 }

@@ -182,8 +182,12 @@ Settings parse_arguments(int argc, char** argv) {
       cli::usage_error(program, "unknown argument '" + std::string(a) + "'");
     }
   }
-  if (s.cluster.enabled() && s.secret_file.empty())
-    cli::usage_error(program, "--postgres needs --secret-file (every replica signs with the same key)");
+  if (s.cluster.enabled() && s.secret_file.empty() == s.cluster.key_encryption_key.empty())
+    cli::usage_error(program,
+                     "--postgres needs exactly one of --secret-file and --key-encryption-key (every replica signs "
+                     "with the same keys)");
+  if (!s.cluster.key_encryption_key.empty() && !s.cluster.enabled())
+    cli::usage_error(program, "--key-encryption-key needs --postgres (the signing keys live in the database)");
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
   if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
     cli::usage_error(program, startup::lockout_error_in_flags(error));
@@ -347,8 +351,15 @@ int main(int argc, char** argv) {
     if (!journal.start(error)) cli::die(program, error, 1);
   }
   startup::ServerKeys keys;
-  const std::string key_error = keys.open(settings.data_dir, settings.secret_file);
-  if (!key_error.empty()) cli::die(program, key_error, 1);
+  const bool keys_in_database = !settings.cluster.key_encryption_key.empty();
+  if (!keys_in_database) {
+    const std::string key_error = keys.open(settings.data_dir, settings.secret_file);
+    if (!key_error.empty()) cli::die(program, key_error, 1);
+  }
+#ifdef IWSEC_HAVE_POSTGRES
+  cluster::DatabaseKeys database_keys;
+#endif
+  const iwsec::Signer* signer = keys_in_database ? nullptr : &keys.signer();
 #ifdef IWSEC_HAVE_POSTGRES
   if (cluster_mode) {
     // Cluster mode: the shared state is loaded here, before 'listening on'.
@@ -360,6 +371,10 @@ int main(int argc, char** argv) {
                                [b] { return b->lag_seconds(); });
     options.metrics->add_gauge("iwsec_cluster_applied_sequence", "Last change-log entry this replica applied",
                                [b] { return static_cast<double>(b->applied_sequence()); });
+    if (keys_in_database) {  // a wrong key-encryption key stops the start here
+      database_keys.open(program, settings.cluster.key_encryption_key, *backend);
+      signer = &database_keys.signer();
+    }
   }
 #endif
   if (!users) {
@@ -371,14 +386,17 @@ int main(int argc, char** argv) {
       cli::die(program, e.what(), 1);
     }
   }
-  options.refresh_keys = keys.per_request_refresh();
-  routes = iwsec::mount_security_routes(*server, *users, keys.signer(), options);
-  startup::reload_on_signal([&keys] { keys.reload(); });
+  if (!keys_in_database) options.refresh_keys = keys.per_request_refresh();
+  routes = iwsec::mount_security_routes(*server, *users, *signer, options);
+  startup::reload_on_signal([&keys, keys_in_database] {
+    if (!keys_in_database) keys.reload();  // keys in the database follow the change log
+  });
 
   const std::size_t user_count = users->list_users().size();
   if (cluster_mode) {
     std::printf("cluster database (--postgres), %zu user%s, signing keys in %s\n", user_count,
-                user_count == 1 ? "" : "s", startup::absolute(keys.path()).c_str());
+                user_count == 1 ? "" : "s",
+                keys_in_database ? "the database (--key-encryption-key)" : startup::absolute(keys.path()).c_str());
   } else {
     std::printf("data directory %s, %zu user%s, signing keys in %s\n", startup::absolute(settings.data_dir).c_str(),
                 user_count, user_count == 1 ? "" : "s", startup::absolute(keys.path()).c_str());

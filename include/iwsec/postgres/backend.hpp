@@ -10,7 +10,8 @@
 /// lost notification costs one poll interval. A replica that cannot show it
 /// has caught up within max_staleness throws StateUnavailable (the routes
 /// answer 503). Lockout counts live in the database, counted before the
-/// password is checked, so they are exact across replicas.
+/// password is checked, so they are exact across replicas (a refresh-token
+/// exchange reads its client's block from the local copy instead).
 ///
 /// Not included by iwsec.hpp; link the `iwsec::postgres` CMake target (or
 /// the `iwsec-postgres` pkg-config module), which adds libpq.
@@ -213,6 +214,47 @@ class cluster_state {
     if (e.user && !e.user->refresh_token_sha256.empty()) by_refresh_[e.user->refresh_token_sha256] = email_key;
   }
 
+  // ---- blocked clients (read by refresh-token exchanges, no round trip) ----------
+
+  /// @brief Seconds the client with key @p hex (lockout_key_bytes without
+  /// its "\\x") must still wait, from the local copy: the blocked clients
+  /// read on every poll, and those this replica's own exchanges blocked.
+  std::int64_t client_block_wait(const std::string& hex, std::int64_t now) const {
+    std::shared_lock<std::shared_mutex> lock(blocks_mutex_);
+    return client_block_wait_locked(hex, now);
+  }
+
+  /// @brief Whether any client is blocked (a lock-free test for the common case: none).
+  bool any_client_blocks() const { return client_block_count_.load(std::memory_order_acquire) != 0; }
+
+  std::int64_t client_block_wait_locked(const std::string& hex, std::int64_t now) const {
+    auto it = client_blocks_.find(hex);
+    return it != client_blocks_.end() && it->second.until > now ? it->second.until - now : 0;
+  }
+
+  /// @brief Records a block this replica learnt of between polls.
+  void note_client_block(const std::string& hex, std::int64_t until) {
+    std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
+    client_blocks_[hex] = block{until, std::chrono::steady_clock::now()};
+    client_block_count_.store(client_blocks_.size(), std::memory_order_release);
+  }
+
+  /// @brief Forgets a block (unlock_client on this replica; the others on their next poll).
+  void forget_client_block(const std::string& hex) {
+    std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
+    client_blocks_.erase(hex);
+    client_block_count_.store(client_blocks_.size(), std::memory_order_release);
+  }
+
+  /// @brief Called, on the follower thread with its connection, whenever the
+  /// signing keys may have changed (a 'k' log entry, a snapshot), and once
+  /// soon after this call, so a change made before it is not missed.
+  void on_keys_changed(std::function<void(pq_connection&)> f) {
+    std::lock_guard<std::mutex> lock(apply_mutex_);
+    keys_changed_ = std::move(f);
+    keys_pending_ = true;
+  }
+
   // ---- following the log -------------------------------------------------------
 
   /// @brief Applies every log entry after the last applied one, in order,
@@ -242,6 +284,8 @@ class cluster_state {
           revoked_.revoke(r.text(i, 3), r.integer(i, 4));
         } else if (kind == "u") {
           put_user(r.text(i, 2), r.null(i, 5) ? std::nullopt : std::optional<User>(user_of(r, i, 5)), seq);
+        } else if (kind == "k") {
+          keys_changed(c);
         }
         applied_.store(seq, std::memory_order_release);
       }
@@ -281,6 +325,7 @@ class cluster_state {
       load_snapshot_locked(c);
     }
     catch_up(c);
+    poll_client_blocks(c);
   }
 
   // One consistent view of the users, the live revocations and the log head.
@@ -313,6 +358,35 @@ class cluster_state {
     }
     applied_.store(head, std::memory_order_release);
     caught_up_at_.store(started, std::memory_order_release);
+    keys_changed(c);  // whatever the log entries skipped may have held
+  }
+
+  void keys_changed(pq_connection& c) {
+    if (keys_changed_) keys_changed_(c);
+  }
+
+  // Reads the clients blocked now (index on failures: few rows), at most once
+  // a poll interval; keeps blocks noted locally since the read began.
+  void poll_client_blocks(pq_connection& c) {
+    const LockoutPolicy& p = options_.lockout;
+    if (!p.enabled || p.client_failures == 0) return;
+    const auto started = std::chrono::steady_clock::now();
+    if (started - client_blocks_polled_ < options_.poll_interval) return;
+    const std::string window = std::to_string(p.client_window.count());
+    auto r = c.exec(
+        "SELECT encode(key, 'hex'), window_start + $2::bigint FROM iwsec_lockout_clients "
+        "WHERE failures >= $1::bigint AND window_start + $2::bigint > $3::bigint",
+        {std::to_string(p.client_failures), window, std::to_string(now())});
+    std::unordered_map<std::string, block> blocks;
+    for (int i = 0; i < r.rows(); ++i) blocks[r.text(i, 0)] = block{r.integer(i, 1), started};
+    {
+      std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
+      for (auto& [key, b] : client_blocks_)
+        if (b.noted >= started) blocks[key] = b;
+      client_blocks_ = std::move(blocks);
+      client_block_count_.store(client_blocks_.size(), std::memory_order_release);
+    }
+    client_blocks_polled_ = started;
   }
 
   bool wait_or_stop(std::chrono::milliseconds d) {
@@ -339,6 +413,14 @@ class cluster_state {
         const auto began = std::chrono::steady_clock::now();
         catch_up(*listener_);
         heartbeat(*listener_);
+        poll_client_blocks(*listener_);
+        {
+          std::lock_guard<std::mutex> lock(apply_mutex_);
+          if (keys_pending_) {
+            keys_changed(*listener_);
+            keys_pending_ = false;
+          }
+        }
         const auto took = std::chrono::steady_clock::now() - began;
         if (took > options_.max_staleness / 4)
           report("iwsec postgres: catching up took " +
@@ -444,6 +526,17 @@ class cluster_state {
   std::unordered_map<std::string, entry> users_;             // lower-cased email -> state
   std::unordered_map<std::string, std::string> by_refresh_;  // refresh hash -> lower-cased email
   MemoryRevocationStore revoked_;
+
+  struct block {
+    std::int64_t until = 0;
+    std::chrono::steady_clock::time_point noted;
+  };
+  mutable std::shared_mutex blocks_mutex_;
+  std::unordered_map<std::string, block> client_blocks_;  // hex key -> blocked until (seconds)
+  std::atomic<std::size_t> client_block_count_{0};
+  std::chrono::steady_clock::time_point client_blocks_polled_{};  // follower thread only
+  std::function<void(pq_connection&)> keys_changed_;  // under apply_mutex_
+  bool keys_pending_ = false;                         // under apply_mutex_
 };
 
 }  // namespace detail
@@ -661,9 +754,12 @@ class PostgresRevocationStore : public RevocationStore {
 /// failure, until its verdict says otherwise) in one round trip before the
 /// password is checked, so N replicas under any concurrency run at most
 /// `account_failures` checks for one account before it is locked. A password
-/// login with the database unreachable throws StateUnavailable (503); a
-/// refresh-token exchange (no account) falls back to counting its client in
-/// process, so exchanges keep working within the staleness bound.
+/// login with the database unreachable throws StateUnavailable (503). A
+/// refresh-token exchange (no account; a 256-bit token is not guessable) makes
+/// no round trip: it is admitted from the replica's local copy of the blocked
+/// clients (read on every poll), and a failed one is counted in the database
+/// after the fact (in process while the database is away), so a client's
+/// count may lag by a poll interval across replicas.
 class PostgresLockout : public Lockout {
  public:
   explicit PostgresLockout(std::shared_ptr<detail::cluster_state> state)
@@ -677,8 +773,9 @@ class PostgresLockout : public Lockout {
     std::optional<Key> a, c;
     if (account) a = account_key(*account);
     if (!client.empty()) c = client_key(client);
+    if (!account) return begin_exchange(c, now);
     std::int64_t wait = 0;
-    try {
+    {
       auto conn = state_->pool().take();
       wait = conn->exec("SELECT iwsec_attempt_begin($1::bytea, $2::bytea, $3, $4, $5, $6, $7, $8, $9)",
                         {key_param(a), key_param(c), std::to_string(now), std::to_string(p.account_failures),
@@ -686,9 +783,6 @@ class PostgresLockout : public Lockout {
                          std::to_string(p.account_failure_reset.count()), std::to_string(p.client_failures),
                          std::to_string(p.client_window.count())})
                  .integer(0, 0);
-    } catch (const StateUnavailable&) {
-      if (!account) return local_.begin(std::nullopt, client, now);
-      throw;
     }
     if (wait > 0) return refused(wait);
     return admitted(a, c);
@@ -723,18 +817,22 @@ class PostgresLockout : public Lockout {
     auto conn = state_->pool().take();
     conn->exec("DELETE FROM iwsec_lockout_clients WHERE key = $1::bytea", {key_param(client_key(client))});
     local_.unlock_client(client);
+    state_->forget_client_block(hex_of(client_key(client)));
+    forget_local_failures(client_key(client));
   }
 
  protected:
   // A failure was counted (and a lock set at the threshold) when the attempt
   // began, in the database; which replica's attempt set it is not reported.
-  LockTransition finish(const std::optional<Key>& account, const std::optional<Key>& client, std::int64_t,
+  LockTransition finish(const std::optional<Key>& account, const std::optional<Key>& client, std::int64_t now,
                         bool success) override {
+    if (!account) return exchange_finished(client, now, success);
     if (success) end(account, client, true);
     return LockTransition();
   }
 
   void abandon(const std::optional<Key>& account, const std::optional<Key>& client) noexcept override {
+    if (!account) return;  // an exchange counts nothing until its verdict
     try {
       end(account, client, false);
     } catch (...) {
@@ -748,6 +846,62 @@ class PostgresLockout : public Lockout {
     return detail::lockout_key_bytes(*k);
   }
 
+  static std::string hex_of(const Key& k) { return detail::lockout_key_bytes(k).substr(2); }
+
+  // A refresh-token exchange: admitted or refused from the local copy (the
+  // blocked clients every replica reads on each poll, and the failures
+  // counted here while the database was away), no round trip.
+  Attempt begin_exchange(const std::optional<Key>& client, std::int64_t now) {
+    if (!client) return admitted(std::nullopt, std::nullopt);
+    std::int64_t wait = state_->any_client_blocks() ? state_->client_block_wait(hex_of(*client), now) : 0;
+    if (local_counting_.load(std::memory_order_acquire)) {  // only after the database was away
+      std::lock_guard<std::mutex> lock(local_mutex_);
+      auto it = local_failures_.find(*client);
+      if (it != local_failures_.end()) {
+        const std::int64_t end = it->second.window_start + static_cast<std::int64_t>(policy().client_window.count());
+        if (it->second.failures >= policy().client_failures && now < end) wait = std::max(wait, end - now);
+      }
+    }
+    if (wait > 0) return refused(wait);
+    return admitted(std::nullopt, client);
+  }
+
+  // An exchange's verdict: a success asks nothing of the database (it has no
+  // account count to reset, and a client's failures stay); a failure is
+  // counted there after the fact, or here while the database is away.
+  LockTransition exchange_finished(const std::optional<Key>& client, std::int64_t now, bool success) {
+    LockTransition t;
+    if (success || !client) return t;
+    const LockoutPolicy& p = policy();
+    try {
+      auto conn = state_->pool().take();
+      const std::int64_t until =
+          conn->exec("SELECT iwsec_client_failed($1::bytea, $2, $3, $4)",
+                     {key_param(client), std::to_string(now), std::to_string(p.client_failures),
+                      std::to_string(p.client_window.count())})
+              .integer(0, 0);
+      if (until != 0) state_->note_client_block(hex_of(*client), until > 0 ? until : -until);
+      if (until > 0) t.client_blocked_until = until;
+    } catch (const StateUnavailable&) {
+      std::lock_guard<std::mutex> lock(local_mutex_);
+      if (local_failures_.size() >= 100000) local_failures_.clear();  // bounded; refresh tokens are not guessable
+      local_counting_.store(true, std::memory_order_release);
+      auto& f = local_failures_[*client];
+      if (f.failures == 0 || now >= f.window_start + static_cast<std::int64_t>(p.client_window.count())) {
+        f.failures = 1;
+        f.window_start = now;
+      } else {
+        ++f.failures;
+      }
+    }
+    return t;
+  }
+
+  void forget_local_failures(const Key& client) {
+    std::lock_guard<std::mutex> lock(local_mutex_);
+    local_failures_.erase(client);
+  }
+
   void end(const std::optional<Key>& account, const std::optional<Key>& client, bool success) {
     auto conn = state_->pool().take();
     conn->exec("SELECT iwsec_attempt_end($1::bytea, $2::bytea, $3)",
@@ -755,7 +909,14 @@ class PostgresLockout : public Lockout {
   }
 
   std::shared_ptr<detail::cluster_state> state_;
-  LockoutTracker local_;  // refresh-token exchanges while the database is away
+  LockoutTracker local_;
+  struct local_count {
+    std::int64_t failures = 0;
+    std::int64_t window_start = 0;
+  };
+  std::mutex local_mutex_;
+  std::atomic<bool> local_counting_{false};
+  std::unordered_map<Key, local_count, KeyHash> local_failures_;  // failed exchanges while the database is away
 };
 
 /// @brief One cluster backend: its connections (a small pool and, for a
@@ -788,6 +949,19 @@ class Backend {
   double lag_seconds() const { return state_->lag_seconds(); }
   /// @brief The last change-log entry applied locally (`iwsec_cluster_applied_sequence`).
   std::int64_t applied_sequence() const { return state_->applied_sequence(); }
+
+  /// @brief Runs @p body with a pooled connection (e.g. signing_keys::ensure).
+  template <typename F>
+  auto with_connection(F&& body) -> decltype(body(std::declval<detail::pq_connection&>())) {
+    auto c = state_->pool().take();
+    return body(*c);
+  }
+
+  /// @brief Calls @p f on the replica's follower thread, with its connection,
+  /// whenever the signing keys in the database may have changed (a 'k' log
+  /// entry or a snapshot reload), and once at once. An exception other than
+  /// StateUnavailable must not leave @p f.
+  void on_keys_changed(std::function<void(detail::pq_connection&)> f) { state_->on_keys_changed(std::move(f)); }
 
   /// @brief Waits, at most @p timeout, until every live replica (one that
   /// reported within the last 10 s) has applied the whole change log as it

@@ -13,7 +13,7 @@ namespace iwsec {
 namespace postgres {
 
 /// @brief The schema version this code writes and reads.
-constexpr int schema_version = 1;
+constexpr int schema_version = 3;
 
 namespace detail {
 
@@ -170,6 +170,52 @@ END $$;
 )SQL";
 }
 
+/// @brief Version 3 (applies on a version 1 or 2 database):
+/// - iwsec_signing_keys: signing keys, each wrapped (AES-256-GCM) by the
+///   replicas' key-encryption key; the last by seq signs. iwsec_key_check: one
+///   row, a value wrapped under the same key-encryption key, so a wrong one is
+///   found at start. The change log's kind 'k' makes every replica reload them.
+/// - iwsec_client_failed: counts a failed refresh-token exchange after the
+///   fact (the exchange itself asked nothing of the database); the index on
+///   failures lets replicas read the blocked clients on every poll.
+inline std::string schema_v3() {
+  return R"SQL(
+CREATE TABLE IF NOT EXISTS iwsec_signing_keys (
+  seq bigserial PRIMARY KEY,
+  kid text NOT NULL UNIQUE,
+  created_at bigint NOT NULL,
+  wrapped text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS iwsec_key_check (
+  id integer PRIMARY KEY CHECK (id = 1),
+  wrapped text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS iwsec_lockout_clients_failures ON iwsec_lockout_clients (failures);
+
+-- A failed refresh-token exchange, counted after the fact: the blocked-until
+-- time when this failure reached the threshold, minus it when the client was
+-- blocked already, else 0.
+CREATE OR REPLACE FUNCTION iwsec_client_failed(ckey bytea, now_s bigint, c_threshold bigint, c_window bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE c iwsec_lockout_clients;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  INSERT INTO iwsec_lockout_clients (key) VALUES (ckey) ON CONFLICT DO NOTHING;
+  SELECT * INTO c FROM iwsec_lockout_clients WHERE key = ckey FOR UPDATE;
+  IF c.failures >= c_threshold AND now_s < c.window_start + c_window THEN
+    RETURN -(c.window_start + c_window);
+  END IF;
+  IF c.failures = 0 OR now_s >= c.window_start + c_window THEN
+    UPDATE iwsec_lockout_clients SET failures = 1, window_start = now_s WHERE key = ckey RETURNING * INTO c;
+  ELSE
+    UPDATE iwsec_lockout_clients SET failures = failures + 1 WHERE key = ckey RETURNING * INTO c;
+  END IF;
+  IF c.failures >= c_threshold THEN RETURN c.window_start + c_window; END IF;
+  RETURN 0;
+END $$;
+)SQL";
+}
+
 /// @brief Creates the schema or migrates it to schema_version. Several
 /// programs may call it at once: the first takes the advisory lock and does
 /// the work, the others wait for it and then find nothing to do. Throws
@@ -186,6 +232,7 @@ inline void migrate(pq_connection& c) {
                                " (upgrade iwsec)");
     if (found < 1) c.exec(schema_v1());
     // Later versions: if (found < 2) c.exec(schema_v2_from_v1()); ...
+    if (found < 3) c.exec(schema_v3());
     if (found < schema_version) {
       c.exec("DELETE FROM iwsec_schema");
       c.exec("INSERT INTO iwsec_schema (version) VALUES (" + std::to_string(schema_version) + ")");
