@@ -5317,16 +5317,16 @@ class Metrics {
   /// quick, and may return NaN for "unknown". Throws std::invalid_argument
   /// for a bad or taken name.
   void add_gauge(std::string name, std::string help, std::function<double()> read) {
-    if (!valid_name(name) || name.rfind("iwsec_", 0) != 0 || !read)
-      throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' is not an iwsec_ metric name");
-    for (char c : help)
-      if (c == '\n' || c == '\\') throw std::invalid_argument("iwsec: Metrics::add_gauge: help must be one plain line");
-    std::lock_guard<std::mutex> lock(gauges_mutex_);
-    for (const auto& g : gauges_)
-      if (g.name == name) throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' already added");
-    for (const char* own : own_names)
-      if (name == own) throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' already added");
-    gauges_.push_back(gauge{std::move(name), std::move(help), std::move(read)});
+    add_read_metric("add_gauge", "gauge", std::move(name), std::move(help), std::move(read));
+  }
+
+  /// @brief Adds a counter read by @p read at every render() (e.g.
+  /// iwsec-server's `iwsec_access_log_dropped_lines_total`): as add_gauge(),
+  /// and @p name must end in `_total`; @p read must never go down.
+  void add_counter(std::string name, std::string help, std::function<double()> read) {
+    if (name.size() < 6 || name.compare(name.size() - 6, 6, "_total") != 0)
+      throw std::invalid_argument("iwsec: Metrics::add_counter: '" + name + "' does not end in _total");
+    add_read_metric("add_counter", "counter", std::move(name), std::move(help), std::move(read));
   }
 
   /// @brief Every metric in the Prometheus text exposition format 0.0.4
@@ -5368,7 +5368,7 @@ class Metrics {
     }
     std::lock_guard<std::mutex> lock(gauges_mutex_);
     for (const auto& g : gauges_) {
-      family(out, g.name.c_str(), "gauge", g.help.c_str());
+      family(out, g.name.c_str(), g.type, g.help.c_str());
       out += g.name + ' ' + number(g.read()) + '\n';
     }
     return out;
@@ -5392,7 +5392,23 @@ class Metrics {
   struct gauge {
     std::string name, help;
     std::function<double()> read;
+    const char* type;  // "gauge" or "counter"
   };
+
+  void add_read_metric(const char* what, const char* type, std::string name, std::string help,
+                       std::function<double()> read) {
+    const std::string where = std::string("iwsec: Metrics::") + what + ": ";
+    if (!valid_name(name) || name.rfind("iwsec_", 0) != 0 || !read)
+      throw std::invalid_argument(where + "'" + name + "' is not an iwsec_ metric name");
+    for (char c : help)
+      if (c == '\n' || c == '\\') throw std::invalid_argument(where + "help must be one plain line");
+    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    for (const auto& g : gauges_)
+      if (g.name == name) throw std::invalid_argument(where + "'" + name + "' already added");
+    for (const char* own : own_names)
+      if (name == own) throw std::invalid_argument(where + "'" + name + "' already added");
+    gauges_.push_back(gauge{std::move(name), std::move(help), std::move(read), type});
+  }
 
   static std::size_t index(CheckResult r) noexcept { return static_cast<std::size_t>(r); }
   static void bump(counter& c) noexcept { c.value.fetch_add(1, std::memory_order_relaxed); }
@@ -5657,6 +5673,89 @@ struct Options {
 
 #include <httplib.h>
 
+// ----- begin iwsec/detail/httplib_compat.hpp -----
+/// @file
+/// @brief The one place where the library meets differences between
+/// cpp-httplib releases (0.11.4 to the newest): decided by the version
+/// number `CPPHTTPLIB_VERSION`, parsed at compile time, never by whether an
+/// API happens to compile (the same call can change meaning between
+/// releases).
+
+#include <cstddef>
+#include <iterator>
+#include <string>
+
+#include <httplib.h>
+
+#ifndef CPPHTTPLIB_VERSION
+#error "iwsec needs cpp-httplib 0.11.4 or newer (CPPHTTPLIB_VERSION is not defined)"
+#endif
+
+namespace iwsec {
+namespace detail {
+
+/// @brief A release number as one comparable integer: major * 10^6 + minor * 10^3 + patch.
+constexpr unsigned long version_number(unsigned long major, unsigned long minor, unsigned long patch) noexcept {
+  return major * 1000000UL + minor * 1000UL + patch;
+}
+
+/// @brief Parses "A.B.C" (digits and dots; anything after the third number
+/// is ignored) into version_number(A, B, C); 0 for text that is not a version.
+constexpr unsigned long parse_version(const char* text) noexcept {
+  unsigned long parts[3] = {0, 0, 0};
+  int part = 0;
+  bool digit_seen = false;
+  for (const char* p = text; *p != '\0' && part < 3; ++p) {
+    if (*p >= '0' && *p <= '9') {
+      parts[part] = parts[part] * 10 + static_cast<unsigned long>(*p - '0');
+      digit_seen = true;
+    } else if (*p == '.' && digit_seen) {
+      ++part;
+      digit_seen = false;
+    } else {
+      break;
+    }
+  }
+  return version_number(parts[0], parts[1], parts[2]);
+}
+
+/// @brief The cpp-httplib release this translation unit is compiled against.
+constexpr unsigned long httplib_version = parse_version(CPPHTTPLIB_VERSION);
+
+static_assert(parse_version("0.11.4") == version_number(0, 11, 4), "parse_version");
+static_assert(parse_version("0.41.0") == version_number(0, 41, 0), "parse_version");
+static_assert(parse_version("1.2.3-rc1") == version_number(1, 2, 3), "parse_version");
+static_assert(httplib_version >= version_number(0, 11, 4),
+              "iwsec needs cpp-httplib 0.11.4 or newer");
+
+/// @brief The values of a request header, however this release keeps
+/// `httplib::Headers` (a case-insensitive `std::multimap` up to 0.17, an
+/// `unordered_multimap` after): equal keys form one range, in the order
+/// cpp-httplib's own `get_header_value(key, id)` counts them.
+inline auto header_values(const httplib::Headers& headers, const std::string& name) {
+  return headers.equal_range(name);
+}
+
+/// @brief The @p index-th value of header @p name, or nullptr; the pointer
+/// stays valid as long as @p headers.
+inline const std::string* find_header(const httplib::Headers& headers, const std::string& name,
+                                      std::size_t index = 0) {
+  auto range = header_values(headers, name);
+  for (auto it = range.first; it != range.second; ++it, --index) {
+    if (index == 0) return &it->second;
+  }
+  return nullptr;
+}
+
+/// @brief How many values header @p name has.
+inline std::size_t count_header(const httplib::Headers& headers, const std::string& name) {
+  auto range = header_values(headers, name);
+  return static_cast<std::size_t>(std::distance(range.first, range.second));
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/httplib_compat.hpp -----
 
 namespace iwsec {
 namespace detail {
@@ -5694,15 +5793,15 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
 /// stays valid as long as @p req.
 inline authorization read_authorization(const httplib::Request& req, std::size_t max_bytes) {
   authorization out;
-  // One case-insensitive search: the first header of that name, and a second
-  // one would be the next element (equal keys are adjacent in the multimap).
-  const auto found = req.headers.lower_bound("Authorization");
-  if (found == req.headers.end() || !iequals(found->first, "Authorization")) return out;
-  const auto next = std::next(found);
-  if (next != req.headers.end() && iequals(next->first, "Authorization")) {
+  // One case-insensitive search; a second value is a duplicate header.
+  const std::string name = "Authorization";
+  const auto range = header_values(req.headers, name);
+  if (range.first == range.second) return out;
+  if (std::next(range.first) != range.second) {
     out.type = authorization::kind::duplicate;
     return out;
   }
+  const auto found = range.first;
   const std::string& raw = found->second;
   if (raw.size() > max_bytes) {
     out.type = authorization::kind::too_long;
