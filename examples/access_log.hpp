@@ -279,8 +279,15 @@ class AccessLog {
 
   static void append_number(std::string& out, long long n) {
     char text[24];
-    const int size = std::snprintf(text, sizeof text, "%lld", n);
-    out.append(text, static_cast<std::size_t>(size));
+    char* end = text + sizeof text;
+    char* p = end;
+    unsigned long long v = n < 0 ? 0ULL - static_cast<unsigned long long>(n) : static_cast<unsigned long long>(n);
+    do {
+      *--p = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    if (n < 0) *--p = '-';
+    out.append(p, static_cast<std::size_t>(end - p));
   }
 
   Format format_;
