@@ -134,19 +134,17 @@ class BufferedWriter {
   }
 
   /// Writes everything still buffered, stops the writer thread and closes
-  /// the file. Later write() calls write directly.
+  /// the file. Later lines: standard output takes them at once, a file's
+  /// are dropped (counted).
   void stop() {
+    std::lock_guard<std::mutex> once(stop_mutex_);
+    if (!thread_.joinable()) return;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!running_) return;
       stopping_ = true;
       wake_writer();
     }
-    if (thread_.joinable()) thread_.join();
-    std::lock_guard<std::mutex> lock(mutex_);
-    running_ = false;
-    space_.notify_all();
-    flushed_.notify_all();
+    thread_.join();
   }
 
  private:
@@ -193,7 +191,11 @@ class BufferedWriter {
       lock.lock();
       written_ = target;
       flushed_.notify_all();
-      if (last && buffer_.empty()) break;
+      if (last && buffer_.empty()) {
+        running_ = false;  // from here on write() does not buffer
+        space_.notify_all();
+        break;
+      }
     }
     lock.unlock();
     if (fd_ >= 0 && fd_ != STDOUT_FILENO) ::close(fd_);
@@ -268,6 +270,7 @@ class BufferedWriter {
   const std::chrono::milliseconds max_delay_;
   std::function<void(int, const std::string&)> on_open_;
 
+  std::mutex stop_mutex_;  // one stop() joins the thread
   std::mutex mutex_;
   std::condition_variable wake_;     // the writer waits here
   std::condition_variable space_;    // blocked callers wait here
