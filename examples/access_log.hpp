@@ -4,19 +4,22 @@
 // request id (echoed as X-Request-Id), method, path (never the query
 // string), status, duration, and for token checks the outcome and the
 // rejection reason (from iwsec::take_token_check, never the token). Lock
-// events go to the same stream.
+// events go to the same stream: standard output, or --access-log-file,
+// through a log_writer::BufferedWriter (no write system call on a request's
+// thread; lines it has no room for are dropped and counted).
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
-#include <mutex>
 #include <string>
 #include <string_view>
 
 #include <httplib.h>
 
 #include <iwsec/iwsec.hpp>
+
+#include "log_writer.hpp"
 
 namespace access_log {
 
@@ -70,16 +73,92 @@ inline bool sane_request_id(std::string_view id) {
   return true;
 }
 
+/// A fresh request id into @p out: 32 lower-case hex digits (128 bits) from
+/// a per-thread generator seeded with 128 bits of OpenSSL randomness when the
+/// thread first needs one (an id names a request, it guards nothing: no
+/// RAND_bytes call per request).
+inline void new_request_id(std::string& out) {
+  struct generator {
+    std::uint64_t a = 0, b = 0;
+    generator() {
+      unsigned char seed[16];
+      iwsec::detail::random_bytes(seed, sizeof seed);
+      for (int i = 0; i < 8; ++i) {
+        a = (a << 8) | seed[i];
+        b = (b << 8) | seed[8 + i];
+      }
+    }
+    // splitmix64: every output distinct over a thread's 2^64 steps.
+    static std::uint64_t mix(std::uint64_t& state) {
+      std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+      return z ^ (z >> 31);
+    }
+  };
+  static thread_local generator g;
+  static const char hex[] = "0123456789abcdef";
+  const std::uint64_t words[2] = {generator::mix(g.a), g.b ^ generator::mix(g.a)};
+  out.resize(32);
+  for (int w = 0; w < 2; ++w)
+    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(w * 16 + i)] = hex[(words[w] >> (60 - 4 * i)) & 15];
+}
+
 /// 128 random bits as 32 lower-case hex digits.
 inline std::string new_request_id() {
-  unsigned char bytes[16];
-  iwsec::detail::random_bytes(bytes, sizeof bytes);
-  return iwsec::detail::hex_encode(bytes, sizeof bytes);
+  std::string id;
+  new_request_id(id);
+  return id;
+}
+
+/// rfc3339(t, true) appended to @p out, the date and time of day formatted
+/// once per second per thread (gmtime_r takes glibc's time-zone lock).
+inline void append_rfc3339_micros(std::string& out, std::chrono::system_clock::time_point t) {
+  struct cache {
+    long long second = -1;
+    char text[24] = {};
+    std::size_t size = 0;
+  };
+  static thread_local cache c;
+  const auto since = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  long long second = since / 1000000;
+  long long micros = since % 1000000;
+  if (micros < 0) {
+    micros += 1000000;
+    --second;
+  }
+  if (second != c.second) {
+    const std::time_t seconds = static_cast<std::time_t>(second);
+    std::tm tm{};
+    ::gmtime_r(&seconds, &tm);
+    c.size = std::strftime(c.text, sizeof c.text, "%Y-%m-%dT%H:%M:%S", &tm);
+    c.second = second;
+  }
+  out.append(c.text, c.size);
+  char fraction[9] = {'.', '0', '0', '0', '0', '0', '0', 'Z', 0};
+  for (int i = 6; i >= 1; --i, micros /= 10) fraction[i] = static_cast<char>('0' + micros % 10);
+  out.append(fraction, 8);
 }
 
 class AccessLog {
  public:
-  AccessLog(Format format, bool requests) : format_(format), requests_(requests) {}
+  /// Lines go to @p path (appended; empty: standard output) through a
+  /// BufferedWriter of @p buffer_bytes that drops (and counts) what it
+  /// cannot hold: no request waits for the disk. Call start() once.
+  AccessLog(Format format, bool requests, std::string path = "", std::size_t buffer_bytes = 4u << 20)
+      : format_(format),
+        requests_(requests),
+        writer_(std::move(path), log_writer::WhenFull::drop, buffer_bytes, std::chrono::milliseconds(100),
+                "access log") {}
+
+  /// Opens the file and starts the writer thread: the error, or empty.
+  std::string start() { return writer_.start(); }
+  /// SIGHUP / SIGUSR1: the file again (logrotate renamed it).
+  void reopen() { writer_.reopen(); }
+  /// Exit: every buffered line written, the file closed.
+  void stop() { writer_.stop(); }
+  /// Lines dropped because the buffer was full (iwsec_access_log_dropped_lines_total).
+  std::uint64_t dropped_lines() const { return writer_.dropped_lines(); }
 
   bool logs_requests() const { return requests_; }
 
@@ -89,8 +168,13 @@ class AccessLog {
     c.request = &req;
     c.arrived = std::chrono::system_clock::now();
     c.started = std::chrono::steady_clock::now();
-    const std::string incoming = req.get_header_value("X-Request-Id");
-    c.id = sane_request_id(incoming) ? incoming : new_request_id();
+    static const std::string header = "X-Request-Id";
+    const std::string* incoming = iwsec::detail::find_header(req.headers, header);
+    if (incoming && sane_request_id(*incoming)) {
+      c.id = *incoming;
+    } else {
+      new_request_id(c.id);
+    }
   }
 
   /// The post-routing step: X-Request-Id on the answer (set here, after the
@@ -111,37 +195,56 @@ class AccessLog {
         begun ? std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - c.started)
                     .count()
               : 0;
-    const std::string id = begun ? c.id : new_request_id();
+    if (!begun) new_request_id(c.id);
+    const std::string& id = c.id;
     const auto check = iwsec::take_token_check(req);
-    std::string line;
+    std::string& line = c.line;  // the thread's own: no allocation per line
+    line.clear();
     if (format_ == Format::json) {
-      line = "{\"time\":\"" + rfc3339(arrived, true) + "\",\"client\":\"";
+      line += "{\"time\":\"";
+      append_rfc3339_micros(line, arrived);
+      line += "\",\"client\":\"";
       append_loggable(line, req.remote_addr);
-      line += "\",\"request_id\":\"" + id + "\",\"method\":\"";
+      line += "\",\"request_id\":\"";
+      line += id;
+      line += "\",\"method\":\"";
       append_loggable(line, req.method);
       line += "\",\"path\":\"";
       append_loggable(line, req.path);
-      line += "\",\"status\":" + std::to_string(res.status) + ",\"duration_us\":" + std::to_string(micros);
+      line += "\",\"status\":";
+      append_number(line, res.status);
+      line += ",\"duration_us\":";
+      append_number(line, micros);
       if (check) {
         line += check->valid ? ",\"is_valid\":true" : ",\"is_valid\":false,\"reason\":\"";
-        if (!check->valid) line += std::string(check->rejection ? check->rejection : "unknown") + "\"";
+        if (!check->valid) {
+          line += check->rejection ? check->rejection : "unknown";
+          line += '"';
+        }
       }
       line += "}\n";
     } else {
-      line = rfc3339(arrived, true) + ' ';
+      append_rfc3339_micros(line, arrived);
+      line += ' ';
       append_loggable(line, req.remote_addr);
-      line += ' ' + id + ' ';
+      line += ' ';
+      line += id;
+      line += ' ';
       append_loggable(line, req.method);
       line += ' ';
       append_loggable(line, req.path);
-      line += ' ' + std::to_string(res.status) + ' ' + std::to_string(micros) + "us";
+      line += ' ';
+      append_number(line, res.status);
+      line += ' ';
+      append_number(line, micros);
+      line += "us";
       if (check) {
         line += check->valid ? " is_valid=true" : " is_valid=false reason=";
         if (!check->valid) line += check->rejection ? check->rejection : "unknown";
       }
       line += '\n';
     }
-    emit(line);
+    writer_.write(line);
   }
 
   /// A lock that started (printed even with the request lines off).
@@ -158,7 +261,7 @@ class AccessLog {
       append_loggable(line, e.subject);
       line += " until=" + rfc3339_seconds(e.until) + '\n';
     }
-    emit(line);
+    writer_.write(line);
   }
 
  private:
@@ -167,21 +270,29 @@ class AccessLog {
     std::chrono::system_clock::time_point arrived;
     std::chrono::steady_clock::time_point started;
     std::string id;
+    std::string line;
   };
   static current& current_request() {
     static thread_local current c;
     return c;
   }
 
-  void emit(const std::string& line) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::fputs(line.c_str(), stdout);
-    std::fflush(stdout);
+  static void append_number(std::string& out, long long n) {
+    char text[24];
+    char* end = text + sizeof text;
+    char* p = end;
+    unsigned long long v = n < 0 ? 0ULL - static_cast<unsigned long long>(n) : static_cast<unsigned long long>(n);
+    do {
+      *--p = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    if (n < 0) *--p = '-';
+    out.append(p, static_cast<std::size_t>(end - p));
   }
 
   Format format_;
   bool requests_;
-  std::mutex mutex_;
+  log_writer::BufferedWriter writer_;
 };
 
 }  // namespace access_log

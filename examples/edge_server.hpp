@@ -203,6 +203,13 @@ class ConnectionStream : public httplib::Stream {
   }
 
   ssize_t read(char* ptr, std::size_t size) override {
+    if (size == 1 && begin_ != end_ && !failed_) {  // httplib reads request lines byte by byte
+      const char c = buffer_[begin_];
+      if (in_headers_ && !count_header_byte(c)) return -1;
+      ++begin_;
+      *ptr = c;
+      return 1;
+    }
     if (failed_) return -1;
     if (begin_ == end_) {
       if (!wait(POLLIN, read_until())) return fail_headers(false);
@@ -256,20 +263,26 @@ class ConnectionStream : public httplib::Stream {
   // the end of the headers, fails past a limit.
   std::size_t count_headers(std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
-      const char c = buffer_[begin_ + i];
-      if (++header_bytes_ > limits_.max_header_bytes) return fail_headers(true), 0;
-      if (c != '\n') {
-        if (c != '\r') ++line_length_;
-        continue;
-      }
-      if (line_length_ == 0 && header_lines_ > 0) {  // the blank line: the body follows
-        in_headers_ = false;
-        return i + 1;
-      }
-      line_length_ = 0;
-      if (++header_lines_ > limits_.max_header_lines + 1) return fail_headers(true), 0;
+      if (!count_header_byte(buffer_[begin_ + i])) return 0;
+      if (!in_headers_) return i + 1;  // the blank line: the body follows
     }
     return n;
+  }
+
+  // One byte of a request's headers: false (and failed) past a limit.
+  bool count_header_byte(char c) {
+    if (++header_bytes_ > limits_.max_header_bytes) return fail_headers(true), false;
+    if (c != '\n') {
+      if (c != '\r') ++line_length_;
+      return true;
+    }
+    if (line_length_ == 0 && header_lines_ > 0) {
+      in_headers_ = false;
+      return true;
+    }
+    line_length_ = 0;
+    if (++header_lines_ > limits_.max_header_lines + 1) return fail_headers(true), false;
+    return true;
   }
 
   // Answers 431 (a limit) or nothing (the deadline), then refuses all I/O.

@@ -62,6 +62,11 @@ constexpr const char* help_text =
     "                           (default 600000; match your users' hashes)\n"
     "  --no-access-log          do not print a line per request\n"
     "  --access-log FORMAT      text (default) or json (one object per line)\n"
+    "  --access-log-file FILE   append the access log to FILE (mode 0600) instead of\n"
+    "                           standard output; SIGHUP or SIGUSR1 reopens it\n"
+    "  --access-log-buffer BYTES  lines held for the log's writer thread (default\n"
+    "                           4194304); lines past it are dropped and counted in\n"
+    "                           iwsec_access_log_dropped_lines_total\n"
     "  --admin-port PORT        serve /metrics, /health/live, /health/ready on this\n"
     "                           port, 0 for any free port (default: off)\n"
     "  --admin-host ADDRESS     address of the admin port (default 127.0.0.1)\n"
@@ -87,7 +92,8 @@ constexpr const char* help_text =
     "line per request: TIME CLIENT REQUEST-ID METHOD PATH STATUS MICROSECONDSus,\n"
     "plus is_valid=... reason=... for token checks, and a line per lockout\n"
     "('admin listening on http://HOST:PORT' too with --admin-port).\n"
-    "SIGINT or SIGTERM stops it.\n"
+    "SIGINT or SIGTERM stops it (every buffered access-log line written first);\n"
+    "SIGHUP reloads --secret-file and reopens --access-log-file, SIGUSR1 reopens it.\n"
     "Options take their value as --opt VALUE or --opt=VALUE.\n"
     "Basic credentials travel in clear text: outside loopback, use TLS.\n"
     "Exit status: 0 stopped by a signal, 1 cannot start (the reason on stderr), 2 bad arguments.\n";
@@ -105,6 +111,8 @@ struct Settings {
   std::uint32_t pbkdf2_rounds = iwsec::default_pbkdf2_rounds;
   bool access_log = true;
   access_log::Format access_log_format = access_log::Format::text;
+  std::string access_log_file;  // empty: standard output
+  std::size_t access_log_buffer = 4u << 20;
   int admin_port = -1;  // off
   std::string admin_host = "127.0.0.1";
   std::size_t max_revocations_per_user = iwsec::Options().max_revocations_per_user;
@@ -153,6 +161,11 @@ Settings parse_arguments(int argc, char** argv) {
       const std::string format = args.value();
       if (format != "text" && format != "json") cli::usage_error(program, "--access-log takes text or json");
       s.access_log_format = format == "json" ? access_log::Format::json : access_log::Format::text;
+    } else if (a == "--access-log-file") {
+      s.access_log_file = args.value();
+      if (s.access_log_file.empty()) cli::usage_error(program, "--access-log-file needs a file");
+    } else if (a == "--access-log-buffer") {
+      s.access_log_buffer = static_cast<std::size_t>(args.integer_value(1024, 1LL << 30));
     } else if (a == "--admin-port") {
       s.admin_port = static_cast<int>(args.integer_value(0, 65535));
     } else if (a == "--admin-host") {
@@ -229,7 +242,11 @@ int main(int argc, char** argv) {
   // Operations: metrics, lock events to the log and the lock journal (where
   // iwsec-admin show-user / unlock meet the running server).
   options.metrics = std::make_shared<iwsec::Metrics>();
-  access_log::AccessLog log(settings.access_log_format, settings.access_log);
+  access_log::AccessLog log(settings.access_log_format, settings.access_log, settings.access_log_file,
+                            settings.access_log_buffer);
+  options.metrics->add_counter("iwsec_access_log_dropped_lines_total",
+                               "Access-log lines dropped because the log's buffer was full",
+                               [&log] { return static_cast<double>(log.dropped_lines()); });
   lock_journal::ServerJournal journal(lock_journal::path_in(settings.data_dir));
   // In cluster mode locks live in the database (show-user and unlock go there).
   const bool cluster_mode = settings.cluster.enabled();
@@ -386,10 +403,16 @@ int main(int argc, char** argv) {
       cli::die(program, e.what(), 1);
     }
   }
+  const std::string log_error = log.start();  // the file's writer thread
+  if (!log_error.empty()) cli::die(program, log_error, 1);
   if (!keys_in_database) options.refresh_keys = keys.per_request_refresh();
   routes = iwsec::mount_security_routes(*server, *users, *signer, options);
-  startup::reload_on_signal([&keys, keys_in_database] {
-    if (!keys_in_database) keys.reload();  // keys in the database follow the change log
+  // SIGHUP: the key file again (--secret-file; keys in the database follow
+  // the change log) and the access log reopened; SIGUSR1: the access log
+  // only (logrotate's postrotate signal).
+  startup::reload_on_signal([&keys, &log, keys_in_database](int signal_number) {
+    log.reopen();
+    if (signal_number == SIGHUP && !keys_in_database) keys.reload();
   });
 
   const std::size_t user_count = users->list_users().size();
@@ -416,6 +439,7 @@ int main(int argc, char** argv) {
   // Returns once stop() closed the listening socket and the workers finished
   // the requests in flight.
   const bool clean = server->listen_after_bind();
+  log.stop();  // every line of every answered request written
   if (admin) admin->stop();
   if (!cluster_mode) journal.stop();
 #ifdef IWSEC_HAVE_POSTGRES

@@ -216,3 +216,20 @@ TEST_CASE("take_token_check gives the host's logger the validation outcome and i
   std::sort(want.begin(), want.end());
   CHECK(got == want);
 }
+
+TEST_CASE("add_counter() renders a counter read at render time; its name must end in _total", "[metrics]") {
+  iwsec::Metrics m;
+  std::uint64_t dropped = 0;
+  m.add_counter("iwsec_access_log_dropped_lines_total", "Lines dropped.", [&] { return static_cast<double>(dropped); });
+  CHECK_THROWS_AS(m.add_counter("iwsec_dropped_lines", "no _total", [] { return 0.0; }), std::invalid_argument);
+  CHECK_THROWS_AS(m.add_counter("iwsec_access_log_dropped_lines_total", "again", [] { return 0.0; }),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(m.add_gauge("iwsec_access_log_dropped_lines_total", "as a gauge", [] { return 0.0; }),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(m.add_counter("iwsec_revocations_total", "taken", [] { return 0.0; }), std::invalid_argument);
+  CHECK(m.render().find("# HELP iwsec_access_log_dropped_lines_total Lines dropped.\n"
+                        "# TYPE iwsec_access_log_dropped_lines_total counter\n"
+                        "iwsec_access_log_dropped_lines_total 0\n") != std::string::npos);
+  dropped = 7;
+  CHECK(m.render().find("\niwsec_access_log_dropped_lines_total 7\n") != std::string::npos);
+}

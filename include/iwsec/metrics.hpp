@@ -148,16 +148,16 @@ class Metrics {
   /// quick, and may return NaN for "unknown". Throws std::invalid_argument
   /// for a bad or taken name.
   void add_gauge(std::string name, std::string help, std::function<double()> read) {
-    if (!valid_name(name) || name.rfind("iwsec_", 0) != 0 || !read)
-      throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' is not an iwsec_ metric name");
-    for (char c : help)
-      if (c == '\n' || c == '\\') throw std::invalid_argument("iwsec: Metrics::add_gauge: help must be one plain line");
-    std::lock_guard<std::mutex> lock(gauges_mutex_);
-    for (const auto& g : gauges_)
-      if (g.name == name) throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' already added");
-    for (const char* own : own_names)
-      if (name == own) throw std::invalid_argument("iwsec: Metrics::add_gauge: '" + name + "' already added");
-    gauges_.push_back(gauge{std::move(name), std::move(help), std::move(read)});
+    add_read_metric("add_gauge", "gauge", std::move(name), std::move(help), std::move(read));
+  }
+
+  /// @brief Adds a counter read by @p read at every render() (e.g.
+  /// iwsec-server's `iwsec_access_log_dropped_lines_total`): as add_gauge(),
+  /// and @p name must end in `_total`; @p read must never go down.
+  void add_counter(std::string name, std::string help, std::function<double()> read) {
+    if (name.size() < 6 || name.compare(name.size() - 6, 6, "_total") != 0)
+      throw std::invalid_argument("iwsec: Metrics::add_counter: '" + name + "' does not end in _total");
+    add_read_metric("add_counter", "counter", std::move(name), std::move(help), std::move(read));
   }
 
   /// @brief Every metric in the Prometheus text exposition format 0.0.4
@@ -199,7 +199,7 @@ class Metrics {
     }
     std::lock_guard<std::mutex> lock(gauges_mutex_);
     for (const auto& g : gauges_) {
-      family(out, g.name.c_str(), "gauge", g.help.c_str());
+      family(out, g.name.c_str(), g.type, g.help.c_str());
       out += g.name + ' ' + number(g.read()) + '\n';
     }
     return out;
@@ -223,7 +223,23 @@ class Metrics {
   struct gauge {
     std::string name, help;
     std::function<double()> read;
+    const char* type;  // "gauge" or "counter"
   };
+
+  void add_read_metric(const char* what, const char* type, std::string name, std::string help,
+                       std::function<double()> read) {
+    const std::string where = std::string("iwsec: Metrics::") + what + ": ";
+    if (!valid_name(name) || name.rfind("iwsec_", 0) != 0 || !read)
+      throw std::invalid_argument(where + "'" + name + "' is not an iwsec_ metric name");
+    for (char c : help)
+      if (c == '\n' || c == '\\') throw std::invalid_argument(where + "help must be one plain line");
+    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    for (const auto& g : gauges_)
+      if (g.name == name) throw std::invalid_argument(where + "'" + name + "' already added");
+    for (const char* own : own_names)
+      if (name == own) throw std::invalid_argument(where + "'" + name + "' already added");
+    gauges_.push_back(gauge{std::move(name), std::move(help), std::move(read), type});
+  }
 
   static std::size_t index(CheckResult r) noexcept { return static_cast<std::size_t>(r); }
   static void bump(counter& c) noexcept { c.value.fetch_add(1, std::memory_order_relaxed); }

@@ -8,10 +8,18 @@ token ever appears."""
 
 import datetime
 import json
+import os
 import re
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
 import unittest
 
 import iwsec_harness as h
+import test_metrics
 
 PASSWORD = "access log password"
 TEXT_LINE = re.compile(
@@ -135,6 +143,182 @@ class AccessLog(unittest.TestCase):
         r = h.run_program([h.server_path(), "--access-log", "xml"])
         self.assertEqual(r.returncode, 2)
         self.assertIn("--access-log", r.stderr)
+
+
+class AccessLogFile(unittest.TestCase):
+    """--access-log-file FILE (SPEC "Operations"): lines are buffered and
+    written by one writer thread, every line whole; all of them reach the
+    file before the server exits on SIGTERM; SIGHUP and SIGUSR1 reopen the
+    file (logrotate renames it, then signals); lines the buffer cannot hold
+    while the file does not take them are dropped whole and counted in
+    iwsec_access_log_dropped_lines_total."""
+
+    def start(self, *flags):
+        self.data = h.data_dir(self)
+        self.dir = h.temp_dir(self)
+        self.path = os.path.join(self.dir, "access.log")
+        self.server = h.start_server(self, self.data, "--access-log-file", self.path, *flags)
+        self.api = h.Api(self.server.base_url)
+        self.addCleanup(self.api.close)
+
+    def request(self, request_id):
+        r = self.api.request("GET", "/v3/security/token/validate", "Bearer x.y.z",
+                             headers={"X-Request-Id": request_id})
+        self.assertEqual(r.status_code, 200)
+        self.assertEqual(r.headers.get("X-Request-Id"), request_id)
+
+    def read_lines(self, path):
+        with open(path, "rb") as f:
+            data = f.read()
+        self.assertTrue(data == b"" or data.endswith(b"\n"), "a partial last line in %s" % path)
+        return data.decode().splitlines()
+
+    def wait_for_line(self, path, request_id):
+        """Waits (bounded) until a line with @p request_id is in @p path."""
+        deadline = time.monotonic() + h.HTTP_TIMEOUT
+        while time.monotonic() < deadline:
+            if os.path.exists(path) and any((" %s " % request_id) in l for l in self.read_lines(path)):
+                return
+            time.sleep(0.02)
+        self.fail("no line with %s in %s" % (request_id, path))
+
+    def wait_for_file(self, path):
+        deadline = time.monotonic() + h.HTTP_TIMEOUT
+        while not os.path.exists(path):
+            self.assertLess(time.monotonic(), deadline, "%s was not created again" % path)
+            time.sleep(0.02)
+
+    def test_every_line_whole_and_flushed_on_sigterm(self):
+        self.start()
+        ids = ["flush-%d" % i for i in range(300)]
+        for i in ids:
+            self.request(i)
+        self.assertEqual(self.server.stop(signal.SIGTERM), 0)
+        lines = self.read_lines(self.path)
+        self.assertEqual(len(lines), len(ids), lines[-5:])
+        seen = []
+        for l in lines:
+            m = TEXT_LINE.match(l)
+            self.assertIsNotNone(m, l)
+            self.assertEqual(m.group(5), "/v3/security/token/validate")
+            self.assertEqual(m.group(8), " is_valid=false reason=malformed")
+            seen.append(m.group(3))
+        self.assertEqual(sorted(seen), sorted(ids))
+        self.assertEqual(self.server.log_lines(), [], "request lines go to the file, not stdout")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode) & 0o077, 0, "the log is not world-readable")
+
+    def test_json_lines_to_a_file_flushed_on_sigint(self):
+        self.start("--access-log", "json")
+        for i in range(50):
+            self.request("json-%d" % i)
+        self.assertEqual(self.server.stop(signal.SIGINT), 0)
+        docs = [json.loads(l) for l in self.read_lines(self.path)]
+        self.assertEqual(sorted(d["request_id"] for d in docs), sorted("json-%d" % i for i in range(50)))
+
+    def test_sighup_and_sigusr1_reopen_the_file_after_a_rename(self):
+        self.start()
+        self.request("before-rotation")
+        self.wait_for_line(self.path, "before-rotation")
+        for n, sig in ((1, signal.SIGHUP), (2, signal.SIGUSR1)):
+            rotated = "%s.%d" % (self.path, n)
+            os.rename(self.path, rotated)
+            self.request("renamed-%d" % n)  # still written to the renamed file
+            self.server.proc.send_signal(sig)
+            self.wait_for_file(self.path)
+            self.request("after-%d" % n)
+            self.wait_for_line(self.path, "after-%d" % n)
+            self.wait_for_line(rotated, "renamed-%d" % n)
+            self.assertFalse(any(" after-%d " % n in l for l in self.read_lines(rotated)))
+            self.assertIsNone(self.server.proc.poll(), "signal %d stopped the server" % sig)
+        # SIGHUP still reloads the signing keys as well.
+        self.assertIn("signing keys reloaded", self.server.stderr_text())
+        self.assertEqual(self.server.stop(signal.SIGTERM), 0)
+        everything = self.read_lines(self.path + ".1") + self.read_lines(self.path + ".2") + self.read_lines(self.path)
+        for l in everything:
+            self.assertIsNotNone(TEXT_LINE.match(l), l)
+        self.assertEqual(len(everything), 5)
+
+    def test_lines_dropped_when_the_file_takes_nothing_are_counted(self):
+        # A FIFO that this test opens but does not read: once the pipe and a
+        # 4 KiB buffer are full the writer is stuck in write(), and requests
+        # must still be answered; their lines are dropped whole and counted.
+        self.data = h.data_dir(self)
+        self.dir = h.temp_dir(self)
+        fifo = os.path.join(self.dir, "access.fifo")
+        os.mkfifo(fifo, 0o600)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        self.server, admin_url = test_metrics.start_with_admin_port(
+            self, self.data, "--access-log-file", fifo, "--access-log-buffer", "4096")
+        self.api = h.Api(self.server.base_url)
+        self.addCleanup(self.api.close)
+        http = h.session()
+        self.addCleanup(http.close)
+
+        def dropped():
+            r = http.get(admin_url + "/metrics", timeout=h.HTTP_TIMEOUT)
+            self.assertEqual(r.status_code, 200)
+            self.assertIn("# TYPE iwsec_access_log_dropped_lines_total counter\n", r.text)
+            return test_metrics.parse_metrics(r.text)[("iwsec_access_log_dropped_lines_total", ())]
+
+        self.assertEqual(dropped(), 0)
+        sent = 0
+        while dropped() == 0:
+            self.assertLess(sent, 20000, "no line was dropped")
+            for _ in range(100):
+                self.request("drop-%d" % sent)
+                sent += 1
+        # Read everything now: the writer gets going again, the next line arrives whole.
+        os.set_blocking(reader, True)
+        received = bytearray()
+        done = threading.Event()
+
+        def drain():
+            while True:
+                chunk = os.read(reader, 65536)
+                if not chunk:
+                    break
+                received.extend(chunk)
+                if b" last-one " in received:
+                    done.set()
+            done.set()
+
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        self.request("last-one")
+        sent += 1
+        self.assertTrue(done.wait(h.HTTP_TIMEOUT), "the writer did not resume")
+        lost = dropped()
+        self.assertEqual(self.server.stop(signal.SIGTERM), 0)
+        t.join(h.HTTP_TIMEOUT)
+        self.assertTrue(received.endswith(b"\n"))
+        lines = received.decode().splitlines()
+        for l in lines:
+            self.assertIsNotNone(TEXT_LINE.match(l), l)
+        self.assertGreater(lost, 0)
+        self.assertEqual(len(lines) + lost, sent, "every request is either written whole or counted")
+
+    def test_drop_counter_on_metrics_passes_promtool(self):
+        self.data = h.data_dir(self)
+        server, admin_url = test_metrics.start_with_admin_port(self, self.data)
+        http = h.session()
+        self.addCleanup(http.close)
+        text = http.get(admin_url + "/metrics", timeout=h.HTTP_TIMEOUT).text
+        self.assertEqual(test_metrics.parse_metrics(text)[("iwsec_access_log_dropped_lines_total", ())], 0)
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            self.fail("promtool not found (apt-get install prometheus)")
+        check = subprocess.run([promtool, "check", "metrics"], input=text.encode(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=h.PROGRAM_TIMEOUT)
+        self.assertEqual(check.returncode, 0, "promtool check metrics: " + check.stdout.decode())
+        server.stop()
+
+    def test_unwritable_log_file_stops_the_start(self):
+        data = h.data_dir(self)
+        missing = os.path.join(h.temp_dir(self), "no", "such", "dir", "access.log")
+        with self.assertRaises(h.ServerError) as caught:
+            h.start_server(self, data, "--access-log-file", missing)
+        self.assertIn(missing, str(caught.exception))
 
 
 if __name__ == "__main__":

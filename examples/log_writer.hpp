@@ -1,0 +1,290 @@
+#pragma once
+// A log file written by one thread of its own (SPEC "Operations"): callers
+// append whole lines to a bounded in-memory buffer under a short lock and
+// never make a write system call; the writer thread takes the buffer as a
+// whole (at the latest max_delay after its first line, sooner when half full,
+// when flushed or stopping) and writes it with as few write(2) calls as the
+// file takes. What a full buffer does is the owner's choice:
+//
+//   - WhenFull::drop  (the access log): the line is dropped whole and counted
+//     (dropped_lines()); the caller never waits for the disk.
+//   - WhenFull::block (an audit trail): the caller waits until the writer has
+//     made room; no line is ever lost while the file takes writes.
+//
+// reopen() (SIGHUP / SIGUSR1: logrotate renamed the file) makes the writer
+// write what it holds to the old file, then open the path again (created if
+// missing). stop() (or the destructor) writes everything still buffered and
+// joins the thread: call it on the way out (SIGINT / SIGTERM). An empty path
+// means standard output, which is never reopened nor closed.
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace log_writer {
+
+/// What write() does with a line the buffer has no room for.
+enum class WhenFull {
+  drop,   ///< drop the line (whole) and count it: the caller never waits
+  block,  ///< wait until the writer made room: no line is ever dropped
+};
+
+class BufferedWriter {
+ public:
+  /// @p path: the file (appended to, created with mode 0600 if missing), or
+  /// empty for standard output. @p capacity: bytes buffered at most (a line
+  /// longer than that is still taken, alone, under WhenFull::block).
+  /// @p max_delay: the longest a line waits in the buffer before the writer
+  /// takes it (an audit trail's "within a second" is 1 s or less).
+  /// @p name: how error messages name this log ("access log", "audit log").
+  BufferedWriter(std::string path, WhenFull when_full, std::size_t capacity = 4u << 20,
+                 std::chrono::milliseconds max_delay = std::chrono::milliseconds(100),
+                 std::string name = "log")
+      : path_(std::move(path)),
+        name_(std::move(name)),
+        when_full_(when_full),
+        capacity_(std::max<std::size_t>(capacity, 1)),
+        max_delay_(max_delay) {
+    buffer_.reserve(capacity_);
+    spare_.reserve(capacity_);
+  }
+  ~BufferedWriter() { stop(); }
+  BufferedWriter(const BufferedWriter&) = delete;
+  BufferedWriter& operator=(const BufferedWriter&) = delete;
+
+  /// Called with each descriptor the writer opens (at start and after every
+  /// reopen), before anything is written to it: e.g. fchown to the data
+  /// directory's owner. Set before start().
+  void on_open(std::function<void(int fd, const std::string& path)> hook) { on_open_ = std::move(hook); }
+
+  /// Opens the file and starts the writer thread; the error message
+  /// ("cannot open PATH: reason"), or empty.
+  std::string start() {
+    std::string error;
+    fd_ = open_file(error);
+    if (fd_ < 0) return error;
+    std::lock_guard<std::mutex> lock(mutex_);
+    running_ = true;
+    thread_ = std::thread([this] { run(); });
+    return "";
+  }
+
+  const std::string& path() const { return path_; }
+
+  /// Appends @p line (which should end with '\n'). Returns false when the
+  /// line was dropped (WhenFull::drop with a full buffer).
+  bool write(std::string_view line) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!running_) return write_unbuffered(lock, line);
+    if (buffer_.size() + line.size() > capacity_) {
+      if (when_full_ == WhenFull::drop) {
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      }
+      ++blocked_;
+      wake_writer();
+      space_.wait(lock, [&] {
+        return !running_ || buffer_.empty() || buffer_.size() + line.size() <= capacity_;
+      });
+      --blocked_;
+      if (!running_) return write_unbuffered(lock, line);
+    }
+    const bool was_below_half = buffer_.size() < capacity_ / 2;
+    buffer_.append(line.data(), line.size());
+    appended_ += line.size();
+    // Wake the writer only when it sleeps for want of lines, or when the
+    // buffer passes half: under load a request never makes a system call here.
+    if (writer_idle_ || (was_below_half && buffer_.size() >= capacity_ / 2)) wake_writer();
+    return true;
+  }
+
+  /// Lines dropped so far (WhenFull::drop with a full buffer, or a write
+  /// the file refused).
+  std::uint64_t dropped_lines() const { return dropped_.load(std::memory_order_relaxed); }
+
+  /// Asks the writer to write what it holds, then open the path again.
+  void reopen() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (path_.empty()) return;
+    reopen_ = true;
+    wake_writer();
+  }
+
+  /// Waits until every line appended before the call has been written.
+  void flush() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!running_) return;
+    const std::uint64_t target = appended_;
+    flush_ = true;
+    wake_writer();
+    flushed_.wait(lock, [&] { return written_ >= target || !running_; });
+  }
+
+  /// Writes everything still buffered, stops the writer thread and closes
+  /// the file. Later lines: standard output takes them at once, a file's
+  /// are dropped (counted).
+  void stop() {
+    std::lock_guard<std::mutex> once(stop_mutex_);
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      wake_writer();
+    }
+    thread_.join();
+  }
+
+ private:
+  // Not started, or stopped: standard output takes the line at once; a
+  // file's line is dropped (counted).
+  bool write_unbuffered(std::unique_lock<std::mutex>& lock, std::string_view line) {
+    lock.unlock();
+    if (path_.empty()) return write_out(STDOUT_FILENO, line.data(), line.size()) == line.size();
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
+  // Under mutex_.
+  void wake_writer() {
+    writer_idle_ = false;
+    wake_.notify_one();
+  }
+
+  bool urgent() const { return stopping_ || reopen_ || flush_ || blocked_ > 0 || buffer_.size() >= capacity_ / 2; }
+
+  void run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      if (buffer_.empty() && !urgent()) {
+        writer_idle_ = true;
+        wake_.wait(lock, [&] { return !buffer_.empty() || urgent(); });
+        writer_idle_ = false;
+      }
+      // Give the callers a moment to add more: one write for many lines.
+      if (!urgent()) wake_.wait_for(lock, max_delay_, [&] { return urgent(); });
+      spare_.swap(buffer_);
+      const std::uint64_t target = appended_;
+      const bool reopen = reopen_;
+      const bool last = stopping_;
+      reopen_ = false;
+      flush_ = false;
+      if (blocked_ > 0) space_.notify_all();
+      lock.unlock();
+
+      if (!spare_.empty()) write_batch();
+      spare_.clear();
+      if (reopen) reopen_file();
+
+      lock.lock();
+      written_ = target;
+      flushed_.notify_all();
+      if (last && buffer_.empty()) {
+        running_ = false;  // from here on write() does not buffer
+        space_.notify_all();
+        break;
+      }
+    }
+    lock.unlock();
+    if (fd_ >= 0 && fd_ != STDOUT_FILENO) ::close(fd_);
+    fd_ = -1;
+  }
+
+  void write_batch() {
+    if (fd_ < 0) {
+      dropped_.fetch_add(static_cast<std::uint64_t>(std::count(spare_.begin(), spare_.end(), '\n')),
+                         std::memory_order_relaxed);
+      return;
+    }
+    const std::size_t done = write_out(fd_, spare_.data(), spare_.size());
+    if (done < spare_.size()) {
+      // What did not get written is lost; count its lines (a partial line
+      // counts as written: the file has its start).
+      const auto from = spare_.begin() + static_cast<std::ptrdiff_t>(done);
+      std::uint64_t lost = static_cast<std::uint64_t>(std::count(from, spare_.end(), '\n'));
+      if (done > 0 && spare_[done - 1] != '\n' && lost > 0) --lost;
+      dropped_.fetch_add(lost, std::memory_order_relaxed);
+    }
+  }
+
+  // Writes @p size bytes, retrying short writes and EINTR; the bytes
+  // written. Reports a failure on stderr once until a write succeeds.
+  std::size_t write_out(int fd, const char* data, std::size_t size) {
+    std::size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::write(fd, data + done, size - done);
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      const int error = n < 0 ? errno : EIO;
+      if (!failing_.exchange(true))
+        std::fprintf(stderr, "iwsec-server: %s: cannot write to %s: %s\n", name_.c_str(),
+                     path_.empty() ? "standard output" : path_.c_str(), std::strerror(error));
+      return done;
+    }
+    failing_.store(false);
+    return done;
+  }
+
+  int open_file(std::string& error) {
+    if (path_.empty()) return STDOUT_FILENO;
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      error = "cannot open " + name_ + " " + path_ + ": " + std::strerror(errno);
+      return -1;
+    }
+    if (on_open_) on_open_(fd, path_);
+    return fd;
+  }
+
+  // The writer thread, nothing buffered in hand: the old file is complete.
+  void reopen_file() {
+    std::string error;
+    const int fd = open_file(error);
+    if (fd < 0) {
+      std::fprintf(stderr, "iwsec-server: %s: keeping the file open: %s\n", name_.c_str(), error.c_str());
+      return;
+    }
+    if (fd_ >= 0 && fd_ != STDOUT_FILENO) ::close(fd_);
+    fd_ = fd;
+  }
+
+  const std::string path_;
+  const std::string name_;
+  const WhenFull when_full_;
+  const std::size_t capacity_;
+  const std::chrono::milliseconds max_delay_;
+  std::function<void(int, const std::string&)> on_open_;
+
+  std::mutex stop_mutex_;  // one stop() joins the thread
+  std::mutex mutex_;
+  std::condition_variable wake_;     // the writer waits here
+  std::condition_variable space_;    // blocked callers wait here
+  std::condition_variable flushed_;  // flush() waits here
+  std::string buffer_;               // lines not yet taken by the writer
+  std::string spare_;                // the writer's batch (its own while unlocked)
+  std::uint64_t appended_ = 0, written_ = 0;
+  std::size_t blocked_ = 0;
+  bool running_ = false;  // the writer thread runs (started, not stopped)
+  bool writer_idle_ = false, stopping_ = false, reopen_ = false, flush_ = false;
+  int fd_ = -1;
+  std::thread thread_;
+  std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<bool> failing_{false};
+};
+
+}  // namespace log_writer
