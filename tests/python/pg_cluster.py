@@ -4,7 +4,10 @@ PostgreSQL.start() runs `initdb` into a fresh temporary directory (as the
 `postgres` OS account when the tests run as root: initdb refuses root), then
 `pg_ctl start` on a free 127.0.0.1 port with its socket in that directory.
 stop() stops the postmaster by its pid (SIGINT: fast shutdown; SIGKILL after
-a bounded wait); remove() also deletes the directory. Every wait is bounded.
+a bounded wait); restart() is stop() then start() (pg_ctl restart -m fast);
+suspend() / resume() SIGSTOP / SIGCONT the postmaster and every backend (by
+process id: a database that holds its connections open but answers
+nothing); remove() also deletes the directory. Every wait is bounded.
 
 Tests skip (unittest.SkipTest) only when the PostgreSQL server binaries are
 not installed; any other failure to start is an error.
@@ -136,7 +139,54 @@ class PostgreSQL:
         except ProcessLookupError:
             pass
 
+    def restart(self):
+        """Fast shutdown (every connection broken) and start again on the same port."""
+        self.stop()
+        return self.start()
+
+    def _backends(self):
+        """The process ids of the postmaster's children (its backends and workers)."""
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().split(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == self.pid:
+                out.append(int(entry))
+        return out
+
+    def suspend(self):
+        """SIGSTOPs the postmaster first (so it forks nothing new), then every
+        backend; the kernel still accepts TCP connections and answers
+        keepalives. Returns the stopped process ids (pass them to resume)."""
+        stopped = [self.pid]
+        os.kill(self.pid, signal.SIGSTOP)
+        for _ in range(3):  # a child forked just before the stop
+            for pid in self._backends():
+                if pid not in stopped:
+                    try:
+                        os.kill(pid, signal.SIGSTOP)
+                        stopped.append(pid)
+                    except ProcessLookupError:
+                        pass
+        self._suspended = stopped
+        return stopped
+
+    def resume(self):
+        """SIGCONTs what suspend() stopped (backends first, the postmaster last)."""
+        for pid in reversed(getattr(self, "_suspended", [])):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._suspended = []
+
     def remove(self):
+        self.resume()
         self.stop()
         _live.discard(self)
         if self.root:

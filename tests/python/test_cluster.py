@@ -362,6 +362,193 @@ class Restarts(ClusterCase):
                                   "AND datname = '%s'" % self.db) == "2", what="the listeners to reconnect")
 
 
+def timed(call):
+    """(response or the exception it raised, seconds it took)."""
+    began = time.monotonic()
+    try:
+        result = call()
+    except Exception as e:  # a request that timed out: its elapsed time tells
+        result = e
+    return result, time.monotonic() - began
+
+
+SICK_BOUND = 2.0  # SPEC: logins and writes answer 503 within 2 s while the database is stalled
+
+
+class SickDatabase(ClusterCase):
+    """A stalled database (SIGSTOP), a restart, commits whose answer is held or lost."""
+
+    def assert_503_within(self, result, seconds, what, bound=SICK_BOUND):
+        self.assertFalse(isinstance(result, Exception), "%s: no answer after %.1f s (%r)" % (what, seconds, result))
+        self.assertEqual(result.status_code, 503, "%s: %s" % (what, result.text))
+        self.assertEqual(result.json()["iw_code"], "IW10002", what)
+        self.assertGreaterEqual(int(result.headers["Retry-After"]), 1, what)
+        self.assertLess(seconds, bound, "%s answered 503 after %.2f s" % (what, seconds))
+
+    def test_stalled_database_answers_503_within_2s_then_recovers(self):
+        staleness = 12  # room for the 503s below (each up to 2 s) before it passes
+        a, b = self.start_replicas(2, "--max-staleness", str(staleness))
+        refresh = self.add_user("stall@example.com", apis=(a, b))
+        token = a.token_by_password(self, "stall@example.com", PASSWORD)
+        spare = a.token_by_password(self, "stall@example.com", PASSWORD)
+        quick = 5  # seconds: a request that hangs fails the test instead of waiting HTTP_TIMEOUT
+        stopped_at = time.monotonic()
+        PG.suspend()
+        try:
+            r, took = timed(lambda: a.request("GET", "/v3/security/authenticate", h.basic("stall@example.com", PASSWORD),
+                                              timeout=quick))
+            self.assert_503_within(r, took, "a password login")
+            print("\nlogin 503 after %.3f s" % took)
+            # More logins at once than the pool has connections: the wait for one is bounded too.
+            def login(i):
+                api = h.Api(b.base_url)
+                try:
+                    return timed(lambda: api.request("GET", "/v3/security/authenticate",
+                                                     h.basic("stall@example.com", PASSWORD), timeout=quick))
+                finally:
+                    api.close()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+                for r, took in pool.map(login, range(12)):
+                    self.assert_503_within(r, took, "one of 12 concurrent logins")
+            r, took = timed(lambda: a.request("DELETE", "/v3/security/token/access", h.bearer(spare), timeout=quick))
+            self.assert_503_within(r, took, "a revocation")
+            print("revocation 503 after %.3f s" % took)
+            r, took = timed(lambda: b.request("DELETE", "/v3/security/token/refresh",
+                                              h.basic("stall@example.com", PASSWORD), timeout=quick))
+            self.assert_503_within(r, took, "a rotation")
+            began = time.monotonic()
+            r = h.run_program([h.admin_path(), "--postgres", self.conninfo, "disable-user", "stall@example.com"],
+                              timeout=quick + 5)
+            took = time.monotonic() - began
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertLess(took, SICK_BOUND + 1.0, "iwsec-admin gave up after %.2f s (process start-up included)" % took)
+            print("iwsec-admin exit 1 after %.3f s" % took)
+            # Validations and refresh exchanges: from the local copy until --max-staleness...
+            if time.monotonic() - stopped_at < staleness - 2.5:
+                r, took = timed(lambda: b.request("GET", "/v3/security/token/access", "Basic " + refresh, timeout=quick))
+                self.assertFalse(isinstance(r, Exception), r)
+                self.assertEqual(r.status_code, 200, r.text)
+                self.assertLess(took, SICK_BOUND)
+                self.assertTrue(self.valid(b, token))
+            # ...then 503.
+            last_200 = None
+            while True:
+                r = b.validate(token)
+                now = time.monotonic() - stopped_at
+                if r.status_code == 200:
+                    last_200 = now
+                else:
+                    self.assertEqual(r.status_code, 503, r.text)
+                    self.assertEqual(r.json()["iw_code"], "IW10002")
+                    break
+                self.assertLess(now, staleness + 5, "validations still answered past --max-staleness")
+                time.sleep(0.05)
+            print("validations answered until %.2f s, 503 from %.2f s (--max-staleness %d)" % (last_200 or 0, now, staleness))
+            self.assertIsNotNone(last_200)
+            self.assertGreater(now, staleness - 1.5, "503 before --max-staleness")
+            r, took = timed(lambda: a.request("GET", "/v3/security/token/access", "Basic " + refresh, timeout=quick))
+            self.assert_503_within(r, took, "a refresh exchange past --max-staleness")
+        finally:
+            PG.resume()
+        resumed = time.monotonic()
+        for api in (a, b):
+            wait_until(lambda: api.validate(token).status_code == 200, timeout=30, what="recovery after SIGCONT")
+        print("recovered %.2f s after SIGCONT" % (time.monotonic() - resumed))
+        wait_until(lambda: a.authenticate("stall@example.com", PASSWORD).status_code == 200, timeout=15,
+                   what="a login after recovery")
+        self.assertEqual(b.revoke(spare).status_code, 200)
+        wait_until(lambda: not self.valid(a, spare), what="a revocation after recovery")
+
+    def hold_commits(self):
+        """Every COMMIT that writes waits for a synchronous standby that never comes."""
+        PG.sql("ALTER SYSTEM SET synchronous_standby_names = 'iwsec_no_such_standby'")
+        PG.sql("SELECT pg_reload_conf()")
+        self.addCleanup(self.release_commits)
+
+    def release_commits(self):
+        PG.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        PG.sql("SELECT pg_reload_conf()")
+
+    def held_commit_pid(self):
+        return PG.sql("SELECT pid FROM pg_stat_activity WHERE datname = '%s' AND wait_event = 'SyncRep' "
+                      "AND application_name = 'iwsec'" % self.db)
+
+    def test_commit_whose_connection_is_lost_reports_its_outcome(self):
+        (a,) = self.start_replicas(1)
+        self.add_user("commit@example.com", apis=(a,))
+        token = a.token_by_password(self, "commit@example.com", PASSWORD)
+        self.hold_commits()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            answer = pool.submit(lambda: timed(lambda: a.revoke(token)))
+            pid = wait_until(self.held_commit_pid, what="the revocation's COMMIT to wait")
+            # The COMMIT was sent and has committed locally; its connection goes before the answer.
+            PG.sql("SELECT pg_terminate_backend(%s)" % pid)
+            r, took = answer.result(timeout=60)
+        self.assertFalse(isinstance(r, Exception), r)
+        self.assertEqual(r.status_code, 200, "a committed revocation reported as %d: %s" % (r.status_code, r.text))
+        self.release_commits()
+        self.assertEqual(PG.sql("SELECT count(*) FROM iwsec_revocations", self.db), "1")
+        self.assertFalse(self.valid(a, token))
+
+    def test_commit_answered_after_the_deadline_is_reported_done(self):
+        (a,) = self.start_replicas(1)
+        self.add_user("slow@example.com", apis=(a,))
+        token = a.token_by_password(self, "slow@example.com", PASSWORD)
+        self.hold_commits()
+        hold = 3.0  # longer than a request's deadline: the answer must wait for COMMIT's outcome
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            began = time.monotonic()
+            answer = pool.submit(lambda: timed(lambda: a.revoke(token)))
+            wait_until(self.held_commit_pid, what="the revocation's COMMIT to wait")
+            time.sleep(max(0.0, hold - (time.monotonic() - began)))  # the hold itself is what is tested
+            self.assertFalse(answer.done(), "answered before COMMIT's outcome was known")
+            self.release_commits()
+            r, took = answer.result(timeout=60)
+        self.assertFalse(isinstance(r, Exception), r)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(PG.sql("SELECT count(*) FROM iwsec_revocations", self.db), "1")
+        self.assertFalse(self.valid(a, token))
+
+    def test_no_503_after_a_database_restart(self):
+        apis = self.start_replicas(2)
+        self.add_user("restart@example.com", apis=apis)
+        token = apis[0].token_by_password(self, "restart@example.com", PASSWORD)
+
+        def logins(count):
+            def login(i):
+                api = h.Api(apis[i % 2].base_url)
+                try:
+                    return api.authenticate("restart@example.com", PASSWORD).status_code
+                finally:
+                    api.close()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+                return list(pool.map(login, range(count)))
+
+        self.assertEqual(set(logins(40)), {200})  # every pooled connection opened
+        PG.restart()
+        for api in apis:
+            wait_until(lambda: api.validate(token).status_code == 200, timeout=30, what="recovery after the restart")
+        codes = logins(40)
+        self.assertEqual(codes.count(503), 0, codes)
+        self.assertEqual(set(codes), {200}, codes)
+
+    def test_malformed_connection_strings_are_never_echoed(self):
+        cases = [
+            ("postgresql://iwsec:Hunter2%%zz@127.0.0.1:%d/%s" % (PG.port, self.db), "password"),
+            ("host=127.0.0.1 port=%d user=postgres password=Hunter 2 dbname=%s" % (PG.port, self.db), "quote"),
+        ]
+        for conninfo, part in cases:
+            for argv in ([h.server_path(), "--host", "127.0.0.1", "--port", "0", "--postgres", conninfo,
+                          "--secret-file", self.secret, "--no-access-log"],
+                         [h.admin_path(), "--postgres", conninfo, "list-users"]):
+                r = h.run_program(argv, timeout=30)
+                out = r.stdout + r.stderr
+                self.assertIn(r.returncode, (1, 2), out)
+                self.assertNotIn("Hunter", out)
+                self.assertNotIn("%zz", out)
+                self.assertIn(part, out.lower(), "the message must name the malformed part: " + out)
+
+
 class Import(ClusterCase):
     def test_import_a_data_directory(self):
         data = h.data_dir(self)

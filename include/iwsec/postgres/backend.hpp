@@ -72,6 +72,15 @@ struct BackendOptions {
   std::chrono::milliseconds poll_interval{200};
   /// @brief Connections for writes and lockout counts (the listener has its own).
   std::size_t pool_size = 8;
+  /// @brief Deadline of one use of the database on a request's path (the
+  /// wait for a free pooled connection, connecting and the statements): past
+  /// it the connection is dropped and the request answers 503, so a stalled
+  /// database costs a login or a write at most this long.
+  std::chrono::milliseconds request_timeout{1500};
+  /// @brief How long a write waits for the outcome of a COMMIT it sent (past
+  /// request_timeout: a deadline never turns a committed write into a
+  /// reported failure); see docs/cluster.md, "A sick database".
+  std::chrono::milliseconds commit_timeout{30000};
   /// @brief Lockout policy (the counts live in the database).
   LockoutPolicy lockout;
   /// @brief Source of "now" (seconds), as Options::clock.
@@ -96,16 +105,24 @@ inline std::string lockout_key_bytes(const Lockout::Key& k) {
 class cluster_state {
  public:
   explicit cluster_state(BackendOptions o)
-      : options_(std::move(o)), pool_(options_.conninfo, options_.pool_size), revoked_(options_.clock) {
+      : options_(std::move(o)),
+        pool_(options_.conninfo, options_.pool_size, options_.request_timeout, options_.commit_timeout),
+        revoked_(options_.clock) {
     if (!options_.clock) options_.clock = system_now;
     if (options_.poll_interval > std::chrono::milliseconds(1000)) options_.poll_interval = std::chrono::milliseconds(1000);
     if (options_.poll_interval < std::chrono::milliseconds(10)) options_.poll_interval = std::chrono::milliseconds(10);
     {
-      auto c = pool_.take();
+      // A replica starting may wait for the server longer than a request does;
+      // the migration may wait for another program's (advisory lock).
+      auto c = pool_.take(options_.replica ? std::chrono::milliseconds(10000) : options_.request_timeout);
+      c->get();
+      c->extend_deadline(std::chrono::minutes(2));
       migrate(*c);
     }
     if (options_.replica) {
-      listener_ = std::make_unique<pq_connection>(options_.conninfo, "iwsec-listener");
+      listener_ = std::make_unique<pq_connection>(options_.conninfo, "iwsec-listener",
+                                                  std::max(options_.max_staleness, std::chrono::milliseconds(1000)));
+      pool_.refresh(std::chrono::milliseconds(10000));  // open the pool now, not on requests' paths
       listen_and_load(*listener_);  // LISTEN, snapshot, catch up: then serve
       follower_ = std::thread([this] { follow(); });
     }
@@ -410,6 +427,10 @@ class cluster_state {
           listener_->exec("LISTEN iwsec_changes");
           listener_->exec("SET synchronous_commit = off");  // heartbeats and pruning need no WAL flush
         }
+        // Pooled connections a restart broke (or a deadline dropped) are
+        // replaced here, before this replica shows it has caught up, so a
+        // request that comes after recovery does not connect on its own path.
+        pool_.refresh(std::max(options_.max_staleness / 4, std::chrono::milliseconds(1000)));
         const auto began = std::chrono::steady_clock::now();
         catch_up(*listener_);
         heartbeat(*listener_);
@@ -568,12 +589,14 @@ class PostgresUserStore : public UserStore {
     std::int64_t seq = 0;
     try {
       auto c = state_->pool().take();
-      auto r = c->exec(
+      auto r = c->transaction([&] {
+        return c->exec(
           "WITH added AS (INSERT INTO iwsec_users (user_id, email, email_key, password_hash, refresh_token_sha256, "
           "refresh_generation, disabled) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING email_key) "
           "SELECT iwsec_append('u', email_key, NULL, NULL) FROM added",
           {user.user_id, user.email, key, user.password_hash, user.refresh_token_sha256,
            std::to_string(user.refresh_generation), std::string(user.disabled ? "true" : "false")});
+      });
       seq = r.integer(0, 0);
     } catch (const SqlError& e) {
       if (e.unique_violation()) return StoreStatus::already_exists;
@@ -630,10 +653,12 @@ class PostgresUserStore : public UserStore {
   StoreStatus delete_user(std::string_view email) override {
     const std::string key = iwsec::detail::ascii_lower(email);
     auto c = state_->pool().take();
-    auto r = c->exec(
+    auto r = c->transaction([&] {
+      return c->exec(
         "WITH gone AS (DELETE FROM iwsec_users WHERE email_key = $1 RETURNING email_key) "
         "SELECT iwsec_append('u', email_key, NULL, NULL) FROM gone",
         {key});
+    });
     if (r.rows() == 0) return StoreStatus::not_found;
     state_->put_user(key, std::nullopt, r.integer(0, 0));
     return StoreStatus::ok;
@@ -738,7 +763,7 @@ class PostgresRevocationStore : public RevocationStore {
     expiries += '}';
     {
       auto c = state_->pool().take();
-      c->exec("SELECT iwsec_revoke($1::text[], $2::bigint[])", {jtis, expiries});
+      c->transaction([&] { c->exec("SELECT iwsec_revoke($1::text[], $2::bigint[])", {jtis, expiries}); });
     }
     for (const auto& [jti, exp] : items) state_->local_revoke(jti, exp);
   }
@@ -809,13 +834,15 @@ class PostgresLockout : public Lockout {
 
   void unlock_account(std::string_view account) override {
     auto conn = state_->pool().take();
-    conn->exec("DELETE FROM iwsec_lockout_accounts WHERE key = $1::bytea", {key_param(account_key(account))});
+    conn->transaction(
+        [&] { conn->exec("DELETE FROM iwsec_lockout_accounts WHERE key = $1::bytea", {key_param(account_key(account))}); });
     local_.unlock_account(account);
   }
 
   void unlock_client(std::string_view client) override {
     auto conn = state_->pool().take();
-    conn->exec("DELETE FROM iwsec_lockout_clients WHERE key = $1::bytea", {key_param(client_key(client))});
+    conn->transaction(
+        [&] { conn->exec("DELETE FROM iwsec_lockout_clients WHERE key = $1::bytea", {key_param(client_key(client))}); });
     local_.unlock_client(client);
     state_->forget_client_block(hex_of(client_key(client)));
     forget_local_failures(client_key(client));
@@ -969,6 +996,7 @@ class Backend {
   /// many replicas still lag (0: all caught up).
   std::int64_t wait_for_replicas(std::chrono::milliseconds timeout) {
     auto c = state_->pool().take();
+    c->clear_deadline();  // each statement of the wait gets the request timeout
     const std::string head = std::to_string(c->exec("SELECT coalesce(max(seq), 0) FROM iwsec_changes").integer(0, 0));
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
@@ -992,6 +1020,7 @@ class Backend {
       if (!iwsec::detail::user_index::storable(u)) return StoreStatus::invalid;
     struct refused {};
     auto c = state_->pool().take();
+    c->clear_deadline();  // a long import: each statement gets the request timeout
     try {
       c->transaction([&] {
       for (const auto& u : users) {
