@@ -568,12 +568,13 @@ class PostgresUserStore : public UserStore {
     return StoreStatus::ok;
   }
 
-  /// @brief Every user, from the database, in user-id order.
+  /// @brief Every user, from the database, in the order they were added
+  /// (as the single-node stores list them).
   std::vector<User> list_users() override {
     auto c = state_->pool().take();
     auto r = c->exec(
         "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled "
-        "FROM iwsec_users ORDER BY user_id");
+        "FROM iwsec_users ORDER BY added");
     std::vector<User> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) out.push_back(detail::cluster_state::user_of(r, i, 0));

@@ -175,6 +175,7 @@ END $$;
 
 /// @brief Version 2 (applies to a version-1 database): the rules of the
 /// single-node stores.
+/// - iwsec_users.added: insertion order, for list_users.
 /// - iwsec_revocations.owner: whose revocation it is (the token's user id,
 ///   NULL for one without an owner); iwsec_revoke_owned holds at most a
 ///   limit of unexpired ones per owner, inside the revoking transaction
@@ -189,6 +190,10 @@ END $$;
 ///   lock is reported once, by the replica whose attempt set it).
 inline std::string schema_v2() {
   return std::string(R"SQL(
+-- The order users were added in (list_users answers in it, as the
+-- single-node stores do); rows of a version-1 database get numbers in
+-- whatever order the table holds them.
+ALTER TABLE iwsec_users ADD COLUMN IF NOT EXISTS added bigserial;
 ALTER TABLE iwsec_revocations ADD COLUMN IF NOT EXISTS owner text;
 CREATE INDEX IF NOT EXISTS iwsec_revocations_owner ON iwsec_revocations (owner, expires_at) WHERE owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS iwsec_lockout_sizes (kind text PRIMARY KEY, n bigint NOT NULL);
