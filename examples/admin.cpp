@@ -19,6 +19,7 @@
 #include "cli.hpp"
 #include "access_log.hpp"    // rfc3339_seconds
 #include "lock_journal.hpp"  // show-user, unlock
+#include "user_report.hpp"  // show-user, unlock: the same output in both modes
 #include "startup.hpp"
 #include "cluster.hpp"
 
@@ -211,26 +212,10 @@ int lock_command(const Command& c, const iwsec::User& u) {
   if (!lock_journal::locked_until(journal, u.email, std::time(nullptr), until, error)) cli::die(program, error, 1);
   if (c.name == "unlock") {
     if (!lock_journal::request_unlock(journal, u.email, error)) cli::die(program, error, 1);
-    if (c.json) {
-      std::printf("{\"email\":%s,\"unlocked\":true,\"was_locked\":%s}\n", json_string(u.email).c_str(),
-                  until ? "true" : "false");
-    } else {
-      std::printf("unlocked %s (%s)\n", u.email.c_str(), until ? "it was locked" : "it was not locked");
-    }
+    user_report::print_unlocked(c.json, u.email, until != 0);
     return 0;
   }
-  const std::string locked_until = until ? access_log::rfc3339_seconds(until) : "";
-  if (c.json) {
-    std::printf("{\"user_id\":%s,\"email\":%s,\"disabled\":%s,\"refresh_generation\":%llu,\"locked\":%s,"
-                "\"locked_until\":%s}\n",
-                json_string(u.user_id).c_str(), json_string(u.email).c_str(), u.disabled ? "true" : "false",
-                static_cast<unsigned long long>(u.refresh_generation), until ? "true" : "false",
-                until ? json_string(locked_until).c_str() : "null");
-  } else {
-    std::printf("user_id: %s\nemail: %s\ndisabled: %s\nrefresh_generation: %llu\nlocked: %s\n", u.user_id.c_str(),
-                u.email.c_str(), u.disabled ? "true" : "false", static_cast<unsigned long long>(u.refresh_generation),
-                until ? ("until " + locked_until).c_str() : "no");
-  }
+  user_report::print_user(c.json, u, until);
   return 0;
 }
 

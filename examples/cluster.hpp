@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "cli.hpp"
+#include "user_report.hpp"
 
 #ifdef IWSEC_HAVE_POSTGRES
 #include <iwsec/postgres/backend.hpp>
@@ -143,26 +144,13 @@ inline std::string quoted(const std::string& s) {
   return out;
 }
 
-/// The unexpired `<jti> <exp>` records of a revocation journal (none when it is missing).
-inline std::vector<std::pair<std::string, std::int64_t>> read_journal(const char* program, const std::string& path,
-                                                                      std::int64_t now) {
-  std::vector<std::pair<std::string, std::int64_t>> out;
-  std::ifstream in(path);
-  if (!in) {
-    if (errno == ENOENT) return out;
-    cli::die(program, "cannot read " + path + ": " + std::strerror(errno), 1);
-  }
-  std::string line;
-  while (std::getline(in, line)) {
-    const auto space = line.find(' ');
-    if (space == std::string::npos || space == 0) continue;
-    // `jti exp` or, since the per-user cap, `jti exp owner`.
-    std::string_view rest = std::string_view(line).substr(space + 1);
-    rest = rest.substr(0, rest.find(' '));
-    const auto exp = cli::parse_integer(rest, 0, INT64_MAX / 16);
-    if (exp && *exp > now) out.emplace_back(line.substr(0, space), *exp);
-  }
-  if (in.bad()) cli::die(program, "cannot read " + path + ": " + std::strerror(errno), 1);
+/// The unexpired records of a revocation journal, owners included (none
+/// when it is missing): read with the journal store's own parser.
+inline std::vector<iwsec::RevocationRecord> read_journal(const char* program, const std::string& path,
+                                                         std::int64_t now) {
+  std::vector<iwsec::RevocationRecord> out;
+  std::string error;
+  if (!iwsec::read_revocation_journal(path, now, out, error)) cli::die(program, error, 1);
   return out;
 }
 
@@ -218,9 +206,9 @@ inline int run_admin_command(const char* program, const std::string& name, const
   if (admin_command(name) != 2) return -1;
   const auto user = backend.users().find_by_email(email);
   if (name == "unlock") {  // an unknown email may be locked too (it is counted the same way)
+    const bool was_locked = backend.lockout()->account_wait(email, now) > 0;
     backend.lockout()->unlock_account(email);
-    std::printf(json ? "{\"email\":%s,\"unlocked\":true}\n" : "unlocked %s\n",
-                json ? quoted(email).c_str() : email.c_str());
+    user_report::print_unlocked(json, user ? user->email : email, was_locked);
     return 0;
   }
   if (!user) cli::die(program, "no user " + email, 1);
@@ -231,19 +219,9 @@ inline int run_admin_command(const char* program, const std::string& name, const
                 json ? quoted(user->email).c_str() : user->email.c_str());
     return 0;
   }
-  // show-user: never a secret.
+  // show-user: never a secret; printed as on a data directory.
   const std::int64_t wait = backend.lockout()->account_wait(email, now);
-  if (json) {
-    std::printf("{\"user_id\":%s,\"email\":%s,\"disabled\":%s,\"refresh_generation\":%lld,\"locked\":%s,"
-                "\"locked_until\":%s}\n",
-                quoted(user->user_id).c_str(), quoted(user->email).c_str(), user->disabled ? "true" : "false",
-                static_cast<long long>(user->refresh_generation), wait > 0 ? "true" : "false",
-                wait > 0 ? std::to_string(now + wait).c_str() : "null");
-  } else {
-    std::printf("user_id: %s\nemail: %s\ndisabled: %s\ngeneration: %lld\nlocked: %s\n", user->user_id.c_str(),
-                user->email.c_str(), user->disabled ? "yes" : "no", static_cast<long long>(user->refresh_generation),
-                wait > 0 ? ("until " + std::to_string(now + wait)).c_str() : "no");
-  }
+  user_report::print_user(json, *user, wait > 0 ? now + wait : 0);
   return 0;
 }
 

@@ -2,6 +2,7 @@
 // the user id, delete_user, disable/enable, set_password with and without
 // keep_sessions. Over real HTTP against a real httplib::Server on 127.0.0.1.
 
+#include <type_traits>
 #include <catch2/catch.hpp>
 
 #include <optional>
@@ -137,24 +138,28 @@ TEST_CASE("delete_user removes the user and their refresh token, in both stores"
   CHECK(reread.list_users().size() == 2);
 }
 
-TEST_CASE("a host store that does not override delete_user answers invalid and keeps the user", "[sessions][store]") {
-  struct HostStore : iwsec::UserStore {
-    iwsec::MemoryUserStore inner;
-    std::optional<iwsec::User> find_by_email(std::string_view e) override { return inner.find_by_email(e); }
-    std::optional<iwsec::User> find_by_refresh_token_hash(std::string_view h) override {
-      return inner.find_by_refresh_token_hash(h);
-    }
-    iwsec::StoreStatus add_user(const iwsec::User& u) override { return inner.add_user(u); }
-    iwsec::StoreStatus update_user(std::string_view e, const std::function<void(iwsec::User&)>& f) override {
-      return inner.update_user(e, f);
-    }
-    std::vector<iwsec::User> list_users() override { return inner.list_users(); }
-  } host;
-  const auto a = add_account(host, "host@example.com", "pw");
-  CHECK(host.delete_user(a.email) == iwsec::StoreStatus::invalid);
-  CHECK(store_has(host, a.email));
-  // Its default status_of still names the holder.
-  CHECK(host.status_of(a.email)->user_id == a.user_id);
+// Issue 16: no interface default may let a backend skip a rule. A host
+// store must implement delete_user (and a revocation store revoke_for):
+// without them the class is abstract and cannot be instantiated.
+struct HostStoreWithoutDelete : iwsec::UserStore {
+  std::optional<iwsec::User> find_by_email(std::string_view) override { return std::nullopt; }
+  std::optional<iwsec::User> find_by_refresh_token_hash(std::string_view) override { return std::nullopt; }
+  iwsec::StoreStatus add_user(const iwsec::User&) override { return iwsec::StoreStatus::invalid; }
+  iwsec::StoreStatus update_user(std::string_view, const std::function<void(iwsec::User&)>&) override {
+    return iwsec::StoreStatus::invalid;
+  }
+  std::vector<iwsec::User> list_users() override { return {}; }
+};
+struct HostRevocationsWithoutCap : iwsec::RevocationStore {
+  bool revoke(std::string_view, std::int64_t) override { return true; }
+  bool is_revoked(std::string_view) override { return false; }
+};
+
+TEST_CASE("a host store must implement delete_user and revoke_for (no default drops the rule)", "[sessions][store]") {
+  CHECK(std::is_abstract<HostStoreWithoutDelete>::value);
+  CHECK(std::is_abstract<HostRevocationsWithoutCap>::value);
+  CHECK_FALSE(std::is_abstract<iwsec::MemoryUserStore>::value);
+  CHECK_FALSE(std::is_abstract<iwsec::JournalRevocationStore>::value);
 }
 
 TEST_CASE("a user deleted and re-created under the same email inherits none of the old tokens", "[sessions][http]") {

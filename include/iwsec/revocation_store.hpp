@@ -50,15 +50,11 @@ class RevocationStore {
   /// most @p limit outstanding (unexpired) revocations per owner: when
   /// @p owner already has @p limit and @p jti is not one of them, nothing is
   /// stored and the answer is limit_reached (the routes then end all of the
-  /// owner's access tokens at once instead). This default keeps no per-owner
-  /// counts: it is revoke(), unbounded per owner. The shipped stores
-  /// override it; a host store should too.
+  /// owner's access tokens at once instead). Required (since 0.x): the
+  /// routes revoke only through it, and a default without per-owner counts
+  /// would let one refresh-token holder grow the store without bound.
   virtual RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
-                                   std::size_t limit) {
-    (void)owner;
-    (void)limit;
-    return revoke(jti, expires_at) ? RevokeOutcome::revoked : RevokeOutcome::failed;
-  }
+                                   std::size_t limit) = 0;
 
   /// @brief How many unexpired revocations revoke_for holds for @p owner;
   /// nothing when the store keeps no per-owner counts.
@@ -384,6 +380,82 @@ class MemoryRevocationStore : public RevocationStore {
   std::size_t next_sweep_ = 1024;
 };
 
+/// @brief One record of a revocation journal (see JournalRevocationStore).
+struct RevocationRecord {
+  std::string jti;
+  std::int64_t expires_at = 0;
+  std::string owner;  ///< empty: a revocation without an owner (not counted against any cap)
+};
+
+namespace detail {
+
+/// @brief Whether @p w can be one word of a journal line.
+inline bool revocation_journal_word(std::string_view w) {
+  return !w.empty() && w.size() <= 256 && w.find_first_of(" \t\r\n") == std::string_view::npos;
+}
+
+/// @brief Parses one journal line, `<jti> <exp>` or `<jti> <exp> <owner>`
+/// (no newline); false when it is malformed. @p owner is empty for the
+/// first form. The one parser of the journal format: the store replays
+/// with it and `iwsec-admin import` reads a data directory with it.
+inline bool parse_revocation_line(std::string_view line, std::string_view& jti, std::int64_t& exp,
+                                  std::string_view& owner) {
+  const auto space = line.find(' ');
+  if (space == std::string_view::npos || space == 0) return false;
+  std::string_view exp_text = line.substr(space + 1);
+  owner = std::string_view();
+  const auto owner_space = exp_text.find(' ');
+  if (owner_space != std::string_view::npos) {
+    owner = exp_text.substr(owner_space + 1);
+    exp_text = exp_text.substr(0, owner_space);
+    if (!revocation_journal_word(owner)) return false;
+  }
+  if (exp_text.empty() || exp_text.size() > 18) return false;
+  exp = 0;
+  for (char c : exp_text) {
+    if (c < '0' || c > '9') return false;  // stop here: a non-digit could push exp past int64 (UB)
+    exp = exp * 10 + (c - '0');
+  }
+  jti = line.substr(0, space);
+  return true;
+}
+
+}  // namespace detail
+
+/// @brief The well-formed records of the revocation journal at @p path that
+/// are live at @p now (a torn last line is skipped, as a replay skips it),
+/// without opening it for writing. A missing journal has none. False, with
+/// @p error set, when it cannot be read.
+inline bool read_revocation_journal(const std::string& path, std::int64_t now, std::vector<RevocationRecord>& out,
+                                    std::string& error) {
+  detail::unique_fd in = detail::open_fd(path, O_RDONLY | O_NOFOLLOW);
+  if (!in) {
+    if (errno == ENOENT) return true;
+    error = "cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  std::string text, block(1 << 16, '\0');
+  for (;;) {
+    const ssize_t n = ::read(in.get(), &block[0], block.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      error = "cannot read " + path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (n == 0) break;
+    text.append(block.data(), static_cast<std::size_t>(n));
+  }
+  std::string_view rest(text);
+  for (auto nl = rest.find('\n'); nl != std::string_view::npos; nl = rest.find('\n')) {
+    std::string_view jti, owner;
+    std::int64_t exp = 0;
+    if (detail::parse_revocation_line(rest.substr(0, nl), jti, exp, owner) && exp > now)
+      out.push_back(RevocationRecord{std::string(jti), exp, std::string(owner)});
+    rest.remove_prefix(nl + 1);
+  }
+  return true;
+}
+
 /// @brief Revocations in memory, backed by an append-only journal file
 /// (`<jti> <exp>` per line, `<jti> <exp> <owner>` for one made by
 /// revoke_for, so the per-owner counts survive a restart). revoke() returns only after the line is written
@@ -444,9 +516,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
   const std::string& path() const noexcept { return path_; }
 
  private:
-  static bool journal_word(std::string_view w) {
-    return !w.empty() && w.size() <= 256 && w.find_first_of(" \t\r\n") == std::string_view::npos;
-  }
+  static bool journal_word(std::string_view w) { return detail::revocation_journal_word(w); }
 
   // An owner as one journal word: itself, or a digest when it holds a
   // space or a line break or is long.
@@ -537,25 +607,11 @@ class JournalRevocationStore : public MemoryRevocationStore {
 
   // One `<jti> <exp>[ <owner>]` line; true when it was well formed, live and new.
   bool apply_line(std::string_view line, std::int64_t now) {
-    const auto space = line.find(' ');
-    if (space == std::string_view::npos || space == 0) return false;
-    std::string_view exp_text = line.substr(space + 1);
-    std::string_view owner;
-    const auto owner_space = exp_text.find(' ');
-    if (owner_space != std::string_view::npos) {
-      owner = exp_text.substr(owner_space + 1);
-      exp_text = exp_text.substr(0, owner_space);
-      if (!journal_word(owner)) return false;
-    }
-    if (exp_text.empty() || exp_text.size() > 18) return false;
+    std::string_view jti, owner;
     std::int64_t exp = 0;
-    for (char c : exp_text) {
-      if (c < '0' || c > '9') return false;  // stop here: a non-digit could push exp past int64 (UB)
-      exp = exp * 10 + (c - '0');
-    }
-    if (exp <= now) return false;
-    if (!owner.empty()) add_owned_writing(owner, line.substr(0, space), exp);
-    return insert_writing(line.substr(0, space), exp, false);
+    if (!detail::parse_revocation_line(line, jti, exp, owner) || exp <= now) return false;
+    if (!owner.empty()) add_owned_writing(owner, jti, exp);
+    return insert_writing(jti, exp, false);
   }
 
   // Appends one record and fsyncs it. On failure the journal is cut back to

@@ -88,12 +88,9 @@ class UserStore {
   /// refresh token stops working at once, and so do their access tokens
   /// (a token names its holder by `user_id`, which a user created later
   /// under the same email does not share). not_found when there is no such
-  /// user. Not pure, so host stores written before it keep compiling; this
-  /// default removes nothing and answers invalid ("this store cannot delete").
-  virtual StoreStatus delete_user(std::string_view email) {
-    (void)email;
-    return StoreStatus::invalid;
-  }
+  /// user. Required (since 0.x): a default that removed nothing would let a
+  /// store skip the rule that a deleted user's tokens stop working.
+  virtual StoreStatus delete_user(std::string_view email) = 0;
 
   /// @brief Generation and disabled flag of a user: the hot path of every
   /// access-token check. Override when a cheaper answer than a copy exists.

@@ -95,7 +95,10 @@ def read_signing_keys(path):
 
 
 def signing_secret(data_directory):
-    """The secret that signs new tokens: the last key of DIR/signing.key."""
+    """The secret that signs new tokens: the last key of DIR/signing.key (in
+    cluster mode, the --secret-file every server of DIR is given)."""
+    if CLUSTER_MODE:
+        return read_signing_keys(os.path.abspath(data_directory).rstrip("/") + ".cluster-key")[-1][2]
     return read_signing_keys(os.path.join(data_directory, "signing.key"))[-1][2]
 
 
@@ -336,6 +339,40 @@ def store_arguments(data_directory, server=False, extra=()):
             os.chmod(secret, 0o600)
         argv += ["--secret-file", secret]
     return argv
+
+
+def _cluster_sql(data_directory, statement):
+    store_arguments(data_directory)  # the database of DIR, created if need be
+    return _cluster["pg"].sql(statement, _cluster["databases"][os.path.abspath(data_directory)])
+
+
+def revocations(data_directory):
+    """The stored revocations of DIR as [(jti, owner or None)], wherever they
+    live: DIR/revocations.journal, or in cluster mode the database."""
+    if CLUSTER_MODE:
+        text = _cluster_sql(data_directory, "SELECT jti || ' ' || coalesce(owner, '') FROM iwsec_revocations")
+        rows = [line.split(" ", 1) for line in text.splitlines() if line]
+        return [(jti, owner or None) for jti, owner in rows]
+    path = os.path.join(data_directory, "revocations.journal")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            words = line.split()
+            if len(words) >= 2:
+                out.append((words[0], words[2] if len(words) > 2 else None))
+    return out
+
+
+def users_state(data_directory):
+    """Everything stored about DIR's users, to compare before and after a
+    command that must change nothing: the bytes of DIR/users.json, or in
+    cluster mode every row of the users table."""
+    if CLUSTER_MODE:
+        return _cluster_sql(data_directory, "SELECT string_agg(t::text, E'\\n' ORDER BY user_id) FROM iwsec_users t")
+    with open(os.path.join(data_directory, "users.json"), "rb") as f:
+        return f.read()
 
 
 def start_server(test, data_directory, *extra, binary=None, rounds=FAST_ROUNDS, timeout=START_TIMEOUT,

@@ -595,5 +595,135 @@ class Import(ClusterCase):
         self.assertTrue(self.valid(replica, kept))
 
 
+
+class ClusterRules(ClusterCase):
+    """Single-node rules that cluster mode must keep (issue 16, items 1 and 2)."""
+
+    def test_revocations_are_capped_per_user_in_the_database(self):
+        # Two replicas: the cap is counted in the database, not per process.
+        a, b = apis = self.start_replicas(2, "--max-revocations-per-user", "20")
+        refresh = self.add_user("flood@example.com", apis=apis)
+        user_id = json.loads(self.admin("show-user", "flood@example.com", "--json").stdout)["user_id"]
+        kept = a.token_by_refresh(self, refresh)
+        for i in range(60):
+            api = apis[i % 2]
+            r = api.revoke(api.token_by_refresh(self, refresh))
+            self.assertEqual(r.status_code, 200, r.text)
+        rows = int(PG.sql("SELECT count(*) FROM iwsec_revocations", self.db))
+        self.assertLessEqual(rows, 20, "one user's revocations must stay within the cap")
+        owned = int(PG.sql("SELECT count(*) FROM iwsec_revocations WHERE owner = '%s'" % user_id, self.db))
+        self.assertEqual(owned, rows)
+        generation = json.loads(self.admin("show-user", "flood@example.com", "--json").stdout)["refresh_generation"]
+        self.assertGreaterEqual(generation, 1, "past the cap the user's access tokens end (a generation bump)")
+        self.assert_everywhere(apis, lambda api: not self.valid(api, kept), "the kept token ended")
+        # The refresh token keeps working.
+        self.assertTrue(self.valid(b, b.token_by_refresh(self, refresh)))
+
+    def test_imported_revocations_keep_their_owner(self):
+        data = h.temp_dir(self)
+        r = h.run_program([h.admin_path(), "--data-dir", data, "add-user", "imp@example.com", "--json",
+                           "--pbkdf2-rounds", str(h.FAST_ROUNDS)], stdin=PASSWORD + "\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        user_id = json.loads(r.stdout)["user_id"]
+        exp = int(time.time()) + 3600
+        with open(os.path.join(data, "revocations.journal"), "w") as f:
+            f.write("11111111-1111-4111-8111-111111111111 %d %s\n" % (exp, user_id))
+            f.write("22222222-2222-4222-8222-222222222222 %d\n" % exp)
+        r = self.admin("import", "--data-dir", data, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(PG.sql("SELECT coalesce(owner, '-') FROM iwsec_revocations ORDER BY jti", self.db).split(),
+                         [user_id, "-"])
+
+    def scrape_lockouts(self, admin_url):
+        text = h.session().get(admin_url + "/metrics", timeout=h.HTTP_TIMEOUT).text
+        for line in text.splitlines():
+            if line.startswith("iwsec_lockouts_total "):
+                return float(line.split()[1])
+        raise AssertionError("no iwsec_lockouts_total in /metrics")
+
+    def test_each_lock_is_reported_once_by_the_replica_that_set_it(self):
+        apis = self.start_replicas(3, "--admin-port", "0", "--lockout-failures", "3",
+                                   "--lockout-client-failures", "100000")
+        admin_urls = []
+        for api in apis:
+            line = api.server.wait_for_log(lambda l: l.startswith("admin listening on "))
+            self.assertIsNotNone(line)
+            admin_urls.append(line[len("admin listening on "):])
+        emails = ["locked%d@example.com" % i for i in range(4)]
+        for email in emails:
+            self.add_user(email, apis=apis)
+        barrier = threading.Barrier(24)
+
+        def guess(i):
+            api = h.Api(apis[i % 3].base_url)
+            try:
+                barrier.wait(timeout=30)
+                return api.authenticate(emails[i % 4], "wrong %d" % i).status_code
+            finally:
+                api.close()
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+            codes = list(pool.map(guess, range(24)))
+        self.assertEqual(codes.count(406), 12, codes)  # 3 checks per account, then locked
+        for email in emails:
+            self.assertEqual(apis[0].authenticate(email, PASSWORD).status_code, 429)
+        self.assertEqual(sum(self.scrape_lockouts(u) for u in admin_urls), len(emails))
+        # Options::on_lockout fired once per lock (the server logs each event).
+        logged = [l for api in apis for l in api.server.log_lines() if " lockout account=" in l]
+        self.assertEqual(sorted(l.split("account=")[1].split()[0] for l in logged), sorted(emails))
+
+
+class AdminOutputIsTheSameInBothModes(ClusterCase):
+    """iwsec-admin show-user and unlock print the same shape on a data
+    directory and on the cluster database (issue 16, item 10)."""
+
+    RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+
+    def locked_outputs(self, admin, api):
+        self.assertEqual(api.authenticate("shown@example.com", "wrong").status_code, 406)
+        self.assertEqual(api.authenticate("shown@example.com", PASSWORD).status_code, 429)
+        shown = admin("show-user", "shown@example.com", "--json")
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        text = admin("show-user", "shown@example.com")
+        self.assertEqual(text.returncode, 0, text.stderr)
+        unlocked = admin("unlock", "shown@example.com", "--json")
+        self.assertEqual(unlocked.returncode, 0, unlocked.stderr)
+        unlocked_text = admin("unlock", "shown@example.com")
+        self.assertEqual(unlocked_text.returncode, 0, unlocked_text.stderr)
+        return json.loads(shown.stdout), text.stdout, json.loads(unlocked.stdout), unlocked_text.stdout
+
+    def shape(self, outputs):
+        import re
+        shown, text, unlocked, unlocked_text = outputs
+        self.assertTrue(shown["locked"], shown)
+        self.assertRegex(shown["locked_until"], self.RFC3339)
+        labels = [line.split(":", 1)[0] for line in text.splitlines()]
+        locked_line = [line for line in text.splitlines() if line.startswith("locked:")][0]
+        self.assertRegex(locked_line.split("until ", 1)[1], self.RFC3339)
+        return (sorted(shown), {k: type(v).__name__ for k, v in shown.items()}, labels, sorted(unlocked),
+                unlocked["was_locked"], re.sub(r"\S+@\S+", "EMAIL", unlocked_text))
+
+    def test_show_user_and_unlock_print_the_same_shape(self):
+        data = h.temp_dir(self)
+        r = h.run_program([h.admin_path(), "--data-dir", data, "add-user", "shown@example.com",
+                           "--pbkdf2-rounds", str(h.FAST_ROUNDS)], stdin=PASSWORD + "\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        server = h.Server([h.server_path(), "--host", "127.0.0.1", "--port", "0", "--data-dir", data,
+                           "--pbkdf2-rounds", str(h.FAST_ROUNDS), "--no-access-log", "--lockout-failures", "1"])
+        self.addCleanup(server.force_stop)
+        server.wait_listening()
+        single = h.Api(server.base_url)
+        self.addCleanup(single.close)
+
+        def data_admin(*args):
+            return h.run_program([h.admin_path(), "--data-dir", data] + list(args))
+
+        on_disk = self.shape(self.locked_outputs(data_admin, single))
+
+        replica, = self.start_replicas(1, "--lockout-failures", "1")
+        self.add_user("shown@example.com", apis=[replica])
+        in_cluster = self.shape(self.locked_outputs(self.admin, replica))
+        self.assertEqual(on_disk, in_cluster)
+
 if __name__ == "__main__":
     unittest.main()

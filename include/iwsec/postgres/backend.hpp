@@ -88,6 +88,11 @@ struct BackendOptions {
   /// @brief Where the backend reports trouble (lost connection, recovery);
   /// null: standard error. Messages never hold the conninfo.
   std::function<void(const std::string&)> log;
+  /// @brief For tests that force an interleaving (a logical race no
+  /// sanitizer sees): called on the follower thread at named points,
+  /// "snapshot read" (a snapshot was read and is about to replace the local
+  /// copy) and "snapshot applied". Null: nothing is called.
+  std::function<void(std::string_view point)> interleave;
 };
 
 namespace detail {
@@ -368,13 +373,28 @@ class cluster_state {
           for (int i = 0; i < r.rows(); ++i) revoked_.revoke(r.text(i, 0), r.integer(i, 1));
         },
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (options_.interleave) options_.interleave("snapshot read");
     {
       std::unique_lock<std::shared_mutex> lock(users_mutex_);
+      // A local write that committed after the snapshot was read (its log
+      // entry is past head) is newer than the snapshot: keep it, or this
+      // replica would answer from the older state until the next catch-up.
+      for (auto& [key, e] : users_) {
+        if (e.seq <= head) continue;
+        auto old = users.find(key);
+        if (old != users.end() && old->second.user && !old->second.user->refresh_token_sha256.empty()) {
+          auto r = by_refresh.find(old->second.user->refresh_token_sha256);
+          if (r != by_refresh.end() && r->second == key) by_refresh.erase(r);
+        }
+        if (e.user && !e.user->refresh_token_sha256.empty()) by_refresh[e.user->refresh_token_sha256] = key;
+        users[key] = std::move(e);
+      }
       users_ = std::move(users);
       by_refresh_ = std::move(by_refresh);
     }
     applied_.store(head, std::memory_order_release);
     caught_up_at_.store(started, std::memory_order_release);
+    if (options_.interleave) options_.interleave("snapshot applied");
     keys_changed(c);  // whatever the log entries skipped may have held
   }
 
@@ -523,6 +543,8 @@ class cluster_state {
     c.exec("DELETE FROM iwsec_lockout_clients WHERE window_start < $1::bigint - $2::bigint",
            {now_s, std::to_string(options_.lockout.client_window.count())});
     c.exec("DELETE FROM iwsec_replicas WHERE seen_at < now() - interval '1 hour'");
+    c.exec("UPDATE iwsec_lockout_sizes SET n = CASE kind WHEN 'a' THEN (SELECT count(*) FROM iwsec_lockout_accounts) "
+           "ELSE (SELECT count(*) FROM iwsec_lockout_clients) END");
   }
 
   BackendOptions options_;
@@ -664,12 +686,13 @@ class PostgresUserStore : public UserStore {
     return StoreStatus::ok;
   }
 
-  /// @brief Every user, from the database, in user-id order.
+  /// @brief Every user, from the database, in the order they were added
+  /// (as the single-node stores list them).
   std::vector<User> list_users() override {
     auto c = state_->pool().take();
     auto r = c->exec(
         "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled "
-        "FROM iwsec_users ORDER BY user_id");
+        "FROM iwsec_users ORDER BY added");
     std::vector<User> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) out.push_back(detail::cluster_state::user_of(r, i, 0));
@@ -700,11 +723,59 @@ class PostgresRevocationStore : public RevocationStore {
   /// arrive while one is being written are committed together, in one
   /// transaction (group commit: one fsync for all of them).
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
-    if (jti.empty() || jti.size() > 256) return false;
+    return submit(nullptr, jti, expires_at, 0) == RevokeOutcome::revoked;
+  }
+
+  /// @brief revoke(), holding at most @p limit unexpired revocations per
+  /// @p owner: counted and stored in one transaction (iwsec_revoke_owned,
+  /// under a per-owner advisory lock), so replicas together keep the cap.
+  RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
+                           std::size_t limit) override {
+    const std::string o(owner);
+    return submit(&o, jti, expires_at, limit);
+  }
+
+  std::optional<std::size_t> outstanding_for(std::string_view owner) override {
+    auto c = state_->pool().take();
+    return static_cast<std::size_t>(
+        c->exec("SELECT count(*) FROM iwsec_revocations WHERE owner = $1 AND expires_at > $2",
+                {std::string(owner), std::to_string(state_->now())})
+            .integer(0, 0));
+  }
+
+  bool is_revoked(std::string_view jti) override {
+    if (state_->options().replica) return state_->local_revoked(jti);
+    auto c = state_->pool().take();
+    return c->exec("SELECT 1 FROM iwsec_revocations WHERE jti = $1", {std::string(jti)}).rows() > 0;
+  }
+
+ private:
+  struct item {
+    std::int64_t expires_at = 0;
+    std::optional<std::string> owner;  // the first caller's, when one jti comes twice
+    std::size_t limit = 0;
+    bool held = false;  // the outcome, once written
+  };
+  struct batch {
+    std::unordered_map<std::string, item> items;  // by jti
+    bool done = false;
+    std::exception_ptr error;
+  };
+
+  RevokeOutcome submit(const std::string* owner, std::string_view jti, std::int64_t expires_at, std::size_t limit) {
+    if (jti.empty() || jti.size() > 256) return RevokeOutcome::failed;
     std::unique_lock<std::mutex> lock(mutex_);
     const std::shared_ptr<batch> mine = collecting_;
-    auto& exp = mine->items[std::string(jti)];
-    exp = std::max(exp, expires_at);
+    const std::string key(jti);
+    {
+      auto inserted = mine->items.emplace(key, item{});
+      item& it = inserted.first->second;
+      it.expires_at = std::max(it.expires_at, expires_at);
+      if (inserted.second && owner) {
+        it.owner = *owner;
+        it.limit = limit;
+      }
+    }
     while (!mine->done) {
       if (writing_) {
         written_.wait(lock);
@@ -727,21 +798,8 @@ class PostgresRevocationStore : public RevocationStore {
       written_.notify_all();
     }
     if (mine->error) std::rethrow_exception(mine->error);
-    return true;
+    return mine->items.at(key).held ? RevokeOutcome::revoked : RevokeOutcome::limit_reached;
   }
-
-  bool is_revoked(std::string_view jti) override {
-    if (state_->options().replica) return state_->local_revoked(jti);
-    auto c = state_->pool().take();
-    return c->exec("SELECT 1 FROM iwsec_revocations WHERE jti = $1", {std::string(jti)}).rows() > 0;
-  }
-
- private:
-  struct batch {
-    std::unordered_map<std::string, std::int64_t> items;  // jti -> latest expiry
-    bool done = false;
-    std::exception_ptr error;
-  };
 
   // A text[] / bigint[] literal element: quoted, with \ and " escaped.
   static void append_element(std::string& out, const std::string& value) {
@@ -753,19 +811,41 @@ class PostgresRevocationStore : public RevocationStore {
     out += '"';
   }
 
-  void write(const std::unordered_map<std::string, std::int64_t>& items) {
-    std::string jtis = "{", expiries = "{";
-    for (const auto& [jti, exp] : items) {
+  void write(std::unordered_map<std::string, item>& items) {
+    std::string jtis = "{", expiries = "{", owners = "{", limits = "{";
+    std::vector<item*> order;
+    order.reserve(items.size());
+    for (auto& [jti, it] : items) {
       append_element(jtis, jti);
-      append_element(expiries, std::to_string(exp));
+      append_element(expiries, std::to_string(it.expires_at));
+      if (it.owner) {
+        append_element(owners, *it.owner);
+      } else {
+        owners += owners.size() > 1 ? ",NULL" : "NULL";
+      }
+      append_element(limits, std::to_string(std::min<std::size_t>(it.limit, static_cast<std::size_t>(INT64_MAX))));
+      order.push_back(&it);
     }
     jtis += '}';
     expiries += '}';
+    owners += '}';
+    limits += '}';
+    std::string held;
     {
       auto c = state_->pool().take();
-      c->transaction([&] { c->exec("SELECT iwsec_revoke($1::text[], $2::bigint[])", {jtis, expiries}); });
+      c->transaction([&] {
+        held = c->exec("SELECT iwsec_revoke_owned($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5)",
+                       {jtis, expiries, owners, limits, std::to_string(state_->now())})
+                   .text(0, 0);
+      });
     }
-    for (const auto& [jti, exp] : items) state_->local_revoke(jti, exp);
+    // held: "{t,f,...}", one per item in the order sent.
+    std::size_t i = 0;
+    for (char ch : held) {
+      if ((ch == 't' || ch == 'f') && i < order.size()) order[i++]->held = ch == 't';
+    }
+    for (auto& [jti, it] : items)
+      if (it.held) state_->local_revoke(jti, it.expires_at);
   }
 
   std::shared_ptr<detail::cluster_state> state_;
@@ -800,16 +880,27 @@ class PostgresLockout : public Lockout {
     if (!client.empty()) c = client_key(client);
     if (!account) return begin_exchange(c, now);
     std::int64_t wait = 0;
+    LockTransition started;
     {
       auto conn = state_->pool().take();
-      wait = conn->exec("SELECT iwsec_attempt_begin($1::bytea, $2::bytea, $3, $4, $5, $6, $7, $8, $9)",
-                        {key_param(a), key_param(c), std::to_string(now), std::to_string(p.account_failures),
-                         std::to_string(p.account_wait_increment.count()), std::to_string(p.account_max_wait.count()),
-                         std::to_string(p.account_failure_reset.count()), std::to_string(p.client_failures),
-                         std::to_string(p.client_window.count())})
-                 .integer(0, 0);
+      auto r = conn->exec(
+          "SELECT * FROM iwsec_attempt_start($1::bytea, $2::bytea, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+          {key_param(a), key_param(c), std::to_string(now), std::to_string(p.account_failures),
+           std::to_string(p.account_wait_increment.count()), std::to_string(p.account_max_wait.count()),
+           std::to_string(p.account_failure_reset.count()), std::to_string(p.client_failures),
+           std::to_string(p.client_window.count()), std::to_string(p.max_tracked_accounts),
+           std::to_string(p.max_tracked_clients)});
+      wait = r.integer(0, 0);
+      started.account_locked_until = r.integer(0, 1);
+      started.client_blocked_until = r.integer(0, 2);
     }
     if (wait > 0) return refused(wait);
+    if (started) {
+      // This attempt's counted failure set the lock: reported by the
+      // attempt's failed() (on this replica only), dropped on a success.
+      std::lock_guard<std::mutex> lock(started_mutex_);
+      started_[started_key(a, c)].push_back(started);
+    }
     return admitted(a, c);
   }
 
@@ -850,17 +941,19 @@ class PostgresLockout : public Lockout {
 
  protected:
   // A failure was counted (and a lock set at the threshold) when the attempt
-  // began, in the database; which replica's attempt set it is not reported.
+  // began, in the database; the lock it set, if any, is reported now.
   LockTransition finish(const std::optional<Key>& account, const std::optional<Key>& client, std::int64_t now,
                         bool success) override {
     if (!account) return exchange_finished(client, now, success);
+    const LockTransition started = take_started(account, client);
     if (success) end(account, client, true);
-    return LockTransition();
+    return success ? LockTransition() : started;
   }
 
   void abandon(const std::optional<Key>& account, const std::optional<Key>& client) noexcept override {
     if (!account) return;  // an exchange counts nothing until its verdict
     try {
+      take_started(account, client);
       end(account, client, false);
     } catch (...) {
       // The database is away: the attempt stays counted (failing closed).
@@ -868,6 +961,23 @@ class PostgresLockout : public Lockout {
   }
 
  private:
+  static std::string started_key(const std::optional<Key>& account, const std::optional<Key>& client) {
+    return (account ? detail::lockout_key_bytes(*account) : std::string("-")) + '/' +
+           (client ? detail::lockout_key_bytes(*client) : std::string("-"));
+  }
+
+  // The lock an admitted attempt on these keys set, if any (one per lock).
+  LockTransition take_started(const std::optional<Key>& account, const std::optional<Key>& client) {
+    std::lock_guard<std::mutex> lock(started_mutex_);
+    if (started_.empty()) return LockTransition();
+    auto it = started_.find(started_key(account, client));
+    if (it == started_.end()) return LockTransition();
+    const LockTransition t = it->second.back();
+    it->second.pop_back();
+    if (it->second.empty()) started_.erase(it);
+    return t;
+  }
+
   static std::optional<std::string> key_param(const std::optional<Key>& k) {
     if (!k) return std::nullopt;
     return detail::lockout_key_bytes(*k);
@@ -903,9 +1013,10 @@ class PostgresLockout : public Lockout {
     try {
       auto conn = state_->pool().take();
       const std::int64_t until =
-          conn->exec("SELECT iwsec_client_failed($1::bytea, $2, $3, $4)",
+          conn->exec("SELECT iwsec_client_failed($1::bytea, $2, $3, $4, $5, $6)",
                      {key_param(client), std::to_string(now), std::to_string(p.client_failures),
-                      std::to_string(p.client_window.count())})
+                      std::to_string(p.client_window.count()), std::to_string(p.account_failure_reset.count()),
+                      std::to_string(p.max_tracked_clients)})
               .integer(0, 0);
       if (until != 0) state_->note_client_block(hex_of(*client), until > 0 ? until : -until);
       if (until > 0) t.client_blocked_until = until;
@@ -936,7 +1047,7 @@ class PostgresLockout : public Lockout {
   }
 
   std::shared_ptr<detail::cluster_state> state_;
-  LockoutTracker local_;
+  LockoutTracker local_;  // unlock calls reach it too
   struct local_count {
     std::int64_t failures = 0;
     std::int64_t window_start = 0;
@@ -944,6 +1055,9 @@ class PostgresLockout : public Lockout {
   std::mutex local_mutex_;
   std::atomic<bool> local_counting_{false};
   std::unordered_map<Key, local_count, KeyHash> local_failures_;  // failed exchanges while the database is away
+  std::mutex started_mutex_;
+  // Locks set by admitted attempts still running, by their keys.
+  std::unordered_map<std::string, std::vector<LockTransition>> started_;
 };
 
 /// @brief One cluster backend: its connections (a small pool and, for a
@@ -1016,6 +1130,17 @@ class Backend {
   /// the first such email.
   StoreStatus import(const std::vector<User>& users, const std::vector<std::pair<std::string, std::int64_t>>& revocations,
                      std::string* conflict = nullptr) {
+    std::vector<RevocationRecord> records;
+    records.reserve(revocations.size());
+    for (const auto& [jti, exp] : revocations) records.push_back(RevocationRecord{jti, exp, std::string()});
+    return import(users, records, conflict);
+  }
+
+  /// @brief import(), with each revocation's owner (a journal's third
+  /// column; empty: none), so imported revocations count against their
+  /// owner's cap as they did in the journal.
+  StoreStatus import(const std::vector<User>& users, const std::vector<RevocationRecord>& revocations,
+                     std::string* conflict = nullptr) {
     for (const auto& u : users)
       if (!iwsec::detail::user_index::storable(u)) return StoreStatus::invalid;
     struct refused {};
@@ -1035,12 +1160,14 @@ class Backend {
         }
       }
       const std::int64_t now = state_->now();
-      for (const auto& [jti, exp] : revocations)
-        if (exp > now)
+      for (const auto& rec : revocations)
+        if (rec.expires_at > now)
           c->exec(
-              "INSERT INTO iwsec_revocations AS r (jti, expires_at) VALUES ($1, $2) "
-              "ON CONFLICT (jti) DO UPDATE SET expires_at = greatest(r.expires_at, excluded.expires_at)",
-              {jti, std::to_string(exp)});
+              "INSERT INTO iwsec_revocations AS r (jti, expires_at, owner) VALUES ($1, $2, $3) "
+              "ON CONFLICT (jti) DO UPDATE SET expires_at = greatest(r.expires_at, excluded.expires_at), "
+              "owner = coalesce(r.owner, excluded.owner)",
+              {rec.jti, std::to_string(rec.expires_at),
+               rec.owner.empty() ? std::nullopt : std::optional<std::string>(rec.owner)});
       c->exec("SELECT iwsec_append('s', NULL, NULL, NULL)");
       });
     } catch (const refused&) {

@@ -20,6 +20,9 @@ namespace detail {
 // Advisory-lock keys (any two 64-bit numbers no other application uses).
 constexpr const char* migration_lock_key = "7308420934713001";
 constexpr const char* change_log_lock_key = "7308420934713002";
+// The first half of the two-key advisory locks that serialise one owner's
+// capped revocations (the second half: hashtext(owner)).
+constexpr const char* owner_lock_key = "730842093";
 
 /// @brief Version 1. Tables:
 /// - iwsec_users: one row per user, keyed by user_id; email_key is the
@@ -170,7 +173,156 @@ END $$;
 )SQL";
 }
 
-/// @brief Version 3 (applies on a version 1 or 2 database):
+/// @brief Version 2 (applies to a version-1 database): the rules of the
+/// single-node stores.
+/// - iwsec_users.added: insertion order, for list_users.
+/// - iwsec_revocations.owner: whose revocation it is (the token's user id,
+///   NULL for one without an owner); iwsec_revoke_owned holds at most a
+///   limit of unexpired ones per owner, inside the revoking transaction
+///   (several owners' revocations commit together: group commit).
+/// - iwsec_lockout_sizes: how many rows each lockout table holds, so that
+///   iwsec_attempt_start can cap them (max_tracked_accounts / _clients) as
+///   LockoutTracker caps its tables: expired entries go first, then
+///   unlocked ones with the fewest failures, the oldest first; never a live
+///   lock (the table overshoots instead).
+/// - iwsec_attempt_start: iwsec_attempt_begin that also says whether THIS
+///   attempt's failure locked the account or blocked the client (so each
+///   lock is reported once, by the replica whose attempt set it).
+inline std::string schema_v2() {
+  return std::string(R"SQL(
+-- The order users were added in (list_users answers in it, as the
+-- single-node stores do); rows of a version-1 database get numbers in
+-- whatever order the table holds them.
+ALTER TABLE iwsec_users ADD COLUMN IF NOT EXISTS added bigserial;
+ALTER TABLE iwsec_revocations ADD COLUMN IF NOT EXISTS owner text;
+CREATE INDEX IF NOT EXISTS iwsec_revocations_owner ON iwsec_revocations (owner, expires_at) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS iwsec_lockout_sizes (kind text PRIMARY KEY, n bigint NOT NULL);
+INSERT INTO iwsec_lockout_sizes (kind, n) SELECT 'a', count(*) FROM iwsec_lockout_accounts ON CONFLICT DO NOTHING;
+INSERT INTO iwsec_lockout_sizes (kind, n) SELECT 'c', count(*) FROM iwsec_lockout_clients ON CONFLICT DO NOTHING;
+
+-- Revokes a batch (distinct jtis) in one transaction. An item with an owner
+-- is held only when its jti is revoked already or the owner holds fewer
+-- than lims[i] unexpired revocations; the answer has one boolean per item
+-- (false: the owner's limit was reached, nothing stored for it). Each
+-- owner's count is serialised by an advisory lock, taken in a fixed order.
+CREATE OR REPLACE FUNCTION iwsec_revoke_owned(js text[], xs bigint[], os text[], lims bigint[], now_s bigint)
+RETURNS boolean[]
+LANGUAGE plpgsql AS $$
+DECLARE held boolean[] := '{}'; n bigint; ok boolean;
+BEGIN
+  PERFORM pg_advisory_xact_lock()SQL") +
+         owner_lock_key + R"SQL(, hashtext(o))
+    FROM (SELECT DISTINCT o FROM unnest(os) AS o WHERE o IS NOT NULL ORDER BY 1) AS owners;
+  FOR i IN 1 .. coalesce(array_length(js, 1), 0) LOOP
+    ok := true;
+    IF os[i] IS NOT NULL AND NOT EXISTS (SELECT 1 FROM iwsec_revocations WHERE jti = js[i]) THEN
+      SELECT count(*) INTO n FROM iwsec_revocations WHERE owner = os[i] AND expires_at > now_s;
+      ok := n < lims[i];
+    END IF;
+    IF ok THEN
+      INSERT INTO iwsec_revocations AS r (jti, expires_at, owner) VALUES (js[i], xs[i], os[i])
+        ON CONFLICT (jti) DO UPDATE SET expires_at = greatest(r.expires_at, excluded.expires_at);
+      PERFORM iwsec_append('r', NULL, js[i], xs[i]);
+    END IF;
+    held := held || ok;
+  END LOOP;
+  RETURN held;
+END $$;
+
+-- Makes room for one more row in a lockout table past its cap: drops
+-- entries that no longer matter, then the least protective ones (never a
+-- live lock or block), down to seven eighths of the cap. `keep` is the row
+-- being counted. Rows other attempts hold are skipped, never waited for.
+CREATE OR REPLACE FUNCTION iwsec_lockout_evict(k text, keep bytea, cap bigint, now_s bigint,
+    a_reset bigint, c_threshold bigint, c_window bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE target bigint := cap - greatest(1, cap / 8); left_n bigint;
+BEGIN
+  IF k = 'a' THEN
+    DELETE FROM iwsec_lockout_accounts WHERE key IN (
+      SELECT key FROM iwsec_lockout_accounts WHERE key <> keep AND locked_until <= now_s
+        AND now_s - last_failure >= a_reset FOR UPDATE SKIP LOCKED);
+    SELECT count(*) INTO left_n FROM iwsec_lockout_accounts;
+    IF left_n > target THEN
+      DELETE FROM iwsec_lockout_accounts WHERE key IN (
+        SELECT key FROM iwsec_lockout_accounts WHERE key <> keep AND locked_until <= now_s
+        ORDER BY failures, last_failure LIMIT left_n - target FOR UPDATE SKIP LOCKED);
+      SELECT count(*) INTO left_n FROM iwsec_lockout_accounts;
+    END IF;
+  ELSE
+    DELETE FROM iwsec_lockout_clients WHERE key IN (
+      SELECT key FROM iwsec_lockout_clients WHERE key <> keep AND now_s >= window_start + c_window
+        FOR UPDATE SKIP LOCKED);
+    SELECT count(*) INTO left_n FROM iwsec_lockout_clients;
+    IF left_n > target THEN
+      DELETE FROM iwsec_lockout_clients WHERE key IN (
+        SELECT key FROM iwsec_lockout_clients WHERE key <> keep
+          AND NOT (failures >= c_threshold AND now_s < window_start + c_window)
+        ORDER BY failures, window_start LIMIT left_n - target FOR UPDATE SKIP LOCKED);
+      SELECT count(*) INTO left_n FROM iwsec_lockout_clients;
+    END IF;
+  END IF;
+  UPDATE iwsec_lockout_sizes SET n = left_n WHERE kind = k;
+END $$;
+
+-- iwsec_attempt_begin, with the tables capped (a_cap, c_cap rows) and the
+-- lock or block this attempt's counted failure starts (0: none).
+CREATE OR REPLACE FUNCTION iwsec_attempt_start(akey bytea, ckey bytea, now_s bigint,
+    a_threshold bigint, a_increment bigint, a_max bigint, a_reset bigint,
+    c_threshold bigint, c_window bigint, a_cap bigint, c_cap bigint,
+    OUT wait_s bigint, OUT lock_until bigint, OUT block_until bigint)
+LANGUAGE plpgsql AS $$
+DECLARE a iwsec_lockout_accounts; c iwsec_lockout_clients; f bigint; added bigint; size bigint;
+BEGIN
+  wait_s := 0; lock_until := 0; block_until := 0;
+  PERFORM set_config('synchronous_commit', 'off', true);
+  IF akey IS NOT NULL THEN
+    INSERT INTO iwsec_lockout_accounts (key) VALUES (akey) ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    IF added > 0 THEN
+      UPDATE iwsec_lockout_sizes SET n = n + 1 WHERE kind = 'a' RETURNING n INTO size;
+      IF size > a_cap THEN PERFORM iwsec_lockout_evict('a', akey, a_cap, now_s, a_reset, c_threshold, c_window); END IF;
+    END IF;
+    SELECT * INTO a FROM iwsec_lockout_accounts WHERE key = akey FOR UPDATE;
+    IF a.locked_until > now_s THEN wait_s := a.locked_until - now_s; END IF;
+  END IF;
+  IF ckey IS NOT NULL THEN
+    INSERT INTO iwsec_lockout_clients (key) VALUES (ckey) ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    IF added > 0 THEN
+      UPDATE iwsec_lockout_sizes SET n = n + 1 WHERE kind = 'c' RETURNING n INTO size;
+      IF size > c_cap THEN PERFORM iwsec_lockout_evict('c', ckey, c_cap, now_s, a_reset, c_threshold, c_window); END IF;
+    END IF;
+    SELECT * INTO c FROM iwsec_lockout_clients WHERE key = ckey FOR UPDATE;
+    IF c.failures >= c_threshold AND now_s < c.window_start + c_window THEN
+      wait_s := greatest(wait_s, c.window_start + c_window - now_s);
+    END IF;
+  END IF;
+  IF wait_s > 0 THEN RETURN; END IF;
+  IF akey IS NOT NULL THEN
+    f := CASE WHEN a.failures > 0 AND now_s - a.last_failure >= a_reset THEN 1 ELSE a.failures + 1 END;
+    UPDATE iwsec_lockout_accounts SET failures = f, last_failure = now_s,
+      locked_until = CASE WHEN f >= a_threshold
+                          THEN now_s + least(a_max, a_increment * (f / a_threshold)) ELSE 0 END
+      WHERE key = akey RETURNING iwsec_lockout_accounts.locked_until INTO lock_until;
+    -- Admitted means it was not locked: a lock now is this attempt's.
+    IF lock_until <= now_s THEN lock_until := 0; END IF;
+  END IF;
+  IF ckey IS NOT NULL THEN
+    IF c.failures = 0 OR now_s >= c.window_start + c_window THEN
+      UPDATE iwsec_lockout_clients SET failures = 1, window_start = now_s WHERE key = ckey
+        RETURNING failures, window_start INTO c.failures, c.window_start;
+    ELSE
+      UPDATE iwsec_lockout_clients SET failures = failures + 1 WHERE key = ckey
+        RETURNING failures, window_start INTO c.failures, c.window_start;
+    END IF;
+    IF c.failures = c_threshold THEN block_until := c.window_start + c_window; END IF;
+  END IF;
+END $$;
+)SQL");
+}
+
+/// @brief Version 3 (applies on a version 2 database):
 /// - iwsec_signing_keys: signing keys, each wrapped (AES-256-GCM) by the
 ///   replicas' key-encryption key; the last by seq signs. iwsec_key_check: one
 ///   row, a value wrapped under the same key-encryption key, so a wrong one is
@@ -195,12 +347,20 @@ CREATE INDEX IF NOT EXISTS iwsec_lockout_clients_failures ON iwsec_lockout_clien
 -- A failed refresh-token exchange, counted after the fact: the blocked-until
 -- time when this failure reached the threshold, minus it when the client was
 -- blocked already, else 0.
-CREATE OR REPLACE FUNCTION iwsec_client_failed(ckey bytea, now_s bigint, c_threshold bigint, c_window bigint)
+CREATE OR REPLACE FUNCTION iwsec_client_failed(ckey bytea, now_s bigint, c_threshold bigint, c_window bigint,
+    a_reset bigint, c_cap bigint)
 RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE c iwsec_lockout_clients;
+DECLARE c iwsec_lockout_clients; added bigint; size bigint;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   INSERT INTO iwsec_lockout_clients (key) VALUES (ckey) ON CONFLICT DO NOTHING;
+  -- A new row counts against the clients' cap (version 2) like one an
+  -- attempt adds.
+  GET DIAGNOSTICS added = ROW_COUNT;
+  IF added > 0 THEN
+    UPDATE iwsec_lockout_sizes SET n = n + 1 WHERE kind = 'c' RETURNING n INTO size;
+    IF size > c_cap THEN PERFORM iwsec_lockout_evict('c', ckey, c_cap, now_s, a_reset, c_threshold, c_window); END IF;
+  END IF;
   SELECT * INTO c FROM iwsec_lockout_clients WHERE key = ckey FOR UPDATE;
   IF c.failures >= c_threshold AND now_s < c.window_start + c_window THEN
     RETURN -(c.window_start + c_window);
@@ -231,7 +391,7 @@ inline void migrate(pq_connection& c) {
                                ", newer than this program's " + std::to_string(schema_version) +
                                " (upgrade iwsec)");
     if (found < 1) c.exec(schema_v1());
-    // Later versions: if (found < 2) c.exec(schema_v2_from_v1()); ...
+    if (found < 2) c.exec(schema_v2());
     if (found < 3) c.exec(schema_v3());
     if (found < schema_version) {
       c.exec("DELETE FROM iwsec_schema");
