@@ -124,7 +124,9 @@ def cmake_consumer(args, extra):
     if args.generator:
         configure += ["-G", args.generator]
     run(configure)
-    run([args.cmake, "--build", build, "-j2"])
+    # A newer cpp-httplib is one header of 10 to 20 thousand lines: allow for
+    # a busy machine.
+    run([args.cmake, "--build", build, "-j2"], timeout=600)
     return build
 
 
@@ -337,7 +339,7 @@ def route_meson_upstream(args):
     out = run([args.meson, "setup", "--force-fallback-for=iwsec,cpp-httplib", build, project], env=env)
     if "Executing subproject cpp-httplib" not in out:
         raise Failure("meson did not use subprojects/cpp-httplib:\n" + out)
-    run([args.ninja, "-C", build, "-j2"], env=env)
+    run([args.ninja, "-C", build, "-j2"], env=env, timeout=600)
     run_consumer(os.path.join(build, "consumer"), version)
 
 
