@@ -4,6 +4,7 @@
 #   <prefix>/include/iwsec/**.hpp                  the headers, #include <iwsec/iwsec.hpp>
 #   <prefix>/include/iwsec/single/iwsec.hpp        the amalgamation, #include <iwsec/single/iwsec.hpp>
 #   <prefix>/lib/cmake/iwsec/iwsecConfig.cmake     find_package(iwsec) -> iwsec::iwsec
+#   <prefix>/lib/cmake/iwsec/iwsecFindHttplib.cmake  finds the host's cpp-httplib
 #   <prefix>/share/pkgconfig/iwsec.pc              pkg-config --cflags --libs iwsec
 #   <prefix>/bin/iwsec-server, iwsec-admin         when the examples are built
 #   <prefix>/share/doc/iwsec/LICENSE               the MIT licence
@@ -40,6 +41,7 @@ write_basic_package_version_file(
   ARCH_INDEPENDENT)
 install(FILES "${PROJECT_BINARY_DIR}/iwsecConfig.cmake"
               "${PROJECT_BINARY_DIR}/iwsecConfigVersion.cmake"
+              "${PROJECT_SOURCE_DIR}/cmake/iwsecFindHttplib.cmake"
         DESTINATION "${IWSEC_INSTALL_CMAKEDIR}")
 
 # The .pc file finds its prefix from its own location, so it stays right

@@ -20,6 +20,9 @@
 #include <httplib.h>
 
 #include <iwsec/iwsec.hpp>
+#ifdef IWSEC_HAVE_POSTGRES
+#include <iwsec/postgres/build_info.hpp>
+#endif
 
 namespace cli {
 
@@ -47,9 +50,15 @@ inline std::string library_message(std::string text) {
   std::exit(status);
 }
 
-/// `--version`: one line, "iwsec X.Y.Z".
+/// `--version`: one line, "iwsec X.Y.Z (cpp-httplib A.B.C, OpenSSL D.E.F)",
+/// plus ", libpq G.H" where cluster mode is built in.
 [[noreturn]] inline void print_version() {
-  std::printf("iwsec %s\n", IWSEC_VERSION_STRING);
+#ifdef IWSEC_HAVE_POSTGRES
+  const std::string line = iwsec::postgres::build_description();
+#else
+  const std::string line = iwsec::build_description();
+#endif
+  std::printf("%s\n", line.c_str());
   std::exit(0);
 }
 

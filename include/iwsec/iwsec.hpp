@@ -4,6 +4,7 @@
 /// cpp-httplib service. Include this one header.
 
 #include "version.hpp"
+#include "build_info.hpp"
 #include "clock.hpp"
 #include "errors.hpp"
 #include "signer.hpp"

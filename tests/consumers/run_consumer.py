@@ -15,6 +15,16 @@ ROUTE is one of:
   single_header     a project holding only a copy of single_include/iwsec/iwsec.hpp,
                     built against the system's httplib/picojson/OpenSSL
                     through pkg-config
+  upstream_add_subdirectory
+                    a CMake host that add_subdirectory's upstream cpp-httplib's
+                    source (IWSEC_TEST_HTTPLIB_SOURCE_DIR), then iwsec's
+  meson_upstream    a Meson host with upstream cpp-httplib's source as the
+                    subproject cpp-httplib, then iwsec's
+  upstream_find_package
+                    CMake hosts with upstream cpp-httplib's CMake install
+                    (IWSEC_TEST_HTTPLIB_PREFIX) and the installed iwsec
+The upstream_* and meson_upstream routes check the program was built with that cpp-httplib and
+exit 77 (skipped) when their variable is not set.
 
 Each program route builds tests/consumers/common/{consumer,snippet}.cpp and
 runs it: it serves on 127.0.0.1 (OS-picked port), answers real requests,
@@ -58,11 +68,13 @@ def fresh_dir(path):
     return path
 
 
-def run_consumer(program):
+def run_consumer(program, httplib_version=None):
     out = run([program], timeout=60)
     sys.stdout.write(out)
     if "consumer: iwsec" not in out:
         raise Failure("the consumer program did not report success")
+    if httplib_version and ("(cpp-httplib %s," % httplib_version) not in out:
+        raise Failure("the consumer was not built with the host's cpp-httplib %s" % httplib_version)
 
 
 def prefix_of(args):
@@ -112,7 +124,9 @@ def cmake_consumer(args, extra):
     if args.generator:
         configure += ["-G", args.generator]
     run(configure)
-    run([args.cmake, "--build", build, "-j2"])
+    # A newer cpp-httplib is one header of 10 to 20 thousand lines: allow for
+    # a busy machine.
+    run([args.cmake, "--build", build, "-j2"], timeout=600)
     return build
 
 
@@ -255,7 +269,84 @@ def route_meson(args):
     run_consumer(os.path.join(build, "consumer"))
 
 
+SKIPPED = 77  # ctest's SKIP_RETURN_CODE for these tests
+
+
+class Skipped(Exception):
+    pass
+
+
+def httplib_header_version(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#define CPPHTTPLIB_VERSION "):
+                return line.split('"')[1]
+    raise Failure("%s has no CPPHTTPLIB_VERSION" % path)
+
+
+def route_upstream_add_subdirectory(args):
+    """A host that add_subdirectory's upstream cpp-httplib's source, then iwsec's."""
+    source = os.environ.get("IWSEC_TEST_HTTPLIB_SOURCE_DIR", "")
+    if not source:
+        raise Skipped("IWSEC_TEST_HTTPLIB_SOURCE_DIR is not set (scripts/get-cpp-httplib.sh VERSION PREFIX SOURCE_DIR "
+                      "fetches one; CI sets it)")
+    version = httplib_header_version(os.path.join(source, "httplib.h"))
+    build = cmake_consumer(args, ["-DIWSEC_CONSUME=add_subdirectory", "-DIWSEC_SOURCE_DIR=" + args.source_dir,
+                                  "-DIWSEC_HOST_HTTPLIB=add_subdirectory", "-DIWSEC_EXPECT_UPSTREAM_HTTPLIB=ON",
+                                  "-DIWSEC_HOST_HTTPLIB_SOURCE_DIR=" + os.path.abspath(source)])
+    run_consumer(os.path.join(build, "consumer"), version)
+
+
+def route_upstream_find_package(args):
+    """Hosts with upstream cpp-httplib's CMake install and an installed iwsec:
+    one that find_package's httplib itself first, one that only points
+    CMAKE_PREFIX_PATH at it. Both get that cpp-httplib, not Debian's."""
+    prefix = os.environ.get("IWSEC_TEST_HTTPLIB_PREFIX", "")
+    if not prefix:
+        raise Skipped("IWSEC_TEST_HTTPLIB_PREFIX is not set (scripts/get-cpp-httplib.sh VERSION PREFIX installs one; "
+                      "CI sets it)")
+    iwsec_prefix = prefix_of(args)
+    if not os.path.isfile(os.path.join(iwsec_prefix, "lib/cmake/iwsec/iwsecConfig.cmake")):
+        raise Failure("no install under %s (the consumer_install test sets it up)" % iwsec_prefix)
+    version = httplib_header_version(os.path.join(prefix, "include", "httplib.h"))
+    work = args.work_dir
+    for host in ("find_package", ""):
+        args.work_dir = os.path.join(work, host or "prefix_path")
+        build = cmake_consumer(args, ["-DIWSEC_CONSUME=find_package", "-DIWSEC_HOST_HTTPLIB=" + host,
+                                      "-DIWSEC_EXPECT_UPSTREAM_HTTPLIB=ON",
+                                      "-DCMAKE_PREFIX_PATH=%s;%s" % (os.path.abspath(prefix), iwsec_prefix)])
+        run_consumer(os.path.join(build, "consumer"), version)
+    args.work_dir = work
+
+
+def route_meson_upstream(args):
+    """A Meson host with upstream cpp-httplib's source as a subproject, then iwsec's."""
+    source = os.environ.get("IWSEC_TEST_HTTPLIB_SOURCE_DIR", "")
+    if not source:
+        raise Skipped("IWSEC_TEST_HTTPLIB_SOURCE_DIR is not set (scripts/get-cpp-httplib.sh VERSION PREFIX SOURCE_DIR "
+                      "fetches one; CI sets it)")
+    if not args.meson or not args.ninja:
+        raise Failure("the meson route needs --meson and --ninja")
+    version = httplib_header_version(os.path.join(source, "httplib.h"))
+    project = fresh_dir(args.work_dir)
+    copy_sources(project)
+    shutil.copy(os.path.join(HERE, "meson_upstream", "meson.build"), project)
+    os.makedirs(os.path.join(project, "subprojects"))
+    os.symlink(args.source_dir, os.path.join(project, "subprojects", "iwsec"))
+    os.symlink(os.path.abspath(source), os.path.join(project, "subprojects", "cpp-httplib"))
+    env = dict(os.environ, CXX=args.cxx, NINJA=args.ninja)
+    build = os.path.join(project, "build")
+    out = run([args.meson, "setup", "--force-fallback-for=iwsec,cpp-httplib", build, project], env=env)
+    if "Executing subproject cpp-httplib" not in out:
+        raise Failure("meson did not use subprojects/cpp-httplib:\n" + out)
+    run([args.ninja, "-C", build, "-j2"], env=env, timeout=600)
+    run_consumer(os.path.join(build, "consumer"), version)
+
+
 ROUTES = {
+    "meson_upstream": route_meson_upstream,
+    "upstream_add_subdirectory": route_upstream_add_subdirectory,
+    "upstream_find_package": route_upstream_find_package,
     "install": route_install,
     "find_package": route_find_package,
     "pkg_config": route_pkg_config,
@@ -285,6 +376,9 @@ def main():
     except Failure as e:
         print("run_consumer.py %s: FAILED: %s" % (args.route, e), file=sys.stderr)
         return 1
+    except Skipped as e:
+        print("run_consumer.py %s: SKIPPED: %s" % (args.route, e))
+        return SKIPPED
     print("run_consumer.py %s: ok" % args.route)
     return 0
 

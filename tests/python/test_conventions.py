@@ -40,13 +40,40 @@ def one_line(test, text):
     test.assertNotRegex(text, r"^iwsec-(server|admin): iwsec: ", "doubled prefix")
 
 
+def command_output(command):
+    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          universal_newlines=True, check=True).stdout
+
+
+def built_with():
+    """What the programs were built with, found apart from the programs: the
+    build passes the cpp-httplib version it found (httplib.h's
+    CPPHTTPLIB_VERSION), OpenSSL's and libpq's (pkg-config); run by hand, the
+    system's Debian packages are asked."""
+    httplib = os.environ.get("IWSEC_EXPECT_HTTPLIB_VERSION")
+    if not httplib:
+        with open("/usr/include/httplib.h") as f:
+            httplib = re.search(r'#define CPPHTTPLIB_VERSION "([^"]+)"', f.read()).group(1)
+    openssl = os.environ.get("IWSEC_EXPECT_OPENSSL_VERSION") or \
+        command_output(["pkg-config", "--modversion", "libcrypto"]).strip()
+    libpq = os.environ.get("IWSEC_EXPECT_LIBPQ_VERSION") or \
+        command_output(["pkg-config", "--modversion", "libpq"]).strip()
+    return httplib, openssl, libpq
+
+
 class Version(unittest.TestCase):
     def test_both_programs(self):
+        """SPEC "Bundled programs": iwsec X.Y.Z (cpp-httplib A.B.C, OpenSSL ...[, libpq ...])."""
+        httplib, openssl, libpq = built_with()
+        expected = "iwsec %s (cpp-httplib %s, OpenSSL %s" % (version_string(), httplib, openssl)
+        if os.environ.get("IWSEC_CLUSTER_BUILT", "1") == "1":
+            expected += ", libpq %s" % libpq
+        expected += ")\n"
         for binary in (h.server_path(), h.admin_path()):
             with self.subTest(program=os.path.basename(binary)):
                 r = h.run_program([binary, "--version"])
                 self.assertEqual(r.returncode, 0, r.stderr)
-                self.assertEqual(r.stdout, "iwsec %s\n" % version_string())
+                self.assertEqual(r.stdout, expected)
                 self.assertEqual(r.stderr, "")
 
 

@@ -94,7 +94,16 @@ inline httplib::Response call(httplib::Client& c, const std::string& method, con
   httplib::Request req;
   req.method = method;
   req.path = path;
-  req.headers = headers;
+  // A field value's leading and trailing spaces and tabs are not part of it
+  // (RFC 9110, 5.5): every cpp-httplib server drops them, and newer clients
+  // refuse to send them (Error::InvalidHeaders). Trimmed here, the server
+  // sees the same request on every version ("Bearer " arrives as "Bearer").
+  for (const auto& h : headers) {
+    const std::string& v = h.second;
+    const auto first = v.find_first_not_of(" \t");
+    const auto last = v.find_last_not_of(" \t");
+    req.headers.emplace(h.first, first == std::string::npos ? std::string() : v.substr(first, last - first + 1));
+  }
   auto r = c.send(req);
   INFO(method << " " << path << ": httplib error " << static_cast<int>(r.error()));
   REQUIRE(r);
