@@ -120,7 +120,7 @@ class AccessLog {
       line += "\",\"request_id\":\"" + id + "\",\"method\":\"";
       append_loggable(line, req.method);
       line += "\",\"path\":\"";
-      append_loggable(line, req.path);
+      append_loggable(line, iwsec::security_route_path(req.path));  // one route, either spelling
       line += "\",\"status\":" + std::to_string(res.status) + ",\"duration_us\":" + std::to_string(micros);
       if (check) {
         line += check->valid ? ",\"is_valid\":true" : ",\"is_valid\":false,\"reason\":\"";
@@ -133,7 +133,7 @@ class AccessLog {
       line += ' ' + id + ' ';
       append_loggable(line, req.method);
       line += ' ';
-      append_loggable(line, req.path);
+      append_loggable(line, iwsec::security_route_path(req.path));  // one route, either spelling
       line += ' ' + std::to_string(res.status) + ' ' + std::to_string(micros) + "us";
       if (check) {
         line += check->valid ? " is_valid=true" : " is_valid=false reason=";
