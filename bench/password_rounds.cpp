@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
   iwsec::mount_security_routes(server, users, signer, options);
   const int port = server.bind_to_any_port("127.0.0.1");
   std::thread serving([&] { server.listen_after_bind(); });
-  server.wait_until_ready();
+  while (!server.is_running()) std::this_thread::yield();
   httplib::Client client("127.0.0.1", port);
   client.set_keep_alive(true);
   client.set_read_timeout(60, 0);
