@@ -210,7 +210,7 @@ class AccessLog {
       line += "\",\"method\":\"";
       append_loggable(line, req.method);
       line += "\",\"path\":\"";
-      append_loggable(line, req.path);
+      append_loggable(line, iwsec::security_route_path(req.path));  // one route, either spelling
       line += "\",\"status\":";
       append_number(line, res.status);
       line += ",\"duration_us\":";
@@ -232,7 +232,7 @@ class AccessLog {
       line += ' ';
       append_loggable(line, req.method);
       line += ' ';
-      append_loggable(line, req.path);
+      append_loggable(line, iwsec::security_route_path(req.path));  // one route, either spelling
       line += ' ';
       append_number(line, res.status);
       line += ' ';

@@ -311,8 +311,10 @@ int main(int argc, char** argv) {
       edge::close_after_answer = true;
       return httplib::Server::HandlerResponse::Handled;
     }
-    // A password login first applies the unlocks iwsec-admin asked for.
-    if (!cluster_mode && (req.path == "/v3/security/authenticate" || req.path == "/v3/security/token/refresh"))
+    // A password login first applies the unlocks iwsec-admin asked for (on
+    // either spelling of the route: with or without one trailing slash).
+    const std::string_view route = iwsec::security_route_path(req.path);
+    if (!cluster_mode && (route == "/v3/security/authenticate" || route == "/v3/security/token/refresh"))
       journal.apply_unlocks([&routes](const std::string& email) { routes->lockout().unlock_account(email); });
     return httplib::Server::HandlerResponse::Unhandled;
   });

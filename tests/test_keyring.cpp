@@ -8,7 +8,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -230,4 +233,82 @@ TEST_CASE("keyring file: update with create makes a missing file", "[keyring][fi
   const Keyring ring = KeyringFile(path).update([](Keyring& r) { r.add_new_key(1); }, true);
   CHECK(ring.keys.size() == 1);
   CHECK(KeyringFile(path).load().keys.at(0).secret == ring.keys[0].secret);
+}
+
+// SPEC "Operations": a key file whose first line holds `iwsec-keyring` (after
+// any BOM or whitespace) is a keyring and parses whole or is refused, naming
+// the line and the reason; it is never taken for one raw key of its bytes.
+TEST_CASE("keyring: a file that starts like a keyring parses whole or is refused", "[keyring][strict]") {
+  const std::string key = iwsec::base64url_encode(std::string(32, 'k'));
+  const std::string line2 = "# kid created key\n";
+  const std::string entry = "a 2026-01-01T00:00:00Z " + key;
+  const std::string good = "iwsec-keyring 1\n" + line2 + entry + "\n";
+  std::string error;
+  REQUIRE(Keyring::parse(good, 0, error));
+  const struct {
+    std::string text;
+    const char* line;
+    const char* reason;
+  } cases[] = {
+      {"iwsec-keyring 1\r\n# kid created key\r\n" + entry + "\r\n", "line 1: ", "CRLF"},
+      {"iwsec-keyring 1\n" + line2 + entry + "\r\n", "line 3: ", "CRLF"},
+      {"\xEF\xBB\xBF" + good, "line 1: ", "byte order mark"},
+      {"iwsec-keyring 2\n" + line2 + entry + "\n", "line 1: ", "format version 2"},
+      {"iwsec-keyring 10\n" + line2 + entry + "\n", "line 1: ", "format version 10"},
+      {"iwsec-keyring\n" + line2 + entry + "\n", "line 1: ", "format version"},
+      {"iwsec-keyring 1 \n" + line2 + entry + "\n", "line 1: ", "format version"},
+      {"  iwsec-keyring 1\n" + line2 + entry + "\n", "line 1: ", "whitespace"},
+      {"\n\niwsec-keyring 1\n" + line2 + entry + "\n", "line 1: ", "whitespace"},
+      {"IWSEC-KEYRING 1\n" + line2 + entry + "\n", "line 1: ", "iwsec-keyring"},
+      {"iwsec-keyring 1\n" + line2 + entry + " \n", "line 3: ", "KID CREATED KEY"},
+      {"iwsec-keyring 1\n" + line2 + entry + "\n\r\n", "line 4: ", "CRLF"},
+      {"iwsec-keyring 1\n" + line2 + entry + "\rb 2026-01-01T00:00:00Z " + key + "\n", "line 3: ", "carriage return"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.text);
+    error.clear();
+    CHECK_FALSE(Keyring::parse(c.text, 0, error));
+    CHECK(error.rfind(c.line, 0) == 0);
+    CHECK(error.find(c.reason) != std::string::npos);
+    CHECK(error.find('\n') == std::string::npos);
+    CHECK(error.find(key) == std::string::npos);  // never the key
+  }
+  // A raw key stays a raw key, even one that holds the words past its first line.
+  const std::string raw = std::string(33, 'r') + "\niwsec-keyring 1\n";
+  const auto ring = Keyring::parse(raw, 0, error);
+  REQUIRE(ring);
+  REQUIRE(ring->keys.size() == 1);
+  CHECK(ring->keys[0].secret == raw);
+}
+
+TEST_CASE("keyring file: a mangled keyring is refused by load, update and reload, naming file and line",
+          "[keyring][file][strict]") {
+  iwsec_test::TempDir dir;
+  const std::string path = dir.file("ring");
+  KeyringFile file(path);
+  file.load_or_create(1764639060);
+  std::string good;
+  {
+    std::ifstream in(path, std::ios::binary);
+    good.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  iwsec::Signer signer(file.load().signing_keys());
+  const std::string token = mint(signer);
+  std::string crlf;
+  for (char ch : good) {
+    if (ch == '\n') crlf += '\r';
+    crlf += ch;
+  }
+  std::string version2 = good;
+  version2.replace(0, std::string("iwsec-keyring 1").size(), "iwsec-keyring 2");
+  for (const auto& [text, expected] : std::vector<std::pair<std::string, std::string>>{
+           {crlf, " line 1: "}, {"\xEF\xBB\xBF" + good, " line 1: "}, {version2, " line 1: "}}) {
+    write(path, text);
+    INFO(expected);
+    CHECK(error_of([&] { KeyringFile(path).load(); }).rfind("key file " + path + expected, 0) == 0);
+    CHECK(error_of([&] { KeyringFile(path).update([](Keyring& r) { r.add_new_key(1764639061); }); })
+              .rfind("key file " + path + expected, 0) == 0);
+    CHECK(error_of([&] { file.reload(signer); }).rfind("key file " + path + expected, 0) == 0);
+    CHECK(signer.verify(token, 1500, 0));  // the keys in use stay
+  }
 }

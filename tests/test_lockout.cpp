@@ -629,6 +629,15 @@ TEST_CASE("wrong password, unknown email, disabled user and unusable stored hash
   Fixture f;
   const auto a = add_account(f.users, "real@example.com", "right password");
   const auto d = add_account(f.users, "disabled@example.com", "right password", true);
+  // A stored hash with fewer rounds than configured (passlib's 29 000 against
+  // 600 000 in the field): its own rounds, then the missing ones, as a second
+  // derivation; the same rounds in all (SPEC "Passwords").
+  iwsec::User cheap;
+  cheap.user_id = iwsec::generate_user_id();
+  cheap.email = "cheap@example.com";
+  cheap.password_hash = iwsec::hash_password("right password", kRounds / 4);
+  cheap.refresh_token_sha256 = iwsec::refresh_token_hash(iwsec::generate_refresh_token());
+  REQUIRE(f.users.add_user(cheap) == iwsec::StoreStatus::ok);
   iwsec::User broken;
   broken.user_id = iwsec::generate_user_id();
   broken.email = "broken@example.com";
@@ -649,11 +658,14 @@ TEST_CASE("wrong password, unknown email, disabled user and unusable stored hash
              {d.email, d.password},
              {d.email, "wrong password"},
              {broken.email, "right password"},
+             {cheap.email, "wrong password"},
              {"", "right password"}}) {
       httplib::Response r;
+      const std::uint64_t rounds_before = iwsec::detail::kdf_round_count();
       const std::uint64_t kdf = kdf_calls_of([&] { r = call(c, method, path, auth(basic(email, password))); });
       INFO(email << " / " << password);
-      CHECK(kdf == 1);
+      CHECK(kdf == (email == cheap.email ? 2u : 1u));
+      CHECK(iwsec::detail::kdf_round_count() - rounds_before == kRounds);
       check_rejected(r);
       answers.emplace_back(email, r);
     }

@@ -14,9 +14,13 @@
 ///     k20261202-3fa9c1d0 2026-12-02T01:31:00Z Qm9v...
 ///
 /// Keys are listed oldest first; the last one signs new tokens, all of them
-/// verify. Blank lines and lines starting with `#` are ignored. A file that
-/// does not start with the version line is a raw key: a keyring of that one
-/// key, with `kid` "legacy" and the file's modification time.
+/// verify. Blank lines and lines starting with `#` are ignored. A file whose
+/// first line holds `iwsec-keyring` (after any byte order mark or
+/// whitespace) is a keyring and must parse whole: exactly that version line,
+/// LF line endings (no CR anywhere), every line valid; otherwise it is
+/// refused, naming the line and the reason. Any other file is a raw key: a
+/// keyring of that one key, with `kid` "legacy" and the file's modification
+/// time.
 
 #include <algorithm>
 #include <array>
@@ -132,9 +136,7 @@ struct Keyring {
   /// @p error, when it is neither (a raw key under 32 bytes, a bad line).
   static std::optional<Keyring> parse(std::string_view text, std::int64_t raw_created_at, std::string& error) {
     Keyring ring;
-    const bool is_keyring = text.substr(0, format_line.size()) == format_line &&
-                            (text.size() == format_line.size() || text[format_line.size()] == '\n');
-    if (!is_keyring) {
+    if (!starts_like_keyring(text)) {
       if (text.size() < Signer::min_key_bytes) {
         error = "holds " + std::to_string(text.size()) + " bytes; at least " + std::to_string(Signer::min_key_bytes) +
                 " are required";
@@ -143,19 +145,29 @@ struct Keyring {
       ring.keys.push_back(KeyringEntry{std::string(legacy_key_id), raw_created_at, std::string(text)});
       return ring;
     }
+    // It starts like a keyring: it is one, whole, or it is refused. Nothing
+    // is normalised (a BOM, CRLF, another version would change its meaning).
+    const auto first_end = text.find('\n');
+    const std::string_view first = text.substr(0, first_end);
+    if (std::string why = version_line_problem(first); !why.empty()) {
+      error = "line 1: " + why;
+      return std::nullopt;
+    }
     std::size_t line_number = 1;
-    std::size_t at = text.find('\n');
+    std::size_t at = first_end;
     while (at != std::string_view::npos && at + 1 < text.size()) {
       const std::size_t begin = at + 1;
       const std::size_t end = text.find('\n', begin);
       const std::string_view line = text.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin);
       at = end;
       ++line_number;
-      if (line.empty() || line[0] == '#') continue;
       const auto fail = [&](const std::string& why) {
         error = "line " + std::to_string(line_number) + ": " + why;
         return std::nullopt;
       };
+      if (const auto cr = line.find('\r'); cr != std::string_view::npos)
+        return fail(cr + 1 == line.size() ? crlf_reason : "holds a carriage return");
+      if (line.empty() || line[0] == '#') continue;
       const auto space1 = line.find(' ');
       const auto space2 = space1 == std::string_view::npos ? space1 : line.find(' ', space1 + 1);
       if (space2 == std::string_view::npos || line.find(' ', space2 + 1) != std::string_view::npos)
@@ -179,6 +191,20 @@ struct Keyring {
       return std::nullopt;
     }
     return ring;
+  }
+
+  /// @brief Whether @p text is to be read as a keyring: its first line
+  /// (after any UTF-8 byte order mark, blank lines or whitespace) holds
+  /// `iwsec-keyring`, in any case. Such a file parses whole or is refused;
+  /// any other file is a raw key.
+  static bool starts_like_keyring(std::string_view text) {
+    constexpr std::string_view bom = "\xEF\xBB\xBF";
+    if (text.substr(0, bom.size()) == bom) text.remove_prefix(bom.size());
+    const auto start = text.find_first_not_of(" \t\r\n\v\f");
+    if (start == std::string_view::npos) return false;
+    text.remove_prefix(start);
+    const std::string first = detail::ascii_lower(text.substr(0, text.find('\n')));
+    return first.find("iwsec-keyring") != std::string::npos;
   }
 
   /// @brief Whether @p id is a usable `kid`: 1 to 64 of `A-Z a-z 0-9 . _ -`.
@@ -224,6 +250,34 @@ struct Keyring {
     if (format_time(seconds) != text) return std::nullopt;  // 2026-02-30 and the like
     return seconds;
   }
+
+  /// @brief Why the first line of a file that starts like a keyring is not
+  /// exactly format_line, or empty when it is.
+  static std::string version_line_problem(std::string_view first) {
+    if (first == format_line) return {};
+    if (first.substr(0, 3) == "\xEF\xBB\xBF")
+      return "starts with a UTF-8 byte order mark; a keyring starts with 'iwsec-keyring 1' (remove the mark)";
+    if (!first.empty() && (first[0] == ' ' || first[0] == '\t' || first[0] == '\r' || first[0] == '\v' ||
+                           first[0] == '\f'))
+      return "whitespace before 'iwsec-keyring'; the file must start with 'iwsec-keyring 1'";
+    if (first.find_first_not_of(" \t\r\v\f") == std::string_view::npos)
+      return "blank line or whitespace before 'iwsec-keyring'; the file must start with 'iwsec-keyring 1'";
+    if (first.back() == '\r') return crlf_reason;
+    constexpr std::string_view name = "iwsec-keyring";
+    if (first == name) return "the format version is missing; expected 'iwsec-keyring 1'";
+    if (first.substr(0, name.size() + 1) != "iwsec-keyring ") return "expected 'iwsec-keyring 1' as the first line";
+    const std::string_view version = first.substr(name.size() + 1);
+    if (version.find_first_not_of("0123456789") != std::string_view::npos || version.empty())
+      return "the format version is not a number (or has whitespace after it); expected 'iwsec-keyring 1'";
+    // A later format: refusing beats guessing what its lines mean.
+    return "format version " + std::string(version.substr(0, 12)) +
+           " is not supported; this program reads version 1 (upgrade iwsec, or rewrite the file)";
+  }
+
+  /// @brief The reason given for a line that ends in CR LF.
+  static constexpr const char* crlf_reason =
+      "ends with a carriage return (CRLF line endings); keyring lines end with LF alone (convert the file, "
+      "e.g. with dos2unix)";
 
   /// @brief A new `kid`: "k", the UTC date of @p now, "-", 8 random hex digits.
   static std::string new_key_id(std::int64_t now) {

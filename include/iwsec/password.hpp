@@ -52,9 +52,16 @@ inline std::optional<std::string> ab64_decode(std::string_view text) {
 inline std::atomic<std::uint64_t> kdf_calls{0};
 inline std::uint64_t kdf_call_count() noexcept { return kdf_calls.load(std::memory_order_relaxed); }
 
+/// @brief PBKDF2 rounds (iterations) run by pbkdf2_sha256 since the process
+/// started: lets tests prove that every password check costs at least the
+/// configured rounds, whatever the stored hash's rounds.
+inline std::atomic<std::uint64_t> kdf_rounds{0};
+inline std::uint64_t kdf_round_count() noexcept { return kdf_rounds.load(std::memory_order_relaxed); }
+
 inline std::string pbkdf2_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
                                  std::size_t length = 32) {
   kdf_calls.fetch_add(1, std::memory_order_relaxed);
+  kdf_rounds.fetch_add(rounds, std::memory_order_relaxed);
   std::string out(length, '\0');
   pbkdf2_hmac_sha256(password, salt, rounds, reinterpret_cast<unsigned char*>(&out[0]), length);
   return out;
@@ -124,6 +131,31 @@ inline bool verify_password_decoy(std::string_view password, std::uint32_t round
   const bool equal = detail::constant_time_equal(detail::pbkdf2_sha256(password, salt, rounds), checksum);
   (void)equal;
   return false;
+}
+
+/// @brief verify_password(), costing at least @p min_rounds PBKDF2 rounds:
+/// a stored hash with fewer rounds (passlib's default of 29 000, an import)
+/// is checked with its own rounds, then the missing rounds run as well (on
+/// the same password and salt, the result discarded), so that its wrong
+/// password costs what an unknown email's decoy costs and timing does not
+/// tell existing accounts from the others. An unparseable hash costs
+/// @p min_rounds too (verify_password_decoy).
+inline bool verify_password(std::string_view password, std::string_view stored, std::uint32_t min_rounds) {
+  const auto h = Pbkdf2Hash::parse(stored);
+  if (!h) return verify_password_decoy(password, min_rounds);
+  const bool equal = detail::constant_time_equal(detail::pbkdf2_sha256(password, h->salt, h->rounds), h->checksum);
+  if (h->rounds < min_rounds) {
+    const std::string padding = detail::pbkdf2_sha256(password, h->salt, min_rounds - h->rounds);
+    (void)detail::constant_time_equal(padding, h->checksum);  // used, so the work is not optimised away
+  }
+  return equal;
+}
+
+/// @brief Whether @p stored should be hashed again with @p rounds (passlib's
+/// `needs_update`): its rounds differ, or it does not parse.
+inline bool password_needs_rehash(std::string_view stored, std::uint32_t rounds) {
+  const auto h = Pbkdf2Hash::parse(stored);
+  return !h || h->rounds != rounds;
 }
 
 }  // namespace iwsec

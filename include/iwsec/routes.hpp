@@ -37,6 +37,24 @@
 
 namespace iwsec {
 
+/// @brief The paths of the security routes, each also answered with one
+/// trailing slash appended (Infoworks' own utility scripts call
+/// `/v3/security/token/access/`).
+inline constexpr const char* security_route_paths[] = {"/v3/security/authenticate", "/v3/security/token/access",
+                                                      "/v3/security/token/validate", "/v3/security/token/refresh"};
+
+/// @brief The route @p path names, spelled without the one trailing slash the
+/// routes also answer on (`/v3/security/token/access/` gives
+/// `/v3/security/token/access`); any other path as it is. For access logs and
+/// checks before routing, so that both spellings are one route.
+inline std::string_view security_route_path(std::string_view path) noexcept {
+  if (path.size() < 2 || path.back() != '/') return path;
+  const std::string_view bare = path.substr(0, path.size() - 1);
+  for (const char* route : security_route_paths)
+    if (bare == route) return bare;
+  return path;
+}
+
 namespace detail {
 
 // The error answers of the security routes, one per row of SPEC "Errors".
@@ -444,8 +462,10 @@ class security_core {
 
   // ---- Basic username:password ---------------------------------------------
 
-  /// @brief Checks Basic credentials; the user on success. Always spends one
-  /// password hash, whether or not the email exists, except while the
+  /// @brief Checks Basic credentials; the user on success. Always spends at
+  /// least the configured rounds of password hashing, whether or not the
+  /// email exists (a success with a stored hash of other rounds also hashes
+  /// the password again, and stores that), except while the
   /// account (its lower-cased email, known or not) is locked or the client
   /// blocked: then a 429 before any hashing.
   std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
@@ -471,12 +491,24 @@ class security_core {
     const auto turn = hashing_.enter();
     if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
+    const std::uint32_t rounds = options_.password_rounds;
     bool ok;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
-      ok = verify_password(password, user->password_hash) && !user->disabled;
+      // At least the configured rounds, also for a hash with fewer (SPEC "Passwords").
+      ok = verify_password(password, user->password_hash, rounds) && !user->disabled;
     } else {
       // Unknown email (or a stored hash that cannot match): the same work as a wrong password.
-      ok = verify_password_decoy(password, options_.password_rounds);
+      ok = verify_password_decoy(password, rounds);
+    }
+    if (ok && password_needs_rehash(user->password_hash, rounds)) {
+      // Stored hashes converge on the configured rounds (passlib's
+      // needs_update); the sessions stay. A failed write leaves the login
+      // standing: the next one tries again.
+      const std::string upgraded = hash_password(password, rounds);
+      try {
+        upgrade_password_hash(users_, user->email, user->user_id, user->password_hash, upgraded);
+      } catch (...) {
+      }
     }
     if (!ok) {
       attempt_failed(attempt, email, client);
@@ -741,16 +773,17 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
   };
 
   // httplib tries a method's routes in the order they were added, with a
-  // regex match each: the most frequent request comes first.
-  server.Get("/v3/security/token/validate",
+  // regex match each: the most frequent request comes first. Each pattern
+  // takes the path with or without one trailing slash (SPEC "Endpoints").
+  server.Get("/v3/security/token/validate/?",
              route(&detail::security_core::validate, "Bearer", MetricsRoute::token_validate));
-  server.Get("/v3/security/authenticate",
+  server.Get("/v3/security/authenticate/?",
              route(&detail::security_core::authenticate, "Basic", MetricsRoute::authenticate));
-  server.Get("/v3/security/token/access",
+  server.Get("/v3/security/token/access/?",
              route(&detail::security_core::access_token, "Basic", MetricsRoute::token_access));
-  server.Delete("/v3/security/token/access",
+  server.Delete("/v3/security/token/access/?",
                 route(&detail::security_core::revoke_access_token, "Bearer", MetricsRoute::token_revoke));
-  server.Delete("/v3/security/token/refresh",
+  server.Delete("/v3/security/token/refresh/?",
                 route(&detail::security_core::rotate_refresh_token, "Basic", MetricsRoute::token_refresh));
 
   // Other methods on these paths: a 405 in the same envelope, not the host's 404.
@@ -762,17 +795,18 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                {"/v3/security/token/validate", "GET"},
                {"/v3/security/token/refresh", "DELETE"}};
   for (const auto& p : paths) {
-    server.Options(p.path, [core, allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request& req,
+    const std::string pattern = std::string(p.path) + "/?";
+    server.Options(pattern, [core, allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request& req,
                                                                                httplib::Response& res) {
       if (core->refused_body(req, res)) return;
       res.status = 204;
       res.set_header("Allow", allow);
     });
-    server.Post(p.path, wrong_method(p.allow));
-    server.Put(p.path, wrong_method(p.allow));
-    server.Patch(p.path, wrong_method(p.allow));
-    if (std::string_view(p.allow).find("DELETE") == std::string_view::npos) server.Delete(p.path, wrong_method(p.allow));
-    if (std::string_view(p.allow).find("GET") == std::string_view::npos) server.Get(p.path, wrong_method(p.allow));
+    server.Post(pattern, wrong_method(p.allow));
+    server.Put(pattern, wrong_method(p.allow));
+    server.Patch(pattern, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("DELETE") == std::string_view::npos) server.Delete(pattern, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("GET") == std::string_view::npos) server.Get(pattern, wrong_method(p.allow));
   }
   return SecurityRoutes(std::move(core));
 }

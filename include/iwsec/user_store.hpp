@@ -211,6 +211,22 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
   return out;
 }
 
+/// @brief Replaces a user's password hash by @p new_hash (the same password
+/// hashed again with other rounds, after a successful login) without ending
+/// any session: the refresh token and the generation stay. Only while the
+/// user is still @p user_id with @p old_hash (a password changed meanwhile
+/// wins); not_found otherwise.
+inline StoreStatus upgrade_password_hash(UserStore& users, std::string_view email, std::string_view user_id,
+                                         std::string_view old_hash, const std::string& new_hash) {
+  bool replaced = false;
+  const StoreStatus status = users.update_user(email, [&](User& u) {
+    if (u.user_id != user_id || u.password_hash != old_hash) return;
+    u.password_hash = new_hash;
+    replaced = true;
+  });
+  return status == StoreStatus::ok && !replaced ? StoreStatus::not_found : status;
+}
+
 /// @brief Disables or enables the user. Disabling ends every session (a
 /// generation bump), so a later enable does not bring old access tokens
 /// back; the refresh token works again once the user is enabled.

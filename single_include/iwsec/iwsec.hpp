@@ -2104,9 +2104,13 @@ class Signer {
 ///     k20261202-3fa9c1d0 2026-12-02T01:31:00Z Qm9v...
 ///
 /// Keys are listed oldest first; the last one signs new tokens, all of them
-/// verify. Blank lines and lines starting with `#` are ignored. A file that
-/// does not start with the version line is a raw key: a keyring of that one
-/// key, with `kid` "legacy" and the file's modification time.
+/// verify. Blank lines and lines starting with `#` are ignored. A file whose
+/// first line holds `iwsec-keyring` (after any byte order mark or
+/// whitespace) is a keyring and must parse whole: exactly that version line,
+/// LF line endings (no CR anywhere), every line valid; otherwise it is
+/// refused, naming the line and the reason. Any other file is a raw key: a
+/// keyring of that one key, with `kid` "legacy" and the file's modification
+/// time.
 
 #include <algorithm>
 #include <array>
@@ -2597,9 +2601,7 @@ struct Keyring {
   /// @p error, when it is neither (a raw key under 32 bytes, a bad line).
   static std::optional<Keyring> parse(std::string_view text, std::int64_t raw_created_at, std::string& error) {
     Keyring ring;
-    const bool is_keyring = text.substr(0, format_line.size()) == format_line &&
-                            (text.size() == format_line.size() || text[format_line.size()] == '\n');
-    if (!is_keyring) {
+    if (!starts_like_keyring(text)) {
       if (text.size() < Signer::min_key_bytes) {
         error = "holds " + std::to_string(text.size()) + " bytes; at least " + std::to_string(Signer::min_key_bytes) +
                 " are required";
@@ -2608,19 +2610,29 @@ struct Keyring {
       ring.keys.push_back(KeyringEntry{std::string(legacy_key_id), raw_created_at, std::string(text)});
       return ring;
     }
+    // It starts like a keyring: it is one, whole, or it is refused. Nothing
+    // is normalised (a BOM, CRLF, another version would change its meaning).
+    const auto first_end = text.find('\n');
+    const std::string_view first = text.substr(0, first_end);
+    if (std::string why = version_line_problem(first); !why.empty()) {
+      error = "line 1: " + why;
+      return std::nullopt;
+    }
     std::size_t line_number = 1;
-    std::size_t at = text.find('\n');
+    std::size_t at = first_end;
     while (at != std::string_view::npos && at + 1 < text.size()) {
       const std::size_t begin = at + 1;
       const std::size_t end = text.find('\n', begin);
       const std::string_view line = text.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin);
       at = end;
       ++line_number;
-      if (line.empty() || line[0] == '#') continue;
       const auto fail = [&](const std::string& why) {
         error = "line " + std::to_string(line_number) + ": " + why;
         return std::nullopt;
       };
+      if (const auto cr = line.find('\r'); cr != std::string_view::npos)
+        return fail(cr + 1 == line.size() ? crlf_reason : "holds a carriage return");
+      if (line.empty() || line[0] == '#') continue;
       const auto space1 = line.find(' ');
       const auto space2 = space1 == std::string_view::npos ? space1 : line.find(' ', space1 + 1);
       if (space2 == std::string_view::npos || line.find(' ', space2 + 1) != std::string_view::npos)
@@ -2644,6 +2656,20 @@ struct Keyring {
       return std::nullopt;
     }
     return ring;
+  }
+
+  /// @brief Whether @p text is to be read as a keyring: its first line
+  /// (after any UTF-8 byte order mark, blank lines or whitespace) holds
+  /// `iwsec-keyring`, in any case. Such a file parses whole or is refused;
+  /// any other file is a raw key.
+  static bool starts_like_keyring(std::string_view text) {
+    constexpr std::string_view bom = "\xEF\xBB\xBF";
+    if (text.substr(0, bom.size()) == bom) text.remove_prefix(bom.size());
+    const auto start = text.find_first_not_of(" \t\r\n\v\f");
+    if (start == std::string_view::npos) return false;
+    text.remove_prefix(start);
+    const std::string first = detail::ascii_lower(text.substr(0, text.find('\n')));
+    return first.find("iwsec-keyring") != std::string::npos;
   }
 
   /// @brief Whether @p id is a usable `kid`: 1 to 64 of `A-Z a-z 0-9 . _ -`.
@@ -2689,6 +2715,34 @@ struct Keyring {
     if (format_time(seconds) != text) return std::nullopt;  // 2026-02-30 and the like
     return seconds;
   }
+
+  /// @brief Why the first line of a file that starts like a keyring is not
+  /// exactly format_line, or empty when it is.
+  static std::string version_line_problem(std::string_view first) {
+    if (first == format_line) return {};
+    if (first.substr(0, 3) == "\xEF\xBB\xBF")
+      return "starts with a UTF-8 byte order mark; a keyring starts with 'iwsec-keyring 1' (remove the mark)";
+    if (!first.empty() && (first[0] == ' ' || first[0] == '\t' || first[0] == '\r' || first[0] == '\v' ||
+                           first[0] == '\f'))
+      return "whitespace before 'iwsec-keyring'; the file must start with 'iwsec-keyring 1'";
+    if (first.find_first_not_of(" \t\r\v\f") == std::string_view::npos)
+      return "blank line or whitespace before 'iwsec-keyring'; the file must start with 'iwsec-keyring 1'";
+    if (first.back() == '\r') return crlf_reason;
+    constexpr std::string_view name = "iwsec-keyring";
+    if (first == name) return "the format version is missing; expected 'iwsec-keyring 1'";
+    if (first.substr(0, name.size() + 1) != "iwsec-keyring ") return "expected 'iwsec-keyring 1' as the first line";
+    const std::string_view version = first.substr(name.size() + 1);
+    if (version.find_first_not_of("0123456789") != std::string_view::npos || version.empty())
+      return "the format version is not a number (or has whitespace after it); expected 'iwsec-keyring 1'";
+    // A later format: refusing beats guessing what its lines mean.
+    return "format version " + std::string(version.substr(0, 12)) +
+           " is not supported; this program reads version 1 (upgrade iwsec, or rewrite the file)";
+  }
+
+  /// @brief The reason given for a line that ends in CR LF.
+  static constexpr const char* crlf_reason =
+      "ends with a carriage return (CRLF line endings); keyring lines end with LF alone (convert the file, "
+      "e.g. with dos2unix)";
 
   /// @brief A new `kid`: "k", the UTC date of @p now, "-", 8 random hex digits.
   static std::string new_key_id(std::int64_t now) {
@@ -2904,9 +2958,16 @@ inline std::optional<std::string> ab64_decode(std::string_view text) {
 inline std::atomic<std::uint64_t> kdf_calls{0};
 inline std::uint64_t kdf_call_count() noexcept { return kdf_calls.load(std::memory_order_relaxed); }
 
+/// @brief PBKDF2 rounds (iterations) run by pbkdf2_sha256 since the process
+/// started: lets tests prove that every password check costs at least the
+/// configured rounds, whatever the stored hash's rounds.
+inline std::atomic<std::uint64_t> kdf_rounds{0};
+inline std::uint64_t kdf_round_count() noexcept { return kdf_rounds.load(std::memory_order_relaxed); }
+
 inline std::string pbkdf2_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
                                  std::size_t length = 32) {
   kdf_calls.fetch_add(1, std::memory_order_relaxed);
+  kdf_rounds.fetch_add(rounds, std::memory_order_relaxed);
   std::string out(length, '\0');
   pbkdf2_hmac_sha256(password, salt, rounds, reinterpret_cast<unsigned char*>(&out[0]), length);
   return out;
@@ -2976,6 +3037,31 @@ inline bool verify_password_decoy(std::string_view password, std::uint32_t round
   const bool equal = detail::constant_time_equal(detail::pbkdf2_sha256(password, salt, rounds), checksum);
   (void)equal;
   return false;
+}
+
+/// @brief verify_password(), costing at least @p min_rounds PBKDF2 rounds:
+/// a stored hash with fewer rounds (passlib's default of 29 000, an import)
+/// is checked with its own rounds, then the missing rounds run as well (on
+/// the same password and salt, the result discarded), so that its wrong
+/// password costs what an unknown email's decoy costs and timing does not
+/// tell existing accounts from the others. An unparseable hash costs
+/// @p min_rounds too (verify_password_decoy).
+inline bool verify_password(std::string_view password, std::string_view stored, std::uint32_t min_rounds) {
+  const auto h = Pbkdf2Hash::parse(stored);
+  if (!h) return verify_password_decoy(password, min_rounds);
+  const bool equal = detail::constant_time_equal(detail::pbkdf2_sha256(password, h->salt, h->rounds), h->checksum);
+  if (h->rounds < min_rounds) {
+    const std::string padding = detail::pbkdf2_sha256(password, h->salt, min_rounds - h->rounds);
+    (void)detail::constant_time_equal(padding, h->checksum);  // used, so the work is not optimised away
+  }
+  return equal;
+}
+
+/// @brief Whether @p stored should be hashed again with @p rounds (passlib's
+/// `needs_update`): its rounds differ, or it does not parse.
+inline bool password_needs_rehash(std::string_view stored, std::uint32_t rounds) {
+  const auto h = Pbkdf2Hash::parse(stored);
+  return !h || h->rounds != rounds;
 }
 
 }  // namespace iwsec
@@ -3187,6 +3273,22 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
   });
   if (out.status == StoreStatus::ok) out.refresh_token = std::move(token);
   return out;
+}
+
+/// @brief Replaces a user's password hash by @p new_hash (the same password
+/// hashed again with other rounds, after a successful login) without ending
+/// any session: the refresh token and the generation stay. Only while the
+/// user is still @p user_id with @p old_hash (a password changed meanwhile
+/// wins); not_found otherwise.
+inline StoreStatus upgrade_password_hash(UserStore& users, std::string_view email, std::string_view user_id,
+                                         std::string_view old_hash, const std::string& new_hash) {
+  bool replaced = false;
+  const StoreStatus status = users.update_user(email, [&](User& u) {
+    if (u.user_id != user_id || u.password_hash != old_hash) return;
+    u.password_hash = new_hash;
+    replaced = true;
+  });
+  return status == StoreStatus::ok && !replaced ? StoreStatus::not_found : status;
 }
 
 /// @brief Disables or enables the user. Disabling ends every session (a
@@ -5848,89 +5950,6 @@ struct Options {
 
 #include <httplib.h>
 
-// ----- begin iwsec/detail/httplib_compat.hpp -----
-/// @file
-/// @brief The one place where the library meets differences between
-/// cpp-httplib releases (0.11.4 to the newest): decided by the version
-/// number `CPPHTTPLIB_VERSION`, parsed at compile time, never by whether an
-/// API happens to compile (the same call can change meaning between
-/// releases).
-
-#include <cstddef>
-#include <iterator>
-#include <string>
-
-#include <httplib.h>
-
-#ifndef CPPHTTPLIB_VERSION
-#error "iwsec needs cpp-httplib 0.11.4 or newer (CPPHTTPLIB_VERSION is not defined)"
-#endif
-
-namespace iwsec {
-namespace detail {
-
-/// @brief A release number as one comparable integer: major * 10^6 + minor * 10^3 + patch.
-constexpr unsigned long version_number(unsigned long major, unsigned long minor, unsigned long patch) noexcept {
-  return major * 1000000UL + minor * 1000UL + patch;
-}
-
-/// @brief Parses "A.B.C" (digits and dots; anything after the third number
-/// is ignored) into version_number(A, B, C); 0 for text that is not a version.
-constexpr unsigned long parse_version(const char* text) noexcept {
-  unsigned long parts[3] = {0, 0, 0};
-  int part = 0;
-  bool digit_seen = false;
-  for (const char* p = text; *p != '\0' && part < 3; ++p) {
-    if (*p >= '0' && *p <= '9') {
-      parts[part] = parts[part] * 10 + static_cast<unsigned long>(*p - '0');
-      digit_seen = true;
-    } else if (*p == '.' && digit_seen) {
-      ++part;
-      digit_seen = false;
-    } else {
-      break;
-    }
-  }
-  return version_number(parts[0], parts[1], parts[2]);
-}
-
-/// @brief The cpp-httplib release this translation unit is compiled against.
-constexpr unsigned long httplib_version = parse_version(CPPHTTPLIB_VERSION);
-
-static_assert(parse_version("0.11.4") == version_number(0, 11, 4), "parse_version");
-static_assert(parse_version("0.41.0") == version_number(0, 41, 0), "parse_version");
-static_assert(parse_version("1.2.3-rc1") == version_number(1, 2, 3), "parse_version");
-static_assert(httplib_version >= version_number(0, 11, 4),
-              "iwsec needs cpp-httplib 0.11.4 or newer");
-
-/// @brief The values of a request header, however this release keeps
-/// `httplib::Headers` (a case-insensitive `std::multimap` up to 0.17, an
-/// `unordered_multimap` after): equal keys form one range, in the order
-/// cpp-httplib's own `get_header_value(key, id)` counts them.
-inline auto header_values(const httplib::Headers& headers, const std::string& name) {
-  return headers.equal_range(name);
-}
-
-/// @brief The @p index-th value of header @p name, or nullptr; the pointer
-/// stays valid as long as @p headers.
-inline const std::string* find_header(const httplib::Headers& headers, const std::string& name,
-                                      std::size_t index = 0) {
-  auto range = header_values(headers, name);
-  for (auto it = range.first; it != range.second; ++it, --index) {
-    if (index == 0) return &it->second;
-  }
-  return nullptr;
-}
-
-/// @brief How many values header @p name has.
-inline std::size_t count_header(const httplib::Headers& headers, const std::string& name) {
-  auto range = header_values(headers, name);
-  return static_cast<std::size_t>(std::distance(range.first, range.second));
-}
-
-}  // namespace detail
-}  // namespace iwsec
-// ----- end iwsec/detail/httplib_compat.hpp -----
 
 namespace iwsec {
 namespace detail {
@@ -6290,6 +6309,24 @@ class HashingGate {
 // ----- end iwsec/hashing_gate.hpp -----
 
 namespace iwsec {
+
+/// @brief The paths of the security routes, each also answered with one
+/// trailing slash appended (Infoworks' own utility scripts call
+/// `/v3/security/token/access/`).
+inline constexpr const char* security_route_paths[] = {"/v3/security/authenticate", "/v3/security/token/access",
+                                                      "/v3/security/token/validate", "/v3/security/token/refresh"};
+
+/// @brief The route @p path names, spelled without the one trailing slash the
+/// routes also answer on (`/v3/security/token/access/` gives
+/// `/v3/security/token/access`); any other path as it is. For access logs and
+/// checks before routing, so that both spellings are one route.
+inline std::string_view security_route_path(std::string_view path) noexcept {
+  if (path.size() < 2 || path.back() != '/') return path;
+  const std::string_view bare = path.substr(0, path.size() - 1);
+  for (const char* route : security_route_paths)
+    if (bare == route) return bare;
+  return path;
+}
 
 namespace detail {
 
@@ -6698,8 +6735,10 @@ class security_core {
 
   // ---- Basic username:password ---------------------------------------------
 
-  /// @brief Checks Basic credentials; the user on success. Always spends one
-  /// password hash, whether or not the email exists, except while the
+  /// @brief Checks Basic credentials; the user on success. Always spends at
+  /// least the configured rounds of password hashing, whether or not the
+  /// email exists (a success with a stored hash of other rounds also hashes
+  /// the password again, and stores that), except while the
   /// account (its lower-cased email, known or not) is locked or the client
   /// blocked: then a 429 before any hashing.
   std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
@@ -6725,12 +6764,24 @@ class security_core {
     const auto turn = hashing_.enter();
     if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
+    const std::uint32_t rounds = options_.password_rounds;
     bool ok;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
-      ok = verify_password(password, user->password_hash) && !user->disabled;
+      // At least the configured rounds, also for a hash with fewer (SPEC "Passwords").
+      ok = verify_password(password, user->password_hash, rounds) && !user->disabled;
     } else {
       // Unknown email (or a stored hash that cannot match): the same work as a wrong password.
-      ok = verify_password_decoy(password, options_.password_rounds);
+      ok = verify_password_decoy(password, rounds);
+    }
+    if (ok && password_needs_rehash(user->password_hash, rounds)) {
+      // Stored hashes converge on the configured rounds (passlib's
+      // needs_update); the sessions stay. A failed write leaves the login
+      // standing: the next one tries again.
+      const std::string upgraded = hash_password(password, rounds);
+      try {
+        upgrade_password_hash(users_, user->email, user->user_id, user->password_hash, upgraded);
+      } catch (...) {
+      }
     }
     if (!ok) {
       attempt_failed(attempt, email, client);
@@ -6995,16 +7046,17 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
   };
 
   // httplib tries a method's routes in the order they were added, with a
-  // regex match each: the most frequent request comes first.
-  server.Get("/v3/security/token/validate",
+  // regex match each: the most frequent request comes first. Each pattern
+  // takes the path with or without one trailing slash (SPEC "Endpoints").
+  server.Get("/v3/security/token/validate/?",
              route(&detail::security_core::validate, "Bearer", MetricsRoute::token_validate));
-  server.Get("/v3/security/authenticate",
+  server.Get("/v3/security/authenticate/?",
              route(&detail::security_core::authenticate, "Basic", MetricsRoute::authenticate));
-  server.Get("/v3/security/token/access",
+  server.Get("/v3/security/token/access/?",
              route(&detail::security_core::access_token, "Basic", MetricsRoute::token_access));
-  server.Delete("/v3/security/token/access",
+  server.Delete("/v3/security/token/access/?",
                 route(&detail::security_core::revoke_access_token, "Bearer", MetricsRoute::token_revoke));
-  server.Delete("/v3/security/token/refresh",
+  server.Delete("/v3/security/token/refresh/?",
                 route(&detail::security_core::rotate_refresh_token, "Basic", MetricsRoute::token_refresh));
 
   // Other methods on these paths: a 405 in the same envelope, not the host's 404.
@@ -7016,17 +7068,18 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
                {"/v3/security/token/validate", "GET"},
                {"/v3/security/token/refresh", "DELETE"}};
   for (const auto& p : paths) {
-    server.Options(p.path, [core, allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request& req,
+    const std::string pattern = std::string(p.path) + "/?";
+    server.Options(pattern, [core, allow = std::string(p.allow) + ", OPTIONS"](const httplib::Request& req,
                                                                                httplib::Response& res) {
       if (core->refused_body(req, res)) return;
       res.status = 204;
       res.set_header("Allow", allow);
     });
-    server.Post(p.path, wrong_method(p.allow));
-    server.Put(p.path, wrong_method(p.allow));
-    server.Patch(p.path, wrong_method(p.allow));
-    if (std::string_view(p.allow).find("DELETE") == std::string_view::npos) server.Delete(p.path, wrong_method(p.allow));
-    if (std::string_view(p.allow).find("GET") == std::string_view::npos) server.Get(p.path, wrong_method(p.allow));
+    server.Post(pattern, wrong_method(p.allow));
+    server.Put(pattern, wrong_method(p.allow));
+    server.Patch(pattern, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("DELETE") == std::string_view::npos) server.Delete(pattern, wrong_method(p.allow));
+    if (std::string_view(p.allow).find("GET") == std::string_view::npos) server.Get(pattern, wrong_method(p.allow));
   }
   return SecurityRoutes(std::move(core));
 }

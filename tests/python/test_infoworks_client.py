@@ -9,6 +9,7 @@ token the same way and retry that call once.
 """
 
 import json
+import os
 import unittest
 
 import iwsec_harness as h
@@ -287,6 +288,133 @@ class SecurityServer(unittest.TestCase):
         self.assertIs(client.validate(), True)
         self.assertEqual(client.mints, 2)
         client.close()
+        self.assertEqual(server.stop(), 0)
+
+
+class InfoworksAPI:
+    """The way Infoworks' own utility scripts (the Databricks-libraries
+    uninstaller, the ETL-workload migration and bulk-pipeline tools) talk to
+    the security endpoints: every URL ends in a slash, and the bearer token is
+    read from the answer of `/v3/security/token/access/` without looking at
+    the status (an answer that is not that JSON kills the script)."""
+
+    def __init__(self, base_url, refresh_token):
+        self.base_url = base_url
+        self.refresh_token = refresh_token
+        self.http = h.session()
+        self.delegation_token = None
+
+    def close(self):
+        self.http.close()
+
+    def refresh_delegation_token(self):
+        url = self.base_url + "/v3/security/token/access/"
+        headers = {"Authorization": "Basic " + self.refresh_token, "Content-Type": "application/json"}
+        response = self.http.request("GET", url, headers=headers, timeout=h.HTTP_TIMEOUT)
+        self.delegation_token = response.json()["result"]["authentication_token"]
+        return self.delegation_token
+
+    def call(self, method, path, authorization=None):
+        headers = {"Authorization": authorization or ("Bearer " + self.delegation_token),
+                   "Content-Type": "application/json"}
+        return self.http.request(method, self.base_url + path, headers=headers, timeout=h.HTTP_TIMEOUT)
+
+
+class UtilityScripts(unittest.TestCase):
+    """Infoworks' utility scripts against iwsec-server: one trailing slash is
+    the same route (SPEC "Endpoints")."""
+
+    def test_trailing_slash_client(self):
+        data = h.data_dir(self)
+        _, refresh = h.add_user(self, data, EMAIL, PASSWORD)
+        server = h.start_server(self, data)
+        api = InfoworksAPI(server.base_url, refresh)
+        self.addCleanup(api.close)
+        token = api.refresh_delegation_token()
+        self.assertEqual(token.count("."), 2)
+        r = api.call("GET", "/v3/security/token/validate/")
+        self.assertEqual(r.status_code, 200)
+        self.assertEqual(r.headers["Content-Type"], h.JSON_CONTENT_TYPE)
+        self.assertEqual(r.json(), {"message": "", "result": {"is_valid": True}})
+        r = api.call("GET", "/v3/security/authenticate/", h.basic(EMAIL, PASSWORD))
+        self.assertEqual(r.status_code, 200)
+        self.assertTrue(r.json()["result"]["is_authenticated"])
+        by_password = r.json()["result"]["authentication_token"]
+        # 405 with Allow, as without the slash.
+        r = api.call("POST", "/v3/security/token/access/")
+        h.assert_envelope(self, r, 405)
+        self.assertEqual(r.headers["Allow"], "GET, DELETE")
+        # A wrong refresh token: the same 406 envelope as without the slash.
+        wrong = api.call("GET", "/v3/security/token/access/", "Basic not-a-refresh-token")
+        plain = api.call("GET", "/v3/security/token/access", "Basic not-a-refresh-token")
+        self.assertEqual((wrong.status_code, wrong.text), (plain.status_code, plain.text))
+        h.assert_envelope(self, wrong, 406, "IW10031")
+        # Logout and rotation.
+        r = api.call("DELETE", "/v3/security/token/access/")
+        self.assertEqual(r.json()["result"], "Token successfully blacklisted")
+        r = api.call("GET", "/v3/security/token/validate/")
+        self.assertEqual(r.json()["result"]["is_valid"], False)
+        r = api.call("DELETE", "/v3/security/token/refresh/", h.basic(EMAIL, PASSWORD))
+        self.assertEqual(r.status_code, 200)
+        api.refresh_token = r.json()["refresh_token"]
+        r = api.call("GET", "/v3/security/token/validate", "Bearer " + by_password)
+        self.assertEqual(r.json()["result"]["is_valid"], False)  # rotated
+        api.refresh_delegation_token()
+        self.assertEqual(api.call("GET", "/v3/security/token/validate/").json()["result"]["is_valid"], True)
+        # Two slashes are no route.
+        self.assertEqual(api.call("GET", "/v3/security/token/validate//").status_code, 404)
+        # The access log names one route, the slash-less one.
+        api.close()
+        self.assertEqual(server.stop(), 0)
+        paths = [line.split()[4] for line in server.log_lines() if " GET " in line or " DELETE " in line
+                 or " POST " in line]
+        self.assertIn("/v3/security/token/access", paths)
+        self.assertNotIn("/v3/security/token/access/", paths)
+        self.assertNotIn("/v3/security/token/validate/", paths)
+        self.assertIn("/v3/security/token/validate//", paths)
+
+
+def stored_hash(data_directory, email):
+    """The user's stored password hash: users.json, or the cluster's table."""
+    if not h.CLUSTER_MODE:
+        with open(os.path.join(data_directory, "users.json"), encoding="utf-8") as f:
+            users = json.load(f)["users"]
+        return next(u["password_hash"] for u in users if u["email"].lower() == email.lower())
+    pg = h._cluster["pg"]
+    database = h._cluster["databases"][os.path.abspath(data_directory)]
+    return pg.sql("SELECT password_hash FROM iwsec_users WHERE email_key = '%s'" % email.lower(), database).strip()
+
+
+class CheaperHashes(unittest.TestCase):
+    """A user whose stored hash has fewer rounds than the server's (passlib's
+    29 000, an import): a successful login stores the password hashed with
+    the server's rounds, and keeps the sessions (SPEC "Passwords"). That a
+    wrong password costs the configured rounds is counted in
+    tests/test_password_rounds.cpp; bench/password_rounds.cpp times it."""
+
+    def test_login_converges_the_stored_hash(self):
+        data = h.data_dir(self)
+        _, refresh = h.add_user(self, data, EMAIL, PASSWORD, rounds=1000)
+        self.assertTrue(stored_hash(data, EMAIL).startswith("$pbkdf2-sha256$1000$"))
+        server = h.start_server(self, data, rounds=3000)
+        api = InfoworksAPI(server.base_url, refresh)
+        self.addCleanup(api.close)
+        before = api.refresh_delegation_token()
+        r = api.call("GET", "/v3/security/authenticate", h.basic(EMAIL, PASSWORD + "x"))
+        h.assert_envelope(self, r, 406)
+        self.assertTrue(stored_hash(data, EMAIL).startswith("$pbkdf2-sha256$1000$"))
+        r = api.call("GET", "/v3/security/authenticate/", h.basic(EMAIL, PASSWORD))
+        self.assertEqual(r.status_code, 200)
+        upgraded = stored_hash(data, EMAIL)
+        self.assertTrue(upgraded.startswith("$pbkdf2-sha256$3000$"), upgraded)
+        # The sessions stay: the earlier access token, the refresh token.
+        self.assertIs(api.call("GET", "/v3/security/token/validate", "Bearer " + before).json()["result"]["is_valid"],
+                      True)
+        api.refresh_delegation_token()
+        r = api.call("GET", "/v3/security/authenticate", h.basic(EMAIL, PASSWORD))
+        self.assertEqual(r.status_code, 200)
+        self.assertEqual(stored_hash(data, EMAIL), upgraded)  # converged: no further writes
+        api.close()
         self.assertEqual(server.stop(), 0)
 
 

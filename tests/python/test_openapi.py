@@ -75,6 +75,7 @@ class Document:
             seen.add(ref)
             target = self.doc
             for part in ref[2:].split("/"):
+                part = part.replace("~1", "/").replace("~0", "~")  # JSON Pointer escapes
                 if not isinstance(target, dict) or part not in target:
                     raise SchemaError("dangling $ref %r" % ref)
                 target = target[part]
@@ -83,7 +84,19 @@ class Document:
 
     def operation(self, method, path):
         item = self.doc["paths"].get(path)
-        return None if item is None else item.get(method)
+        return None if item is None else self.resolve(item).get(method)
+
+    def path_items(self):
+        """(path, item) for every documented path, both spellings of each route."""
+        return [(path, self.resolve(item)) for path, item in self.doc["paths"].items()]
+
+    def route_of(self, path):
+        """The documented route @p path is a spelling of: without its one
+        trailing slash when that spelling is a reference to the route."""
+        item = self.doc["paths"].get(path)
+        if isinstance(item, dict) and "$ref" in item and path.endswith("/") and path[:-1] in self.doc["paths"]:
+            return path[:-1]
+        return path
 
     def validate(self, schema, value, where="$"):
         schema = self.resolve(schema)
@@ -164,7 +177,13 @@ class OpenApiDocumentTest(unittest.TestCase):
             self.assertIn(scheme, schemes)
             for status in op["responses"]:
                 self.assertRegex(status, r"^[1-5][0-9][0-9]$")
-        self.assertEqual(set(d.doc["paths"]), {AUTHENTICATE, ACCESS, VALIDATE, REFRESH})
+        routes = {AUTHENTICATE, ACCESS, VALIDATE, REFRESH}
+        self.assertEqual(set(d.doc["paths"]), routes | {p + "/" for p in routes})
+        # SPEC "Endpoints": one trailing slash is the same route, documented as a reference to it.
+        for path in routes:
+            self.assertEqual(d.doc["paths"][path + "/"], {"$ref": "#/paths/" + path.replace("/", "~1")})
+            self.assertIs(d.resolve(d.doc["paths"][path + "/"]), d.doc["paths"][path])
+            self.assertEqual(d.route_of(path + "/"), path)
         params = d.operation("get", AUTHENTICATE)["parameters"]
         self.assertEqual([d.resolve(p)["name"] for p in params], ["service_id"])
 
@@ -206,6 +225,7 @@ class OpenApiRoutesTest(unittest.TestCase):
         """Checks @p response against the documented operation; returns it."""
         route = urllib.parse.urlsplit(path).path
         op = self.doc.operation(method, route)
+        route = self.doc.route_of(route)  # both spellings are one route
         self.assertIsNotNone(op, "undocumented operation %s %s" % (method, route))
         status = str(response.status_code)
         where = "%s %s -> %s" % (method.upper(), path[:80], status)
@@ -331,8 +351,9 @@ class OpenApiRoutesTest(unittest.TestCase):
         for email, password in (("alice@example.com", "wrong"), ("nobody@example.com", "x"), ("bob@example.com", "bob-pw")):
             self.assertEqual(self.call(api, "delete", REFRESH, h.basic(email, password)).status_code, 406)
 
-        # Other methods and OPTIONS: Allow names exactly the documented security operations.
-        for path, item in self.doc.doc["paths"].items():
+        # Other methods and OPTIONS: Allow names exactly the documented security
+        # operations, on both spellings of each route.
+        for path, item in self.doc.path_items():
             served = sorted(m.upper() for m, op in item.items()
                             if m in HTTP_METHODS and "security" in op.get("tags", []))
             for method, op in item.items():
@@ -354,8 +375,8 @@ class OpenApiRoutesTest(unittest.TestCase):
                     self.assertEqual(r.headers.get("Connection"), "close")
 
         # Before routing, on every operation of every path (the security
-        # routes and the others alike): a body, and headers past the limits.
-        for path, item in self.doc.doc["paths"].items():
+        # routes and the others alike, both spellings): a body, and headers past the limits.
+        for path, item in self.doc.path_items():
             for method in item:
                 if method not in HTTP_METHODS:
                     continue
@@ -378,6 +399,20 @@ class OpenApiRoutesTest(unittest.TestCase):
         # Right at the line limit (http.client adds Host and Accept-Encoding): not a 431.
         self.assertEqual(self.raw(server, "get", VALIDATE, [("X-Filler-%d" % i, "v") for i in range(97)]
                                   + [("Authorization", h.bearer(access))]).status_code, 200)
+
+        # One trailing slash: the same route, the same documented answers (SPEC "Endpoints").
+        ok = self.call(api, "get", AUTHENTICATE + "/", h.basic("alice@example.com", "alice-pw"))
+        self.assertEqual(ok.status_code, 200)
+        slash_access = ok.json()["result"]["authentication_token"]
+        self.assertEqual(self.call(api, "get", AUTHENTICATE + "/", h.basic("alice@example.com", "wrong")).status_code,
+                         406)
+        r = self.call(api, "get", VALIDATE + "/", h.bearer(slash_access))
+        self.assertEqual((r.status_code, r.json()["result"]["is_valid"]), (200, True))
+        self.assertEqual(self.call(api, "get", ACCESS + "/", None).status_code, 401)
+        self.assertEqual(self.call(api, "get", ACCESS + "/", "Basic not-a-refresh-token").status_code, 406)
+        self.assertEqual(self.call(api, "delete", ACCESS + "/", h.bearer(slash_access)).status_code, 200)
+        self.assertEqual(self.call(api, "delete", REFRESH + "/", "Basic !!!").status_code, 400)
+        self.assertEqual(h.raw_request(server.base_url, "GET", VALIDATE + "//", []).status_code, 404)
 
     def test_b_lockout_answers_429(self):
         data = h.data_dir(self)
@@ -466,6 +501,8 @@ class OpenApiRoutesTest(unittest.TestCase):
             self.skipTest("no route test ran")
         documented = set()
         for path, item in self.doc.doc["paths"].items():
+            if "$ref" in item:
+                continue  # the other spelling of a route: seen under the route
             for method, op in item.items():
                 if method in HTTP_METHODS:
                     documented |= {(method, path, status) for status in op["responses"]}

@@ -40,6 +40,29 @@ class ShowUserAndUnlock(unittest.TestCase):
             h.assert_envelope(self, api.authenticate(email, "wrong"), 406)
         h.assert_envelope(self, api.authenticate(email, PASSWORD), 429)
 
+    def test_unlock_applies_on_the_trailing_slash_spelling_too(self):
+        # SPEC "Endpoints": one trailing slash is the same route, also for the
+        # check before routing that applies iwsec-admin's unlocks.
+        server, api = self.start()
+        for _ in range(2):
+            h.assert_envelope(self, api.request("GET", "/v3/security/authenticate/", h.basic(EMAIL, "wrong")), 406)
+        h.assert_envelope(self, api.authenticate(EMAIL, "wrong"), 406)  # both spellings count as one route
+        for path in ("/v3/security/authenticate/", "/v3/security/authenticate"):
+            h.assert_envelope(self, api.request("GET", path, h.basic(EMAIL, PASSWORD)), 429)
+        self.assertTrue(self.show()["locked"])
+        for path, method in (("/v3/security/authenticate/", "GET"), ("/v3/security/token/refresh/", "DELETE")):
+            with self.subTest(path):
+                if not self.show()["locked"]:
+                    self.lock(api)
+                r = h.admin(self.data, "unlock", EMAIL, "--json")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                # At once: the very next request, on the slash spelling.
+                r = api.request(method, path, h.basic(EMAIL, PASSWORD))
+                self.assertEqual(r.status_code, 200, r.text[:300])
+                self.assertFalse(self.show()["locked"])
+        api.close()
+        self.assertEqual(server.stop(), 0)
+
     def test_show_user_lock_unlock_login(self):
         server, api = self.start()
         doc = self.show()
