@@ -319,7 +319,7 @@ BEGIN
     IF c.failures = c_threshold THEN block_until := c.window_start + c_window; END IF;
   END IF;
 END $$;
-)SQL");
+)SQL";
 }
 
 /// @brief Version 3 (applies on a version 2 database):
