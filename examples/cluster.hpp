@@ -175,7 +175,8 @@ inline void await_replicas(const char* program, iwsec::postgres::Backend& backen
 /// Runs a command only cluster mode has; -1 when @p name is a shared command
 /// (the caller runs it on backend.users()).
 inline int run_admin_command(const char* program, const std::string& name, const std::string& email,
-                             const std::string& data_dir, bool json, iwsec::postgres::Backend& backend) {
+                             const std::string& data_dir, bool json, iwsec::postgres::Backend& backend,
+                             std::int64_t refresh_token_lifetime = 0) {
   const std::int64_t now = iwsec::system_now();
   if (name == "import") {
     const std::string users_path = data_dir + "/users.json";
@@ -217,16 +218,23 @@ inline int run_admin_command(const char* program, const std::string& name, const
   }
   // show-user: never a secret.
   const std::int64_t wait = backend.lockout()->account_wait(email, now);
+  // The refresh token's issue time and, given the lifetime, its expiry.
+  const std::string issued = iwsec::audit_time(user->refresh_token_issued_at * 1000).replace(19, 4, "");
+  const std::string expires =
+      refresh_token_lifetime ? iwsec::audit_time((user->refresh_token_issued_at + refresh_token_lifetime) * 1000).replace(19, 4, "") : "";
   if (json) {
     std::printf("{\"user_id\":%s,\"email\":%s,\"disabled\":%s,\"refresh_generation\":%lld,\"locked\":%s,"
-                "\"locked_until\":%s}\n",
+                "\"locked_until\":%s,\"refresh_token_issued_at\":%s%s%s}\n",
                 quoted(user->user_id).c_str(), quoted(user->email).c_str(), user->disabled ? "true" : "false",
                 static_cast<long long>(user->refresh_generation), wait > 0 ? "true" : "false",
-                wait > 0 ? std::to_string(now + wait).c_str() : "null");
+                wait > 0 ? std::to_string(now + wait).c_str() : "null", quoted(issued).c_str(),
+                expires.empty() ? "" : ",\"refresh_token_expires_at\":", expires.empty() ? "" : quoted(expires).c_str());
   } else {
-    std::printf("user_id: %s\nemail: %s\ndisabled: %s\ngeneration: %lld\nlocked: %s\n", user->user_id.c_str(),
-                user->email.c_str(), user->disabled ? "yes" : "no", static_cast<long long>(user->refresh_generation),
-                wait > 0 ? ("until " + std::to_string(now + wait)).c_str() : "no");
+    std::printf("user_id: %s\nemail: %s\ndisabled: %s\ngeneration: %lld\nlocked: %s\nrefresh_token_issued_at: %s\n",
+                user->user_id.c_str(), user->email.c_str(), user->disabled ? "yes" : "no",
+                static_cast<long long>(user->refresh_generation),
+                wait > 0 ? ("until " + std::to_string(now + wait)).c_str() : "no", issued.c_str());
+    if (!expires.empty()) std::printf("refresh_token_expires_at: %s\n", expires.c_str());
   }
   return 0;
 }

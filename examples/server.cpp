@@ -25,6 +25,7 @@
 #include "cli.hpp"
 // Operations (SPEC "Operations"): access log, admin listener, lock journal.
 #include "access_log.hpp"
+#include "audit_log.hpp"
 #include "admin_server.hpp"
 #include "lock_journal.hpp"
 #include "startup.hpp"
@@ -65,6 +66,11 @@ constexpr const char* help_text =
     "  --admin-port PORT        serve /metrics, /health/live, /health/ready on this\n"
     "                           port, 0 for any free port (default: off)\n"
     "  --admin-host ADDRESS     address of the admin port (default 127.0.0.1)\n"
+    "  --refresh-token-lifetime SECONDS  a refresh token stops working this long\n"
+    "                           after it was issued (default 0: never)\n"
+    "  --audit-log FILE         append the audit trail (JSON lines) to FILE instead\n"
+    "                           of DIR/audit.log (in cluster mode: only there)\n"
+    "  --no-audit-log           write no audit trail\n"
     "  --max-revocations-per-user N  outstanding revocations kept per user; past\n"
     "                           them the user's access tokens all end (default 1000)\n"
     "\n"
@@ -111,6 +117,10 @@ struct Settings {
   iwsec::LockoutPolicy lockout;
   std::string client_header;
   cluster::Settings cluster;  // --postgres, --max-staleness
+  std::int64_t refresh_token_lifetime = 0;
+  std::string audit_log;  // empty: DIR/audit.log on a data directory, none in cluster mode
+  bool no_audit_log = false;
+  std::int64_t audit_retention_days = 90;
 };
 
 Settings parse_arguments(int argc, char** argv) {
@@ -158,6 +168,15 @@ Settings parse_arguments(int argc, char** argv) {
     } else if (a == "--admin-host") {
       s.admin_host = args.value();
       if (s.admin_host.empty()) cli::usage_error(program, "--admin-host needs an address");
+    } else if (a == "--refresh-token-lifetime") {
+      s.refresh_token_lifetime = args.integer_value(0, 10LL * 366 * 24 * 3600);
+    } else if (a == "--audit-log") {
+      s.audit_log = args.value();
+      if (s.audit_log.empty()) cli::usage_error(program, "--audit-log needs a file");
+    } else if (a == "--no-audit-log") {
+      s.no_audit_log = true;
+    } else if (a == "--audit-retention-days") {
+      s.audit_retention_days = args.integer_value(1, 100000);
     } else if (a == "--max-revocations-per-user") {
       s.max_revocations_per_user = static_cast<std::size_t>(args.integer_value(1, 100000000));
     } else if (a == "--lockout-failures") {
@@ -184,6 +203,7 @@ Settings parse_arguments(int argc, char** argv) {
   }
   if (s.cluster.enabled() && s.secret_file.empty())
     cli::usage_error(program, "--postgres needs --secret-file (every replica signs with the same key)");
+  if (s.no_audit_log && !s.audit_log.empty()) cli::usage_error(program, "--audit-log and --no-audit-log exclude each other");
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
   if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
     cli::usage_error(program, startup::lockout_error_in_flags(error));
@@ -222,6 +242,7 @@ int main(int argc, char** argv) {
   options.password_rounds = settings.pbkdf2_rounds;
   options.max_revocations_per_user = settings.max_revocations_per_user;
   options.lockout = settings.lockout;
+  options.refresh_token_lifetime = std::chrono::seconds(settings.refresh_token_lifetime);
   // Operations: metrics, lock events to the log and the lock journal (where
   // iwsec-admin show-user / unlock meet the running server).
   options.metrics = std::make_shared<iwsec::Metrics>();
@@ -346,6 +367,36 @@ int main(int argc, char** argv) {
     std::string error;  // after the binds and the lock: a start that fails creates nothing
     if (!journal.start(error)) cli::die(program, error, 1);
   }
+  // The audit trail (after the data directory checks: a start that fails
+  // creates nothing). Lines are never dropped: see audit_log.hpp.
+  std::unique_ptr<audit_log::AuditFile> audit;
+  {
+    std::string path = settings.audit_log;
+    if (path.empty() && !cluster_mode && !settings.no_audit_log) path = settings.data_dir + "/audit.log";
+    if (!path.empty() && !settings.no_audit_log) {
+      audit = std::make_unique<audit_log::AuditFile>(path, iwsec::detail::parent_directory(path),
+                                                     [](const std::string& line) {
+                                                       std::fprintf(stderr, "%s: %s\n", program, line.c_str());
+                                                     });
+      if (!audit->ok()) cli::die(program, audit->error(), 1);
+    }
+  }
+  std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
+  if (audit || cluster_mode) {
+    options.on_audit = [&log, &audit, &audit_to_database](const iwsec::AuditEvent& e) {
+      if (e.event == "lock" && audit_to_database) audit_to_database(e);
+      if (!audit) return;
+      if (e.request_id.empty() && e.event != "lock") {
+        // The id this server answers with (X-Request-Id), or with the access
+        // log off (no id answered) one of the event's own.
+        std::string id = log.current_id();
+        iwsec::AuditEvent with_id = e;
+        with_id.request_id = id.empty() ? access_log::new_request_id() : std::move(id);
+        return audit->write(iwsec::audit_json_line(with_id));
+      }
+      audit->write(iwsec::audit_json_line(e));
+    };
+  }
   startup::ServerKeys keys;
   const std::string key_error = keys.open(settings.data_dir, settings.secret_file);
   if (!key_error.empty()) cli::die(program, key_error, 1);
@@ -373,7 +424,10 @@ int main(int argc, char** argv) {
   }
   options.refresh_keys = keys.per_request_refresh();
   routes = iwsec::mount_security_routes(*server, *users, keys.signer(), options);
-  startup::reload_on_signal([&keys] { keys.reload(); });
+  startup::reload_on_signal([&keys, &audit] {
+    keys.reload();
+    if (audit) audit->reopen();
+  });
 
   const std::size_t user_count = users->list_users().size();
   if (cluster_mode) {
@@ -400,6 +454,7 @@ int main(int argc, char** argv) {
   const bool clean = server->listen_after_bind();
   if (admin) admin->stop();
   if (!cluster_mode) journal.stop();
+  if (audit) audit->stop();  // every line in the file before exit
 #ifdef IWSEC_HAVE_POSTGRES
   if (backend) backend->stop();
 #endif

@@ -157,21 +157,23 @@ inline std::string lock_data_directory(const std::string& dir, iwsec::detail::un
   return "cannot lock " + path + ": " + std::strerror(errno);
 }
 
-/// Blocks SIGHUP in this thread and every thread started after; call first
+/// Blocks SIGHUP and SIGUSR1 in this thread and every thread started after; call first
 /// thing in main, before any thread starts.
 inline void block_reload_signal() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1);  // logrotate's other convention: reopen the logs
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-/// Runs @p reload on a thread of its own each time SIGHUP arrives.
+/// Runs @p reload on a thread of its own each time SIGHUP or SIGUSR1 arrives.
 inline void reload_on_signal(std::function<void()> reload) {
   std::thread([reload = std::move(reload)] {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1);  // logrotate's other convention: reopen the logs
     for (;;) {
       int signal_number = 0;
       if (sigwait(&set, &signal_number) == 0) reload();
