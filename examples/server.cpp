@@ -71,6 +71,7 @@ constexpr const char* help_text =
     "  --audit-log FILE         append the audit trail (JSON lines) to FILE instead\n"
     "                           of DIR/audit.log (in cluster mode: only there)\n"
     "  --no-audit-log           write no audit trail\n"
+    "  --audit-retention-days N cluster mode: audit-table rows kept N days (default 90)\n"
     "  --max-revocations-per-user N  outstanding revocations kept per user; past\n"
     "                           them the user's access tokens all end (default 1000)\n"
     "\n"
@@ -405,6 +406,15 @@ int main(int argc, char** argv) {
     // Cluster mode: the shared state is loaded here, before 'listening on'.
     backend = cluster::connect(program, settings.cluster, settings.lockout, true);
     users = cluster::use_backend(*backend, options);
+    // Locks go to the cluster's audit table too (with the admins' events).
+    audit_to_database = [b = backend.get(), days = settings.audit_retention_days](const iwsec::AuditEvent& e) {
+      try {
+        b->record_audit(e, days);
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "%s: cannot record a %s event in the audit table: %s\n", program, e.event.c_str(),
+                     error.what());
+      }
+    };
     iwsec::postgres::Backend* b = backend.get();
     options.metrics->add_gauge("iwsec_cluster_lag_seconds",
                                "Seconds since this replica last showed it had caught up with the database",

@@ -157,6 +157,24 @@ class RefreshTokenLifetime(unittest.TestCase):
         self.wait_until(loaded + 4)
         h.assert_envelope(self, api.access_token(token), 406)
 
+    @unittest.skipUnless(h.CLUSTER_MODE, "a database made by schema version 1")
+    def test_pre_upgrade_database_clock_starts_at_migration(self):
+        _, token = h.add_user(self, self.data, EMAIL, PASSWORD)
+        pg = h._cluster["pg"]
+        db = h._cluster["databases"][os.path.abspath(self.data)]
+        # Back to what schema version 1 held: no issue times, no audit table.
+        pg.sql("ALTER TABLE iwsec_users DROP COLUMN refresh_token_issued_at; DROP TABLE iwsec_audit; "
+               "UPDATE iwsec_schema SET version = 1", dbname=db)
+        self.wait_until(int(time.time()) + 1)
+        first_load = int(time.time())
+        server, api = self.start("--refresh-token-lifetime", "3")  # migrates to version 4
+        loaded = parse_time(self.show()["refresh_token_issued_at"])
+        self.assertGreaterEqual(loaded, first_load)
+        api.token_by_refresh(self, token)
+        self.assertEqual(pg.sql("SELECT max(version) FROM iwsec_schema", dbname=db).strip(), "4")
+        self.wait_until(loaded + 4)
+        h.assert_envelope(self, api.access_token(token), 406)
+
     def test_bad_flags(self):
         r = h.run_program([h.server_path(), "--refresh-token-lifetime", "-1"])
         self.assertEqual(r.returncode, 2, r.stderr)
