@@ -368,22 +368,9 @@ int main(int argc, char** argv) {
     std::string error;  // after the binds and the lock: a start that fails creates nothing
     if (!journal.start(error)) cli::die(program, error, 1);
   }
-  // The audit trail (after the data directory checks: a start that fails
-  // creates nothing). Lines are never dropped: see audit_log.hpp.
-  std::unique_ptr<audit_log::AuditFile> audit;
-  {
-    std::string path = settings.audit_log;
-    if (path.empty() && !cluster_mode && !settings.no_audit_log) path = settings.data_dir + "/audit.log";
-    if (!path.empty() && !settings.no_audit_log) {
-      audit = std::make_unique<audit_log::AuditFile>(path, iwsec::detail::parent_directory(path),
-                                                     [](const std::string& line) {
-                                                       std::fprintf(stderr, "%s: %s\n", program, line.c_str());
-                                                     });
-      if (!audit->ok()) cli::die(program, audit->error(), 1);
-    }
-  }
+  std::unique_ptr<audit_log::AuditFile> audit;  // opened below, once nothing else can stop the start
   std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
-  if (audit || cluster_mode) {
+  if (!settings.no_audit_log || cluster_mode) {
     options.on_audit = [&log, &audit, &audit_to_database](const iwsec::AuditEvent& e) {
       if (e.event == "lock" && audit_to_database) audit_to_database(e);
       if (!audit) return;
@@ -430,6 +417,19 @@ int main(int argc, char** argv) {
       options.revocations = std::make_shared<iwsec::JournalRevocationStore>(settings.data_dir + "/revocations.journal");
     } catch (const std::exception& e) {
       cli::die(program, e.what(), 1);
+    }
+  }
+  // The audit trail, opened last: a start that fails creates nothing.
+  // Lines are never dropped: see audit_log.hpp.
+  {
+    std::string path = settings.audit_log;
+    if (path.empty() && !cluster_mode && !settings.no_audit_log) path = settings.data_dir + "/audit.log";
+    if (!path.empty() && !settings.no_audit_log) {
+      audit = std::make_unique<audit_log::AuditFile>(path, iwsec::detail::parent_directory(path),
+                                                     [](const std::string& line) {
+                                                       std::fprintf(stderr, "%s: %s\n", program, line.c_str());
+                                                     });
+      if (!audit->ok()) cli::die(program, audit->error(), 1);
     }
   }
   options.refresh_keys = keys.per_request_refresh();

@@ -172,6 +172,46 @@ class AuditTrail(unittest.TestCase):
         recent = self.admin("audit", "--json", "--since", "3600")
         self.assertEqual(len(recent), len(trail))
 
+    @unittest.skipIf(h.CLUSTER_MODE, "a data-directory file")
+    @unittest.skipUnless(os.geteuid() == 0, "root runs iwsec-admin on another account's data directory")
+    def test_root_admin_keeps_the_directory_owner(self):
+        h.add_user(self, self.data, EMAIL, PASSWORD)
+        owner = pwd.getpwnam("nobody")
+        for root, dirs, files in os.walk(self.data):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), owner.pw_uid, owner.pw_gid)
+        os.chown(self.data, owner.pw_uid, owner.pw_gid)
+        os.remove(os.path.join(self.data, "audit.log"))  # so root's command creates it
+        self.admin("disable-user", EMAIL)
+        st = os.stat(os.path.join(self.data, "audit.log"))
+        self.assertEqual((st.st_uid, st.st_gid), (owner.pw_uid, owner.pw_gid))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+        self.assertEqual(read_lines(os.path.join(self.data, "audit.log"))[0]["actor"], "root")
+
+    def test_every_line_kept_under_load(self):
+        # Audit lines are never dropped: 16 clients exchange as fast as they
+        # can; every exchange is in the trail once the server has stopped.
+        _, refresh = h.add_user(self, self.data, EMAIL, PASSWORD)
+        extra = ["--audit-log", self.http_log()] if h.CLUSTER_MODE else []
+        server = h.start_server(self, self.data, "--no-access-log", *extra)
+        import concurrent.futures
+        per_client, clients = 150, 16
+
+        def run(_):
+            api = h.Api(server.base_url)
+            try:
+                return sum(api.access_token(refresh).status_code == 200 for _ in range(per_client))
+            finally:
+                api.close()
+
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            ok = sum(pool.map(run, range(clients)))
+        self.assertEqual(ok, per_client * clients)
+        server.stop()
+        got = [e for e in read_lines(self.http_log()) if e["event"] == "token_exchange"]
+        self.assertEqual(len(got), per_client * clients)
+        self.assertEqual(len({e["request_id"] for e in got}), len(got))
+
     @unittest.skipIf(h.CLUSTER_MODE, "a data-directory flag")
     def test_no_audit_log_and_audit_log_elsewhere(self):
         h.add_user(self, self.data, EMAIL, PASSWORD)
