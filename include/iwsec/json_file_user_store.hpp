@@ -287,10 +287,11 @@ class JsonFileUserStore : public UserStore {
   // a second. Calls on_user(User&&) for each; false (and @p error) when the
   // text is not a users file or on_user refused one.
   template <typename OnUser>
-  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user, bool* unstamped = nullptr) {
-    // A user without "refresh_token_issued_at" (written before it existed):
-    // its refresh token's clock starts now, when it is first loaded.
-    const std::int64_t loaded_at = system_now();
+  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user, bool* unstamped = nullptr,
+                          std::int64_t loaded_at = 0) {
+    // A user without "refresh_token_issued_at" (written before it existed)
+    // gets @p loaded_at: the store passes the time it loads the file, so the
+    // refresh token's clock starts when it is first loaded (parse() leaves 0).
     std::string scratch(text.size(), '\0');
     std::optional<std::int64_t> version;
     std::string_view users;
@@ -397,17 +398,20 @@ class JsonFileUserStore : public UserStore {
   }
 
   // One user line of a canonical file, parsed like the whole file would be.
-  static bool parse_user_line(std::string_view line, std::string& error, User& out) {
+  static bool parse_user_line(std::string_view line, std::string& error, User& out, std::int64_t loaded_at = 0) {
     if (line.back() == ',') line.remove_suffix(1);
     std::string text = "{\"version\":1,\"users\":[";
     text.append(line.data(), line.size());
     text += "]}";
     bool got = false;
-    return parse_users(text, error, [&](User&& u) {
-             out = std::move(u);
-             got = true;
-             return true;
-           }) &&
+    return parse_users(
+               text, error,
+               [&](User&& u) {
+                 out = std::move(u);
+                 got = true;
+                 return true;
+               },
+               nullptr, loaded_at) &&
            got;
   }
 
@@ -442,7 +446,7 @@ class JsonFileUserStore : public UserStore {
       User added;
       std::string reason;
       const std::string which = "user #" + std::to_string(i - 2);
-      if (!parse_user_line(new_lines[i], reason, added)) {
+      if (!parse_user_line(new_lines[i], reason, added, system_now())) {
         error = which + " lacks a field or has one of the wrong type";
         return patch::invalid;
       }
@@ -573,7 +577,8 @@ class JsonFileUserStore : public UserStore {
           next = detail::user_index();
           next.reserve(text.size() / bytes_per_user_estimate + 1);
           if (parse_users(
-                  text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; }, &unstamped_)) {
+                  text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; }, &unstamped_,
+                  system_now())) {
             result = patch::applied;
             canonical = text == serialize_index(next);
           } else {
