@@ -498,10 +498,10 @@ int run_on(const Command& c, iwsec::UserStore& users) {
         out += i ? "," : "";
         out += "{\"user_id\":" + json_string(u.user_id) + ",\"email\":" + json_string(u.email) +
                ",\"disabled\":" + (u.disabled ? "true" : "false") +
-               ",\"refresh_generation\":" + std::to_string(u.refresh_generation) +
-               ",\"refresh_token_issued_at\":" + json_string(seconds_time(u.refresh_token_issued_at));
-        if (c.refresh_token_lifetime)
-          out += ",\"refresh_token_expires_at\":" +
+               ",\"refresh_generation\":" + std::to_string(u.refresh_generation);
+        if (c.refresh_token_lifetime)  // asked about lifetimes: when each token was issued and expires
+          out += ",\"refresh_token_issued_at\":" + json_string(seconds_time(u.refresh_token_issued_at)) +
+                 ",\"refresh_token_expires_at\":" +
                  json_string(seconds_time(u.refresh_token_issued_at + c.refresh_token_lifetime));
         out += "}";
       }
