@@ -185,6 +185,13 @@ class AccessLog {
     res.set_header("X-Request-Id", c.id);
   }
 
+  /// The id of the request this thread is handling (for its audit events);
+  /// empty when none was begun.
+  std::string current_id() const {
+    const current& c = current_request();
+    return c.request ? c.id : std::string();
+  }
+
   /// The logger: one line for @p req.
   void write(const httplib::Request& req, const httplib::Response& res) {
     current& c = current_request();

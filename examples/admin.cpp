@@ -2,14 +2,17 @@
 // iwsec-server serves the same directory: writes are locked and atomic, and
 // the server sees them on its next request.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -18,6 +21,7 @@
 
 #include "cli.hpp"
 #include "access_log.hpp"    // rfc3339_seconds
+#include "audit_log.hpp"     // the audit trail: actor, append, read back
 #include "lock_journal.hpp"  // show-user, unlock
 #include "user_report.hpp"  // show-user, unlock: the same output in both modes
 #include "startup.hpp"
@@ -44,6 +48,8 @@ constexpr const char* help_text =
     "  show-user EMAIL            the user's id, email, disabled, generation and lock\n"
     "                             (never a secret)\n"
     "  unlock EMAIL               clear the account's failures and lock on the running server\n"
+    "  audit                      print the audit trail, newest last (--since SECONDS,\n"
+    "                             --email EMAIL to narrow it)\n"
     "\n"
     "Signing keys (DIR/signing.key, or the keyring --secret-file names):\n"
     "  list-signing-keys          kid and creation time of each key (never the key)\n"
@@ -60,6 +66,13 @@ constexpr const char* help_text =
     "  --json               machine-readable output, errors included ({\"error\":...})\n"
     "  --keep-sessions      set-password only: keep the refresh token and access tokens\n"
     "  --pbkdf2-rounds N    PBKDF2 rounds for new hashes (default 600000)\n"
+    "  --refresh-token-lifetime SECONDS  the server's: show-user then also shows\n"
+    "                       when the refresh token expires\n"
+    "  --expiring-within SECONDS  list-users only: the users whose refresh token\n"
+    "                       expires within that time (needs --refresh-token-lifetime)\n"
+    "  --audit-log FILE     the audit trail is FILE, not DIR/audit.log (every change\n"
+    "                       is recorded there; audit reads it)\n"
+    "  --audit-retention-days N  cluster mode: keep audit rows N days (default 90)\n"
     "  --help               print this help and exit\n"
     "  --version            print the version and exit\n"
     "Options take their value as --opt VALUE or --opt=VALUE.\n"
@@ -75,6 +88,12 @@ struct Command {
   bool keep_sessions = false;
   std::uint32_t rounds = iwsec::default_pbkdf2_rounds;
   cluster::Settings cluster;  // --postgres: the cluster database instead of the data directory
+  std::int64_t refresh_token_lifetime = 0;  // 0: not given
+  std::int64_t expiring_within = -1;        // -1: not given
+  std::string audit_log;                    // empty: DIR/audit.log (or the table in cluster mode)
+  std::int64_t since = -1;                  // audit --since
+  std::string filter_email;                 // audit --email
+  std::int64_t audit_retention_days = 90;
 };
 
 bool is_key_command(const std::string& name) {
@@ -112,6 +131,19 @@ Command parse_arguments(int argc, char** argv) {
       c.json = true;
     } else if (a == "--keep-sessions") {
       c.keep_sessions = true;
+    } else if (a == "--refresh-token-lifetime") {
+      c.refresh_token_lifetime = args.integer_value(1, 10LL * 366 * 24 * 3600);
+    } else if (a == "--expiring-within") {
+      c.expiring_within = args.integer_value(0, 100LL * 366 * 24 * 3600);
+    } else if (a == "--audit-log") {
+      c.audit_log = args.value();
+      if (c.audit_log.empty()) cli::usage_error(program, "--audit-log needs a file");
+    } else if (a == "--since") {
+      c.since = args.integer_value(0, 100LL * 366 * 24 * 3600);
+    } else if (a == "--email") {
+      c.filter_email = args.value();
+    } else if (a == "--audit-retention-days") {
+      c.audit_retention_days = args.integer_value(1, 100000);
     } else if (a == "--pbkdf2-rounds") {
       c.rounds = static_cast<std::uint32_t>(args.integer_value(1, iwsec::Pbkdf2Hash::max_rounds));
     } else if (a.size() > 1 && a[0] == '-') {
@@ -124,7 +156,8 @@ Command parse_arguments(int argc, char** argv) {
   c.name = positional[0];
   const bool cluster_only = c.cluster.enabled() && cluster::admin_command(c.name) != 0;
   const bool known =
-      takes_email(c.name) || c.name == "list-users" || c.name == "hash-password" || is_key_command(c.name) || cluster_only;
+      takes_email(c.name) || c.name == "list-users" || c.name == "hash-password" || is_key_command(c.name) ||
+      c.name == "audit" || cluster_only;
   if (!known) cli::usage_error(program, "unknown command '" + c.name + "'");
   const std::size_t wanted =
       takes_email(c.name) || c.name == "retire-signing-key" || (cluster_only && cluster::admin_command(c.name) == 2) ? 2
@@ -134,6 +167,12 @@ Command parse_arguments(int argc, char** argv) {
   if (positional.size() > wanted) cli::usage_error(program, "unexpected argument '" + positional[wanted] + "'");
   if (wanted == 2) c.email = positional[1];
   if (c.keep_sessions && c.name != "set-password") cli::usage_error(program, "--keep-sessions goes with set-password only");
+  if (c.expiring_within >= 0 && c.name != "list-users")
+    cli::usage_error(program, "--expiring-within goes with list-users only");
+  if (c.expiring_within >= 0 && c.refresh_token_lifetime == 0)
+    cli::usage_error(program, "--expiring-within needs --refresh-token-lifetime (the server's)");
+  if ((c.since >= 0 || !c.filter_email.empty()) && c.name != "audit")
+    cli::usage_error(program, "--since and --email go with audit only");
   if (!c.secret_file.empty() && !is_key_command(c.name))
     cli::usage_error(program, "--secret-file applies only to the signing-key commands, not to " + c.name);
   if (c.name == "import-signing-keys" &&
@@ -186,6 +225,82 @@ std::string json_string(const std::string& s) {
 
 std::string users_file;  // for the error messages
 
+// Where this run's audit events go (SPEC "Audit trail"): DIR/audit.log, the
+// --audit-log file, or the cluster's table. Empty: nowhere (hash-password).
+std::function<void(const iwsec::AuditEvent&)> audit_sink;
+
+// Records an administrator's change, with the account that ran it. A change
+// that is done but cannot be recorded fails the command (exit 1) naming why.
+void record(const char* event, const std::string& email, const std::string& user_id, const std::string& kid = "") {
+  if (!audit_sink) return;
+  iwsec::AuditEvent e;
+  e.time_ms = iwsec::audit_now_ms();
+  e.event = event;
+  e.email = iwsec::detail::ascii_lower(email);
+  e.user_id = user_id;
+  e.actor = audit_log::actor();
+  e.result = "success";
+  e.kid = kid;
+  audit_sink(e);
+}
+
+// The file sink: one whole line per event, O_APPEND, 0600, the directory's owner.
+void use_audit_file(const std::string& path) {
+  audit_sink = [path](const iwsec::AuditEvent& e) {
+    const std::string error =
+        audit_log::append_audit_line(path, iwsec::detail::parent_directory(path), iwsec::audit_json_line(e));
+    if (!error.empty()) cli::die(program, error, 1);
+  };
+}
+
+// `audit`: the trail, newest last, filtered by --since and --email.
+int print_audit(const Command& c, const std::vector<std::string>& lines) {
+  const std::int64_t since_ms = c.since >= 0 ? iwsec::audit_now_ms() - c.since * 1000 : 0;
+  const std::string since_time = since_ms ? iwsec::audit_time(since_ms) : "";
+  const std::string email = iwsec::detail::ascii_lower(c.filter_email);
+  std::vector<audit_log::ReadEvent> events;
+  for (const auto& line : lines) {
+    audit_log::ReadEvent e;
+    if (!audit_log::parse_event(line, e)) continue;
+    if (!since_time.empty() && e.time < since_time) continue;
+    if (!email.empty() && e.email != email) continue;
+    events.push_back(std::move(e));
+  }
+  // Several writers append to one file: order by time (stable: ties keep file order).
+  std::stable_sort(events.begin(), events.end(),
+                   [](const audit_log::ReadEvent& a, const audit_log::ReadEvent& b) { return a.time < b.time; });
+  if (c.json) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < events.size(); ++i) out += (i ? ",\n" : "\n") + events[i].json;
+    std::printf("%s\n]\n", out.c_str());
+  } else {
+    for (const auto& e : events) std::printf("%s\n", e.text.c_str());
+  }
+  return 0;
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::vector<std::string> out;
+  auto fd = iwsec::detail::open_fd(path, O_RDONLY);
+  if (!fd) {
+    if (errno == ENOENT) return out;
+    cli::die(program, "cannot open audit log " + path + ": " + std::strerror(errno), 1);
+  }
+  std::string text;
+  if (!iwsec::detail::read_all(fd.get(), text)) cli::die(program, "cannot read audit log " + path + ": " + std::strerror(errno), 1);
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    if (nl > start) out.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
+
+// An RFC 3339 time without fraction for epoch seconds.
+std::string seconds_time(std::int64_t s) { return iwsec::audit_time(s * 1000).replace(19, 4, ""); }
+
 [[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email,
                                 const iwsec::UserStore* store = nullptr) {
   const auto* users = dynamic_cast<const iwsec::JsonFileUserStore*>(store);
@@ -212,10 +327,11 @@ int lock_command(const Command& c, const iwsec::User& u) {
   if (!lock_journal::locked_until(journal, u.email, std::time(nullptr), until, error)) cli::die(program, error, 1);
   if (c.name == "unlock") {
     if (!lock_journal::request_unlock(journal, u.email, error)) cli::die(program, error, 1);
+    record("unlock", u.email, u.user_id);
     user_report::print_unlocked(c.json, u.email, until != 0);
     return 0;
   }
-  user_report::print_user(c.json, u, until);
+  user_report::print_user(c.json, u, until, c.refresh_token_lifetime);
   return 0;
 }
 
@@ -251,6 +367,7 @@ int run_key_command(const Command& c, const std::string& path) {
   if (c.name == "add-signing-key") {
     iwsec::KeyringEntry added;
     file.update([&](iwsec::Keyring& ring) { added = ring.add_new_key(now); }, true);
+    record("signing_key_added", "", "", added.key_id);
     const std::string created = iwsec::Keyring::format_time(added.created_at);
     if (c.json) {
       std::printf("{\"kid\":%s,\"created\":%s}\n", json_string(added.key_id).c_str(), json_string(created).c_str());
@@ -262,6 +379,7 @@ int run_key_command(const Command& c, const std::string& path) {
   }
   // retire-signing-key KID
   file.update([&](iwsec::Keyring& ring) { ring.retire(c.email); });
+  record("signing_key_retired", "", "", c.email);
   if (c.json) {
     std::printf("{\"retired\":%s}\n", json_string(c.email).c_str());
   } else {
@@ -283,16 +401,36 @@ int run(const Command& c) {
     return 0;
   }
 
+  // The audit trail: --audit-log FILE, else the cluster's table, else DIR/audit.log.
+  if (!c.audit_log.empty()) {
+    use_audit_file(c.audit_log);
+  } else if (!c.cluster.enabled()) {
+    // A key file elsewhere (--secret-file) without a data directory has no trail.
+    struct stat st;
+    const bool no_directory = ::stat(c.data_dir.c_str(), &st) != 0 && c.name != "add-user";
+    if (!(is_key_command(c.name) && !c.secret_file.empty() && no_directory)) use_audit_file(c.data_dir + "/audit.log");
+  }
+  if (c.name == "audit" && (!c.audit_log.empty() || !c.cluster.enabled())) {
+    if (c.audit_log.empty()) require_data_directory(c.data_dir);
+    return print_audit(c, read_lines(c.audit_log.empty() ? c.data_dir + "/audit.log" : c.audit_log));
+  }
+
 #ifdef IWSEC_HAVE_POSTGRES
   if (is_key_command(c.name) && c.cluster.enabled() && (c.secret_file.empty() || c.name == "import-signing-keys")) {
     // The signing keys in the database: every replica within a second.
     const auto backend = cluster::connect(program, c.cluster, iwsec::LockoutPolicy(), false);
-    const int status = cluster::run_key_command(program, c.name, c.email, c.json, c.cluster, *backend, c.secret_file);
+    if (c.audit_log.empty()) {
+      iwsec::postgres::Backend* b = backend.get();
+      const std::int64_t retention = c.audit_retention_days;
+      audit_sink = [b, retention](const iwsec::AuditEvent& e) { b->record_audit(e, retention); };
+    }
+    const int status = cluster::run_key_command(program, c.name, c.email, c.json, c.cluster, *backend, c.secret_file,
+                                                [](const char* event, const std::string& kid) { record(event, "", "", kid); });
     if (status == 0 && c.name != "list-signing-keys") cluster::await_replicas(program, *backend);
     return status;
   }
 #endif
-  if (is_key_command(c.name)) {
+  if (is_key_command(c.name) && !(c.cluster.enabled() && c.audit_log.empty())) {
     if (c.secret_file.empty()) require_data_directory(c.data_dir);
     return run_key_command(c, c.secret_file.empty() ? c.data_dir + "/signing.key" : c.secret_file);
   }
@@ -300,7 +438,22 @@ int run(const Command& c) {
 #ifdef IWSEC_HAVE_POSTGRES
   if (c.cluster.enabled()) {
     const auto backend = cluster::connect(program, c.cluster, iwsec::LockoutPolicy(), false);
-    int status = cluster::run_admin_command(program, c.name, c.email, c.data_dir, c.json, *backend);
+    if (c.audit_log.empty()) {
+      iwsec::postgres::Backend* b = backend.get();
+      const std::int64_t retention = c.audit_retention_days;
+      audit_sink = [b, retention](const iwsec::AuditEvent& e) { b->record_audit(e, retention); };
+    }
+    if (c.name == "audit") {
+      const std::int64_t since_ms = c.since >= 0 ? iwsec::audit_now_ms() - c.since * 1000 : 0;
+      return print_audit(c, backend->read_audit(since_ms, c.filter_email));
+    }
+    if (is_key_command(c.name)) return run_key_command(c, c.secret_file.empty() ? c.data_dir + "/signing.key" : c.secret_file);
+    const auto before = takes_email(c.name) ? backend->users().find_by_email(c.email) : std::nullopt;
+    int status = cluster::run_admin_command(program, c.name, c.email, c.data_dir, c.json, *backend,
+                                            c.refresh_token_lifetime);
+    if (status == 0 && c.name == "import") record("import", "", "");
+    if (status == 0 && c.name == "unlock") record("unlock", c.email, before ? before->user_id : "");
+    if (status == 0 && c.name == "delete-user") record("user_deleted", c.email, before ? before->user_id : "");
     if (status < 0) status = run_on(c, backend->users());
     // A change is in effect on every replica when the command returns.
     if (status == 0 && c.name != "list-users" && c.name != "show-user") cluster::await_replicas(program, *backend);
@@ -328,7 +481,19 @@ int run(const Command& c) {
 int run_on(const Command& c, iwsec::UserStore& users) {
 
   if (c.name == "list-users") {
-    const auto all = users.list_users();
+    auto all = users.list_users();
+    // --expiring-within: only the users whose refresh token expires by then
+    // (the ones already expired included), soonest first.
+    const std::int64_t now = iwsec::system_now();
+    if (c.expiring_within >= 0) {
+      std::vector<iwsec::User> soon;
+      for (auto& u : all)
+        if (u.refresh_token_issued_at + c.refresh_token_lifetime <= now + c.expiring_within) soon.push_back(std::move(u));
+      std::stable_sort(soon.begin(), soon.end(), [](const iwsec::User& a, const iwsec::User& b) {
+        return a.refresh_token_issued_at < b.refresh_token_issued_at;
+      });
+      all = std::move(soon);
+    }
     if (c.json) {
       std::string out = "[";
       for (std::size_t i = 0; i < all.size(); ++i) {
@@ -336,12 +501,24 @@ int run_on(const Command& c, iwsec::UserStore& users) {
         out += i ? "," : "";
         out += "{\"user_id\":" + json_string(u.user_id) + ",\"email\":" + json_string(u.email) +
                ",\"disabled\":" + (u.disabled ? "true" : "false") +
-               ",\"refresh_generation\":" + std::to_string(u.refresh_generation) + "}";
+               ",\"refresh_generation\":" + std::to_string(u.refresh_generation);
+        if (c.refresh_token_lifetime)  // asked about lifetimes: when each token was issued and expires
+          out += ",\"refresh_token_issued_at\":" + json_string(seconds_time(u.refresh_token_issued_at)) +
+                 ",\"refresh_token_expires_at\":" +
+                 json_string(seconds_time(u.refresh_token_issued_at + c.refresh_token_lifetime));
+        out += "}";
       }
       std::printf("%s]\n", out.c_str());
     } else {
-      for (const auto& u : all)
-        std::printf("%s  %s  %s\n", u.user_id.c_str(), u.email.c_str(), u.disabled ? "disabled" : "enabled");
+      for (const auto& u : all) {
+        if (c.refresh_token_lifetime) {
+          std::printf("%s  %s  %s  refresh token expires %s\n", u.user_id.c_str(), u.email.c_str(),
+                      u.disabled ? "disabled" : "enabled",
+                      seconds_time(u.refresh_token_issued_at + c.refresh_token_lifetime).c_str());
+        } else {
+          std::printf("%s  %s  %s\n", u.user_id.c_str(), u.email.c_str(), u.disabled ? "disabled" : "enabled");
+        }
+      }
     }
     return 0;
   }
@@ -351,6 +528,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     const auto created = iwsec::create_user(users, c.email, read_password(), c.rounds);
     if (!created.error.empty()) cli::die(program, created.error, 1);
     if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email, &users);
+    record("user_added", c.email, created.user_id);
     print_refresh_token(c, created.user_id, created.refresh_token);
     return 0;
   }
@@ -364,6 +542,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     const bool disable = c.name == "disable-user";
     const auto status = iwsec::set_user_disabled(users, c.email, disable);
     if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
+    record(disable ? "user_disabled" : "user_enabled", existing->email, existing->user_id);
     if (c.json) {
       std::printf("{\"email\":%s,\"disabled\":%s}\n", json_string(existing->email).c_str(), disable ? "true" : "false");
     } else {
@@ -375,6 +554,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
   if (c.name == "delete-user") {
     const auto status = users.delete_user(c.email);
     if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
+    record("user_deleted", existing->email, existing->user_id);
     if (c.json) {
       std::printf("{\"email\":%s,\"deleted\":true}\n", json_string(existing->email).c_str());
     } else {
@@ -387,6 +567,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     // Unless --keep-sessions: a new refresh token (printed once) and a generation bump.
     const auto changed = iwsec::set_password(users, c.email, read_password(), c.rounds, c.keep_sessions);
     if (changed.status != iwsec::StoreStatus::ok) store_failure(changed.status, c.email, &users);
+    record("password_set", existing->email, existing->user_id);
     if (!c.keep_sessions) {
       print_refresh_token(c, changed.user_id, changed.refresh_token);
     } else if (c.json) {
@@ -400,6 +581,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
   // rotate-refresh-token: the same change as DELETE /v3/security/token/refresh.
   const auto rotated = iwsec::rotate_refresh_token(users, c.email);
   if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email, &users);
+  record("refresh_token_rotated", existing->email, existing->user_id);
   print_refresh_token(c, rotated.user_id, rotated.refresh_token);
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -179,7 +180,8 @@ inline void await_replicas(const char* program, iwsec::postgres::Backend& backen
 /// Runs a command only cluster mode has; -1 when @p name is a shared command
 /// (the caller runs it on backend.users()).
 inline int run_admin_command(const char* program, const std::string& name, const std::string& email,
-                             const std::string& data_dir, bool json, iwsec::postgres::Backend& backend) {
+                             const std::string& data_dir, bool json, iwsec::postgres::Backend& backend,
+                             std::int64_t refresh_token_lifetime = 0) {
   const std::int64_t now = iwsec::system_now();
   if (name == "import") {
     const std::string users_path = data_dir + "/users.json";
@@ -221,7 +223,7 @@ inline int run_admin_command(const char* program, const std::string& name, const
   }
   // show-user: never a secret; printed as on a data directory.
   const std::int64_t wait = backend.lockout()->account_wait(email, now);
-  user_report::print_user(json, *user, wait > 0 ? now + wait : 0);
+  user_report::print_user(json, *user, wait > 0 ? now + wait : 0, refresh_token_lifetime);
   return 0;
 }
 
@@ -281,7 +283,8 @@ class DatabaseKeys {
 /// import-signing-keys copies @p secret_file's keys in.
 inline int run_key_command(const char* program, const std::string& name, const std::string& kid, bool json,
                            const Settings& s, iwsec::postgres::Backend& backend,
-                           const std::string& secret_file = std::string()) {
+                           const std::string& secret_file = std::string(),
+                           const std::function<void(const char* event, const std::string& kid)>& audit = {}) {
   namespace keys = iwsec::postgres::signing_keys;
   using connection = iwsec::postgres::detail::pq_connection;
   const std::int64_t now = iwsec::system_now();
@@ -305,6 +308,7 @@ inline int run_key_command(const char* program, const std::string& name, const s
     if (name == "add-signing-key") {
       const auto kek = read_key_encryption_key(program, s.key_encryption_key);
       const auto added = backend.with_connection([&](connection& c) { return keys::add(c, kek, now); });
+      if (audit) audit("signing_key_added", added.key_id);
       const std::string created = iwsec::Keyring::format_time(added.created_at);
       if (json) {
         std::printf("{\"kid\":%s,\"created\":%s}\n", quoted(added.key_id).c_str(), quoted(created).c_str());
@@ -319,6 +323,7 @@ inline int run_key_command(const char* program, const std::string& name, const s
       iwsec::KeyringFile file(secret_file);
       const iwsec::Keyring ring = file.load();
       const auto n = backend.with_connection([&](connection& c) { return keys::import_keyring(c, kek, ring); });
+      if (audit) audit("import", "");
       if (json) {
         std::printf("{\"imported\":%zu}\n", n);
       } else {
@@ -328,6 +333,7 @@ inline int run_key_command(const char* program, const std::string& name, const s
       return 0;
     }
     backend.with_connection([&](connection& c) { keys::retire(c, kid); });
+    if (audit) audit("signing_key_retired", kid);
   } catch (const iwsec::StateUnavailable&) {
     throw;
   } catch (const std::exception& e) {

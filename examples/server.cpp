@@ -25,6 +25,7 @@
 #include "cli.hpp"
 // Operations (SPEC "Operations"): access log, admin listener, lock journal.
 #include "access_log.hpp"
+#include "audit_log.hpp"
 #include "admin_server.hpp"
 #include "lock_journal.hpp"
 #include "startup.hpp"
@@ -70,6 +71,12 @@ constexpr const char* help_text =
     "  --admin-port PORT        serve /metrics, /health/live, /health/ready on this\n"
     "                           port, 0 for any free port (default: off)\n"
     "  --admin-host ADDRESS     address of the admin port (default 127.0.0.1)\n"
+    "  --refresh-token-lifetime SECONDS  a refresh token stops working this long\n"
+    "                           after it was issued (default 0: never)\n"
+    "  --audit-log FILE         append the audit trail (JSON lines) to FILE instead\n"
+    "                           of DIR/audit.log (in cluster mode: only there)\n"
+    "  --no-audit-log           write no audit trail\n"
+    "  --audit-retention-days N cluster mode: audit-table rows kept N days (default 90)\n"
     "  --max-revocations-per-user N  outstanding revocations kept per user; past\n"
     "                           them the user's access tokens all end (default 1000)\n"
     "\n"
@@ -119,6 +126,10 @@ struct Settings {
   iwsec::LockoutPolicy lockout;
   std::string client_header;
   cluster::Settings cluster;  // --postgres, --max-staleness
+  std::int64_t refresh_token_lifetime = 0;
+  std::string audit_log;  // empty: DIR/audit.log on a data directory, none in cluster mode
+  bool no_audit_log = false;
+  std::int64_t audit_retention_days = 90;
 };
 
 Settings parse_arguments(int argc, char** argv) {
@@ -171,6 +182,15 @@ Settings parse_arguments(int argc, char** argv) {
     } else if (a == "--admin-host") {
       s.admin_host = args.value();
       if (s.admin_host.empty()) cli::usage_error(program, "--admin-host needs an address");
+    } else if (a == "--refresh-token-lifetime") {
+      s.refresh_token_lifetime = args.integer_value(0, 10LL * 366 * 24 * 3600);
+    } else if (a == "--audit-log") {
+      s.audit_log = args.value();
+      if (s.audit_log.empty()) cli::usage_error(program, "--audit-log needs a file");
+    } else if (a == "--no-audit-log") {
+      s.no_audit_log = true;
+    } else if (a == "--audit-retention-days") {
+      s.audit_retention_days = args.integer_value(1, 100000);
     } else if (a == "--max-revocations-per-user") {
       s.max_revocations_per_user = static_cast<std::size_t>(args.integer_value(1, 100000000));
     } else if (a == "--lockout-failures") {
@@ -201,6 +221,7 @@ Settings parse_arguments(int argc, char** argv) {
                      "with the same keys)");
   if (!s.cluster.key_encryption_key.empty() && !s.cluster.enabled())
     cli::usage_error(program, "--key-encryption-key needs --postgres (the signing keys live in the database)");
+  if (s.no_audit_log && !s.audit_log.empty()) cli::usage_error(program, "--audit-log and --no-audit-log exclude each other");
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
   if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
     cli::usage_error(program, startup::lockout_error_in_flags(error));
@@ -239,6 +260,7 @@ int main(int argc, char** argv) {
   options.password_rounds = settings.pbkdf2_rounds;
   options.max_revocations_per_user = settings.max_revocations_per_user;
   options.lockout = settings.lockout;
+  options.refresh_token_lifetime = std::chrono::seconds(settings.refresh_token_lifetime);
   // Operations: metrics, lock events to the log and the lock journal (where
   // iwsec-admin show-user / unlock meet the running server).
   options.metrics = std::make_shared<iwsec::Metrics>();
@@ -369,6 +391,23 @@ int main(int argc, char** argv) {
     std::string error;  // after the binds and the lock: a start that fails creates nothing
     if (!journal.start(error)) cli::die(program, error, 1);
   }
+  std::unique_ptr<audit_log::AuditFile> audit;  // opened below, once nothing else can stop the start
+  std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
+  if (!settings.no_audit_log || cluster_mode) {
+    options.on_audit = [&log, &audit, &audit_to_database](const iwsec::AuditEvent& e) {
+      if (e.event == "lock" && audit_to_database) audit_to_database(e);
+      if (!audit) return;
+      if (e.request_id.empty() && e.event != "lock") {
+        // The id this server answers with (X-Request-Id), or with the access
+        // log off (no id answered) one of the event's own.
+        std::string id = log.current_id();
+        iwsec::AuditEvent with_id = e;
+        with_id.request_id = id.empty() ? access_log::new_request_id() : std::move(id);
+        return audit->write(iwsec::audit_json_line(with_id));
+      }
+      audit->write(iwsec::audit_json_line(e));
+    };
+  }
   startup::ServerKeys keys;
   const bool keys_in_database = !settings.cluster.key_encryption_key.empty();
   if (!keys_in_database) {
@@ -384,6 +423,15 @@ int main(int argc, char** argv) {
     // Cluster mode: the shared state is loaded here, before 'listening on'.
     backend = cluster::connect(program, settings.cluster, settings.lockout, true);
     users = cluster::use_backend(*backend, options);
+    // Locks go to the cluster's audit table too (with the admins' events).
+    audit_to_database = [b = backend.get(), days = settings.audit_retention_days](const iwsec::AuditEvent& e) {
+      try {
+        b->record_audit(e, days);
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "%s: cannot record a %s event in the audit table: %s\n", program, e.event.c_str(),
+                     error.what());
+      }
+    };
     iwsec::postgres::Backend* b = backend.get();
     options.metrics->add_gauge("iwsec_cluster_lag_seconds",
                                "Seconds since this replica last showed it had caught up with the database",
@@ -405,15 +453,29 @@ int main(int argc, char** argv) {
       cli::die(program, e.what(), 1);
     }
   }
+  // The audit trail, opened last: a start that fails creates nothing.
+  // Lines are never dropped: see audit_log.hpp.
+  {
+    std::string path = settings.audit_log;
+    if (path.empty() && !cluster_mode && !settings.no_audit_log) path = settings.data_dir + "/audit.log";
+    if (!path.empty() && !settings.no_audit_log) {
+      audit = std::make_unique<audit_log::AuditFile>(path, iwsec::detail::parent_directory(path),
+                                                     [](const std::string& line) {
+                                                       std::fprintf(stderr, "%s: %s\n", program, line.c_str());
+                                                     });
+      if (!audit->ok()) cli::die(program, audit->error(), 1);
+    }
+  }
   const std::string log_error = log.start();  // the file's writer thread
   if (!log_error.empty()) cli::die(program, log_error, 1);
   if (!keys_in_database) options.refresh_keys = keys.per_request_refresh();
   routes = iwsec::mount_security_routes(*server, *users, *signer, options);
   // SIGHUP: the key file again (--secret-file; keys in the database follow
-  // the change log) and the access log reopened; SIGUSR1: the access log
-  // only (logrotate's postrotate signal).
-  startup::reload_on_signal([&keys, &log, keys_in_database](int signal_number) {
+  // the change log), the access log and the audit trail reopened; SIGUSR1:
+  // the logs only (logrotate's postrotate signal).
+  startup::reload_on_signal([&keys, &log, &audit, keys_in_database](int signal_number) {
     log.reopen();
+    if (audit) audit->reopen();
     if (signal_number == SIGHUP && !keys_in_database) keys.reload();
   });
 
@@ -444,6 +506,7 @@ int main(int argc, char** argv) {
   log.stop();  // every line of every answered request written
   if (admin) admin->stop();
   if (!cluster_mode) journal.stop();
+  if (audit) audit->stop();  // every line in the file before exit
 #ifdef IWSEC_HAVE_POSTGRES
   if (backend) backend->stop();
 #endif

@@ -19,19 +19,29 @@ inline std::string json_quoted(const std::string& s) {
   return out;
 }
 
-/// show-user: @p locked_until is the epoch second the lock ends, 0 when not locked.
-inline void print_user(bool json, const iwsec::User& u, std::int64_t locked_until) {
+/// show-user: @p locked_until is the epoch second the lock ends, 0 when not
+/// locked; given the server's @p refresh_token_lifetime (seconds, 0: none),
+/// also when the refresh token expires.
+inline void print_user(bool json, const iwsec::User& u, std::int64_t locked_until,
+                       std::int64_t refresh_token_lifetime) {
   const std::string until = locked_until ? access_log::rfc3339_seconds(locked_until) : "";
+  const std::string issued = access_log::rfc3339_seconds(u.refresh_token_issued_at);
+  const std::string expires =
+      refresh_token_lifetime ? access_log::rfc3339_seconds(u.refresh_token_issued_at + refresh_token_lifetime) : "";
   if (json) {
     std::printf("{\"user_id\":%s,\"email\":%s,\"disabled\":%s,\"refresh_generation\":%llu,\"locked\":%s,"
-                "\"locked_until\":%s}\n",
+                "\"locked_until\":%s,\"refresh_token_issued_at\":%s%s%s}\n",
                 json_quoted(u.user_id).c_str(), json_quoted(u.email).c_str(), u.disabled ? "true" : "false",
                 static_cast<unsigned long long>(u.refresh_generation), locked_until ? "true" : "false",
-                locked_until ? json_quoted(until).c_str() : "null");
+                locked_until ? json_quoted(until).c_str() : "null", json_quoted(issued).c_str(),
+                expires.empty() ? "" : ",\"refresh_token_expires_at\":", expires.empty() ? "" : json_quoted(expires).c_str());
   } else {
-    std::printf("user_id: %s\nemail: %s\ndisabled: %s\nrefresh_generation: %llu\nlocked: %s\n", u.user_id.c_str(),
-                u.email.c_str(), u.disabled ? "true" : "false", static_cast<unsigned long long>(u.refresh_generation),
-                locked_until ? ("until " + until).c_str() : "no");
+    std::printf("user_id: %s\nemail: %s\ndisabled: %s\nrefresh_generation: %llu\nlocked: %s\n"
+                "refresh_token_issued_at: %s\n",
+                u.user_id.c_str(), u.email.c_str(), u.disabled ? "true" : "false",
+                static_cast<unsigned long long>(u.refresh_generation), locked_until ? ("until " + until).c_str() : "no",
+                issued.c_str());
+    if (!expires.empty()) std::printf("refresh_token_expires_at: %s\n", expires.c_str());
   }
 }
 

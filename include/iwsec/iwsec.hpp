@@ -16,6 +16,7 @@
 #include "lockout.hpp"
 #include "metrics.hpp"
 #include "observe.hpp"
+#include "audit.hpp"
 #include "options.hpp"
 #include "routes.hpp"
 #include "hardening.hpp"

@@ -117,10 +117,19 @@ class JsonFileUserStore : public UserStore {
       const int e = ::stat(dir.c_str(), &st) != 0 ? errno : ENOTDIR;
       throw store_error("iwsec: cannot use users file " + path_ + ": directory " + dir + ": " + std::strerror(e));
     }
-    std::lock_guard<detail::waitable_lock> loading(load_mutex_);
-    std::string error;
-    if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
-    constructed_ = true;
+    bool unstamped = false;
+    {
+      std::lock_guard<detail::waitable_lock> loading(load_mutex_);
+      std::string error;
+      if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+      unstamped = unstamped_;
+      constructed_ = true;
+    }
+    // Users from before issue times were kept got this load's time as their
+    // refresh token's issue time: keep it (one write), so a restart does not
+    // start their tokens' clocks again. A store that cannot write now keeps
+    // it in memory and writes it with its next change.
+    if (unstamped) write([](detail::user_index&) { return StoreStatus::ok; });
   }
 
   JsonFileUserStore(const JsonFileUserStore&) = delete;
@@ -220,7 +229,10 @@ class JsonFileUserStore : public UserStore {
     out += ", \"refresh_token_sha256\": ";
     detail::append_json_string(out, u.refresh_token_sha256);
     out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
-    out += u.disabled ? ", \"disabled\": true}" : ", \"disabled\": false}";
+    out += u.disabled ? ", \"disabled\": true" : ", \"disabled\": false";
+    // Added later: files without it still load (see parse_users).
+    if (u.refresh_token_issued_at) out += ", \"refresh_token_issued_at\": " + std::to_string(u.refresh_token_issued_at);
+    out += '}';
   }
 
   static std::string serialize_index(const detail::user_index& index) {
@@ -275,7 +287,11 @@ class JsonFileUserStore : public UserStore {
   // a second. Calls on_user(User&&) for each; false (and @p error) when the
   // text is not a users file or on_user refused one.
   template <typename OnUser>
-  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user) {
+  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user, bool* unstamped = nullptr,
+                          std::int64_t loaded_at = 0) {
+    // A user without "refresh_token_issued_at" (written before it existed)
+    // gets @p loaded_at: the store passes the time it loads the file, so the
+    // refresh token's clock starts when it is first loaded (parse() leaves 0).
     std::string scratch(text.size(), '\0');
     std::optional<std::int64_t> version;
     std::string_view users;
@@ -306,6 +322,8 @@ class JsonFileUserStore : public UserStore {
       User u;
       bool have_id = false, have_email = false, have_hash = false, have_token = false, have_disabled = false;
       std::optional<std::int64_t> generation;
+      std::optional<std::int64_t> issued_at;
+      bool have_issued_at = false;
       const auto text_field = [](const detail::json_value_view& v, std::string& field, bool& have) {
         have = v.kind == detail::json_kind::string;
         if (have) field.assign(v.text.data(), v.text.size());
@@ -325,13 +343,19 @@ class JsonFileUserStore : public UserStore {
         } else if (name == "disabled") {
           have_disabled = v.kind == detail::json_kind::literal && (v.raw == "true" || v.raw == "false");
           u.disabled = v.raw == "true";
+        } else if (name == "refresh_token_issued_at") {
+          have_issued_at = true;
+          issued_at = detail::json_non_negative_integer(v);
         }
       });
-      if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled) {
+      if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled ||
+          (have_issued_at && !issued_at)) {
         error = "user #" + std::to_string(count) + " lacks a field or has one of the wrong type";
         return false;
       }
       u.refresh_generation = *generation;
+      u.refresh_token_issued_at = issued_at && *issued_at ? *issued_at : loaded_at;
+      if ((!issued_at || !*issued_at) && unstamped) *unstamped = true;
       if (!on_user(std::move(u))) {
         error = "user #" + std::to_string(count) + " has an empty or duplicate email, user id or refresh token";
         refused = true;
@@ -374,17 +398,20 @@ class JsonFileUserStore : public UserStore {
   }
 
   // One user line of a canonical file, parsed like the whole file would be.
-  static bool parse_user_line(std::string_view line, std::string& error, User& out) {
+  static bool parse_user_line(std::string_view line, std::string& error, User& out, std::int64_t loaded_at = 0) {
     if (line.back() == ',') line.remove_suffix(1);
     std::string text = "{\"version\":1,\"users\":[";
     text.append(line.data(), line.size());
     text += "]}";
     bool got = false;
-    return parse_users(text, error, [&](User&& u) {
-             out = std::move(u);
-             got = true;
-             return true;
-           }) &&
+    return parse_users(
+               text, error,
+               [&](User&& u) {
+                 out = std::move(u);
+                 got = true;
+                 return true;
+               },
+               nullptr, loaded_at) &&
            got;
   }
 
@@ -419,7 +446,7 @@ class JsonFileUserStore : public UserStore {
       User added;
       std::string reason;
       const std::string which = "user #" + std::to_string(i - 2);
-      if (!parse_user_line(new_lines[i], reason, added)) {
+      if (!parse_user_line(new_lines[i], reason, added, system_now())) {
         error = which + " lacks a field or has one of the wrong type";
         return patch::invalid;
       }
@@ -549,7 +576,9 @@ class JsonFileUserStore : public UserStore {
         if (result == patch::not_applicable) {
           next = detail::user_index();
           next.reserve(text.size() / bytes_per_user_estimate + 1);
-          if (parse_users(text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; })) {
+          if (parse_users(
+                  text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; }, &unstamped_,
+                  system_now())) {
             result = patch::applied;
             canonical = text == serialize_index(next);
           } else {
@@ -605,6 +634,7 @@ class JsonFileUserStore : public UserStore {
   std::optional<detail::file_identity> bad_content_;
   std::string bad_content_error_;
   std::string failing_;  // the reason last logged, until a load succeeds
+  bool unstamped_ = false;  // a load gave users without an issue time this load's time
   bool constructed_ = false;  // the constructor reports its failure by throwing, not in the log
   mutable std::mutex error_mutex_;
   std::string last_error_;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "audit.hpp"
 #include "clock.hpp"
 #include "lockout.hpp"
 #include "metrics.hpp"
@@ -88,6 +89,17 @@ struct Options {
   /// counter here (see iwsec/postgres/backend.hpp); `lockout.client_key`
   /// still names the client either way.
   std::shared_ptr<Lockout> lockout_state;
+
+  /// @brief How long a refresh token works after it was issued (User::
+  /// refresh_token_issued_at: add-user, set-password, rotations). An expired
+  /// one is answered like an unknown one (406) and counts as a failure.
+  /// 0: refresh tokens do not expire.
+  std::chrono::seconds refresh_token_lifetime{0};
+
+  /// @brief Receives every audit event (logins, exchanges, revocations,
+  /// rotations, locks; see AuditEvent) on the request's thread. Empty:
+  /// nothing is built or called.
+  AuditHook on_audit;
 };
 
 }  // namespace iwsec

@@ -23,6 +23,7 @@
 #include "detail/crypto.hpp"
 #include "detail/http.hpp"
 #include "detail/json.hpp"
+#include "audit.hpp"
 #include "detail/request_body.hpp"
 #include "errors.hpp"
 #include "hashing_gate.hpp"
@@ -252,6 +253,46 @@ class security_core {
       throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
       throw std::invalid_argument(std::string("iwsec: Options::lockout.") + error);
+    if (o.refresh_token_lifetime.count() < 0)
+      throw std::invalid_argument("iwsec: Options::refresh_token_lifetime must not be negative");
+  }
+
+  /// @brief Hands one audit event to Options::on_audit (nothing is built
+  /// when it is unset). @p req: the HTTP request it came from, if any.
+  void audit(const httplib::Request* req, const char* event, std::string_view email, const std::string& user_id,
+             const char* result, const char* reason, std::int64_t until = 0) const {
+    if (!options_.on_audit) return;
+    AuditEvent e;
+    e.time_ms = audit_now_ms();
+    e.event = event;
+    e.email = audit_text(ascii_lower(email));
+    e.user_id = user_id;
+    if (req) {
+      e.client = client_of(*req);
+      const std::string& id = req->get_header_value("X-Request-Id");
+      bool sane = !id.empty() && id.size() <= 64;
+      for (char c : id)
+        sane = sane && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                        c == '_' || c == ':' || c == '-');
+      if (sane) e.request_id = id;
+    }
+    if (result) e.result = result;
+    if (reason) e.reason = reason;
+    e.until = until;
+    try {
+      options_.on_audit(e);
+    } catch (...) {
+    }
+  }
+
+  /// @brief Text a client sent, fit for a JSON line: at most 254 bytes,
+  /// bytes that are not valid UTF-8 as '?'.
+  static std::string audit_text(std::string text) {
+    if (text.size() > 254) text.resize(254);
+    if (!is_valid_utf8(text))
+      for (char& c : text)
+        if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+    return text;
   }
 
   RevocationStore& revocations() const { return *revocations_; }
@@ -325,6 +366,20 @@ class security_core {
     if (!started) return;
     const auto report = [this](LockoutEvent::Kind kind, std::string subject, std::int64_t until) {
       metrics_->count_lockout(kind == LockoutEvent::Kind::account);
+      if (options_.on_audit) {
+        const bool account = kind == LockoutEvent::Kind::account;
+        AuditEvent e;
+        e.time_ms = audit_now_ms();
+        e.event = "lock";
+        (account ? e.email : e.client) = account ? audit_text(subject) : subject;
+        e.result = "locked";
+        e.reason = account ? "account_failures" : "client_failures";
+        e.until = until;
+        try {
+          options_.on_audit(e);
+        } catch (...) {
+        }
+      }
       if (!options_.on_lockout) return;
       try {
         options_.on_lockout(LockoutEvent{kind, std::move(subject), until});
@@ -468,7 +523,8 @@ class security_core {
   /// the password again, and stores that), except while the
   /// account (its lower-cased email, known or not) is locked or the client
   /// blocked: then a 429 before any hashing.
-  std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
+  std::optional<User> password_login(const httplib::Request& req, httplib::Response& res,
+                                     const char* audit_event = "login") const {
     const auto basic = credentials(req, res, authorization::kind::basic, "Basic");
     if (!basic) return std::nullopt;
     const auto pair = parse_basic_credentials(*basic);
@@ -482,6 +538,7 @@ class security_core {
     auto attempt = lockout_->begin(email, client, now());
     if (!attempt) {
       metrics_->count_login(CheckResult::locked);
+      audit(&req, audit_event, email, std::string(), "locked", "locked");
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
@@ -492,10 +549,11 @@ class security_core {
     if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     const std::uint32_t rounds = options_.password_rounds;
-    bool ok;
+    bool ok, password_ok = false;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
       // At least the configured rounds, also for a hash with fewer (SPEC "Passwords").
-      ok = verify_password(password, user->password_hash, rounds) && !user->disabled;
+      password_ok = verify_password(password, user->password_hash, rounds);
+      ok = password_ok && !user->disabled;
     } else {
       // Unknown email (or a stored hash that cannot match): the same work as a wrong password.
       ok = verify_password_decoy(password, rounds);
@@ -513,11 +571,15 @@ class security_core {
     if (!ok) {
       attempt_failed(attempt, email, client);
       metrics_->count_login(CheckResult::failure);
+      audit(&req, audit_event, email, user ? user->user_id : std::string(), "failure",
+            password_ok ? "disabled" : "bad_credentials");
       fail(res, failure::rejected, "Basic");
       return std::nullopt;
     }
     attempt.succeeded(now());
     metrics_->count_login(CheckResult::success);
+    // A rotation is audited once its write is done.
+    if (std::strcmp(audit_event, "login") == 0) audit(&req, audit_event, user->email, user->user_id, "success", nullptr);
     return user;
   }
 
@@ -547,16 +609,24 @@ class security_core {
     auto attempt = lockout_->begin(std::nullopt, client, now());
     if (!attempt) {
       metrics_->count_exchange(CheckResult::locked);
+      audit(&req, "token_exchange", {}, std::string(), "locked", "locked");
       return too_many_attempts(res, attempt.wait());
     }
     const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
-    if (!user || user->disabled) {
+    // Past Options::refresh_token_lifetime: answered like an unknown token.
+    const std::int64_t lifetime = static_cast<std::int64_t>(options_.refresh_token_lifetime.count());
+    const bool expired = user && lifetime > 0 && now() >= user->refresh_token_issued_at + lifetime;
+    if (!user || user->disabled || expired) {
       attempt_failed(attempt, std::nullopt, client);
       metrics_->count_exchange(CheckResult::failure);
+      audit(&req, "token_exchange", user ? std::string_view(user->email) : std::string_view(),
+            user ? user->user_id : std::string(), "failure",
+            !user ? "unknown_refresh_token" : user->disabled ? "disabled" : "expired_refresh_token");
       return fail(res, failure::rejected, "Basic");
     }
     attempt.succeeded(now());
     metrics_->count_exchange(CheckResult::success);
+    audit(&req, "token_exchange", user->email, user->user_id, "success", nullptr);
     send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
   }
 
@@ -564,7 +634,10 @@ class security_core {
     const auto token = credentials(req, res, authorization::kind::bearer, "Bearer");
     if (!token) return;
     const auto result = signer_.verify_ignoring_lifetime(*token);
-    if (!result) return fail(res, failure::invalid_token, "Bearer");
+    if (!result) {
+      audit(&req, "revocation", {}, std::string(), "failure", "invalid_token");
+      return fail(res, failure::invalid_token, "Bearer");
+    }
     const VerifiedToken& t = result.token();
     // Kept until the token would fail verification on its own; an expired
     // token needs no entry, it can never be valid again.
@@ -577,6 +650,7 @@ class security_core {
       if (outcome == RevokeOutcome::limit_reached && !end_sessions_of(t)) return fail(res, failure::internal, "Bearer");
     }
     metrics_->count_revocation();
+    audit(&req, "revocation", t.email(), t.user_id(), "success", nullptr);
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
   }
 
@@ -605,9 +679,10 @@ class security_core {
   }
 
   void rotate_refresh_token(const httplib::Request& req, httplib::Response& res) const {
-    const auto user = password_login(req, res);
+    const auto user = password_login(req, res, "refresh_rotation");
     if (!user) return;
-    const auto rotated = iwsec::rotate_refresh_token(users_, user->email);
+    const auto rotated = iwsec::rotate_refresh_token(users_, user->email, now());
+    if (rotated.status == StoreStatus::ok) audit(&req, "refresh_rotation", user->email, user->user_id, "success", nullptr);
     if (rotated.status == StoreStatus::not_found) return fail(res, failure::rejected, "Basic");  // deleted meanwhile
     if (rotated.status != StoreStatus::ok) return fail(res, failure::internal, "Basic");
     std::string body =

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "clock.hpp"
 #include "detail/base64.hpp"
 #include "detail/crypto.hpp"
 #include "detail/json.hpp"
@@ -32,6 +33,11 @@ struct User {
   std::string refresh_token_sha256;  ///< hex SHA-256 of the current refresh token
   std::int64_t refresh_generation = 0;  ///< bumped by each refresh-token rotation
   bool disabled = false;
+  /// @brief When the current refresh token was issued (seconds since the
+  /// epoch; Options::refresh_token_lifetime counts from it). 0: unknown (a
+  /// token from before issue times were kept: the stores shipped here set it
+  /// to the time they first load such a user, and keep that time).
+  std::int64_t refresh_token_issued_at = 0;
 };
 
 /// @brief What an access-token check needs to know about its user, cheaply.
@@ -170,12 +176,15 @@ inline const char* password_problem(std::string_view password) noexcept {
 
 /// @brief Gives the user a new refresh token and bumps their generation, so
 /// the old refresh token and every access token minted before stop working.
-inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_view email) {
+/// @p now is the new token's issue time (its lifetime counts from it).
+inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_view email,
+                                               std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   std::string token = generate_refresh_token();
   const std::string hash = refresh_token_hash(token);
   out.status = users.update_user(email, [&](User& u) {
     u.refresh_token_sha256 = hash;
+    u.refresh_token_issued_at = now;
     ++u.refresh_generation;
     out.user_id = u.user_id;
   });
@@ -188,9 +197,11 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
 /// (returned, shown once; the old one stops working) and a generation bump
 /// (every access token minted before stops working). With @p keep_sessions
 /// only the hash changes and the result carries no refresh token. invalid
-/// (nothing changed) for a password no login could present.
+/// (nothing changed) for a password no login could present. @p now is the
+/// new refresh token's issue time.
 inline IssuedRefreshToken set_password(UserStore& users, std::string_view email, std::string_view password,
-                                       std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false) {
+                                       std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false,
+                                       std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   if (const char* problem = password_problem(password)) {
     out.error = problem;
@@ -203,6 +214,7 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
     u.password_hash = hash;
     if (!keep_sessions) {
       u.refresh_token_sha256 = token_hash;
+      u.refresh_token_issued_at = now;
       ++u.refresh_generation;
     }
     out.user_id = u.user_id;
@@ -240,9 +252,10 @@ inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, b
 /// @brief Creates an enabled user with a hashed password and a first
 /// refresh token (returned, shown once). Refuses (status invalid, the
 /// reason in `error`) an email or password no login could use: see
-/// email_problem() and password_problem().
+/// email_problem() and password_problem(). @p now is the first refresh
+/// token's issue time.
 inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, std::string_view password,
-                                      std::uint32_t rounds = default_pbkdf2_rounds) {
+                                      std::uint32_t rounds = default_pbkdf2_rounds, std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   const char* problem = email_problem(email);
   if (!problem) problem = password_problem(password);
@@ -256,6 +269,7 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
   user.password_hash = hash_password(password, rounds);
   std::string token = generate_refresh_token();
   user.refresh_token_sha256 = refresh_token_hash(token);
+  user.refresh_token_issued_at = now;
   out.status = users.add_user(user);
   if (out.status == StoreStatus::ok) {
     out.user_id = user.user_id;
@@ -293,7 +307,8 @@ class user_index {
   /// @brief Fields every stored user must have: text a JSON file can hold.
   static bool storable(const User& u) {
     return !u.email.empty() && !u.user_id.empty() && is_valid_utf8(u.email) && is_valid_utf8(u.user_id) &&
-           is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0;
+           is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0 &&
+           u.refresh_token_issued_at >= 0;
   }
 
   StoreStatus add(const User& user) { return add(User(user)); }

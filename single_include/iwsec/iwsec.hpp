@@ -3096,6 +3096,11 @@ struct User {
   std::string refresh_token_sha256;  ///< hex SHA-256 of the current refresh token
   std::int64_t refresh_generation = 0;  ///< bumped by each refresh-token rotation
   bool disabled = false;
+  /// @brief When the current refresh token was issued (seconds since the
+  /// epoch; Options::refresh_token_lifetime counts from it). 0: unknown (a
+  /// token from before issue times were kept: the stores shipped here set it
+  /// to the time they first load such a user, and keep that time).
+  std::int64_t refresh_token_issued_at = 0;
 };
 
 /// @brief What an access-token check needs to know about its user, cheaply.
@@ -3234,12 +3239,15 @@ inline const char* password_problem(std::string_view password) noexcept {
 
 /// @brief Gives the user a new refresh token and bumps their generation, so
 /// the old refresh token and every access token minted before stop working.
-inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_view email) {
+/// @p now is the new token's issue time (its lifetime counts from it).
+inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_view email,
+                                               std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   std::string token = generate_refresh_token();
   const std::string hash = refresh_token_hash(token);
   out.status = users.update_user(email, [&](User& u) {
     u.refresh_token_sha256 = hash;
+    u.refresh_token_issued_at = now;
     ++u.refresh_generation;
     out.user_id = u.user_id;
   });
@@ -3252,9 +3260,11 @@ inline IssuedRefreshToken rotate_refresh_token(UserStore& users, std::string_vie
 /// (returned, shown once; the old one stops working) and a generation bump
 /// (every access token minted before stops working). With @p keep_sessions
 /// only the hash changes and the result carries no refresh token. invalid
-/// (nothing changed) for a password no login could present.
+/// (nothing changed) for a password no login could present. @p now is the
+/// new refresh token's issue time.
 inline IssuedRefreshToken set_password(UserStore& users, std::string_view email, std::string_view password,
-                                       std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false) {
+                                       std::uint32_t rounds = default_pbkdf2_rounds, bool keep_sessions = false,
+                                       std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   if (const char* problem = password_problem(password)) {
     out.error = problem;
@@ -3267,6 +3277,7 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
     u.password_hash = hash;
     if (!keep_sessions) {
       u.refresh_token_sha256 = token_hash;
+      u.refresh_token_issued_at = now;
       ++u.refresh_generation;
     }
     out.user_id = u.user_id;
@@ -3304,9 +3315,10 @@ inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, b
 /// @brief Creates an enabled user with a hashed password and a first
 /// refresh token (returned, shown once). Refuses (status invalid, the
 /// reason in `error`) an email or password no login could use: see
-/// email_problem() and password_problem().
+/// email_problem() and password_problem(). @p now is the first refresh
+/// token's issue time.
 inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, std::string_view password,
-                                      std::uint32_t rounds = default_pbkdf2_rounds) {
+                                      std::uint32_t rounds = default_pbkdf2_rounds, std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   const char* problem = email_problem(email);
   if (!problem) problem = password_problem(password);
@@ -3320,6 +3332,7 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
   user.password_hash = hash_password(password, rounds);
   std::string token = generate_refresh_token();
   user.refresh_token_sha256 = refresh_token_hash(token);
+  user.refresh_token_issued_at = now;
   out.status = users.add_user(user);
   if (out.status == StoreStatus::ok) {
     out.user_id = user.user_id;
@@ -3357,7 +3370,8 @@ class user_index {
   /// @brief Fields every stored user must have: text a JSON file can hold.
   static bool storable(const User& u) {
     return !u.email.empty() && !u.user_id.empty() && is_valid_utf8(u.email) && is_valid_utf8(u.user_id) &&
-           is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0;
+           is_valid_utf8(u.password_hash) && is_valid_utf8(u.refresh_token_sha256) && u.refresh_generation >= 0 &&
+           u.refresh_token_issued_at >= 0;
   }
 
   StoreStatus add(const User& user) { return add(User(user)); }
@@ -3703,10 +3717,19 @@ class JsonFileUserStore : public UserStore {
       const int e = ::stat(dir.c_str(), &st) != 0 ? errno : ENOTDIR;
       throw store_error("iwsec: cannot use users file " + path_ + ": directory " + dir + ": " + std::strerror(e));
     }
-    std::lock_guard<detail::waitable_lock> loading(load_mutex_);
-    std::string error;
-    if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
-    constructed_ = true;
+    bool unstamped = false;
+    {
+      std::lock_guard<detail::waitable_lock> loading(load_mutex_);
+      std::string error;
+      if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+      unstamped = unstamped_;
+      constructed_ = true;
+    }
+    // Users from before issue times were kept got this load's time as their
+    // refresh token's issue time: keep it (one write), so a restart does not
+    // start their tokens' clocks again. A store that cannot write now keeps
+    // it in memory and writes it with its next change.
+    if (unstamped) write([](detail::user_index&) { return StoreStatus::ok; });
   }
 
   JsonFileUserStore(const JsonFileUserStore&) = delete;
@@ -3806,7 +3829,10 @@ class JsonFileUserStore : public UserStore {
     out += ", \"refresh_token_sha256\": ";
     detail::append_json_string(out, u.refresh_token_sha256);
     out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
-    out += u.disabled ? ", \"disabled\": true}" : ", \"disabled\": false}";
+    out += u.disabled ? ", \"disabled\": true" : ", \"disabled\": false";
+    // Added later: files without it still load (see parse_users).
+    if (u.refresh_token_issued_at) out += ", \"refresh_token_issued_at\": " + std::to_string(u.refresh_token_issued_at);
+    out += '}';
   }
 
   static std::string serialize_index(const detail::user_index& index) {
@@ -3861,7 +3887,11 @@ class JsonFileUserStore : public UserStore {
   // a second. Calls on_user(User&&) for each; false (and @p error) when the
   // text is not a users file or on_user refused one.
   template <typename OnUser>
-  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user) {
+  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user, bool* unstamped = nullptr,
+                          std::int64_t loaded_at = 0) {
+    // A user without "refresh_token_issued_at" (written before it existed)
+    // gets @p loaded_at: the store passes the time it loads the file, so the
+    // refresh token's clock starts when it is first loaded (parse() leaves 0).
     std::string scratch(text.size(), '\0');
     std::optional<std::int64_t> version;
     std::string_view users;
@@ -3892,6 +3922,8 @@ class JsonFileUserStore : public UserStore {
       User u;
       bool have_id = false, have_email = false, have_hash = false, have_token = false, have_disabled = false;
       std::optional<std::int64_t> generation;
+      std::optional<std::int64_t> issued_at;
+      bool have_issued_at = false;
       const auto text_field = [](const detail::json_value_view& v, std::string& field, bool& have) {
         have = v.kind == detail::json_kind::string;
         if (have) field.assign(v.text.data(), v.text.size());
@@ -3911,13 +3943,19 @@ class JsonFileUserStore : public UserStore {
         } else if (name == "disabled") {
           have_disabled = v.kind == detail::json_kind::literal && (v.raw == "true" || v.raw == "false");
           u.disabled = v.raw == "true";
+        } else if (name == "refresh_token_issued_at") {
+          have_issued_at = true;
+          issued_at = detail::json_non_negative_integer(v);
         }
       });
-      if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled) {
+      if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled ||
+          (have_issued_at && !issued_at)) {
         error = "user #" + std::to_string(count) + " lacks a field or has one of the wrong type";
         return false;
       }
       u.refresh_generation = *generation;
+      u.refresh_token_issued_at = issued_at && *issued_at ? *issued_at : loaded_at;
+      if ((!issued_at || !*issued_at) && unstamped) *unstamped = true;
       if (!on_user(std::move(u))) {
         error = "user #" + std::to_string(count) + " has an empty or duplicate email, user id or refresh token";
         refused = true;
@@ -3960,17 +3998,20 @@ class JsonFileUserStore : public UserStore {
   }
 
   // One user line of a canonical file, parsed like the whole file would be.
-  static bool parse_user_line(std::string_view line, std::string& error, User& out) {
+  static bool parse_user_line(std::string_view line, std::string& error, User& out, std::int64_t loaded_at = 0) {
     if (line.back() == ',') line.remove_suffix(1);
     std::string text = "{\"version\":1,\"users\":[";
     text.append(line.data(), line.size());
     text += "]}";
     bool got = false;
-    return parse_users(text, error, [&](User&& u) {
-             out = std::move(u);
-             got = true;
-             return true;
-           }) &&
+    return parse_users(
+               text, error,
+               [&](User&& u) {
+                 out = std::move(u);
+                 got = true;
+                 return true;
+               },
+               nullptr, loaded_at) &&
            got;
   }
 
@@ -4005,7 +4046,7 @@ class JsonFileUserStore : public UserStore {
       User added;
       std::string reason;
       const std::string which = "user #" + std::to_string(i - 2);
-      if (!parse_user_line(new_lines[i], reason, added)) {
+      if (!parse_user_line(new_lines[i], reason, added, system_now())) {
         error = which + " lacks a field or has one of the wrong type";
         return patch::invalid;
       }
@@ -4135,7 +4176,9 @@ class JsonFileUserStore : public UserStore {
         if (result == patch::not_applicable) {
           next = detail::user_index();
           next.reserve(text.size() / bytes_per_user_estimate + 1);
-          if (parse_users(text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; })) {
+          if (parse_users(
+                  text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; }, &unstamped_,
+                  system_now())) {
             result = patch::applied;
             canonical = text == serialize_index(next);
           } else {
@@ -4191,6 +4234,7 @@ class JsonFileUserStore : public UserStore {
   std::optional<detail::file_identity> bad_content_;
   std::string bad_content_error_;
   std::string failing_;  // the reason last logged, until a load succeeds
+  bool unstamped_ = false;  // a load gave users without an issue time this load's time
   bool constructed_ = false;  // the constructor reports its failure by throwing, not in the log
   mutable std::mutex error_mutex_;
   std::string last_error_;
@@ -5828,6 +5872,88 @@ inline std::optional<TokenCheck> take_token_check(const httplib::Request& req) n
 
 }  // namespace iwsec
 // ----- end iwsec/observe.hpp -----
+// ----- begin iwsec/audit.hpp -----
+/// @file
+/// @brief The audit trail's events (SPEC "Audit trail"): what happened to
+/// which account, for whom, with what result. Never a secret.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <string>
+
+
+namespace iwsec {
+
+/// @brief One security event. Empty fields are left out of its JSON line.
+struct AuditEvent {
+  /// @brief Milliseconds since the epoch (the wall clock).
+  std::int64_t time_ms = 0;
+  /// @brief `login`, `token_exchange`, `revocation`, `refresh_rotation`,
+  /// `lock`, `unlock`, or an administrator's change (`user_added`, ...).
+  std::string event;
+  std::string email;       ///< where known (a failed login's as typed, lower-cased)
+  std::string user_id;     ///< where known
+  std::string client;      ///< HTTP events: the client key (address) the lockout counts
+  std::string request_id;  ///< HTTP events: the request's id, when the host gave it one
+  std::string actor;       ///< administrator events: the OS account that ran the change
+  std::string result;      ///< `success`, `failure`, `locked`, where it applies
+  std::string reason;      ///< a failure's class: `bad_credentials`, `unknown_refresh_token`, ...
+  std::string kid;         ///< signing-key events: the key's id (never the key)
+  std::int64_t until = 0;  ///< `lock`: when it ends (seconds since the epoch); 0: not a lock
+};
+
+/// @brief Receives the routes' audit events (Options::on_audit), on the
+/// request's thread. Must not throw (what it throws is dropped). A host that
+/// must never lose one makes it block rather than drop when it is behind.
+using AuditHook = std::function<void(const AuditEvent&)>;
+
+/// @brief The wall clock in milliseconds since the epoch.
+inline std::int64_t audit_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// @brief "2026-12-07T01:02:03.456Z" for @p ms since the epoch.
+inline std::string audit_time(std::int64_t ms) {
+  const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&seconds, &tm);
+  char text[40];
+  const std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(text + n, sizeof text - n, ".%03dZ", static_cast<int>(ms % 1000));
+  return text;
+}
+
+/// @brief @p e as one JSON object and a newline: `time` first, then the
+/// fields that are set.
+inline std::string audit_json_line(const AuditEvent& e) {
+  std::string out = "{\"time\":\"" + audit_time(e.time_ms) + "\",\"event\":";
+  detail::append_json_string(out, e.event);
+  const auto field = [&out](const char* name, const std::string& value) {
+    if (value.empty()) return;
+    out += ",\"";
+    out += name;
+    out += "\":";
+    detail::append_json_string(out, value);
+  };
+  field("email", e.email);
+  field("user_id", e.user_id);
+  field("client", e.client);
+  field("request_id", e.request_id);
+  field("actor", e.actor);
+  field("result", e.result);
+  field("reason", e.reason);
+  field("kid", e.kid);
+  if (e.until) field("until", audit_time(e.until * 1000).replace(19, 4, ""));
+  out += "}\n";
+  return out;
+}
+
+}  // namespace iwsec
+// ----- end iwsec/audit.hpp -----
 // ----- begin iwsec/options.hpp -----
 /// @file
 /// @brief Options for mount_security_routes; every field has a sane default.
@@ -5912,6 +6038,17 @@ struct Options {
   /// counter here (see iwsec/postgres/backend.hpp); `lockout.client_key`
   /// still names the client either way.
   std::shared_ptr<Lockout> lockout_state;
+
+  /// @brief How long a refresh token works after it was issued (User::
+  /// refresh_token_issued_at: add-user, set-password, rotations). An expired
+  /// one is answered like an unknown one (406) and counts as a failure.
+  /// 0: refresh tokens do not expire.
+  std::chrono::seconds refresh_token_lifetime{0};
+
+  /// @brief Receives every audit event (logins, exchanges, revocations,
+  /// rotations, locks; see AuditEvent) on the request's thread. Empty:
+  /// nothing is built or called.
+  AuditHook on_audit;
 };
 
 }  // namespace iwsec
@@ -6525,6 +6662,46 @@ class security_core {
       throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
       throw std::invalid_argument(std::string("iwsec: Options::lockout.") + error);
+    if (o.refresh_token_lifetime.count() < 0)
+      throw std::invalid_argument("iwsec: Options::refresh_token_lifetime must not be negative");
+  }
+
+  /// @brief Hands one audit event to Options::on_audit (nothing is built
+  /// when it is unset). @p req: the HTTP request it came from, if any.
+  void audit(const httplib::Request* req, const char* event, std::string_view email, const std::string& user_id,
+             const char* result, const char* reason, std::int64_t until = 0) const {
+    if (!options_.on_audit) return;
+    AuditEvent e;
+    e.time_ms = audit_now_ms();
+    e.event = event;
+    e.email = audit_text(ascii_lower(email));
+    e.user_id = user_id;
+    if (req) {
+      e.client = client_of(*req);
+      const std::string& id = req->get_header_value("X-Request-Id");
+      bool sane = !id.empty() && id.size() <= 64;
+      for (char c : id)
+        sane = sane && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                        c == '_' || c == ':' || c == '-');
+      if (sane) e.request_id = id;
+    }
+    if (result) e.result = result;
+    if (reason) e.reason = reason;
+    e.until = until;
+    try {
+      options_.on_audit(e);
+    } catch (...) {
+    }
+  }
+
+  /// @brief Text a client sent, fit for a JSON line: at most 254 bytes,
+  /// bytes that are not valid UTF-8 as '?'.
+  static std::string audit_text(std::string text) {
+    if (text.size() > 254) text.resize(254);
+    if (!is_valid_utf8(text))
+      for (char& c : text)
+        if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+    return text;
   }
 
   RevocationStore& revocations() const { return *revocations_; }
@@ -6598,6 +6775,20 @@ class security_core {
     if (!started) return;
     const auto report = [this](LockoutEvent::Kind kind, std::string subject, std::int64_t until) {
       metrics_->count_lockout(kind == LockoutEvent::Kind::account);
+      if (options_.on_audit) {
+        const bool account = kind == LockoutEvent::Kind::account;
+        AuditEvent e;
+        e.time_ms = audit_now_ms();
+        e.event = "lock";
+        (account ? e.email : e.client) = account ? audit_text(subject) : subject;
+        e.result = "locked";
+        e.reason = account ? "account_failures" : "client_failures";
+        e.until = until;
+        try {
+          options_.on_audit(e);
+        } catch (...) {
+        }
+      }
       if (!options_.on_lockout) return;
       try {
         options_.on_lockout(LockoutEvent{kind, std::move(subject), until});
@@ -6741,7 +6932,8 @@ class security_core {
   /// the password again, and stores that), except while the
   /// account (its lower-cased email, known or not) is locked or the client
   /// blocked: then a 429 before any hashing.
-  std::optional<User> password_login(const httplib::Request& req, httplib::Response& res) const {
+  std::optional<User> password_login(const httplib::Request& req, httplib::Response& res,
+                                     const char* audit_event = "login") const {
     const auto basic = credentials(req, res, authorization::kind::basic, "Basic");
     if (!basic) return std::nullopt;
     const auto pair = parse_basic_credentials(*basic);
@@ -6755,6 +6947,7 @@ class security_core {
     auto attempt = lockout_->begin(email, client, now());
     if (!attempt) {
       metrics_->count_login(CheckResult::locked);
+      audit(&req, audit_event, email, std::string(), "locked", "locked");
       too_many_attempts(res, attempt.wait());
       return std::nullopt;
     }
@@ -6765,10 +6958,11 @@ class security_core {
     if (!turn) throw StateUnavailable("iwsec: the password hashing queue is full", 1);
     auto user = email.empty() ? std::nullopt : users_.find_by_email(email);
     const std::uint32_t rounds = options_.password_rounds;
-    bool ok;
+    bool ok, password_ok = false;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
       // At least the configured rounds, also for a hash with fewer (SPEC "Passwords").
-      ok = verify_password(password, user->password_hash, rounds) && !user->disabled;
+      password_ok = verify_password(password, user->password_hash, rounds);
+      ok = password_ok && !user->disabled;
     } else {
       // Unknown email (or a stored hash that cannot match): the same work as a wrong password.
       ok = verify_password_decoy(password, rounds);
@@ -6786,11 +6980,15 @@ class security_core {
     if (!ok) {
       attempt_failed(attempt, email, client);
       metrics_->count_login(CheckResult::failure);
+      audit(&req, audit_event, email, user ? user->user_id : std::string(), "failure",
+            password_ok ? "disabled" : "bad_credentials");
       fail(res, failure::rejected, "Basic");
       return std::nullopt;
     }
     attempt.succeeded(now());
     metrics_->count_login(CheckResult::success);
+    // A rotation is audited once its write is done.
+    if (std::strcmp(audit_event, "login") == 0) audit(&req, audit_event, user->email, user->user_id, "success", nullptr);
     return user;
   }
 
@@ -6820,16 +7018,24 @@ class security_core {
     auto attempt = lockout_->begin(std::nullopt, client, now());
     if (!attempt) {
       metrics_->count_exchange(CheckResult::locked);
+      audit(&req, "token_exchange", {}, std::string(), "locked", "locked");
       return too_many_attempts(res, attempt.wait());
     }
     const auto user = users_.find_by_refresh_token_hash(refresh_token_hash(*refresh_token));
-    if (!user || user->disabled) {
+    // Past Options::refresh_token_lifetime: answered like an unknown token.
+    const std::int64_t lifetime = static_cast<std::int64_t>(options_.refresh_token_lifetime.count());
+    const bool expired = user && lifetime > 0 && now() >= user->refresh_token_issued_at + lifetime;
+    if (!user || user->disabled || expired) {
       attempt_failed(attempt, std::nullopt, client);
       metrics_->count_exchange(CheckResult::failure);
+      audit(&req, "token_exchange", user ? std::string_view(user->email) : std::string_view(),
+            user ? user->user_id : std::string(), "failure",
+            !user ? "unknown_refresh_token" : user->disabled ? "disabled" : "expired_refresh_token");
       return fail(res, failure::rejected, "Basic");
     }
     attempt.succeeded(now());
     metrics_->count_exchange(CheckResult::success);
+    audit(&req, "token_exchange", user->email, user->user_id, "success", nullptr);
     send_token(res, mint(*user, TokenAction::refresh_token), nullptr);
   }
 
@@ -6837,7 +7043,10 @@ class security_core {
     const auto token = credentials(req, res, authorization::kind::bearer, "Bearer");
     if (!token) return;
     const auto result = signer_.verify_ignoring_lifetime(*token);
-    if (!result) return fail(res, failure::invalid_token, "Bearer");
+    if (!result) {
+      audit(&req, "revocation", {}, std::string(), "failure", "invalid_token");
+      return fail(res, failure::invalid_token, "Bearer");
+    }
     const VerifiedToken& t = result.token();
     // Kept until the token would fail verification on its own; an expired
     // token needs no entry, it can never be valid again.
@@ -6850,6 +7059,7 @@ class security_core {
       if (outcome == RevokeOutcome::limit_reached && !end_sessions_of(t)) return fail(res, failure::internal, "Bearer");
     }
     metrics_->count_revocation();
+    audit(&req, "revocation", t.email(), t.user_id(), "success", nullptr);
     send_json(res, 200, "{\"message\":\"Logout Success\",\"result\":\"Token successfully blacklisted\"}");
   }
 
@@ -6878,9 +7088,10 @@ class security_core {
   }
 
   void rotate_refresh_token(const httplib::Request& req, httplib::Response& res) const {
-    const auto user = password_login(req, res);
+    const auto user = password_login(req, res, "refresh_rotation");
     if (!user) return;
-    const auto rotated = iwsec::rotate_refresh_token(users_, user->email);
+    const auto rotated = iwsec::rotate_refresh_token(users_, user->email, now());
+    if (rotated.status == StoreStatus::ok) audit(&req, "refresh_rotation", user->email, user->user_id, "success", nullptr);
     if (rotated.status == StoreStatus::not_found) return fail(res, failure::rejected, "Basic");  // deleted meanwhile
     if (rotated.status != StoreStatus::ok) return fail(res, failure::internal, "Basic");
     std::string body =

@@ -68,7 +68,10 @@ class ShowUserAndUnlock(unittest.TestCase):
         doc = self.show()
         self.assertEqual(doc, {"user_id": self.user_id, "email": EMAIL, "disabled": False,
                                "refresh_generation": doc["refresh_generation"], "locked": False,
-                               "locked_until": None})
+                               "locked_until": None,
+                               # issue 17: show-user also says when the refresh token was issued
+                               "refresh_token_issued_at": doc["refresh_token_issued_at"]})
+        self.assertRegex(doc["refresh_token_issued_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         self.assertIsInstance(doc["refresh_generation"], int)
 
         before = datetime.datetime.now(datetime.timezone.utc)

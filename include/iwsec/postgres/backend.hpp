@@ -46,6 +46,7 @@
 
 #include <poll.h>
 
+#include "../audit.hpp"
 #include "../clock.hpp"
 #include "../errors.hpp"
 #include "../lockout.hpp"
@@ -290,7 +291,7 @@ class cluster_state {
       const std::int64_t from = applied_.load();
       auto r = c.exec(
           "SELECT c.seq, c.kind, c.email_key, c.jti, c.expires_at, u.user_id, u.email, u.password_hash, "
-          "u.refresh_token_sha256, u.refresh_generation, u.disabled "
+          "u.refresh_token_sha256, u.refresh_generation, u.disabled, coalesce(u.refresh_token_issued_at, 0) "
           "FROM iwsec_changes c LEFT JOIN iwsec_users u ON c.kind = 'u' AND u.email_key = c.email_key "
           "WHERE c.seq > $1 ORDER BY c.seq LIMIT 5000",
           {std::to_string(from)});
@@ -327,6 +328,7 @@ class cluster_state {
     u.refresh_token_sha256 = r.text(row, first + 3);
     u.refresh_generation = r.integer(row, first + 4);
     u.disabled = r.boolean(row, first + 5);
+    u.refresh_token_issued_at = r.integer(row, first + 6);
     return u;
   }
 
@@ -360,11 +362,12 @@ class cluster_state {
         [&] {
           head = c.exec("SELECT coalesce(max(seq), 0) FROM iwsec_changes").integer(0, 0);
           auto u = c.exec(
-              "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled, email_key "
+              "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled, "
+              "coalesce(refresh_token_issued_at, 0), email_key "
               "FROM iwsec_users");
           for (int i = 0; i < u.rows(); ++i) {
             User user = user_of(u, i, 0);
-            const std::string key = u.text(i, 6);
+            const std::string key = u.text(i, 7);
             if (!user.refresh_token_sha256.empty()) by_refresh[user.refresh_token_sha256] = key;
             users[key] = entry{std::move(user), head};
           }
@@ -614,10 +617,12 @@ class PostgresUserStore : public UserStore {
       auto r = c->transaction([&] {
         return c->exec(
           "WITH added AS (INSERT INTO iwsec_users (user_id, email, email_key, password_hash, refresh_token_sha256, "
-          "refresh_generation, disabled) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING email_key) "
+          "refresh_generation, disabled, refresh_token_issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+          "RETURNING email_key) "
           "SELECT iwsec_append('u', email_key, NULL, NULL) FROM added",
           {user.user_id, user.email, key, user.password_hash, user.refresh_token_sha256,
-           std::to_string(user.refresh_generation), std::string(user.disabled ? "true" : "false")});
+           std::to_string(user.refresh_generation), std::string(user.disabled ? "true" : "false"),
+           std::to_string(user.refresh_token_issued_at ? user.refresh_token_issued_at : state_->now())});
       });
       seq = r.integer(0, 0);
     } catch (const SqlError& e) {
@@ -640,7 +645,8 @@ class PostgresUserStore : public UserStore {
     try {
       c->transaction([&] {
         auto r = c->exec(
-            "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled "
+            "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled, "
+            "coalesce(refresh_token_issued_at, 0) "
             "FROM iwsec_users WHERE email_key = $1 FOR UPDATE",
             {key});
         if (r.rows() == 0) {
@@ -657,9 +663,9 @@ class PostgresUserStore : public UserStore {
         }
         c->exec(
             "UPDATE iwsec_users SET email = $2, password_hash = $3, refresh_token_sha256 = $4, "
-            "refresh_generation = $5, disabled = $6 WHERE email_key = $1",
+            "refresh_generation = $5, disabled = $6, refresh_token_issued_at = $7 WHERE email_key = $1",
             {key, after.email, after.password_hash, after.refresh_token_sha256, std::to_string(after.refresh_generation),
-             std::string(after.disabled ? "true" : "false")});
+             std::string(after.disabled ? "true" : "false"), std::to_string(after.refresh_token_issued_at)});
         seq = c->exec("SELECT iwsec_append('u', $1, NULL, NULL)", {key}).integer(0, 0);
         written = std::move(after);
       });
@@ -691,7 +697,8 @@ class PostgresUserStore : public UserStore {
   std::vector<User> list_users() override {
     auto c = state_->pool().take();
     auto r = c->exec(
-        "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled "
+        "SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, disabled, "
+            "coalesce(refresh_token_issued_at, 0) "
         "FROM iwsec_users ORDER BY added");
     std::vector<User> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
@@ -703,7 +710,7 @@ class PostgresUserStore : public UserStore {
   std::optional<User> query_one(const char* where, std::string value) {
     auto c = state_->pool().take();
     auto r = c->exec(std::string("SELECT user_id, email, password_hash, refresh_token_sha256, refresh_generation, "
-                                 "disabled FROM iwsec_users WHERE ") +
+                                 "disabled, coalesce(refresh_token_issued_at, 0) FROM iwsec_users WHERE ") +
                          where,
                      {std::move(value)});
     if (r.rows() == 0) return std::nullopt;
@@ -1082,6 +1089,29 @@ class Backend {
   void stop() { state_->stop(); }
 
   PostgresUserStore& users() const { return *users_; }
+
+  /// @brief Appends @p e (its JSON line) to the audit table, and prunes the
+  /// rows older than @p retention_days (one statement, one commit).
+  void record_audit(const AuditEvent& e, std::int64_t retention_days) {
+    auto c = state_->pool().take();
+    std::string line = audit_json_line(e);
+    line.pop_back();  // the newline
+    c->exec("WITH added AS (INSERT INTO iwsec_audit (time_ms, email_key, line) VALUES ($1, nullif($2, ''), $3)) "
+            "DELETE FROM iwsec_audit WHERE time_ms < $1::bigint - $4::bigint * 86400000",
+            {std::to_string(e.time_ms), iwsec::detail::ascii_lower(e.email), line, std::to_string(retention_days)});
+  }
+
+  /// @brief The audit table's JSON lines from @p since_ms on, for @p email
+  /// (any case; empty: everyone), oldest first.
+  std::vector<std::string> read_audit(std::int64_t since_ms, const std::string& email) {
+    auto c = state_->pool().take();
+    auto r = c->exec("SELECT line FROM iwsec_audit WHERE time_ms >= $1 AND ($2 = '' OR email_key = $2) "
+                     "ORDER BY time_ms, id",
+                     {std::to_string(since_ms), iwsec::detail::ascii_lower(email)});
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
+    return out;
+  }
   std::shared_ptr<PostgresRevocationStore> revocations() const { return revocations_; }
   std::shared_ptr<PostgresLockout> lockout() const { return lockout_; }
 
@@ -1151,9 +1181,11 @@ class Backend {
       for (const auto& u : users) {
         auto r = c->exec(
             "INSERT INTO iwsec_users (user_id, email, email_key, password_hash, refresh_token_sha256, "
-            "refresh_generation, disabled) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1",
+            "refresh_generation, disabled, refresh_token_issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
             {u.user_id, u.email, iwsec::detail::ascii_lower(u.email), u.password_hash, u.refresh_token_sha256,
-             std::to_string(u.refresh_generation), std::string(u.disabled ? "true" : "false")});
+             std::to_string(u.refresh_generation), std::string(u.disabled ? "true" : "false"),
+             std::to_string(u.refresh_token_issued_at ? u.refresh_token_issued_at : state_->now())});
         if (r.rows() == 0) {
           if (conflict) *conflict = u.email;
           throw refused{};  // rolls the whole import back

@@ -13,7 +13,7 @@ namespace iwsec {
 namespace postgres {
 
 /// @brief The schema version this code writes and reads.
-constexpr int schema_version = 3;
+constexpr int schema_version = 4;
 
 namespace detail {
 
@@ -376,6 +376,24 @@ END $$;
 )SQL";
 }
 
+/// @brief Version 4 (applies on a version 3 database): refresh-token issue times
+/// (SPEC "Operations"; a token from before it starts its clock now, when the
+/// upgraded program first meets it) and the audit table (SPEC "Audit trail").
+inline std::string schema_v4() {
+  return R"SQL(
+ALTER TABLE iwsec_users ADD COLUMN IF NOT EXISTS refresh_token_issued_at bigint;
+UPDATE iwsec_users SET refresh_token_issued_at = floor(extract(epoch FROM now()))::bigint
+  WHERE refresh_token_issued_at IS NULL;
+CREATE TABLE IF NOT EXISTS iwsec_audit (
+  id bigserial PRIMARY KEY,
+  time_ms bigint NOT NULL,
+  email_key text,
+  line text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS iwsec_audit_time ON iwsec_audit (time_ms);
+)SQL";
+}
+
 /// @brief Creates the schema or migrates it to schema_version. Several
 /// programs may call it at once: the first takes the advisory lock and does
 /// the work, the others wait for it and then find nothing to do. Throws
@@ -393,6 +411,7 @@ inline void migrate(pq_connection& c) {
     if (found < 1) c.exec(schema_v1());
     if (found < 2) c.exec(schema_v2());
     if (found < 3) c.exec(schema_v3());
+    if (found < 4) c.exec(schema_v4());
     if (found < schema_version) {
       c.exec("DELETE FROM iwsec_schema");
       c.exec("INSERT INTO iwsec_schema (version) VALUES (" + std::to_string(schema_version) + ")");
