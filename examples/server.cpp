@@ -1,6 +1,13 @@
 // iwsec-server: the Infoworks v3 security endpoints on their own, backed by a
 // data directory (users.json, revocations.journal, signing.key: a keyring).
 
+// cpp-httplib waits with select() unless told to poll() (header-only releases
+// up to 0.2x), and answers 500 to every request on a descriptor past
+// FD_SETSIZE (1024): iwsec-server holds thousands of connections.
+#ifndef CPPHTTPLIB_USE_POLL
+#define CPPHTTPLIB_USE_POLL
+#endif
+
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
