@@ -1,7 +1,10 @@
 #pragma once
 // iwsec-server's admin listener (--admin-port): GET /metrics (Prometheus
-// text 0.0.4), GET /health/live, GET /health/ready, on a second
-// httplib::Server of its own (default 127.0.0.1), never on the public port.
+// text 0.0.4), GET /health/live, GET /health/ready, on a second server of
+// its own (default 127.0.0.1), never on the public port. It has the public
+// listener's limits (SPEC "Limits at the edge"): an edge::Server (header
+// caps and deadline, connections per client capped, workers on demand, idle
+// connections closed first), iwsec::harden's timeouts, and no body taken.
 
 #include <atomic>
 #include <functional>
@@ -14,15 +17,37 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
+#include "edge_server.hpp"
 
 namespace admin_server {
 
 class AdminServer {
  public:
+  /// The edge settings: the public listener's.
+  struct Edge {
+    edge::Limits limits;
+    std::size_t threads = 1024;  // most worker threads, started on demand
+  };
+
   /// @p not_ready: empty when ready, else why not (one line, no secret).
-  AdminServer(iwsec::Metrics& metrics, std::function<std::string()> not_ready)
-      : metrics_(metrics), not_ready_(std::move(not_ready)) {
-    server_.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  AdminServer(iwsec::Metrics& metrics, const Edge& edge, std::function<std::string()> not_ready)
+      : metrics_(metrics), not_ready_(std::move(not_ready)), server_(edge.limits) {
+    iwsec::HardeningOptions hardening;
+    hardening.threads = 0;  // the growing pool below instead
+    iwsec::harden(server_, hardening);
+    const std::size_t threads = edge.threads;
+    edge::IdleConnections* idle = &server_.idle_connections();
+    server_.new_task_queue = [threads, idle] { return new edge::GrowingThreadPool(threads, idle); };
+    // No route here takes a body: refused before httplib reads it, and the
+    // connection closed after the answer (as on the public listener).
+    server_.set_pre_routing_handler([help_url_base = edge.limits.help_url_base](const httplib::Request& req,
+                                                                                  httplib::Response& res) {
+      const auto body = iwsec::detail::framed_body(req);
+      if (body == iwsec::detail::request_body::none) return httplib::Server::HandlerResponse::Unhandled;
+      iwsec::detail::refuse_body(res, body, help_url_base);
+      edge::close_after_answer = true;
+      return httplib::Server::HandlerResponse::Handled;
+    });
     server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_header("Cache-Control", "no-store");
       res.set_content(metrics_.render(), iwsec::Metrics::content_type);
@@ -76,7 +101,7 @@ class AdminServer {
  private:
   iwsec::Metrics& metrics_;
   std::function<std::string()> not_ready_;
-  httplib::Server server_;
+  edge::Server server_;
   cli::ListeningSocket socket_;
   std::thread thread_;
   std::atomic<bool> done_{false};

@@ -1,16 +1,20 @@
 #pragma once
-// iwsec-server's own connection handling, for what cpp-httplib 0.11 has no
-// knob for: at most N header lines and B bytes of headers per request (431
-// and close past that), a deadline for a request's headers (slow clients),
-// connections per client address capped, worker threads made on demand, and
-// a lingering close so a client reads its last answer before any reset.
+// iwsec-server's own connection handling, for what cpp-httplib has no knob
+// for (0.11.4 to the newest): at most N header lines and B bytes of headers
+// per request (431 and close past that), a header line the parser would not
+// take for the end of the headers never taken for it here either (400 and
+// close), a deadline for a request's headers (slow clients), connections per
+// client address capped, worker threads made on demand, idle keep-alive
+// connections closed first when the workers run short, and a lingering close
+// so a client reads its last answer before any reset.
 //
-// Built only on what 0.11 exposes: Server::process_and_close_socket is
-// virtual (private, but an override is allowed), Server::process_request and
-// the timeout fields are protected, Stream and TaskQueue are abstract. The
-// override replaces 0.11's keep-alive loop with the same loop over a Stream
-// of our own; parsing and routing stay httplib's. Plain HTTP only: TLS
-// (SSLServer) keeps 0.11's own loop.
+// Built only on what every release exposes: Server::process_and_close_socket
+// is virtual (private, but an override is allowed), Server::process_request
+// and the timeout fields are protected, Stream and TaskQueue are abstract.
+// The override replaces httplib's keep-alive loop with the same loop over a
+// Stream of our own; parsing and routing stay httplib's. What differs between
+// releases is in edge_compat.hpp. Plain HTTP only: TLS (SSLServer) keeps
+// httplib's own loop.
 
 #include <algorithm>
 #include <cerrno>
@@ -20,6 +24,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <list>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -36,6 +41,8 @@
 #include <httplib.h>
 
 #include <iwsec/iwsec.hpp>
+
+#include "edge_compat.hpp"
 
 namespace edge {
 
@@ -54,26 +61,88 @@ struct Limits {
 // would close it).
 inline thread_local bool close_after_answer = false;
 
+/// Connections waiting, idle, for their next request (keep-alive) or their
+/// first: each holds a worker. When the workers run short, the longest idle
+/// are closed first (as nginx does), so idle connections never starve a new
+/// client and keep-alive stays as long as ever for everyone while there is
+/// room.
+class IdleConnections {
+ public:
+  struct Entry {
+    int fd;
+    bool evicted;
+  };
+  using Handle = std::list<Entry>::iterator;
+
+  /// The connection on @p fd starts waiting.
+  Handle enter(int fd) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return idle_.insert(idle_.end(), Entry{fd, false});
+  }
+
+  /// It stops waiting; false when it was chosen to close meanwhile.
+  bool leave(Handle h) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const bool evicted = h->evicted;
+    (evicted ? evicted_ : idle_).erase(h);
+    return !evicted;
+  }
+
+  /// Closes up to @p n of the longest idle connections: their reading end
+  /// is shut (under the lock, so the descriptor is still theirs), which
+  /// wakes their wait; how many.
+  std::size_t evict(std::size_t n) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::size_t done = 0;
+    while (done < n && !idle_.empty()) {
+      const Handle h = idle_.begin();
+      h->evicted = true;
+      ::shutdown(h->fd, SHUT_RD);
+      evicted_.splice(evicted_.end(), idle_, h);
+      ++done;
+    }
+    return done;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::list<Entry> idle_;     // oldest first
+  std::list<Entry> evicted_;  // chosen to close, not yet gone
+};
+
 /// A task queue that starts a worker whenever none is idle, up to a bound:
 /// a slow connection holds its thread, so a fixed pool the size of the
-/// connection cap would let one client starve every other.
+/// connection cap would let one client starve every other. At the bound, a
+/// new connection makes the longest idle ones (@p idle) close.
 class GrowingThreadPool : public httplib::TaskQueue {
  public:
-  explicit GrowingThreadPool(std::size_t max_threads) : max_threads_(std::max<std::size_t>(1, max_threads)) {}
+  explicit GrowingThreadPool(std::size_t max_threads, IdleConnections* idle = nullptr)
+      : max_threads_(std::max<std::size_t>(1, max_threads)), idle_connections_(idle) {}
   ~GrowingThreadPool() override { shutdown(); }
 
-  void enqueue(std::function<void()> fn) override {
+  compat::enqueue_result enqueue(std::function<void()> fn) override {
     std::unique_lock<std::mutex> lock(mutex_);
     jobs_.push_back(std::move(fn));
-    if (idle_ >= jobs_.size() || threads_.size() >= max_threads_) {
+    if (idle_ >= jobs_.size()) {
       cond_.notify_one();
-      return;
+      return compat::accepted();
     }
-    try {
-      threads_.emplace_back([this] { work(); });
-    } catch (const std::system_error&) {
-      cond_.notify_one();  // no thread to be had: the job waits for a busy one
+    bool started = false;
+    if (threads_.size() < max_threads_) {
+      try {
+        threads_.emplace_back([this] { work(); });
+        started = true;
+      } catch (const std::system_error&) {
+      }
     }
+    if (!started) {
+      // No thread to be had: the job waits for a busy one, and idle
+      // connections make room (beyond those already asked to).
+      cond_.notify_one();
+      const std::size_t short_by = jobs_.size() - idle_;
+      if (idle_connections_ && short_by > evicting_) evicting_ += idle_connections_->evict(short_by - evicting_);
+    }
+    return compat::accepted();
   }
 
   void shutdown() override {
@@ -99,10 +168,13 @@ class GrowingThreadPool : public httplib::TaskQueue {
       lock.unlock();
       job();
       lock.lock();
+      if (evicting_ > 0) --evicting_;
     }
   }
 
   const std::size_t max_threads_;
+  IdleConnections* const idle_connections_;
+  std::size_t evicting_ = 0;  // connections asked to close for queued jobs
   std::mutex mutex_;
   std::condition_variable cond_;
   std::deque<std::function<void()>> jobs_;
@@ -175,34 +247,62 @@ class ConnectionStream : public httplib::Stream {
  public:
   ConnectionStream(int fd, const Limits& limits, std::chrono::microseconds read_timeout,
                    std::chrono::microseconds write_timeout)
-      : fd_(fd), limits_(limits), read_timeout_(read_timeout), write_timeout_(write_timeout) {
+      : fd_(fd), limits_(limits), read_timeout_(read_timeout), write_timeout_(write_timeout),
+        started_(std::chrono::steady_clock::now()) {
     socket_address(fd, true, remote_ip_, remote_port_);
     socket_address(fd, false, local_ip_, local_port_);
   }
 
-  /// Waits up to @p idle for the first byte of a next request, then starts
-  /// counting its headers.
-  bool wait_for_request(std::chrono::microseconds idle) {
+  /// Waits up to @p idle for the first byte of a next request (in @p idle_set
+  /// meanwhile, when given: it may be asked to close), then starts counting
+  /// its headers.
+  bool wait_for_request(std::chrono::microseconds idle, IdleConnections* idle_set) {
     if (failed_) return false;
-    if (begin_ == end_ && !wait(POLLIN, std::chrono::steady_clock::now() + idle)) return false;
+    if (begin_ == end_) {
+      if (idle_set == nullptr) {
+        if (!wait(POLLIN, std::chrono::steady_clock::now() + idle)) return false;
+      } else {
+        const IdleConnections::Handle h = idle_set->enter(fd_);
+        const bool woken = wait(POLLIN, std::chrono::steady_clock::now() + idle);
+        if (!idle_set->leave(h) || !woken) return false;
+      }
+    }
     in_headers_ = true;
     header_bytes_ = 0;
     header_lines_ = 0;
     line_length_ = 0;
+    line_crs_ = 0;
     header_deadline_ = std::chrono::steady_clock::now() + limits_.header_deadline;
     return true;
   }
 
-  /// The request's headers broke a limit: it was answered 431 (or dropped
-  /// at the deadline) and the connection must close.
+  /// The request's headers broke a limit: it was answered 431 or 400 (or
+  /// dropped at the deadline) and the connection must close.
   bool failed() const { return failed_; }
 
-  bool is_readable() const override { return begin_ != end_ || wait(POLLIN, read_until()); }
-  bool is_writable() const override {
+  const std::string& remote_ip() const { return remote_ip_; }
+  int remote_port() const { return remote_port_; }
+  const std::string& local_ip() const { return local_ip_; }
+  int local_port() const { return local_port_; }
+
+  // httplib::Stream, with the meanings of the release compiled against
+  // (edge_compat.hpp). No `override` on any: is_writable, wait_readable,
+  // wait_writable and duration are overrides in some releases only.
+  bool is_readable() const {
+    if constexpr (compat::stream_waits_by_name) return begin_ != end_;
+    return wait_readable();
+  }
+  bool wait_readable() const { return begin_ != end_ || wait(POLLIN, read_until()); }
+  bool wait_writable() const {
     return !failed_ && wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_);
   }
+  bool is_writable() const { return wait_writable(); }
+  time_t duration() const {
+    return static_cast<time_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
+  }
 
-  ssize_t read(char* ptr, std::size_t size) override {
+  ssize_t read(char* ptr, std::size_t size) {
     if (size == 1 && begin_ != end_ && !failed_) {  // httplib reads request lines byte by byte
       const char c = buffer_[begin_];
       if (in_headers_ && !count_header_byte(c)) return -1;
@@ -212,7 +312,7 @@ class ConnectionStream : public httplib::Stream {
     }
     if (failed_) return -1;
     if (begin_ == end_) {
-      if (!wait(POLLIN, read_until())) return fail_headers(false);
+      if (!wait(POLLIN, read_until())) return fail_headers(failure::deadline);
       const ssize_t n = ::recv(fd_, buffer_, sizeof buffer_, 0);
       if (n <= 0) return n < 0 ? -1 : 0;
       begin_ = 0;
@@ -226,24 +326,26 @@ class ConnectionStream : public httplib::Stream {
     return static_cast<ssize_t>(n);
   }
 
-  ssize_t write(const char* ptr, std::size_t size) override {
+  ssize_t write(const char* ptr, std::size_t size) {
     if (failed_) return -1;
     if (!wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_)) return -1;
     const ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
     return n < 0 ? -1 : n;
   }
 
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+  void get_remote_ip_and_port(std::string& ip, int& port) const {
     ip = remote_ip_;
     port = remote_port_;
   }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
+  void get_local_ip_and_port(std::string& ip, int& port) const {
     ip = local_ip_;
     port = local_port_;
   }
-  socket_t socket() const override { return fd_; }
+  socket_t socket() const { return fd_; }
 
  private:
+  enum class failure { deadline, too_large, bad_line };
+
   std::chrono::steady_clock::time_point read_until() const {
     const auto by_timeout = std::chrono::steady_clock::now() + read_timeout_;
     return in_headers_ ? std::min(by_timeout, header_deadline_) : by_timeout;
@@ -260,7 +362,12 @@ class ConnectionStream : public httplib::Stream {
   }
 
   // Of the next @p n buffered bytes, how many may go to httplib: stops at
-  // the end of the headers, fails past a limit.
+  // the end of the headers, fails past a limit. Only a line that is exactly
+  // CR LF ends the headers. An empty line of another shape (a bare LF, or CR
+  // characters only) is refused: releases differ on it (0.11 reads on past
+  // CR CR LF, 0.18 answers 400; every release skips a bare LF), so taking it
+  // for the end would let the rest of the headers pass the limits uncounted.
+  // Every other line counts, whatever it ends with.
   std::size_t count_headers(std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
       if (!count_header_byte(buffer_[begin_ + i])) return 0;
@@ -269,38 +376,53 @@ class ConnectionStream : public httplib::Stream {
     return n;
   }
 
-  // One byte of a request's headers: false (and failed) past a limit.
+  // One byte of a request's headers (see count_headers): false (and
+  // failed) past a limit or on an empty line that is not exactly CR LF.
   bool count_header_byte(char c) {
-    if (++header_bytes_ > limits_.max_header_bytes) return fail_headers(true), false;
+    if (++header_bytes_ > limits_.max_header_bytes) return fail_headers(failure::too_large), false;
+    if (c == '\r') {
+      ++line_crs_;
+      return true;
+    }
     if (c != '\n') {
-      if (c != '\r') ++line_length_;
+      ++line_length_;
       return true;
     }
-    if (line_length_ == 0 && header_lines_ > 0) {
-      in_headers_ = false;
-      return true;
-    }
+    const bool empty = line_length_ == 0;
+    const std::size_t crs = line_crs_;
     line_length_ = 0;
-    if (++header_lines_ > limits_.max_header_lines + 1) return fail_headers(true), false;
+    line_crs_ = 0;
+    if (empty && header_lines_ > 0) {
+      if (crs != 1) return fail_headers(failure::bad_line), false;
+      in_headers_ = false;  // the blank line: the body follows
+      return true;
+    }
+    if (++header_lines_ > limits_.max_header_lines + 1) return fail_headers(failure::too_large), false;
     return true;
   }
 
-  // Answers 431 (a limit) or nothing (the deadline), then refuses all I/O.
-  ssize_t fail_headers(bool answer) {
+  // Answers 431 (a limit), 400 (a line) or nothing (the deadline), then
+  // refuses all I/O.
+  ssize_t fail_headers(failure why) {
     if (!in_headers_) return -1;
     failed_ = true;
-    if (answer) {
-      const std::string answer_text = raw_envelope_answer(
+    std::string answer_text;
+    if (why == failure::too_large) {
+      answer_text = raw_envelope_answer(
           "431 Request Header Fields Too Large", "", "Security Client Errors",
           "Request Header Fields Too Large: at most " + std::to_string(limits_.max_header_lines) + " lines and " +
               std::to_string(limits_.max_header_bytes) + " bytes",
           "IW10006", limits_.help_url_base);
-      std::size_t sent = 0;
-      while (sent < answer_text.size() && wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_)) {
-        const ssize_t n = ::send(fd_, answer_text.data() + sent, answer_text.size() - sent, MSG_NOSIGNAL);
-        if (n <= 0) break;
-        sent += static_cast<std::size_t>(n);
-      }
+    } else if (why == failure::bad_line) {
+      answer_text = raw_envelope_answer("400 Bad Request", "", "Security Client Errors",
+                                        "Bad Request: a header line of only CR characters, or a bare LF",
+                                        "IW10006", limits_.help_url_base);
+    }
+    std::size_t sent = 0;
+    while (sent < answer_text.size() && wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_)) {
+      const ssize_t n = ::send(fd_, answer_text.data() + sent, answer_text.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<std::size_t>(n);
     }
     return -1;
   }
@@ -309,13 +431,14 @@ class ConnectionStream : public httplib::Stream {
   const Limits& limits_;
   const std::chrono::microseconds read_timeout_;
   const std::chrono::microseconds write_timeout_;
+  const std::chrono::steady_clock::time_point started_;
   std::string remote_ip_, local_ip_;
   int remote_port_ = -1, local_port_ = -1;
   char buffer_[4096];
   std::size_t begin_ = 0, end_ = 0;
   bool in_headers_ = false;
   bool failed_ = false;
-  std::size_t header_bytes_ = 0, header_lines_ = 0, line_length_ = 0;
+  std::size_t header_bytes_ = 0, header_lines_ = 0, line_length_ = 0, line_crs_ = 0;
   std::chrono::steady_clock::time_point header_deadline_;
 };
 
@@ -324,7 +447,14 @@ class Server : public httplib::Server {
  public:
   explicit Server(Limits limits) : limits_(std::move(limits)) {}
 
+  /// The connections idle between requests, for a GrowingThreadPool to
+  /// close first when it runs short of workers.
+  IdleConnections& idle_connections() { return idle_; }
+
  private:
+  template <typename ServerT, typename StreamT>
+  friend bool compat::process_request(ServerT&, StreamT&, bool, bool&);
+
   bool process_and_close_socket(socket_t sock) override {
     std::string ip;
     int port = 0;
@@ -347,12 +477,12 @@ class Server : public httplib::Server {
     ConnectionStream stream(sock, limits_, seconds(read_timeout_sec_) + microseconds(read_timeout_usec_),
                             seconds(write_timeout_sec_) + microseconds(write_timeout_usec_));
     bool ret = false;
-    // 0.11's keep-alive loop (process_server_socket_core), over our stream.
+    // httplib's keep-alive loop (process_server_socket_core), over our stream.
     for (std::size_t left = keep_alive_max_count_; left > 0 && svr_sock_ != INVALID_SOCKET; --left) {
-      if (!stream.wait_for_request(seconds(keep_alive_timeout_sec_))) break;
+      if (!stream.wait_for_request(seconds(keep_alive_timeout_sec_), &idle_)) break;
       bool connection_closed = false;
       close_after_answer = false;
-      ret = process_request(stream, left == 1, connection_closed, nullptr);
+      ret = compat::process_request(*this, stream, left == 1, connection_closed);
       if (!ret || connection_closed || close_after_answer || stream.failed()) break;
     }
     close_after_answer = false;
@@ -388,6 +518,7 @@ class Server : public httplib::Server {
 
   Limits limits_;
   ConnectionRegistry registry_;
+  IdleConnections idle_;
 };
 
 }  // namespace edge

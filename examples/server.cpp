@@ -1,6 +1,13 @@
 // iwsec-server: the Infoworks v3 security endpoints on their own, backed by a
 // data directory (users.json, revocations.journal, signing.key: a keyring).
 
+// cpp-httplib waits with select() unless told to poll() (header-only releases
+// up to 0.2x), and answers 500 to every request on a descriptor past
+// FD_SETSIZE (1024): iwsec-server holds thousands of connections.
+#ifndef CPPHTTPLIB_USE_POLL
+#define CPPHTTPLIB_USE_POLL
+#endif
+
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -254,6 +261,11 @@ int main(int argc, char** argv) {
                  "%s: warning: --host %s is not a loopback address and TLS is off: passwords and tokens travel "
                  "in clear text (use --tls-cert and --tls-key)\n",
                  program, settings.host.c_str());
+  if (settings.admin_port >= 0 && !startup::is_loopback(settings.admin_host))
+    std::fprintf(stderr,
+                 "%s: warning: --admin-host %s is not a loopback address: /metrics and /health/* are open to "
+                 "that network (no authentication)\n",
+                 program, settings.admin_host.c_str());
 
   iwsec::Options options;
   options.token_lifetime = std::chrono::seconds(settings.token_lifetime);
@@ -293,6 +305,7 @@ int main(int argc, char** argv) {
   // Nothing is created before what can stop the start has been checked:
   // the TLS files and the port come first, the data directory after.
   std::unique_ptr<httplib::Server> server;
+  edge::IdleConnections* idle_connections = nullptr;  // plain HTTP: closed first when workers run short
   if (!settings.tls_cert.empty()) {
     // TLS keeps cpp-httplib's own connection loop (no header-line cap, no
     // per-client cap): docs/edge.md puts a proxy in front for those.
@@ -305,7 +318,9 @@ int main(int argc, char** argv) {
   } else {
     edge::Limits limits;
     limits.max_connections_per_client = settings.max_connections_per_client;
-    server = std::make_unique<edge::Server>(limits);
+    auto plain = std::make_unique<edge::Server>(limits);
+    idle_connections = &plain->idle_connections();
+    server = std::move(plain);
   }
 
   cli::stop_on_signals(*server);  // before any other thread starts
@@ -316,7 +331,9 @@ int main(int argc, char** argv) {
   hardening.threads = 0;  // the growing pool below instead
   iwsec::harden(*server, hardening);
   const auto threads = static_cast<std::size_t>(settings.threads);
-  server->new_task_queue = [threads] { return new edge::GrowingThreadPool(threads); };
+  server->new_task_queue = [threads, idle_connections] {
+    return new edge::GrowingThreadPool(threads, idle_connections);
+  };
   std::optional<iwsec::SecurityRoutes> routes;
   // No route here takes a body: refuse one on any path before httplib reads
   // it (so a body costs no memory, whatever its framing; a POST without
@@ -361,7 +378,11 @@ int main(int argc, char** argv) {
   int admin_port = -1;
   if (settings.admin_port >= 0) {
     const std::string users_path = cluster_mode ? std::string() : settings.data_dir + "/users.json";
-    admin = std::make_unique<admin_server::AdminServer>(*options.metrics, [&server, &users, users_path]() -> std::string {
+    admin_server::AdminServer::Edge admin_edge;  // the public listener's limits
+    admin_edge.limits.max_connections_per_client = settings.max_connections_per_client;
+    admin_edge.limits.help_url_base = options.help_url_base;
+    admin_edge.threads = static_cast<std::size_t>(settings.threads);
+    admin = std::make_unique<admin_server::AdminServer>(*options.metrics, admin_edge, [&server, &users, users_path]() -> std::string {
       if (!server->is_running() || !users) return "not accepting connections";
       if (!users_path.empty() && !iwsec::detail::open_fd(users_path, O_RDONLY))
         return "cannot open " + users_path + ": " + std::strerror(errno);
