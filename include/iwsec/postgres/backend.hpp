@@ -109,6 +109,10 @@ inline std::string lockout_key_bytes(const Lockout::Key& k) {
 /// @brief The shared state of one backend: connections, the local copy and
 /// the thread that follows the change log.
 class cluster_state {
+  // How long a replica starting waits for the database (a loaded machine
+  // forks backends slowly); requests keep their own, short deadline.
+  static constexpr std::chrono::milliseconds startup_timeout{30000};
+
  public:
   explicit cluster_state(BackendOptions o)
       : options_(std::move(o)),
@@ -120,7 +124,7 @@ class cluster_state {
     {
       // A replica starting may wait for the server longer than a request does;
       // the migration may wait for another program's (advisory lock).
-      auto c = pool_.take(options_.replica ? std::chrono::milliseconds(10000) : options_.request_timeout);
+      auto c = pool_.take(options_.replica ? startup_timeout : options_.request_timeout);
       c->get();
       c->extend_deadline(std::chrono::minutes(2));
       migrate(*c);
@@ -128,7 +132,7 @@ class cluster_state {
     if (options_.replica) {
       listener_ = std::make_unique<pq_connection>(options_.conninfo, "iwsec-listener",
                                                   std::max(options_.max_staleness, std::chrono::milliseconds(1000)));
-      pool_.refresh(std::chrono::milliseconds(10000));  // open the pool now, not on requests' paths
+      pool_.refresh(startup_timeout);  // open the pool now, not on requests' paths
       listen_and_load(*listener_);  // LISTEN, snapshot, catch up: then serve
       follower_ = std::thread([this] { follow(); });
     }
@@ -954,7 +958,12 @@ class PostgresLockout : public Lockout {
     if (!account) return exchange_finished(client, now, success);
     const LockTransition started = take_started(account, client);
     if (success) end(account, client, true);
-    return success ? LockTransition() : started;
+    if (success) return LockTransition();
+    // A client this failure blocked is refused exchanges here at once (they
+    // are admitted from the local copy); the other replicas see it on their
+    // next poll.
+    if (client && started.client_blocked_until > now) state_->note_client_block(hex_of(*client), started.client_blocked_until);
+    return started;
   }
 
   void abandon(const std::optional<Key>& account, const std::optional<Key>& client) noexcept override {
