@@ -17,10 +17,6 @@
 #include <vector>
 
 #include <iwsec/iwsec.hpp>
-#include <iwsec/json_file_user_store.hpp>
-#include <iwsec/lockout.hpp>
-#include <iwsec/revocation_store.hpp>
-#include <iwsec/user_store.hpp>
 
 #include "support/temp_dir.hpp"
 
