@@ -229,10 +229,13 @@ std::string users_file;  // for the error messages
 // --audit-log file, or the cluster's table. Empty: nowhere (hash-password).
 std::function<void(const iwsec::AuditEvent&)> audit_sink;
 
-// Records an administrator's change, with the account that ran it. A change
-// that is done but cannot be recorded fails the command (exit 1) naming why.
+// Records an administrator's change, with the account that ran it; called
+// once the change is done and its result printed (a new refresh token is
+// never lost). A change that is done but cannot be recorded fails the
+// command (exit 1), saying that the change was made and why the line was not.
 void record(const char* event, const std::string& email, const std::string& user_id, const std::string& kid = "") {
   if (!audit_sink) return;
+  std::fflush(stdout);
   iwsec::AuditEvent e;
   e.time_ms = iwsec::audit_now_ms();
   e.event = event;
@@ -249,7 +252,7 @@ void use_audit_file(const std::string& path) {
   audit_sink = [path](const iwsec::AuditEvent& e) {
     const std::string error =
         audit_log::append_audit_line(path, iwsec::detail::parent_directory(path), iwsec::audit_json_line(e));
-    if (!error.empty()) cli::die(program, error, 1);
+    if (!error.empty()) cli::die(program, "the change was made, but its audit line was not written: " + error, 1);
   };
 }
 
@@ -528,8 +531,8 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     const auto created = iwsec::create_user(users, c.email, read_password(), c.rounds);
     if (!created.error.empty()) cli::die(program, created.error, 1);
     if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email, &users);
-    record("user_added", c.email, created.user_id);
     print_refresh_token(c, created.user_id, created.refresh_token);
+    record("user_added", c.email, created.user_id);
     return 0;
   }
 
@@ -567,7 +570,6 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     // Unless --keep-sessions: a new refresh token (printed once) and a generation bump.
     const auto changed = iwsec::set_password(users, c.email, read_password(), c.rounds, c.keep_sessions);
     if (changed.status != iwsec::StoreStatus::ok) store_failure(changed.status, c.email, &users);
-    record("password_set", existing->email, existing->user_id);
     if (!c.keep_sessions) {
       print_refresh_token(c, changed.user_id, changed.refresh_token);
     } else if (c.json) {
@@ -575,14 +577,15 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     } else {
       std::printf("password changed for %s\n", existing->email.c_str());
     }
+    record("password_set", existing->email, existing->user_id);
     return 0;
   }
 
   // rotate-refresh-token: the same change as DELETE /v3/security/token/refresh.
   const auto rotated = iwsec::rotate_refresh_token(users, c.email);
   if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email, &users);
-  record("refresh_token_rotated", existing->email, existing->user_id);
   print_refresh_token(c, rotated.user_id, rotated.refresh_token);
+  record("refresh_token_rotated", existing->email, existing->user_id);
   return 0;
 }
 

@@ -474,6 +474,8 @@ int main(int argc, char** argv) {
       cli::die(program, e.what(), 1);
     }
   }
+  const std::string log_error = log.start();  // the access log's writer thread (a file the operator named)
+  if (!log_error.empty()) cli::die(program, log_error, 1);
   // The audit trail, opened last: a start that fails creates nothing.
   // Lines are never dropped: see audit_log.hpp.
   {
@@ -487,8 +489,6 @@ int main(int argc, char** argv) {
       if (!audit->ok()) cli::die(program, audit->error(), 1);
     }
   }
-  const std::string log_error = log.start();  // the file's writer thread
-  if (!log_error.empty()) cli::die(program, log_error, 1);
   if (!keys_in_database) options.refresh_keys = keys.per_request_refresh();
   routes = iwsec::mount_security_routes(*server, *users, *signer, options);
   // SIGHUP: the key file again (--secret-file; keys in the database follow

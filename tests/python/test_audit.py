@@ -133,13 +133,10 @@ class AuditTrail(unittest.TestCase):
         find(http, "token_exchange", result="failure", reason="unknown_refresh_token")
         find(http, "revocation", result="success", user_id=user_id)
         find(http, "refresh_rotation", result="success", user_id=user_id)
-        # Cluster mode: PostgresLockout reports lock transitions once branch
-        # cluster-rules lands ("lock events"); the wiring to the table is here.
-        # COORDINATOR: drop this condition when merging cluster-rules.
-        if not h.CLUSTER_MODE or any(e["event"] == "lock" for e in http_events):
-            lock = find(trail, "lock", email=EMAIL)
-            self.assertEqual(lock["result"], "locked")
-            self.assertRegex(lock["until"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        # In cluster mode too: the replica whose attempt set the lock reports it.
+        lock = find(trail, "lock", email=EMAIL)
+        self.assertEqual(lock["result"], "locked")
+        self.assertRegex(lock["until"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         unlock = find(trail, "unlock", email=EMAIL)
         self.assertEqual(unlock["actor"], "alice-the-admin")
         for event in ("user_added", "user_disabled", "user_enabled", "password_set", "refresh_token_rotated",

@@ -525,6 +525,9 @@ class pq_connection {
       throw connection_failure("iwsec postgres: cannot connect to the database: " + why, false);
     }
     PQsetnonblocking(conn_, 1);
+    // Errors without DETAIL lines: those quote key values (a unique
+    // violation names the refresh-token hash it met), never to be shown.
+    PQsetErrorVerbosity(conn_, PQERRORS_TERSE);
     // Keep the server's notices (e.g. "relation already exists, skipping") off stderr.
     PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
     return conn_;
