@@ -668,8 +668,15 @@ class ClusterRules(ClusterCase):
         for email in emails:
             self.assertEqual(apis[0].authenticate(email, PASSWORD).status_code, 429)
         self.assertEqual(sum(self.scrape_lockouts(u) for u in admin_urls), len(emails))
-        # Options::on_lockout fired once per lock (the server logs each event).
-        logged = [l for api in apis for l in api.server.log_lines() if " lockout account=" in l]
+        # Options::on_lockout fired once per lock (the server logs each event;
+        # its access log reaches stdout through the log's writer thread, so
+        # wait for every replica's lines, bounded).
+        deadline = time.monotonic() + 10
+        while True:
+            logged = [l for api in apis for l in api.server.log_lines() if " lockout account=" in l]
+            if len(logged) >= len(emails) or time.monotonic() >= deadline:
+                break
+            apis[0].server.wait_for_log(lambda l: False, timeout=0.1)  # the writer flushes within a second
         self.assertEqual(sorted(l.split("account=")[1].split()[0] for l in logged), sorted(emails))
 
 
