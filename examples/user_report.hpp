@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-#include <iwsec/user_store.hpp>
+#include <iwsec/iwsec.hpp>
 
 #include "access_log.hpp"  // rfc3339_seconds
 
