@@ -301,8 +301,6 @@ std::vector<std::string> read_lines(const std::string& path) {
   return out;
 }
 
-// An RFC 3339 time without fraction for epoch seconds.
-std::string seconds_time(std::int64_t s) { return iwsec::audit_time(s * 1000).replace(19, 4, ""); }
 
 [[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email,
                                 const iwsec::UserStore* store = nullptr) {
@@ -506,9 +504,9 @@ int run_on(const Command& c, iwsec::UserStore& users) {
                ",\"disabled\":" + (u.disabled ? "true" : "false") +
                ",\"refresh_generation\":" + std::to_string(u.refresh_generation);
         if (c.refresh_token_lifetime)  // asked about lifetimes: when each token was issued and expires
-          out += ",\"refresh_token_issued_at\":" + json_string(seconds_time(u.refresh_token_issued_at)) +
+          out += ",\"refresh_token_issued_at\":" + json_string(access_log::rfc3339_seconds(u.refresh_token_issued_at)) +
                  ",\"refresh_token_expires_at\":" +
-                 json_string(seconds_time(u.refresh_token_issued_at + c.refresh_token_lifetime));
+                 json_string(access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime));
         out += "}";
       }
       std::printf("%s]\n", out.c_str());
@@ -517,7 +515,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
         if (c.refresh_token_lifetime) {
           std::printf("%s  %s  %s  refresh token expires %s\n", u.user_id.c_str(), u.email.c_str(),
                       u.disabled ? "disabled" : "enabled",
-                      seconds_time(u.refresh_token_issued_at + c.refresh_token_lifetime).c_str());
+                      access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime).c_str());
         } else {
           std::printf("%s  %s  %s\n", u.user_id.c_str(), u.email.c_str(), u.disabled ? "disabled" : "enabled");
         }
