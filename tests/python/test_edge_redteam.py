@@ -190,6 +190,12 @@ class AdminListener(unittest.TestCase):
         server, port, admin = start_with_admin(self, "--max-connections-per-client", "4")
         held = [connect(admin, source="127.0.0.2") for _ in range(4)]
         try:
+            # One answer on each held connection: the server has counted all
+            # four before the fifth arrives (its workers start in any order).
+            for s in held:
+                s.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                data = read_answer(s, time.monotonic() + 5)
+                self.assertTrue(data.startswith(b"HTTP/1.1 200 "), answer_status(data))
             extra = connect(admin, source="127.0.0.2")
             try:
                 data, closed = read_until_closed(extra, time.monotonic() + 5)
