@@ -84,6 +84,12 @@ class AuditFile : public AuditSink {
   void write(std::string line) override {
     std::unique_lock<std::mutex> lock(mutex_);
     room_.wait(lock, [this] { return lines_.size() < max_buffered_lines || stopping_; });
+    if (writer_done_) {
+      // After stop() no thread drains the queue: the line goes out now.
+      if (fd_ && !iwsec::detail::write_all(fd_.get(), line) && log_)
+        log_("cannot write audit log " + path_ + ": " + std::strerror(errno));
+      return;
+    }
     lines_.push_back(std::move(line));
     if (lines_.size() == 1) wake_.notify_one();
   }
@@ -133,7 +139,10 @@ class AuditFile : public AuditSink {
         std::this_thread::sleep_for(std::chrono::seconds(1));
       }
       lock.lock();
-      if (last && lines_.empty()) return;
+      if (last && lines_.empty()) {
+        writer_done_ = true;
+        return;
+      }
     }
   }
 
@@ -148,6 +157,7 @@ class AuditFile : public AuditSink {
   std::deque<std::string> lines_;
   bool reopen_ = false;
   bool stopping_ = false;
+  bool writer_done_ = false;  // set by the writer as it ends; write() then writes itself
   std::thread writer_;
 };
 

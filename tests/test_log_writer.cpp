@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../examples/audit_log.hpp"
 #include "../examples/log_writer.hpp"
 #include "support/temp_dir.hpp"
 
@@ -117,4 +118,27 @@ TEST_CASE("a path that cannot be opened is an error naming it", "[log_writer]") 
   log_writer::BufferedWriter w(path, log_writer::WhenFull::drop, 1024, std::chrono::milliseconds(10), "access log");
   const std::string error = w.start();
   CHECK(error.find("access log " + path) != std::string::npos);
+}
+
+TEST_CASE("audit file: a line written after stop() still reaches the file", "[log_writer][audit]") {
+  iwsec_test::TempDir dir;
+  const std::string path = dir.file("audit.log");
+  audit_log::AuditFile audit(path, "", nullptr);
+  REQUIRE(audit.ok());
+  audit.write("{\"event\":\"before\"}\n");
+  audit.stop();
+  // A request that finishes while the server shuts down: no writer is left.
+  audit.write("{\"event\":\"after\"}\n");
+  std::string text;
+  {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    REQUIRE(f);
+    char buffer[4096];
+    for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, f)) > 0;) text.append(buffer, n);
+    std::fclose(f);
+  }
+  const auto lines = lines_of(text);
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0] == "{\"event\":\"before\"}");
+  CHECK(lines[1] == "{\"event\":\"after\"}");
 }
