@@ -88,7 +88,7 @@ struct Command {
   bool keep_sessions = false;
   std::uint32_t rounds = iwsec::default_pbkdf2_rounds;
   cluster::Settings cluster;  // --postgres: the cluster database instead of the data directory
-  std::int64_t refresh_token_lifetime = 0;  // 0: not given
+  std::int64_t refresh_token_lifetime = -1;  // -1: not given; 0: tokens never expire (as the server)
   std::int64_t expiring_within = -1;        // -1: not given
   std::string audit_log;                    // empty: DIR/audit.log (or the table in cluster mode)
   std::int64_t since = -1;                  // audit --since
@@ -132,7 +132,7 @@ Command parse_arguments(int argc, char** argv) {
     } else if (a == "--keep-sessions") {
       c.keep_sessions = true;
     } else if (a == "--refresh-token-lifetime") {
-      c.refresh_token_lifetime = args.integer_value(1, 10LL * 366 * 24 * 3600);
+      c.refresh_token_lifetime = args.integer_value(0, 10LL * 366 * 24 * 3600);
     } else if (a == "--expiring-within") {
       c.expiring_within = args.integer_value(0, 100LL * 366 * 24 * 3600);
     } else if (a == "--audit-log") {
@@ -169,7 +169,7 @@ Command parse_arguments(int argc, char** argv) {
   if (c.keep_sessions && c.name != "set-password") cli::usage_error(program, "--keep-sessions goes with set-password only");
   if (c.expiring_within >= 0 && c.name != "list-users")
     cli::usage_error(program, "--expiring-within goes with list-users only");
-  if (c.expiring_within >= 0 && c.refresh_token_lifetime == 0)
+  if (c.expiring_within >= 0 && c.refresh_token_lifetime < 0)
     cli::usage_error(program, "--expiring-within needs --refresh-token-lifetime (the server's)");
   if ((c.since >= 0 || !c.filter_email.empty()) && c.name != "audit")
     cli::usage_error(program, "--since and --email go with audit only");
@@ -332,7 +332,7 @@ int lock_command(const Command& c, const iwsec::User& u) {
     user_report::print_unlocked(c.json, u.email, until != 0);
     return 0;
   }
-  user_report::print_user(c.json, u, until, c.refresh_token_lifetime);
+  user_report::print_user(c.json, u, until, std::max<std::int64_t>(c.refresh_token_lifetime, 0));
   return 0;
 }
 
@@ -451,7 +451,7 @@ int run(const Command& c) {
     if (is_key_command(c.name)) return run_key_command(c, c.secret_file.empty() ? c.data_dir + "/signing.key" : c.secret_file);
     const auto before = takes_email(c.name) ? backend->users().find_by_email(c.email) : std::nullopt;
     int status = cluster::run_admin_command(program, c.name, c.email, c.data_dir, c.json, *backend,
-                                            c.refresh_token_lifetime);
+                                            std::max<std::int64_t>(c.refresh_token_lifetime, 0));
     if (status == 0 && c.name == "import") record("import", "", "");
     if (status == 0 && c.name == "unlock") record("unlock", c.email, before ? before->user_id : "");
     if (status == 0 && c.name == "delete-user") record("user_deleted", c.email, before ? before->user_id : "");
@@ -489,7 +489,9 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     if (c.expiring_within >= 0) {
       std::vector<iwsec::User> soon;
       for (auto& u : all)
-        if (u.refresh_token_issued_at + c.refresh_token_lifetime <= now + c.expiring_within) soon.push_back(std::move(u));
+        if (c.refresh_token_lifetime > 0 &&  // 0: no token ever expires
+            u.refresh_token_issued_at + c.refresh_token_lifetime <= now + c.expiring_within)
+          soon.push_back(std::move(u));
       std::stable_sort(soon.begin(), soon.end(), [](const iwsec::User& a, const iwsec::User& b) {
         return a.refresh_token_issued_at < b.refresh_token_issued_at;
       });
@@ -503,7 +505,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
         out += "{\"user_id\":" + json_string(u.user_id) + ",\"email\":" + json_string(u.email) +
                ",\"disabled\":" + (u.disabled ? "true" : "false") +
                ",\"refresh_generation\":" + std::to_string(u.refresh_generation);
-        if (c.refresh_token_lifetime)  // asked about lifetimes: when each token was issued and expires
+        if (c.refresh_token_lifetime > 0)  // asked about lifetimes: when each token was issued and expires
           out += ",\"refresh_token_issued_at\":" + json_string(access_log::rfc3339_seconds(u.refresh_token_issued_at)) +
                  ",\"refresh_token_expires_at\":" +
                  json_string(access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime));
@@ -512,7 +514,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
       std::printf("%s]\n", out.c_str());
     } else {
       for (const auto& u : all) {
-        if (c.refresh_token_lifetime) {
+        if (c.refresh_token_lifetime > 0) {
           std::printf("%s  %s  %s  refresh token expires %s\n", u.user_id.c_str(), u.email.c_str(),
                       u.disabled ? "disabled" : "enabled",
                       access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime).c_str());

@@ -132,6 +132,12 @@ class RefreshTokenLifetime(unittest.TestCase):
         # --expiring-within needs the lifetime.
         r = h.admin(self.data, "list-users", "--expiring-within", "60")
         self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        # Lifetime 0 is the server's default (tokens never expire): accepted,
+        # and no token expires however wide the window.
+        self.assertEqual(expiring(100 * 366 * 24 * 3600, 0), [])
+        r = h.admin(self.data, "show-user", EMAIL, "--json", "--refresh-token-lifetime", "0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("refresh_token_expires_at", json.loads(r.stdout))
 
     @unittest.skipIf(h.CLUSTER_MODE, "edits users.json, which cluster mode has not")
     def test_pre_upgrade_token_clock_starts_at_first_load_and_is_kept(self):
