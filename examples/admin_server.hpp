@@ -42,9 +42,7 @@ class AdminServer {
     // connection closed after the answer (as on the public listener).
     server_.set_pre_routing_handler([help_url_base = edge.limits.help_url_base](const httplib::Request& req,
                                                                                   httplib::Response& res) {
-      const auto body = iwsec::detail::framed_body(req);
-      if (body == iwsec::detail::request_body::none) return httplib::Server::HandlerResponse::Unhandled;
-      iwsec::detail::refuse_body(res, body, help_url_base);
+      if (!iwsec::refuse_request_body(req, res, help_url_base)) return httplib::Server::HandlerResponse::Unhandled;
       edge::close_after_answer = true;
       return httplib::Server::HandlerResponse::Handled;
     });

@@ -155,14 +155,6 @@ inline std::vector<iwsec::RevocationRecord> read_journal(const char* program, co
   return out;
 }
 
-/// Hands the routes' options the backend's revocations and lockout counts;
-/// returns the user store to mount them with.
-inline iwsec::UserStore* use_backend(iwsec::postgres::Backend& backend, iwsec::Options& options) {
-  options.revocations = backend.revocations();
-  options.lockout_state = backend.lockout();
-  return &backend.users();
-}
-
 /// After a write: returns once every live replica applied it (at most 3 s;
 /// the change is committed either way, so only a warning after that).
 inline void await_replicas(const char* program, iwsec::postgres::Backend& backend) {

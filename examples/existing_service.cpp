@@ -73,6 +73,12 @@ int main(int argc, char** argv) {
     server.stop();
   }).detach();
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
+  // None of its routes takes a request body: one is refused before httplib
+  // reads it (413 or 400 in the error envelope, connection closed).
+  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    return iwsec::refuse_request_body(req, res) ? httplib::Server::HandlerResponse::Handled
+                                                : httplib::Server::HandlerResponse::Unhandled;
+  });
 
   // What adopting iwsec adds: a user store, a signer whose keys live in a
   // key file (made on first start: 32 random bytes, mode 0600), and one line
@@ -101,9 +107,7 @@ int main(int argc, char** argv) {
       iwsec::postgres::BackendOptions cluster;
       cluster.conninfo = conninfo;
       backend = std::make_unique<iwsec::postgres::Backend>(cluster);
-      users = &backend->users();
-      options.revocations = backend->revocations();
-      options.lockout_state = backend->lockout();
+      users = &backend->configure(options);
       if (secret_file.empty()) {
         signer = std::make_unique<iwsec::Signer>(iwsec::Signer::generate_secret());
       } else {

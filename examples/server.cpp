@@ -344,9 +344,7 @@ int main(int argc, char** argv) {
   server->set_pre_routing_handler([&log, &journal, &routes, help_url_base, cluster_mode](const httplib::Request& req,
                                                                                         httplib::Response& res) {
     if (log.logs_requests()) log.begin(req);
-    const auto body = iwsec::detail::framed_body(req);
-    if (body != iwsec::detail::request_body::none) {
-      iwsec::detail::refuse_body(res, body, help_url_base);
+    if (iwsec::refuse_request_body(req, res, help_url_base)) {
       edge::close_after_answer = true;
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -443,7 +441,7 @@ int main(int argc, char** argv) {
   if (cluster_mode) {
     // Cluster mode: the shared state is loaded here, before 'listening on'.
     backend = cluster::connect(program, settings.cluster, settings.lockout, true);
-    users = cluster::use_backend(*backend, options);
+    users = &backend->configure(options);
     // Locks go to the cluster's audit table too (with the admins' events).
     audit_to_database = [b = backend.get(), days = settings.audit_retention_days](const iwsec::AuditEvent& e) {
       try {

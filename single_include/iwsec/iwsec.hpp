@@ -7314,8 +7314,10 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
 #include <chrono>
 #include <cstddef>
 #include <stdexcept>
+#include <string_view>
 
 #include <httplib.h>
+
 
 namespace iwsec {
 
@@ -7367,6 +7369,27 @@ inline void harden(httplib::Server& server, const HardeningOptions& options = Ha
     const std::size_t threads = options.threads;
     server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   }
+}
+
+/// @brief For a host's pre-routing handler, on a server none of whose
+/// routes takes a request body (as iwsec-server): answers a request that
+/// announces one (Content-Length, any Transfer-Encoding, or a POST, PUT,
+/// PATCH without Content-Length, which cpp-httplib 0.11 would read until the
+/// connection ends) before httplib reads the body: 413 for Content-Length,
+/// 400 for any other framing, in the error envelope, and the connection is
+/// closed after the answer, so a body costs no memory and its bytes are never
+/// parsed as a request. Returns true when it answered.
+///
+///     server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+///       return iwsec::refuse_request_body(req, res) ? httplib::Server::HandlerResponse::Handled
+///                                                   : httplib::Server::HandlerResponse::Unhandled;
+///     });
+inline bool refuse_request_body(const httplib::Request& req, httplib::Response& res,
+                                std::string_view help_url_base = "https://docs.infoworks.io/api/errors") {
+  const auto body = detail::framed_body(req);
+  if (body == detail::request_body::none) return false;
+  detail::refuse_body(res, body, help_url_base);
+  return true;
 }
 
 }  // namespace iwsec

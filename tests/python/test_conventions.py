@@ -291,6 +291,34 @@ class PublicApiOnly(unittest.TestCase):
         self.assertNotIn("detail::", text)
         self.assertNotIn("startup.hpp", text)
 
+    def test_existing_service_includes_no_program_header(self):
+        # Everything it mounts comes from <iwsec/...>: no header of the
+        # bundled programs' folder (examples/*.hpp).
+        with open(os.path.join(SOURCE, "examples", "existing_service.cpp")) as f:
+            includes = re.findall(r'^#include\s+"([^"]+)"', f.read(), re.M)
+        self.assertEqual(includes, [])
+
+    def test_existing_service_refuses_bodies_before_reading_them(self):
+        data = h.data_dir(self)
+        service = h.start_existing_service(self, data)
+        port = int(service.base_url.rsplit(":", 1)[1])
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            # A 64 MiB body announced on the host's own route: answered 413
+            # at once, the connection closed, the body never read.
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 67108864\r\n\r\n")
+            data_in = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data_in += chunk
+        finally:
+            s.close()
+        head, _, body = data_in.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 413 "), head[:40])
+        self.assertIn(b"\"iw_code\":\"IW10006\"", body)
+
     def test_existing_service_shares_the_keyring(self):
         data = h.data_dir(self)
         h.add_user(self, data, EMAIL, PASSWORD)

@@ -50,6 +50,7 @@
 #include "../clock.hpp"
 #include "../errors.hpp"
 #include "../lockout.hpp"
+#include "../options.hpp"
 #include "../revocation_store.hpp"
 #include "../user_store.hpp"
 #include "connection.hpp"
@@ -1100,6 +1101,18 @@ class Backend {
   void stop() { state_->stop(); }
 
   PostgresUserStore& users() const { return *users_; }
+
+  /// @brief Points @p options at this backend's shared revocations and
+  /// lockout counts, and returns the user store to mount the routes with:
+  ///
+  ///     iwsec::Options options;
+  ///     auto& users = backend.configure(options);
+  ///     auto routes = iwsec::mount_security_routes(server, users, signer, options);
+  UserStore& configure(Options& options) const {
+    options.revocations = revocations_;
+    options.lockout_state = lockout_;
+    return *users_;
+  }
 
   /// @brief Appends @p e (its JSON line) to the audit table, and prunes the
   /// rows older than @p retention_days (one statement, one commit).
