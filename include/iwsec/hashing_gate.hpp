@@ -18,6 +18,8 @@
 #include <thread>
 #include <utility>
 
+#include "detail/thread_safety.hpp"
+
 namespace iwsec {
 
 /// @brief A counting gate with a bounded, first-come first-served queue.
@@ -59,7 +61,7 @@ class HashingGate {
   /// @brief Waits for a turn (in arrival order) when all are taken and the
   /// queue has room; a refused Ticket at once when it has none.
   Ticket enter() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     if (running_ < concurrent_ && waiting_ == 0) {
       ++running_;
       return Ticket(this);
@@ -67,7 +69,7 @@ class HashingGate {
     if (waiting_ >= queued_) return Ticket(nullptr);
     const std::uint64_t mine = next_ticket_++;
     ++waiting_;
-    turn_.wait(lock, [&] { return running_ < concurrent_ && mine == serving_; });
+    lock.wait(turn_, [&]() IWSEC_REQUIRES(mutex_) { return running_ < concurrent_ && mine == serving_; });
     --waiting_;
     ++serving_;
     ++running_;
@@ -82,12 +84,12 @@ class HashingGate {
   std::size_t queue_capacity() const noexcept { return queued_; }
   /// @brief Holders now.
   std::size_t running() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     return running_;
   }
   /// @brief Callers waiting now.
   std::size_t waiting() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     return waiting_;
   }
 
@@ -100,7 +102,7 @@ class HashingGate {
  private:
   void leave() noexcept {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      detail::Lock lock(mutex_);
       --running_;
     }
     turn_.notify_all();
@@ -108,12 +110,12 @@ class HashingGate {
 
   const std::size_t concurrent_;
   const std::size_t queued_;
-  mutable std::mutex mutex_;
+  mutable detail::Mutex mutex_;
   std::condition_variable turn_;
-  std::size_t running_ = 0;
-  std::size_t waiting_ = 0;
-  std::uint64_t next_ticket_ = 0;
-  std::uint64_t serving_ = 0;
+  std::size_t running_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::size_t waiting_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t next_ticket_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t serving_ IWSEC_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace iwsec

@@ -30,8 +30,6 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
-#include <mutex>
-#include <shared_mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -46,6 +44,7 @@
 #include "detail/base64.hpp"
 #include "detail/crypto.hpp"
 #include "detail/file.hpp"
+#include "detail/thread_safety.hpp"
 #include "errors.hpp"
 #include "signer.hpp"
 
@@ -304,8 +303,8 @@ class KeyringFile {
   /// @brief Reads the file. Throws keyring_error ("cannot open key file
   /// PATH: No such file or directory", "key file PATH holds 16 bytes; ...").
   Keyring load() {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
-    return load_locked();
+    detail::WriterLock lock(mutex_);
+    return load_and_remember();
   }
 
   /// @brief load(), or when the file does not exist, creates it as a keyring
@@ -313,9 +312,9 @@ class KeyringFile {
   /// then linked into place, so it appears whole or not at all (if another
   /// process created it meanwhile, that one is read).
   Keyring load_or_create(std::int64_t now = static_cast<std::int64_t>(std::time(nullptr))) {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     struct stat st;
-    if (::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) return load_locked();
+    if (::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) return load_and_remember();
     Keyring ring;
     ring.add_new_key(now);
     const std::string tmp = path_ + ".tmp." + std::to_string(::getpid()) + "." + detail::hex_encode(random_id().data(), 8);
@@ -332,12 +331,12 @@ class KeyringFile {
     const int link_errno = errno;
     ::unlink(tmp.c_str());
     if (!linked) {
-      if (link_errno == EEXIST) return load_locked();
+      if (link_errno == EEXIST) return load_and_remember();
       throw keyring_error("cannot create key file " + path_ + ": " + std::strerror(link_errno));
     }
     if (!detail::fsync_directory(detail::parent_directory(path_)))
       throw io_error("cannot make key file durable (fsync of its directory)", path_);
-    return load_locked();
+    return load_and_remember();
   }
 
   /// @brief Changes the file under its lock: reads it (or starts from an
@@ -346,7 +345,7 @@ class KeyringFile {
   /// keyring). Returns the new keyring. Throws keyring_error (also what
   /// @p change throws).
   Keyring update(const std::function<void(Keyring&)>& change, bool create = false) {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     detail::file_lock cross_process(path_ + ".lock");
     if (!cross_process) throw io_error("cannot lock key file", path_ + ".lock");
     Keyring ring;
@@ -370,13 +369,13 @@ class KeyringFile {
     struct stat st;
     const bool present = ::stat(path_.c_str(), &st) == 0;
     if (present) {
-      std::shared_lock<std::shared_mutex> shared(mutex_);  // the common case: every thread at once
+      detail::ReaderLock shared(mutex_);  // the common case: every thread at once
       if (loaded_ && detail::file_identity::of(st) == *loaded_) return false;
     }
-    std::lock_guard<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;  // reloaded meanwhile
     try {
-      Keyring ring = load_locked();
+      Keyring ring = load_and_remember();
       signer.replace_keys(ring.signing_keys());
       return true;
     } catch (const std::exception& e) {
@@ -389,8 +388,8 @@ class KeyringFile {
   /// SIGHUP). Throws keyring_error and leaves the signer as it was when the
   /// file is unusable.
   void reload(Signer& signer) {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
-    Keyring ring = load_locked();
+    detail::WriterLock lock(mutex_);
+    Keyring ring = load_and_remember();
     signer.replace_keys(ring.signing_keys());
   }
 
@@ -405,7 +404,8 @@ class KeyringFile {
     return keyring_error(what + " " + path + ": " + std::strerror(errno));
   }
 
-  Keyring load_locked() {
+  // Reads the file and remembers which one it read (for refresh()).
+  Keyring load_and_remember() IWSEC_REQUIRES(mutex_) {
     detail::unique_fd fd;
     Keyring ring = read_file(&fd);
     struct stat st;
@@ -434,9 +434,9 @@ class KeyringFile {
   }
 
   std::string path_;
-  std::shared_mutex mutex_;  // guards loaded_, loaded_fd_
-  std::optional<detail::file_identity> loaded_;
-  detail::unique_fd loaded_fd_;
+  detail::SharedMutex mutex_;
+  std::optional<detail::file_identity> loaded_ IWSEC_GUARDED_BY(mutex_);
+  detail::unique_fd loaded_fd_ IWSEC_GUARDED_BY(mutex_);
 };
 
 }  // namespace iwsec

@@ -2120,8 +2120,6 @@ class Signer {
 #include <cstring>
 #include <ctime>
 #include <functional>
-#include <mutex>
-#include <shared_mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -2513,6 +2511,145 @@ struct file_identity {
 }  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/detail/file.hpp -----
+// ----- begin iwsec/detail/thread_safety.hpp -----
+/// @file
+/// @brief Lock discipline stated in the code: mutex and lock types that carry
+/// clang's thread-safety annotations, and the macros that say which mutex
+/// guards which member and which functions expect it held.
+///
+/// libstdc++'s std::mutex and std::shared_mutex carry no annotations, so the
+/// library's own state is guarded by these thin wrappers instead. With clang
+/// and `-Wthread-safety`, reading a `IWSEC_GUARDED_BY(m)` member without `m`
+/// held, or calling an `IWSEC_REQUIRES(m)` function without it, is a
+/// compile-time warning (CI makes it an error: .ci/thread-safety). With any
+/// other compiler the macros are empty and the wrappers cost nothing.
+///
+/// A function named `..._locked` elsewhere is the old convention; a function
+/// that expects a lock held says so with IWSEC_REQUIRES instead.
+
+#include <condition_variable>
+#include <mutex>
+#include <shared_mutex>
+
+#if defined(__clang__)
+#define IWSEC_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define IWSEC_THREAD_ANNOTATION(x)
+#endif
+
+/// A type that is a lock ("mutex") for the analysis.
+#define IWSEC_CAPABILITY(name) IWSEC_THREAD_ANNOTATION(capability(name))
+/// An RAII type that holds a lock for its lifetime.
+#define IWSEC_SCOPED_CAPABILITY IWSEC_THREAD_ANNOTATION(scoped_lockable)
+/// This member is read and written only with @p m held.
+#define IWSEC_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(guarded_by(m))
+/// What this pointer member points at is used only with @p m held.
+#define IWSEC_PT_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(pt_guarded_by(m))
+/// The caller must hold these (exclusively).
+#define IWSEC_REQUIRES(...) IWSEC_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+/// The caller must hold these, shared or exclusively.
+#define IWSEC_REQUIRES_SHARED(...) IWSEC_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
+/// The caller must not hold these (the function takes them).
+#define IWSEC_EXCLUDES(...) IWSEC_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define IWSEC_ACQUIRE(...) IWSEC_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define IWSEC_ACQUIRE_SHARED(...) IWSEC_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
+#define IWSEC_RELEASE(...) IWSEC_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define IWSEC_RELEASE_SHARED(...) IWSEC_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
+#define IWSEC_RELEASE_GENERIC(...) IWSEC_THREAD_ANNOTATION(release_generic_capability(__VA_ARGS__))
+#define IWSEC_TRY_ACQUIRE(...) IWSEC_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
+/// Opts one function out (say why next to it).
+#define IWSEC_NO_THREAD_SAFETY_ANALYSIS IWSEC_THREAD_ANNOTATION(no_thread_safety_analysis)
+
+namespace iwsec {
+namespace detail {
+
+/// std::mutex, annotated. Waits go through a Lock (below).
+class IWSEC_CAPABILITY("mutex") Mutex {
+ public:
+  void lock() IWSEC_ACQUIRE() { m_.lock(); }
+  void unlock() IWSEC_RELEASE() { m_.unlock(); }
+  bool try_lock() IWSEC_TRY_ACQUIRE(true) { return m_.try_lock(); }
+
+ private:
+  friend class Lock;
+  std::mutex m_;
+};
+
+/// Holds a Mutex for its scope (std::unique_lock's role): condition
+/// variables wait on it; the analysis sees the mutex held throughout,
+/// which is what a wait guarantees on return.
+class IWSEC_SCOPED_CAPABILITY Lock {
+ public:
+  explicit Lock(Mutex& m) IWSEC_ACQUIRE(m) : lock_(m.m_) {}
+  ~Lock() IWSEC_RELEASE() {}
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+
+  /// Waits on @p cv for one wake-up (a spurious one included).
+  void wait(std::condition_variable& cv) { cv.wait(lock_); }
+  /// Waits on @p cv until @p done() holds (the mutex is held when it is called).
+  template <typename Predicate>
+  void wait(std::condition_variable& cv, Predicate done) {
+    cv.wait(lock_, done);
+  }
+  /// wait() for at most @p timeout; returns done()'s last value.
+  template <typename Duration, typename Predicate>
+  bool wait_for(std::condition_variable& cv, Duration timeout, Predicate done) {
+    return cv.wait_for(lock_, timeout, done);
+  }
+  /// wait() until @p deadline; returns done()'s last value.
+  template <typename TimePoint, typename Predicate>
+  bool wait_until(std::condition_variable& cv, TimePoint deadline, Predicate done) {
+    return cv.wait_until(lock_, deadline, done);
+  }
+  /// Lets go of the mutex early (for work that must run without it).
+  void unlock() IWSEC_RELEASE() { lock_.unlock(); }
+  /// Takes it back after unlock().
+  void lock() IWSEC_ACQUIRE() { lock_.lock(); }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+/// std::shared_mutex, annotated.
+class IWSEC_CAPABILITY("mutex") SharedMutex {
+ public:
+  void lock() IWSEC_ACQUIRE() { m_.lock(); }
+  void unlock() IWSEC_RELEASE() { m_.unlock(); }
+  void lock_shared() IWSEC_ACQUIRE_SHARED() { m_.lock_shared(); }
+  void unlock_shared() IWSEC_RELEASE_SHARED() { m_.unlock_shared(); }
+
+ private:
+  std::shared_mutex m_;
+};
+
+/// Holds a SharedMutex exclusively for its scope.
+class IWSEC_SCOPED_CAPABILITY WriterLock {
+ public:
+  explicit WriterLock(SharedMutex& m) IWSEC_ACQUIRE(m) : m_(m) { m_.lock(); }
+  ~WriterLock() IWSEC_RELEASE() { m_.unlock(); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  SharedMutex& m_;
+};
+
+/// Holds a SharedMutex shared for its scope.
+class IWSEC_SCOPED_CAPABILITY ReaderLock {
+ public:
+  explicit ReaderLock(SharedMutex& m) IWSEC_ACQUIRE_SHARED(m) : m_(m) { m_.lock_shared(); }
+  ~ReaderLock() IWSEC_RELEASE() { m_.unlock_shared(); }
+  ReaderLock(const ReaderLock&) = delete;
+  ReaderLock& operator=(const ReaderLock&) = delete;
+
+ private:
+  SharedMutex& m_;
+};
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/thread_safety.hpp -----
 
 namespace iwsec {
 
@@ -2769,8 +2906,8 @@ class KeyringFile {
   /// @brief Reads the file. Throws keyring_error ("cannot open key file
   /// PATH: No such file or directory", "key file PATH holds 16 bytes; ...").
   Keyring load() {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
-    return load_locked();
+    detail::WriterLock lock(mutex_);
+    return load_and_remember();
   }
 
   /// @brief load(), or when the file does not exist, creates it as a keyring
@@ -2778,9 +2915,9 @@ class KeyringFile {
   /// then linked into place, so it appears whole or not at all (if another
   /// process created it meanwhile, that one is read).
   Keyring load_or_create(std::int64_t now = static_cast<std::int64_t>(std::time(nullptr))) {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     struct stat st;
-    if (::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) return load_locked();
+    if (::lstat(path_.c_str(), &st) == 0 || errno != ENOENT) return load_and_remember();
     Keyring ring;
     ring.add_new_key(now);
     const std::string tmp = path_ + ".tmp." + std::to_string(::getpid()) + "." + detail::hex_encode(random_id().data(), 8);
@@ -2797,12 +2934,12 @@ class KeyringFile {
     const int link_errno = errno;
     ::unlink(tmp.c_str());
     if (!linked) {
-      if (link_errno == EEXIST) return load_locked();
+      if (link_errno == EEXIST) return load_and_remember();
       throw keyring_error("cannot create key file " + path_ + ": " + std::strerror(link_errno));
     }
     if (!detail::fsync_directory(detail::parent_directory(path_)))
       throw io_error("cannot make key file durable (fsync of its directory)", path_);
-    return load_locked();
+    return load_and_remember();
   }
 
   /// @brief Changes the file under its lock: reads it (or starts from an
@@ -2811,7 +2948,7 @@ class KeyringFile {
   /// keyring). Returns the new keyring. Throws keyring_error (also what
   /// @p change throws).
   Keyring update(const std::function<void(Keyring&)>& change, bool create = false) {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     detail::file_lock cross_process(path_ + ".lock");
     if (!cross_process) throw io_error("cannot lock key file", path_ + ".lock");
     Keyring ring;
@@ -2835,13 +2972,13 @@ class KeyringFile {
     struct stat st;
     const bool present = ::stat(path_.c_str(), &st) == 0;
     if (present) {
-      std::shared_lock<std::shared_mutex> shared(mutex_);  // the common case: every thread at once
+      detail::ReaderLock shared(mutex_);  // the common case: every thread at once
       if (loaded_ && detail::file_identity::of(st) == *loaded_) return false;
     }
-    std::lock_guard<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;  // reloaded meanwhile
     try {
-      Keyring ring = load_locked();
+      Keyring ring = load_and_remember();
       signer.replace_keys(ring.signing_keys());
       return true;
     } catch (const std::exception& e) {
@@ -2854,8 +2991,8 @@ class KeyringFile {
   /// SIGHUP). Throws keyring_error and leaves the signer as it was when the
   /// file is unusable.
   void reload(Signer& signer) {
-    std::lock_guard<std::shared_mutex> lock(mutex_);
-    Keyring ring = load_locked();
+    detail::WriterLock lock(mutex_);
+    Keyring ring = load_and_remember();
     signer.replace_keys(ring.signing_keys());
   }
 
@@ -2870,7 +3007,8 @@ class KeyringFile {
     return keyring_error(what + " " + path + ": " + std::strerror(errno));
   }
 
-  Keyring load_locked() {
+  // Reads the file and remembers which one it read (for refresh()).
+  Keyring load_and_remember() IWSEC_REQUIRES(mutex_) {
     detail::unique_fd fd;
     Keyring ring = read_file(&fd);
     struct stat st;
@@ -2899,9 +3037,9 @@ class KeyringFile {
   }
 
   std::string path_;
-  std::shared_mutex mutex_;  // guards loaded_, loaded_fd_
-  std::optional<detail::file_identity> loaded_;
-  detail::unique_fd loaded_fd_;
+  detail::SharedMutex mutex_;
+  std::optional<detail::file_identity> loaded_ IWSEC_GUARDED_BY(mutex_);
+  detail::unique_fd loaded_fd_ IWSEC_GUARDED_BY(mutex_);
 };
 
 }  // namespace iwsec
@@ -6344,6 +6482,7 @@ inline void refuse_body(httplib::Response& res, request_body body, std::string_v
 #include <thread>
 #include <utility>
 
+
 namespace iwsec {
 
 /// @brief A counting gate with a bounded, first-come first-served queue.
@@ -6385,7 +6524,7 @@ class HashingGate {
   /// @brief Waits for a turn (in arrival order) when all are taken and the
   /// queue has room; a refused Ticket at once when it has none.
   Ticket enter() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     if (running_ < concurrent_ && waiting_ == 0) {
       ++running_;
       return Ticket(this);
@@ -6393,7 +6532,7 @@ class HashingGate {
     if (waiting_ >= queued_) return Ticket(nullptr);
     const std::uint64_t mine = next_ticket_++;
     ++waiting_;
-    turn_.wait(lock, [&] { return running_ < concurrent_ && mine == serving_; });
+    lock.wait(turn_, [&]() IWSEC_REQUIRES(mutex_) { return running_ < concurrent_ && mine == serving_; });
     --waiting_;
     ++serving_;
     ++running_;
@@ -6408,12 +6547,12 @@ class HashingGate {
   std::size_t queue_capacity() const noexcept { return queued_; }
   /// @brief Holders now.
   std::size_t running() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     return running_;
   }
   /// @brief Callers waiting now.
   std::size_t waiting() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     return waiting_;
   }
 
@@ -6426,7 +6565,7 @@ class HashingGate {
  private:
   void leave() noexcept {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      detail::Lock lock(mutex_);
       --running_;
     }
     turn_.notify_all();
@@ -6434,12 +6573,12 @@ class HashingGate {
 
   const std::size_t concurrent_;
   const std::size_t queued_;
-  mutable std::mutex mutex_;
+  mutable detail::Mutex mutex_;
   std::condition_variable turn_;
-  std::size_t running_ = 0;
-  std::size_t waiting_ = 0;
-  std::uint64_t next_ticket_ = 0;
-  std::uint64_t serving_ = 0;
+  std::size_t running_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::size_t waiting_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t next_ticket_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t serving_ IWSEC_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace iwsec

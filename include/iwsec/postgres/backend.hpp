@@ -53,6 +53,7 @@
 #include "../options.hpp"
 #include "../revocation_store.hpp"
 #include "../user_store.hpp"
+#include "../detail/thread_safety.hpp"
 #include "connection.hpp"
 #include "schema.hpp"
 
@@ -143,7 +144,7 @@ class cluster_state {
 
   void stop() {
     {
-      std::lock_guard<std::mutex> lock(stop_mutex_);
+      iwsec::detail::Lock lock(stop_mutex_);
       if (stopping_) return;
       stopping_ = true;
     }
@@ -195,7 +196,7 @@ class cluster_state {
 
   std::optional<User> local_user(std::string_view email) const {
     require_fresh();
-    std::shared_lock<std::shared_mutex> lock(users_mutex_);
+    iwsec::detail::ReaderLock lock(users_mutex_);
     auto it = users_.find(iwsec::detail::ascii_lower(email));
     if (it == users_.end() || !it->second.user) return std::nullopt;
     return it->second.user;
@@ -203,7 +204,7 @@ class cluster_state {
 
   std::optional<User> local_user_by_refresh(std::string_view hash) const {
     require_fresh();
-    std::shared_lock<std::shared_mutex> lock(users_mutex_);
+    iwsec::detail::ReaderLock lock(users_mutex_);
     auto it = by_refresh_.find(std::string(hash));
     if (it == by_refresh_.end()) return std::nullopt;
     auto u = users_.find(it->second);
@@ -213,7 +214,7 @@ class cluster_state {
 
   std::optional<UserStatus> local_status(std::string_view email) const {
     require_fresh();
-    std::shared_lock<std::shared_mutex> lock(users_mutex_);
+    iwsec::detail::ReaderLock lock(users_mutex_);
     auto it = users_.find(iwsec::detail::ascii_lower(email));
     if (it == users_.end() || !it->second.user) return std::nullopt;
     UserStatus s;
@@ -233,7 +234,7 @@ class cluster_state {
   /// @brief Records the state of @p email_key as of log entry @p seq (a user
   /// or, with nullopt, its deletion), unless a newer state is already held.
   void put_user(const std::string& email_key, std::optional<User> user, std::int64_t seq) {
-    std::unique_lock<std::shared_mutex> lock(users_mutex_);
+    iwsec::detail::WriterLock lock(users_mutex_);
     entry& e = users_[email_key];
     if (e.seq > seq) return;
     if (e.user && !e.user->refresh_token_sha256.empty()) by_refresh_.erase(e.user->refresh_token_sha256);
@@ -248,28 +249,24 @@ class cluster_state {
   /// its "\\x") must still wait, from the local copy: the blocked clients
   /// read on every poll, and those this replica's own exchanges blocked.
   std::int64_t client_block_wait(const std::string& hex, std::int64_t now) const {
-    std::shared_lock<std::shared_mutex> lock(blocks_mutex_);
-    return client_block_wait_locked(hex, now);
+    iwsec::detail::ReaderLock lock(blocks_mutex_);
+    auto it = client_blocks_.find(hex);
+    return it != client_blocks_.end() && it->second.until > now ? it->second.until - now : 0;
   }
 
   /// @brief Whether any client is blocked (a lock-free test for the common case: none).
   bool any_client_blocks() const { return client_block_count_.load(std::memory_order_acquire) != 0; }
 
-  std::int64_t client_block_wait_locked(const std::string& hex, std::int64_t now) const {
-    auto it = client_blocks_.find(hex);
-    return it != client_blocks_.end() && it->second.until > now ? it->second.until - now : 0;
-  }
-
   /// @brief Records a block this replica learnt of between polls.
   void note_client_block(const std::string& hex, std::int64_t until) {
-    std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
+    iwsec::detail::WriterLock lock(blocks_mutex_);
     client_blocks_[hex] = block{until, std::chrono::steady_clock::now()};
     client_block_count_.store(client_blocks_.size(), std::memory_order_release);
   }
 
   /// @brief Forgets a block (unlock_client on this replica; the others on their next poll).
   void forget_client_block(const std::string& hex) {
-    std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
+    iwsec::detail::WriterLock lock(blocks_mutex_);
     client_blocks_.erase(hex);
     client_block_count_.store(client_blocks_.size(), std::memory_order_release);
   }
@@ -278,7 +275,7 @@ class cluster_state {
   /// signing keys may have changed (a 'k' log entry, a snapshot), and once
   /// soon after this call, so a change made before it is not missed.
   void on_keys_changed(std::function<void(pq_connection&)> f) {
-    std::lock_guard<std::mutex> lock(apply_mutex_);
+    iwsec::detail::Lock lock(apply_mutex_);
     keys_changed_ = std::move(f);
     keys_pending_ = true;
   }
@@ -290,7 +287,7 @@ class cluster_state {
   /// applying is idempotent. A gap (entries pruned while this replica was
   /// away) or an 's' entry reloads everything.
   void catch_up(pq_connection& c) {
-    std::lock_guard<std::mutex> lock(apply_mutex_);
+    iwsec::detail::Lock lock(apply_mutex_);
     for (;;) {
       const auto started = std::chrono::steady_clock::now().time_since_epoch().count();
       const std::int64_t from = applied_.load();
@@ -305,7 +302,7 @@ class cluster_state {
         const std::int64_t seq = r.integer(i, 0);
         const std::string kind = r.text(i, 1);
         if (seq != expected || kind == "s") {
-          load_snapshot_locked(c);
+          load_snapshot(c);
           return;
         }
         if (kind == "r") {
@@ -350,15 +347,15 @@ class cluster_state {
     c.exec("LISTEN iwsec_changes");
     c.exec("SET synchronous_commit = off");
     {
-      std::lock_guard<std::mutex> lock(apply_mutex_);
-      load_snapshot_locked(c);
+      iwsec::detail::Lock lock(apply_mutex_);
+      load_snapshot(c);
     }
     catch_up(c);
     poll_client_blocks(c);
   }
 
   // One consistent view of the users, the live revocations and the log head.
-  void load_snapshot_locked(pq_connection& c) {
+  void load_snapshot(pq_connection& c) IWSEC_REQUIRES(apply_mutex_) {
     const auto started = std::chrono::steady_clock::now().time_since_epoch().count();
     std::int64_t head = 0;
     std::unordered_map<std::string, entry> users;
@@ -383,7 +380,7 @@ class cluster_state {
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     if (options_.interleave) options_.interleave("snapshot read");
     {
-      std::unique_lock<std::shared_mutex> lock(users_mutex_);
+      iwsec::detail::WriterLock lock(users_mutex_);
       // A local write that committed after the snapshot was read (its log
       // entry is past head) is newer than the snapshot: keep it, or this
       // replica would answer from the older state until the next catch-up.
@@ -406,7 +403,7 @@ class cluster_state {
     keys_changed(c);  // whatever the log entries skipped may have held
   }
 
-  void keys_changed(pq_connection& c) {
+  void keys_changed(pq_connection& c) IWSEC_REQUIRES(apply_mutex_) {
     if (keys_changed_) keys_changed_(c);
   }
 
@@ -425,7 +422,7 @@ class cluster_state {
     std::unordered_map<std::string, block> blocks;
     for (int i = 0; i < r.rows(); ++i) blocks[r.text(i, 0)] = block{r.integer(i, 1), started};
     {
-      std::unique_lock<std::shared_mutex> lock(blocks_mutex_);
+      iwsec::detail::WriterLock lock(blocks_mutex_);
       for (auto& [key, b] : client_blocks_)
         if (b.noted >= started) blocks[key] = b;
       client_blocks_ = std::move(blocks);
@@ -435,8 +432,8 @@ class cluster_state {
   }
 
   bool wait_or_stop(std::chrono::milliseconds d) {
-    std::unique_lock<std::mutex> lock(stop_mutex_);
-    return stop_signal_.wait_for(lock, d, [&] { return stopping_; });
+    iwsec::detail::Lock lock(stop_mutex_);
+    return lock.wait_for(stop_signal_, d, [&]() IWSEC_REQUIRES(stop_mutex_) { return stopping_; });
   }
 
   // The follower: on every notification and at least every poll_interval,
@@ -447,7 +444,7 @@ class cluster_state {
     auto next_prune = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (true) {
       {
-        std::lock_guard<std::mutex> lock(stop_mutex_);
+        iwsec::detail::Lock lock(stop_mutex_);
         if (stopping_) return;
       }
       try {
@@ -464,7 +461,7 @@ class cluster_state {
         heartbeat(*listener_);
         poll_client_blocks(*listener_);
         {
-          std::lock_guard<std::mutex> lock(apply_mutex_);
+          iwsec::detail::Lock lock(apply_mutex_);
           if (keys_pending_) {
             keys_changed(*listener_);
             keys_pending_ = false;
@@ -562,34 +559,36 @@ class cluster_state {
   std::unique_ptr<pq_connection> listener_;
   std::thread follower_;
 
-  std::mutex stop_mutex_;
+  iwsec::detail::Mutex stop_mutex_;
   std::condition_variable stop_signal_;
-  bool stopping_ = false;
+  bool stopping_ IWSEC_GUARDED_BY(stop_mutex_) = false;
 
   std::string replica_id_ = iwsec::generate_user_id();
   std::int64_t reported_applied_ = -1;  // follower thread only
   std::chrono::steady_clock::time_point reported_at_{};
 
-  std::mutex apply_mutex_;  // one catch-up at a time
+  iwsec::detail::Mutex apply_mutex_;  // one catch-up at a time
   std::atomic<std::int64_t> applied_{0};
   std::atomic<std::int64_t> caught_up_at_{0};  // steady-clock ns when the last complete catch-up began
   mutable std::atomic<bool> stale_reported_{false};  // one log line per stale spell
 
-  mutable std::shared_mutex users_mutex_;
-  std::unordered_map<std::string, entry> users_;             // lower-cased email -> state
-  std::unordered_map<std::string, std::string> by_refresh_;  // refresh hash -> lower-cased email
+  mutable iwsec::detail::SharedMutex users_mutex_;
+  std::unordered_map<std::string, entry> users_ IWSEC_GUARDED_BY(users_mutex_);  // lower-cased email -> state
+  // refresh hash -> lower-cased email
+  std::unordered_map<std::string, std::string> by_refresh_ IWSEC_GUARDED_BY(users_mutex_);
   MemoryRevocationStore revoked_;
 
   struct block {
     std::int64_t until = 0;
     std::chrono::steady_clock::time_point noted;
   };
-  mutable std::shared_mutex blocks_mutex_;
-  std::unordered_map<std::string, block> client_blocks_;  // hex key -> blocked until (seconds)
+  mutable iwsec::detail::SharedMutex blocks_mutex_;
+  // hex key -> blocked until (seconds)
+  std::unordered_map<std::string, block> client_blocks_ IWSEC_GUARDED_BY(blocks_mutex_);
   std::atomic<std::size_t> client_block_count_{0};
   std::chrono::steady_clock::time_point client_blocks_polled_{};  // follower thread only
-  std::function<void(pq_connection&)> keys_changed_;  // under apply_mutex_
-  bool keys_pending_ = false;                         // under apply_mutex_
+  std::function<void(pq_connection&)> keys_changed_ IWSEC_GUARDED_BY(apply_mutex_);
+  bool keys_pending_ IWSEC_GUARDED_BY(apply_mutex_) = false;
 };
 
 }  // namespace detail
@@ -778,7 +777,7 @@ class PostgresRevocationStore : public RevocationStore {
 
   RevokeOutcome submit(const std::string* owner, std::string_view jti, std::int64_t expires_at, std::size_t limit) {
     if (jti.empty() || jti.size() > 256) return RevokeOutcome::failed;
-    std::unique_lock<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     const std::shared_ptr<batch> mine = collecting_;
     const std::string key(jti);
     {
@@ -792,7 +791,7 @@ class PostgresRevocationStore : public RevocationStore {
     }
     while (!mine->done) {
       if (writing_) {
-        written_.wait(lock);
+        lock.wait(written_);
         continue;
       }
       // No batch is being written, so `mine` is the one collecting: write it.
@@ -863,10 +862,10 @@ class PostgresRevocationStore : public RevocationStore {
   }
 
   std::shared_ptr<detail::cluster_state> state_;
-  std::mutex mutex_;
+  iwsec::detail::Mutex mutex_;
   std::condition_variable written_;
-  bool writing_ = false;
-  std::shared_ptr<batch> collecting_ = std::make_shared<batch>();
+  bool writing_ IWSEC_GUARDED_BY(mutex_) = false;
+  std::shared_ptr<batch> collecting_ IWSEC_GUARDED_BY(mutex_) = std::make_shared<batch>();
 };
 
 /// @brief Lockout counts in the database: an attempt is counted (as a
@@ -912,7 +911,7 @@ class PostgresLockout : public Lockout {
     if (started) {
       // This attempt's counted failure set the lock: reported by the
       // attempt's failed() (on this replica only), dropped on a success.
-      std::lock_guard<std::mutex> lock(started_mutex_);
+      iwsec::detail::Lock lock(started_mutex_);
       started_[started_key(a, c)].push_back(started);
     }
     return admitted(a, c);
@@ -987,7 +986,7 @@ class PostgresLockout : public Lockout {
 
   // The lock an admitted attempt on these keys set, if any (one per lock).
   LockTransition take_started(const std::optional<Key>& account, const std::optional<Key>& client) {
-    std::lock_guard<std::mutex> lock(started_mutex_);
+    iwsec::detail::Lock lock(started_mutex_);
     if (started_.empty()) return LockTransition();
     auto it = started_.find(started_key(account, client));
     if (it == started_.end()) return LockTransition();
@@ -1011,7 +1010,7 @@ class PostgresLockout : public Lockout {
     if (!client) return admitted(std::nullopt, std::nullopt);
     std::int64_t wait = state_->any_client_blocks() ? state_->client_block_wait(hex_of(*client), now) : 0;
     if (local_counting_.load(std::memory_order_acquire)) {  // only after the database was away
-      std::lock_guard<std::mutex> lock(local_mutex_);
+      iwsec::detail::Lock lock(local_mutex_);
       auto it = local_failures_.find(*client);
       if (it != local_failures_.end()) {
         const std::int64_t end = it->second.window_start + static_cast<std::int64_t>(policy().client_window.count());
@@ -1040,7 +1039,7 @@ class PostgresLockout : public Lockout {
       if (until != 0) state_->note_client_block(hex_of(*client), until > 0 ? until : -until);
       if (until > 0) t.client_blocked_until = until;
     } catch (const StateUnavailable&) {
-      std::lock_guard<std::mutex> lock(local_mutex_);
+      iwsec::detail::Lock lock(local_mutex_);
       if (local_failures_.size() >= 100000) local_failures_.clear();  // bounded; refresh tokens are not guessable
       local_counting_.store(true, std::memory_order_release);
       auto& f = local_failures_[*client];
@@ -1055,7 +1054,7 @@ class PostgresLockout : public Lockout {
   }
 
   void forget_local_failures(const Key& client) {
-    std::lock_guard<std::mutex> lock(local_mutex_);
+    iwsec::detail::Lock lock(local_mutex_);
     local_failures_.erase(client);
   }
 
@@ -1071,12 +1070,13 @@ class PostgresLockout : public Lockout {
     std::int64_t failures = 0;
     std::int64_t window_start = 0;
   };
-  std::mutex local_mutex_;
+  iwsec::detail::Mutex local_mutex_;
   std::atomic<bool> local_counting_{false};
-  std::unordered_map<Key, local_count, KeyHash> local_failures_;  // failed exchanges while the database is away
-  std::mutex started_mutex_;
+  // failed exchanges while the database is away
+  std::unordered_map<Key, local_count, KeyHash> local_failures_ IWSEC_GUARDED_BY(local_mutex_);
+  iwsec::detail::Mutex started_mutex_;
   // Locks set by admitted attempts still running, by their keys.
-  std::unordered_map<std::string, std::vector<LockTransition>> started_;
+  std::unordered_map<std::string, std::vector<LockTransition>> started_ IWSEC_GUARDED_BY(started_mutex_);
 };
 
 /// @brief One cluster backend: its connections (a small pool and, for a

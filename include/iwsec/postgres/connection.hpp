@@ -22,7 +22,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -36,6 +35,7 @@
 #include <poll.h>
 
 #include "../errors.hpp"
+#include "../detail/thread_safety.hpp"
 
 namespace iwsec {
 namespace postgres {
@@ -687,8 +687,9 @@ class pq_pool {
   /// (StateUnavailable after that: every connection is busy or stuck).
   lease take(std::chrono::milliseconds budget = std::chrono::milliseconds(0)) {
     const auto deadline = pq_connection::clock::now() + (budget.count() > 0 ? budget : request_timeout_);
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (!available_.wait_until(lock, deadline, [&] { return !free_.empty() || closed_; }) || closed_)
+    iwsec::detail::Lock lock(mutex_);
+    if (!lock.wait_until(available_, deadline, [&]() IWSEC_REQUIRES(mutex_) { return !free_.empty() || closed_; }) ||
+        closed_)
       throw StateUnavailable("iwsec postgres: no database connection free in time");
     // A connected one first; else the newest (perhaps one still being made).
     auto pick = free_.end() - 1;
@@ -709,7 +710,7 @@ class pq_pool {
     for (std::size_t checked = 0;; ++checked) {
       std::unique_ptr<pq_connection> c;
       {
-        std::lock_guard<std::mutex> lock(mutex_);
+        iwsec::detail::Lock lock(mutex_);
         if (closed_) return true;
         for (std::size_t i = 0; i < free_.size() && !c; ++i) {
           if (free_[i]->usable()) continue;
@@ -732,7 +733,7 @@ class pq_pool {
 
   /// @brief Closes the idle connections; later take() calls fail.
   void close() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     closed_ = true;
     for (auto& c : free_) c->close();
     available_.notify_all();
@@ -741,17 +742,17 @@ class pq_pool {
  private:
   void give_back(std::unique_ptr<pq_connection> c) {
     c->clear_deadline();
-    std::lock_guard<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     if (closed_) c->close();
     free_.push_back(std::move(c));
     available_.notify_one();
   }
 
   std::chrono::milliseconds request_timeout_;
-  std::mutex mutex_;
+  iwsec::detail::Mutex mutex_;
   std::condition_variable available_;
-  std::vector<std::unique_ptr<pq_connection>> free_;
-  bool closed_ = false;
+  std::vector<std::unique_ptr<pq_connection>> free_ IWSEC_GUARDED_BY(mutex_);
+  bool closed_ IWSEC_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace detail
