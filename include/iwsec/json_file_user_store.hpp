@@ -189,19 +189,11 @@ class JsonFileUserStore : public UserStore {
   /// (atomically, owner and mode kept) and removes the journal (setting a
   /// stale one aside first). What `iwsec-admin compact` does.
   StoreStatus compact() {
-    detail::file_lock cross_process(lock_path_);
-    if (!cross_process) return failed(cross_process.error());
-    std::lock_guard<detail::waitable_lock> sync(sync_lock_);
-    std::string error;
-    if (!catch_up(error)) return failed(error);
-    detail::user_index next;
-    {
-      std::shared_lock<std::shared_mutex> lock(state_mutex_);
-      next = index_;
-    }
-    if (!compact_into(next, error)) return failed(error);
-    publish(std::move(next));
-    return StoreStatus::ok;
+    return change_current([&](detail::user_index& next, std::string& error) {
+      if (!compact_into(next, error)) return failed(error);
+      publish(std::move(next));
+      return StoreStatus::ok;
+    });
   }
 
   std::optional<User> find_by_email(std::string_view email) override {
@@ -645,8 +637,10 @@ class JsonFileUserStore : public UserStore {
     return StoreStatus::io_error;
   }
 
+  // Takes the cross-process lock, then sync_lock_, catches up with the
+  // files, and calls change(next, error) with a copy of the users.
   template <typename F>
-  StoreStatus write(std::string_view email, F&& mutate) {
+  StoreStatus change_current(F&& change) {
     detail::file_lock cross_process(lock_path_);
     if (!cross_process) return failed(cross_process.error());
     std::lock_guard<detail::waitable_lock> sync(sync_lock_);
@@ -657,7 +651,19 @@ class JsonFileUserStore : public UserStore {
       std::shared_lock<std::shared_mutex> lock(state_mutex_);
       next = index_;
     }
-    const StoreStatus status = mutate(next);
+    return change(next, error);
+  }
+
+  template <typename F>
+  StoreStatus write(std::string_view email, F&& mutate) {
+    return change_current([&](detail::user_index& next, std::string& error) {
+      return append_change(email, mutate(next), next, error);
+    });
+  }
+
+  // Makes @p next (the users after a change to @p email whose outcome is
+  // @p status) durable: one journal line, or a compaction.
+  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) {
     if (status != StoreStatus::ok) return status;
     const User* changed = next.by_email(email);
     const std::string line =

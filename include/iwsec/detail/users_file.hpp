@@ -324,7 +324,7 @@ inline bool parse_journal_line(std::string_view line, journal_record& out, std::
     std::optional<std::int64_t> size, inode, modified;
     bool have_sha = false;
     flat_json_parser p(text, &scratch[0]);
-    return p.parse_object(1, [&](std::string_view name, const json_value_view& v) {
+    const bool parsed_ref = p.parse_object(1, [&](std::string_view name, const json_value_view& v) {
       if (name == "sha256" && v.kind == json_kind::string) {
         have_sha = true;
         ref.sha256.assign(v.text.data(), v.text.size());
@@ -335,7 +335,12 @@ inline bool parse_journal_line(std::string_view line, journal_record& out, std::
       } else if (name == "modified_ns") {
         modified = decimal(v);
       }
-    }) && have_sha && size && inode && modified && (ref.size = *size, ref.inode = *inode, ref.modified_ns = *modified, true);
+    });
+    if (!parsed_ref || !have_sha || !size || !inode || !modified) return false;
+    ref.size = *size;
+    ref.inode = *inode;
+    ref.modified_ns = *modified;
+    return true;
   };
   out = journal_record();
   if (format) {
