@@ -50,6 +50,9 @@ constexpr const char* help_text =
     "  unlock EMAIL               clear the account's failures and lock on the running server\n"
     "  audit                      print the audit trail, newest last (--since SECONDS,\n"
     "                             --email EMAIL to narrow it)\n"
+    "  compact                    fold DIR/users.json.journal (every change since the last\n"
+    "                             compaction) into DIR/users.json; run it before editing\n"
+    "                             users.json by hand: an edit wins over changes not folded in\n"
     "\n"
     "Signing keys (DIR/signing.key, or the keyring --secret-file names):\n"
     "  list-signing-keys          kid and creation time of each key (never the key)\n"
@@ -157,8 +160,10 @@ Command parse_arguments(int argc, char** argv) {
   const bool cluster_only = c.cluster.enabled() && cluster::admin_command(c.name) != 0;
   const bool known =
       takes_email(c.name) || c.name == "list-users" || c.name == "hash-password" || is_key_command(c.name) ||
-      c.name == "audit" || cluster_only;
+      c.name == "audit" || c.name == "compact" || cluster_only;
   if (!known) cli::usage_error(program, "unknown command '" + c.name + "'");
+  if (c.name == "compact" && c.cluster.enabled())
+    cli::usage_error(program, "compact works on a data directory's users file; cluster mode has none");
   const std::size_t wanted =
       takes_email(c.name) || c.name == "retire-signing-key" || (cluster_only && cluster::admin_command(c.name) == 2) ? 2
                                                                                                                     : 1;
@@ -474,6 +479,17 @@ int run(const Command& c) {
   if (const auto why = iwsec::detail::check_private(c.data_dir, /*root_may_manage=*/true)) cli::die(program, *why, 1);
   users_file = c.data_dir + "/users.json";
   iwsec::JsonFileUserStore users(users_file);
+  if (c.name == "compact") {
+    if (users.compact() != iwsec::StoreStatus::ok)
+      cli::die(program, "cannot compact users file " + users_file + ": " + users.last_error(), 1);
+    const std::size_t count = users.list_users().size();
+    if (c.json) {
+      std::printf("{\"compacted\":true,\"users\":%zu}\n", count);
+    } else {
+      std::printf("compacted %s (%zu users)\n", users_file.c_str(), count);
+    }
+    return 0;
+  }
   return run_on(c, users);
 }
 

@@ -2371,6 +2371,13 @@ class temp_file {
   /// directory fsync that failed even when retried is left in @p warning.
   bool commit(const std::string& target_base, mode_t mode, std::string& error, std::string& warning,
               bool keep_mode = true) {
+    return prepare(target_base, mode, error, keep_mode) && rename_over(target_base, error, warning);
+  }
+
+  /// @brief commit()'s first half: owner, mode and fsync, so the file is
+  /// final (its inode, size and modification time are what the target will
+  /// have) before rename_over() puts it in place.
+  bool prepare(const std::string& target_base, mode_t mode, std::string& error, bool keep_mode = true) {
     struct stat old;
     const bool replacing = ::fstatat(dir_->fd(), target_base.c_str(), &old, AT_SYMLINK_NOFOLLOW) == 0;
     if (!replacing && errno != ENOENT) {
@@ -2394,6 +2401,12 @@ class temp_file {
       error = errno_text("cannot fsync a temporary file in " + dir_->path());
       return false;
     }
+    return true;
+  }
+
+  /// @brief commit()'s second half: the rename over @p target_base and the
+  /// directory fsync (a failure of which is left in @p warning).
+  bool rename_over(const std::string& target_base, std::string& error, std::string& warning) {
     if (::renameat(dir_->fd(), name_.c_str(), dir_->fd(), target_base.c_str()) != 0) {
       error = errno_text("cannot rename a temporary file over " + dir_->path() + "/" + target_base);
       return false;
@@ -3742,9 +3755,10 @@ class MemoryUserStore : public UserStore {
 // ----- end iwsec/user_store.hpp -----
 // ----- begin iwsec/json_file_user_store.hpp -----
 /// @file
-/// @brief A UserStore kept in one JSON file that several processes (the
-/// server and iwsec-admin) share safely.
+/// @brief A UserStore kept in a users file (a snapshot and its change
+/// journal) that several processes (the server and iwsec-admin) share safely.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <chrono>
@@ -3761,8 +3775,387 @@ class MemoryUserStore : public UserStore {
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+// ----- begin iwsec/detail/users_file.hpp -----
+/// @file
+/// @brief The users-file format: the snapshot (`users.json`, format version 1)
+/// and its change journal (`users.json.journal`), written and parsed here and
+/// nowhere else.
+///
+/// The snapshot is one JSON object, `{"version": 1, "users": [...]}`, one
+/// user object per line as serialize() writes it (any valid JSON with the
+/// same members loads too: a hand edit, an earlier version's file).
+///
+/// The journal holds one JSON object per line, each ending in a newline:
+///
+///     {"iwsec_users_journal":1,"snapshot":{"sha256":"…","size":N,"inode":"N","modified_ns":"N"}}
+///     {"put":{<a user object, as in the snapshot>}}
+///     {"delete":"<email>"}
+///     {"compacted":{"sha256":"…","size":N,"inode":"N","modified_ns":"N"}}
+///
+/// The first line (the header) names the snapshot the journal extends, by the
+/// SHA-256 of its bytes; each `put` adds or replaces the user with that email,
+/// each `delete` removes one. A `compacted` line says that the snapshot it
+/// names (also by inode, size and modification time, so a process can know
+/// it without reading it) holds every change before that line: it is written
+/// just before that snapshot is renamed into place, and means nothing while
+/// no such file exists.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace iwsec {
+namespace detail {
+namespace users_file {
+
+/// @brief Bytes a user takes in the snapshot, to reserve room.
+inline constexpr std::size_t bytes_per_user_estimate = 320;
+
+/// @brief Appends @p u as the one-line JSON object the snapshot and the
+/// journal hold.
+inline void append_user_object(std::string& out, const User& u) {
+  out += "{\"user_id\": ";
+  append_json_string(out, u.user_id);
+  out += ", \"email\": ";
+  append_json_string(out, u.email);
+  out += ", \"password_hash\": ";
+  append_json_string(out, u.password_hash);
+  out += ", \"refresh_token_sha256\": ";
+  append_json_string(out, u.refresh_token_sha256);
+  out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
+  out += u.disabled ? ", \"disabled\": true" : ", \"disabled\": false";
+  // Added later: files without it still load (see parse_user_object).
+  if (u.refresh_token_issued_at) out += ", \"refresh_token_issued_at\": " + std::to_string(u.refresh_token_issued_at);
+  out += '}';
+}
+
+/// @brief The snapshot's text for the users @p for_each passes (in order) to
+/// its callback; @p count sizes the buffer.
+template <typename ForEach>
+std::string serialize_each(std::size_t count, ForEach&& for_each) {
+  std::string out;
+  out.reserve(64 + count * bytes_per_user_estimate);
+  out += "{\n  \"version\": 1,\n  \"users\": [";
+  bool first = true;
+  for_each([&](const User& u) {
+    out += first ? "\n    " : ",\n    ";
+    append_user_object(out, u);
+    first = false;
+  });
+  out += first ? "]\n}\n" : "\n  ]\n}\n";
+  return out;
+}
+
+/// @brief The snapshot's text for @p users.
+inline std::string serialize(const std::vector<User>& users) {
+  return serialize_each(users.size(), [&](const auto& each) {
+    for (const User& u : users) each(u);
+  });
+}
+
+/// @brief Parses one user object (@p scratch: room for object.size() bytes).
+/// A user without `refresh_token_issued_at` (written before it existed) gets
+/// @p loaded_at, and sets @p unstamped. False when a member is missing or of
+/// the wrong type.
+inline bool parse_user_object(std::string_view object, char* scratch, User& u, std::int64_t loaded_at,
+                              bool& unstamped) {
+  bool have_id = false, have_email = false, have_hash = false, have_token = false, have_disabled = false;
+  std::optional<std::int64_t> generation;
+  std::optional<std::int64_t> issued_at;
+  bool have_issued_at = false;
+  const auto text_field = [](const json_value_view& v, std::string& field, bool& have) {
+    have = v.kind == json_kind::string;
+    if (have) field.assign(v.text.data(), v.text.size());
+  };
+  flat_json_parser parser(object, scratch);
+  const bool parsed = parser.parse_object(2, [&](std::string_view name, const json_value_view& v) {
+    if (name == "user_id") {
+      text_field(v, u.user_id, have_id);
+    } else if (name == "email") {
+      text_field(v, u.email, have_email);
+    } else if (name == "password_hash") {
+      text_field(v, u.password_hash, have_hash);
+    } else if (name == "refresh_token_sha256") {
+      text_field(v, u.refresh_token_sha256, have_token);
+    } else if (name == "refresh_generation") {
+      generation = json_non_negative_integer(v);
+    } else if (name == "disabled") {
+      have_disabled = v.kind == json_kind::literal && (v.raw == "true" || v.raw == "false");
+      u.disabled = v.raw == "true";
+    } else if (name == "refresh_token_issued_at") {
+      have_issued_at = true;
+      issued_at = json_non_negative_integer(v);
+    }
+  });
+  if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled ||
+      (have_issued_at && !issued_at))
+    return false;
+  u.refresh_generation = *generation;
+  u.refresh_token_issued_at = issued_at && *issued_at ? *issued_at : loaded_at;
+  if (!issued_at || !*issued_at) unstamped = true;
+  return true;
+}
+
+/// @brief Calls @p on_object with the text of each element of @p array (a
+/// JSON array the strict parser already accepted) that is an object; false
+/// at the first that is not.
+template <typename OnObject>
+bool for_each_object(std::string_view array, OnObject&& on_object) {
+  const char* p = array.data() + 1;  // past '['
+  const char* const end = array.data() + array.size();
+  const auto skip_ws = [&] {
+    while (p != end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+  };
+  skip_ws();
+  if (p != end && *p == ']') return true;
+  for (;;) {
+    skip_ws();
+    if (p == end || *p != '{') return false;
+    const char* start = p;
+    std::size_t depth = 0;
+    for (; p != end; ++p) {
+      if (*p == '"') {
+        for (++p; p != end && *p != '"'; ++p)
+          if (*p == '\\') ++p;
+      } else if (*p == '{' || *p == '[') {
+        ++depth;
+      } else if ((*p == '}' || *p == ']') && --depth == 0) {
+        ++p;
+        break;
+      }
+    }
+    if (!on_object(std::string_view(start, static_cast<std::size_t>(p - start)))) return false;
+    skip_ws();
+    if (p == end) return false;
+    if (*p == ']') return true;
+    ++p;  // ','
+  }
+}
+
+/// @brief Parses a snapshot: walks the text once to check it (strict JSON,
+/// no duplicate key), then each user object once more (no DOM, so 10^5
+/// users parse in well under a second). Calls on_user(User&&) for each,
+/// which returns false to refuse one (a duplicate). False, and a reason in
+/// @p error, when the text is not a users file or a user was refused. Users
+/// without an issue time get @p loaded_at and set @p *unstamped.
+template <typename OnUser>
+bool parse_snapshot(std::string_view text, std::string& error, OnUser&& on_user, std::int64_t loaded_at = 0,
+                    bool* unstamped = nullptr) {
+  std::string scratch(text.size(), '\0');
+  std::optional<std::int64_t> version;
+  std::string_view users;
+  bool users_is_array = false;
+  flat_json_parser root(text, &scratch[0]);
+  if (!root.parse_object(4, [&](std::string_view name, const json_value_view& v) {
+        if (name == "version") version = json_non_negative_integer(v);
+        if (name == "users") {
+          users = v.raw;
+          users_is_array = v.kind == json_kind::array;
+        }
+      })) {
+    error = "not a JSON object (or a duplicate key)";
+    return false;
+  }
+  if (version != std::optional<std::int64_t>(1)) {
+    error = "\"version\" must be 1";
+    return false;
+  }
+  if (!users_is_array) {
+    error = "\"users\" must be an array";
+    return false;
+  }
+  std::size_t count = 0;
+  bool failed = false;
+  bool stamped_now = false;
+  const bool objects = for_each_object(users, [&](std::string_view object) {
+    ++count;
+    User u;
+    failed = true;
+    if (!parse_user_object(object, &scratch[0], u, loaded_at, stamped_now)) {
+      error = "user #" + std::to_string(count) + " lacks a field or has one of the wrong type";
+      return false;
+    }
+    if (!on_user(std::move(u))) {
+      error = "user #" + std::to_string(count) + " has an empty or duplicate email, user id or refresh token";
+      return false;
+    }
+    failed = false;
+    return true;
+  });
+  if (stamped_now && unstamped) *unstamped = true;
+  if (!objects && !failed) error = "each user must be an object";
+  return objects;
+}
+
+/// @brief Names one snapshot: the SHA-256 of its bytes and its size; for a
+/// `compacted` line also the inode and modification time (nanoseconds) it
+/// has on disk, which a rename keeps.
+struct snapshot_ref {
+  std::string sha256;
+  std::int64_t size = 0;
+  std::int64_t inode = 0;
+  std::int64_t modified_ns = 0;
+};
+
+/// @brief What a journal line says.
+enum class record_kind { header, put, remove, compacted };
+
+/// @brief One parsed journal line: `snapshot` for header and compacted,
+/// `user` for put, `email` for remove.
+struct journal_record {
+  record_kind kind = record_kind::put;
+  snapshot_ref snapshot;
+  User user;
+  std::string email;
+};
+
+inline void append_snapshot_ref(std::string& out, const snapshot_ref& ref) {
+  out += "{\"sha256\":";
+  append_json_string(out, ref.sha256);
+  // The inode and the nanoseconds can pass 2^53, past what a JSON number
+  // holds exactly everywhere: they are written as decimal strings.
+  out += ",\"size\":" + std::to_string(ref.size) + ",\"inode\":\"" + std::to_string(ref.inode) +
+         "\",\"modified_ns\":\"" + std::to_string(ref.modified_ns) + "\"}";
+}
+
+/// @brief The journal's first line: it extends the snapshot @p ref names.
+inline std::string header_line(const snapshot_ref& ref) {
+  std::string out = "{\"iwsec_users_journal\":1,\"snapshot\":";
+  append_snapshot_ref(out, ref);
+  return out += "}\n";
+}
+
+/// @brief A change: @p u added, or replacing the user with its email.
+inline std::string put_line(const User& u) {
+  std::string out = "{\"put\":";
+  append_user_object(out, u);
+  return out += "}\n";
+}
+
+/// @brief A change: the user with @p email removed.
+inline std::string remove_line(std::string_view email) {
+  std::string out = "{\"delete\":";
+  append_json_string(out, email);
+  return out += "}\n";
+}
+
+/// @brief The snapshot @p ref names holds every change before this line.
+inline std::string compacted_line(const snapshot_ref& ref) {
+  std::string out = "{\"compacted\":";
+  append_snapshot_ref(out, ref);
+  return out += "}\n";
+}
+
+/// @brief Parses one journal line (without its newline) into @p out; false,
+/// with a reason in @p error, when it is not one of the lines above. A put
+/// user without an issue time gets @p loaded_at.
+inline bool parse_journal_line(std::string_view line, journal_record& out, std::string& error,
+                               std::int64_t loaded_at = 0) {
+  std::string scratch(line.size(), '\0');
+  std::optional<std::int64_t> format;
+  std::string_view snapshot, compacted, user;
+  bool removes = false;
+  std::string removed_email;
+  std::size_t kinds = 0;
+  flat_json_parser parser(line, &scratch[0]);
+  const bool parsed = parser.parse_object(3, [&](std::string_view name, const json_value_view& v) {
+    if (name == "iwsec_users_journal") {
+      format = json_non_negative_integer(v);
+      ++kinds;
+    } else if (name == "snapshot" && v.kind == json_kind::object) {
+      snapshot = v.raw;
+    } else if (name == "compacted" && v.kind == json_kind::object) {
+      compacted = v.raw;
+      ++kinds;
+    } else if (name == "put" && v.kind == json_kind::object) {
+      user = v.raw;
+      ++kinds;
+    } else if (name == "delete") {
+      ++kinds;
+      removes = v.kind == json_kind::string;
+      if (removes) removed_email.assign(v.text.data(), v.text.size());
+    } else {
+      kinds += 2;  // nothing else belongs on a journal line
+    }
+  });
+  if (!parsed || kinds != 1) {
+    error = "not a users-journal line";
+    return false;
+  }
+  const auto decimal = [](const json_value_view& v) -> std::optional<std::int64_t> {
+    if (v.kind != json_kind::string || v.text.empty() || v.text.size() > 19) return std::nullopt;
+    std::uint64_t n = 0;
+    for (char c : v.text) {
+      if (c < '0' || c > '9') return std::nullopt;
+      n = n * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (n > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<std::int64_t>(n);
+  };
+  const auto parse_ref = [&](std::string_view text, snapshot_ref& ref) {
+    std::optional<std::int64_t> size, inode, modified;
+    bool have_sha = false;
+    flat_json_parser p(text, &scratch[0]);
+    const bool parsed_ref = p.parse_object(1, [&](std::string_view name, const json_value_view& v) {
+      if (name == "sha256" && v.kind == json_kind::string) {
+        have_sha = true;
+        ref.sha256.assign(v.text.data(), v.text.size());
+      } else if (name == "size") {
+        size = json_non_negative_integer(v);
+      } else if (name == "inode") {
+        inode = decimal(v);
+      } else if (name == "modified_ns") {
+        modified = decimal(v);
+      }
+    });
+    if (!parsed_ref || !have_sha || !size || !inode || !modified) return false;
+    ref.size = *size;
+    ref.inode = *inode;
+    ref.modified_ns = *modified;
+    return true;
+  };
+  out = journal_record();
+  if (format) {
+    out.kind = record_kind::header;
+    if (*format != 1 || snapshot.empty() || !parse_ref(snapshot, out.snapshot)) {
+      error = "a users-journal header of an unknown format";
+      return false;
+    }
+    return true;
+  }
+  if (!compacted.empty()) {
+    out.kind = record_kind::compacted;
+    if (parse_ref(compacted, out.snapshot)) return true;
+    error = "a compaction record without its snapshot's sha256, size, inode and modified_ns";
+    return false;
+  }
+  if (!user.empty()) {
+    out.kind = record_kind::put;
+    bool unstamped = false;
+    if (parse_user_object(user, &scratch[0], out.user, loaded_at, unstamped)) return true;
+    error = "a changed user that lacks a field or has one of the wrong type";
+    return false;
+  }
+  out.kind = record_kind::remove;
+  if (removes && !removed_email.empty()) {
+    out.email = std::move(removed_email);
+    return true;
+  }
+  error = "a removal without an email";
+  return false;
+}
+
+}  // namespace users_file
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/users_file.hpp -----
 
 namespace iwsec {
 
@@ -3808,30 +4201,54 @@ class waitable_lock {
 
 }  // namespace detail
 
-/// @brief Users in a JSON file (`users.json`).
+/// @brief Users in a users file: a snapshot (`users.json`) and an
+/// append-only change journal beside it (`users.json.journal`), in the
+/// format of detail/users_file.hpp.
 ///
-/// Writes take an exclusive lock on `<file>.lock`, re-read the file if
-/// another process changed it, and replace it atomically (an exclusive
-/// temporary, fsync, rename, fsync the directory; owner and mode kept), so
-/// concurrent writers never lose each other's changes. Reads check the
-/// file's identity (one stat) and reload it when it changed, so a change
-/// made by another process applies to every request that starts after that
-/// process's write returned. The reload is prepared beside the live copy
-/// and swapped in under the lock; when the file is as this store writes it,
-/// only the lines that changed are parsed, so applying another process's
-/// change to 10^5 users costs one read of the file, not a parse of it.
+/// A write takes an exclusive lock on `<file>.lock`, catches up with the
+/// files, and appends one line to the journal, fsynced before it returns
+/// (the first change after a compaction creates the journal atomically:
+/// exclusive temporary, fsync, rename, fsync the directory). Past a size
+/// (a quarter of the snapshot, at least 64 KiB) the write compacts instead:
+/// it writes the whole snapshot atomically (owner and mode kept), then
+/// removes the journal. So concurrent writers never lose each other's
+/// changes, and a crash at any point loses nothing a write acknowledged.
 ///
-/// Fails closed: when the file changed but cannot be reloaded (permission
+/// Reads check both files' identities (two stats) and catch up when either
+/// changed: lines appended to the journal are parsed and applied to a copy
+/// of the users that shares them with the live copy, and swapped in; a
+/// compaction is recognised from the line it leaves in the journal, without
+/// reading the new snapshot. So a change made by another process applies to
+/// every request that starts after that process's write returned, and costs
+/// the requests of this one the parse of that change, not of the file.
+///
+/// Only a snapshot this store did not see coming (a hand edit, a file
+/// written by an earlier version, a restored backup) is read in full, which
+/// the log says. Journal lines that the edited snapshot's journal header
+/// does not name are not applied: the edited snapshot wins, and the next
+/// write moves that journal aside to `users.json.journal.stale-<time>`
+/// (kept, never read). `iwsec-admin compact` before editing by hand folds
+/// the journal into users.json, so nothing is set aside.
+///
+/// Fails closed: when a file changed but cannot be read (permission
 /// denied, descriptors exhausted, invalid content), every read throws
 /// StateUnavailable (the routes answer 503) instead of answering from the
 /// stale copy, one line saying why goes to the log, and the store recovers
-/// by itself once the file can be read. Loading and every write cost time
-/// linear in the number of users.
+/// by itself once the files can be read. Loading and every write cost time
+/// linear in the number of users; applying another process's change costs
+/// time linear in the size of that change.
+///
+/// Locking: state_mutex_ guards what reads use (the users, the file
+/// versions they reflect, the last error); sync_lock_ lets one thread at a
+/// time catch up with the files or write, and guards how the copy relates
+/// to the files; a writer takes the cross-process lock first, then
+/// sync_lock_, then state_mutex_ only to publish. Readers take sync_lock_
+/// only when the files changed.
 class JsonFileUserStore : public UserStore {
  public:
-  /// @brief Receives one line (no newline) about the file: why it cannot be
-  /// reloaded, that it can again, a write whose directory fsync failed.
-  /// Never holds a secret.
+  /// @brief Receives one line (no newline) about the files: why they cannot
+  /// be reloaded, that they can again, a snapshot read in full, a journal set
+  /// aside, a write whose directory fsync failed. Never holds a secret.
   using Log = std::function<void(const std::string& line)>;
 
   /// @brief The default log: "iwsec: LINE" on standard error.
@@ -3843,11 +4260,17 @@ class JsonFileUserStore : public UserStore {
     };
   }
 
-  /// @brief Opens (or, on first write, creates) the users file at @p path.
-  /// Throws store_error when the file exists but is unreadable or invalid.
-  /// @p log may be empty (no log).
+  /// @brief How this store has read the files since it was opened.
+  struct ReadCounts {
+    std::uint64_t snapshot_loads = 0;   ///< whole reads of the snapshot (the first included)
+    std::uint64_t journal_changes = 0;  ///< changes applied from the journal
+  };
+
+  /// @brief Opens (or, on first write, creates) the users file at @p path
+  /// and its journal at `<path>.journal`. Throws store_error when they exist
+  /// but are unreadable or invalid. @p log may be empty (no log).
   explicit JsonFileUserStore(std::string path, Log log = stderr_log())
-      : path_(std::move(path)), lock_path_(path_ + ".lock"), log_(std::move(log)) {
+      : path_(std::move(path)), journal_path_(path_ + ".journal"), lock_path_(path_ + ".lock"), log_(std::move(log)) {
     // A missing directory fails here, by name, not as an I/O error on the first write.
     const std::string dir = detail::parent_directory(path_);
     struct stat st;
@@ -3855,31 +4278,49 @@ class JsonFileUserStore : public UserStore {
       const int e = ::stat(dir.c_str(), &st) != 0 ? errno : ENOTDIR;
       throw store_error("iwsec: cannot use users file " + path_ + ": directory " + dir + ": " + std::strerror(e));
     }
-    bool unstamped = false;
+    bool stamp = false;
     {
-      std::lock_guard<detail::waitable_lock> loading(load_mutex_);
+      std::lock_guard<detail::waitable_lock> sync(sync_lock_);
       std::string error;
-      if (!load_and_swap_loading(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
-      unstamped = unstamped_;
+      if (!catch_up(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
+      stamp = needs_compaction_;
       constructed_ = true;
     }
     // Users from before issue times were kept got this load's time as their
-    // refresh token's issue time: keep it (one write), so a restart does not
-    // start their tokens' clocks again. A store that cannot write now keeps
-    // it in memory and writes it with its next change.
-    if (unstamped) write([](detail::user_index&) { return StoreStatus::ok; });
+    // refresh token's issue time: keep it (one compaction), so a restart does
+    // not start their tokens' clocks again. A store that cannot write now
+    // keeps it in memory and writes it with its next change.
+    if (stamp) compact();
   }
 
   JsonFileUserStore(const JsonFileUserStore&) = delete;
   JsonFileUserStore& operator=(const JsonFileUserStore&) = delete;
 
   const std::string& path() const noexcept { return path_; }
+  const std::string& journal_path() const noexcept { return journal_path_; }
 
   /// @brief Why the last failed write or reload failed (path and strerror
   /// text), for a program to print; empty when nothing failed yet.
   std::string last_error() const {
-    std::lock_guard<std::mutex> lock(error_mutex_);
+    std::shared_lock<std::shared_mutex> lock(state_mutex_);
     return last_error_;
+  }
+
+  /// @brief Whole-snapshot reads and journal changes applied so far.
+  ReadCounts read_counts() const {
+    std::shared_lock<std::shared_mutex> lock(state_mutex_);
+    return counts_;
+  }
+
+  /// @brief Folds the journal into the snapshot: writes users.json whole
+  /// (atomically, owner and mode kept) and removes the journal (setting a
+  /// stale one aside first). What `iwsec-admin compact` does.
+  StoreStatus compact() {
+    return change_current([&](detail::user_index& next, std::string& error) {
+      if (!compact_into(next, error)) return failed(error);
+      publish(std::move(next));
+      return StoreStatus::ok;
+    });
   }
 
   std::optional<User> find_by_email(std::string_view email) override {
@@ -3909,30 +4350,24 @@ class JsonFileUserStore : public UserStore {
   }
 
   StoreStatus add_user(const User& user) override {
-    return write([&](detail::user_index& index) { return index.add(user); });
+    return write(user.email, [&](detail::user_index& index) { return index.add(user); });
   }
 
   StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
-    return write([&](detail::user_index& index) { return index.update(email, change); });
+    return write(email, [&](detail::user_index& index) { return index.update(email, change); });
   }
 
   StoreStatus delete_user(std::string_view email) override {
-    return write([&](detail::user_index& index) { return index.remove(email); });
+    return write(email, [&](detail::user_index& index) { return index.remove(email); });
   }
 
-  /// @brief The file's text for @p users (the format this store reads).
-  static std::string serialize(const std::vector<User>& users) {
-    std::string out;
-    begin_file(out, users.size());
-    for (std::size_t i = 0; i < users.size(); ++i) append_user(out, users[i], i == 0);
-    end_file(out, users.empty());
-    return out;
-  }
+  /// @brief The snapshot's text for @p users (see detail/users_file.hpp).
+  static std::string serialize(const std::vector<User>& users) { return detail::users_file::serialize(users); }
 
-  /// @brief Parses the file's text; nothing (and a reason in @p error) when invalid.
+  /// @brief Parses a snapshot's text; nothing (and a reason in @p error) when invalid.
   static std::optional<std::vector<User>> parse(std::string_view text, std::string& error) {
     std::vector<User> out;
-    if (!parse_users(text, error, [&](User&& u) {
+    if (!detail::users_file::parse_snapshot(text, error, [&](User&& u) {
           out.push_back(std::move(u));
           return true;
         }))
@@ -3941,441 +4376,610 @@ class JsonFileUserStore : public UserStore {
   }
 
  private:
-  static constexpr std::size_t bytes_per_user_estimate = 320;
-  // Readers wait this long for a reload, then fail closed (503): never an
+  // Readers wait this long for a catch-up, then fail closed (503): never an
   // answer from a copy known to be stale.
   static constexpr std::chrono::milliseconds reload_wait{2000};
-  // Up to this many changed lines, a reload patches the live copy.
-  static constexpr std::size_t max_patched_lines = 512;
+  static constexpr off_t min_compaction_bytes = 64 * 1024;
 
-  static void begin_file(std::string& out, std::size_t users) {
-    out.reserve(64 + users * bytes_per_user_estimate);
-    out += "{\n  \"version\": 1,\n  \"users\": [";
+  // The versions of the two files a copy reflects (nothing: no such file).
+  struct versions {
+    std::optional<detail::file_identity> snapshot, journal;
+    bool operator==(const versions& o) const { return snapshot == o.snapshot && journal == o.journal; }
+  };
+
+  enum class outcome { applied, load_in_full, failed };
+
+  static std::int64_t nanoseconds(const timespec& t) {
+    return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
   }
 
-  static void end_file(std::string& out, bool empty) { out += empty ? "]\n}\n" : "\n  ]\n}\n"; }
-
-  // One user per line: the format version 1 has always had.
-  static void append_user(std::string& out, const User& u, bool first) {
-    out += first ? "\n    {" : ",\n    {";
-    out += "\"user_id\": ";
-    detail::append_json_string(out, u.user_id);
-    out += ", \"email\": ";
-    detail::append_json_string(out, u.email);
-    out += ", \"password_hash\": ";
-    detail::append_json_string(out, u.password_hash);
-    out += ", \"refresh_token_sha256\": ";
-    detail::append_json_string(out, u.refresh_token_sha256);
-    out += ", \"refresh_generation\": " + std::to_string(u.refresh_generation);
-    out += u.disabled ? ", \"disabled\": true" : ", \"disabled\": false";
-    // Added later: files without it still load (see parse_users).
-    if (u.refresh_token_issued_at) out += ", \"refresh_token_issued_at\": " + std::to_string(u.refresh_token_issued_at);
-    out += '}';
+  // Whether @p st is the file a compacted line named (a rename keeps these).
+  static bool names(const detail::users_file::snapshot_ref& ref, const struct stat& st) {
+    return ref.inode == static_cast<std::int64_t>(st.st_ino) && ref.size == static_cast<std::int64_t>(st.st_size) &&
+           ref.modified_ns == nanoseconds(st.st_mtim);
   }
 
-  static std::string serialize_index(const detail::user_index& index) {
-    std::string out;
-    begin_file(out, index.size());
-    bool first = true;
-    index.for_each([&](const User& u) {
-      append_user(out, u, first);
-      first = false;
-    });
-    end_file(out, first);
-    return out;
+  static std::string changes(std::size_t n) { return std::to_string(n) + (n == 1 ? " change" : " changes"); }
+
+  static std::optional<detail::file_identity> identity_of(int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return std::nullopt;
+    return detail::file_identity::of(st);
   }
 
-  // The text of each element of @p array (a JSON array the strict parser
-  // already accepted) that is an object; false at the first that is not.
-  template <typename OnObject>
-  static bool for_each_object(std::string_view array, OnObject&& on_object) {
-    const char* p = array.data() + 1;  // past '['
-    const char* const end = array.data() + array.size();
-    const auto skip_ws = [&] {
-      while (p != end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+  // One stat of each file; false (and @p error) unless each is there or missing.
+  bool observe(versions& now, std::string& error) const {
+    const auto one = [&](const std::string& path, std::optional<detail::file_identity>& out) {
+      struct stat st;
+      if (::stat(path.c_str(), &st) == 0) {
+        out = detail::file_identity::of(st);
+        return true;
+      }
+      if (errno == ENOENT) return true;
+      error = detail::errno_text("cannot stat " + path);
+      return false;
     };
-    skip_ws();
-    if (p != end && *p == ']') return true;
-    for (;;) {
-      skip_ws();
-      if (p == end || *p != '{') return false;
-      const char* start = p;
-      std::size_t depth = 0;
-      for (; p != end; ++p) {
-        if (*p == '"') {
-          for (++p; p != end && *p != '"'; ++p)
-            if (*p == '\\') ++p;
-        } else if (*p == '{' || *p == '[') {
-          ++depth;
-        } else if ((*p == '}' || *p == ']') && --depth == 0) {
-          ++p;
-          break;
-        }
-      }
-      if (!on_object(std::string_view(start, static_cast<std::size_t>(p - start)))) return false;
-      skip_ws();
-      if (p == end) return false;
-      if (*p == ']') return true;
-      ++p;  // ','
-    }
-  }
-
-  // Walks the text once to check it (strict JSON, no duplicate key), then
-  // each user object once more: no DOM, so 10^5 users parse in well under
-  // a second. Calls on_user(User&&) for each; false (and @p error) when the
-  // text is not a users file or on_user refused one.
-  template <typename OnUser>
-  static bool parse_users(std::string_view text, std::string& error, OnUser&& on_user, bool* unstamped = nullptr,
-                          std::int64_t loaded_at = 0) {
-    // A user without "refresh_token_issued_at" (written before it existed)
-    // gets @p loaded_at: the store passes the time it loads the file, so the
-    // refresh token's clock starts when it is first loaded (parse() leaves 0).
-    std::string scratch(text.size(), '\0');
-    std::optional<std::int64_t> version;
-    std::string_view users;
-    bool users_is_array = false;
-    detail::flat_json_parser root(text, &scratch[0]);
-    if (!root.parse_object(4, [&](std::string_view name, const detail::json_value_view& v) {
-          if (name == "version") version = detail::json_non_negative_integer(v);
-          if (name == "users") {
-            users = v.raw;
-            users_is_array = v.kind == detail::json_kind::array;
-          }
-        })) {
-      error = "not a JSON object (or a duplicate key)";
-      return false;
-    }
-    if (version != std::optional<std::int64_t>(1)) {
-      error = "\"version\" must be 1";
-      return false;
-    }
-    if (!users_is_array) {
-      error = "\"users\" must be an array";
-      return false;
-    }
-    std::size_t count = 0;
-    bool refused = false;
-    const bool objects = for_each_object(users, [&](std::string_view object) {
-      ++count;
-      User u;
-      bool have_id = false, have_email = false, have_hash = false, have_token = false, have_disabled = false;
-      std::optional<std::int64_t> generation;
-      std::optional<std::int64_t> issued_at;
-      bool have_issued_at = false;
-      const auto text_field = [](const detail::json_value_view& v, std::string& field, bool& have) {
-        have = v.kind == detail::json_kind::string;
-        if (have) field.assign(v.text.data(), v.text.size());
-      };
-      detail::flat_json_parser parser(object, &scratch[0]);
-      const bool parsed = parser.parse_object(2, [&](std::string_view name, const detail::json_value_view& v) {
-        if (name == "user_id") {
-          text_field(v, u.user_id, have_id);
-        } else if (name == "email") {
-          text_field(v, u.email, have_email);
-        } else if (name == "password_hash") {
-          text_field(v, u.password_hash, have_hash);
-        } else if (name == "refresh_token_sha256") {
-          text_field(v, u.refresh_token_sha256, have_token);
-        } else if (name == "refresh_generation") {
-          generation = detail::json_non_negative_integer(v);
-        } else if (name == "disabled") {
-          have_disabled = v.kind == detail::json_kind::literal && (v.raw == "true" || v.raw == "false");
-          u.disabled = v.raw == "true";
-        } else if (name == "refresh_token_issued_at") {
-          have_issued_at = true;
-          issued_at = detail::json_non_negative_integer(v);
-        }
-      });
-      if (!parsed || !have_id || !have_email || !have_hash || !have_token || !generation || !have_disabled ||
-          (have_issued_at && !issued_at)) {
-        error = "user #" + std::to_string(count) + " lacks a field or has one of the wrong type";
-        return false;
-      }
-      u.refresh_generation = *generation;
-      u.refresh_token_issued_at = issued_at && *issued_at ? *issued_at : loaded_at;
-      if ((!issued_at || !*issued_at) && unstamped) *unstamped = true;
-      if (!on_user(std::move(u))) {
-        error = "user #" + std::to_string(count) + " has an empty or duplicate email, user id or refresh token";
-        refused = true;
-        return false;
-      }
-      return true;
-    });
-    if (!objects && !refused && error.empty()) error = "each user must be an object";
-    return objects;
-  }
-
-  static constexpr std::string_view frame_head[3] = {"{", "  \"version\": 1,", "  \"users\": ["};
-  static constexpr std::string_view frame_tail[3] = {"  ]", "}", ""};
-
-  static std::vector<std::string_view> lines_of(std::string_view text) {
-    std::vector<std::string_view> out;
-    out.reserve(text.size() / bytes_per_user_estimate + 8);
-    for (;;) {
-      const auto nl = text.find('\n');
-      out.push_back(text.substr(0, nl));
-      if (nl == std::string_view::npos) return out;
-      text.remove_prefix(nl + 1);
-    }
-  }
-
-  // Whether @p lines are serialize()'s frame around at least one user line,
-  // each of the form it writes ("    {...}," and "    {...}" for the last).
-  static bool canonical_shape(const std::vector<std::string_view>& lines) {
-    if (lines.size() < 7) return false;
-    for (std::size_t i = 0; i < 3; ++i)
-      if (lines[i] != frame_head[i] || lines[lines.size() - 3 + i] != frame_tail[i]) return false;
-    const std::size_t last = lines.size() - 4;
-    for (std::size_t i = 3; i <= last; ++i) {
-      const std::string_view l = lines[i];
-      const std::string_view end = i == last ? "}" : "},";
-      if (l.size() < 6 + end.size() || l.compare(0, 5, "    {") != 0 || l.compare(l.size() - end.size(), end.size(), end) != 0)
-        return false;
-    }
-    return true;
-  }
-
-  // One user line of a canonical file, parsed like the whole file would be.
-  static bool parse_user_line(std::string_view line, std::string& error, User& out, std::int64_t loaded_at = 0) {
-    if (line.back() == ',') line.remove_suffix(1);
-    std::string text = "{\"version\":1,\"users\":[";
-    text.append(line.data(), line.size());
-    text += "]}";
-    bool got = false;
-    return parse_users(
-               text, error,
-               [&](User&& u) {
-                 out = std::move(u);
-                 got = true;
-                 return true;
-               },
-               nullptr, loaded_at) &&
-           got;
-  }
-
-  enum class patch { applied, not_applicable, invalid };
-
-  // Patches @p index (a copy of the users of @p old_text, a canonical file)
-  // into the users of @p new_text when the new text is canonical too and
-  // differs from the old in at most max_patched_lines lines between a common
-  // beginning and a common end (what any iwsec write of one user produces):
-  // the users of the old lines in between are removed and those of the new
-  // ones added, with every check a full load makes. O(file size) to find the
-  // lines, O(changed users) to parse and index.
-  static patch apply_changed_lines(std::string_view old_text, std::string_view new_text, detail::user_index& index,
-                                   std::string& error) {
-    const auto old_lines = lines_of(old_text);
-    const auto new_lines = lines_of(new_text);
-    if (!canonical_shape(old_lines) || !canonical_shape(new_lines)) return patch::not_applicable;
-    const std::size_t common = std::min(old_lines.size(), new_lines.size());
-    std::size_t head = 0;
-    while (head < common && old_lines[head] == new_lines[head]) ++head;
-    std::size_t tail = 0;
-    while (tail < common - head && old_lines[old_lines.size() - 1 - tail] == new_lines[new_lines.size() - 1 - tail])
-      ++tail;
-    const std::size_t old_end = old_lines.size() - tail, new_end = new_lines.size() - tail;
-    if ((old_end - head) + (new_end - head) > max_patched_lines) return patch::not_applicable;
-    for (std::size_t i = head; i < old_end; ++i) {
-      User gone;
-      if (!parse_user_line(old_lines[i], error, gone) || index.remove(gone.email) != StoreStatus::ok)
-        return patch::not_applicable;
-    }
-    for (std::size_t i = head; i < new_end; ++i) {
-      User added;
-      std::string reason;
-      const std::string which = "user #" + std::to_string(i - 2);
-      if (!parse_user_line(new_lines[i], reason, added, system_now())) {
-        error = which + " lacks a field or has one of the wrong type";
-        return patch::invalid;
-      }
-      if (index.add(std::move(added)) != StoreStatus::ok) {
-        error = which + " has an empty or duplicate email, user id or refresh token";
-        return patch::invalid;
-      }
-    }
-    return patch::applied;
+    return one(path_, now.snapshot) && one(journal_path_, now.journal);
   }
 
   template <typename F>
   auto read(F&& f) -> decltype(f(std::declval<const detail::user_index&>())) {
-    {
-      std::shared_lock<std::shared_mutex> lock(mutex_);
-      if (current_locked()) return f(index_);
+    versions now;
+    std::string ignored;
+    if (observe(now, ignored)) {
+      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      if (now == seen_) return f(index_);
     }
     refresh_for_reader();
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    std::shared_lock<std::shared_mutex> lock(state_mutex_);
     return f(index_);
   }
 
-  // The file changed: load it beside the live copy (requests that arrived
-  // before go on reading that copy) and swap it in. Requests that arrive
-  // meanwhile wait for the new copy rather than answer from the old one; a
-  // change made by iwsec-admin costs one read of the file and the parse of
-  // the users it changed (see apply_changed_lines). Throws StateUnavailable
-  // when the file cannot be loaded, or is still loading after reload_wait.
+  // A file changed: catch up beside the live copy (requests that arrived
+  // before go on reading it) and swap. Requests that arrive meanwhile wait
+  // for the new copy rather than answer from the old one. Throws
+  // StateUnavailable when the files cannot be read, or after reload_wait.
   void refresh_for_reader() {
-    std::unique_lock<detail::waitable_lock> loading(load_mutex_, std::defer_lock);
-    if (!loading.try_lock_for(reload_wait))
+    std::unique_lock<detail::waitable_lock> sync(sync_lock_, std::defer_lock);
+    if (!sync.try_lock_for(reload_wait))
       throw StateUnavailable("iwsec: " + path_ + " changed and is still being reloaded");
-    {
-      std::shared_lock<std::shared_mutex> lock(mutex_);
-      if (current_locked()) return;  // loaded while we waited
-    }
     std::string error;
-    if (!load_and_swap_loading(error)) throw StateUnavailable("iwsec: cannot reload " + path_ + ": " + error);
+    if (!catch_up(error)) throw StateUnavailable("iwsec: cannot reload " + path_ + ": " + error);
   }
 
-  template <typename F>
-  StoreStatus write(F&& mutate) {
-    std::lock_guard<std::mutex> one_writer(write_mutex_);
-    detail::file_lock cross_process(lock_path_);
-    if (!cross_process) return failed(cross_process.error());
-    // Held through the write, so readers that notice the rename wait for
-    // the swap below rather than parse the file this write produced.
-    std::lock_guard<detail::waitable_lock> loading(load_mutex_);
-    bool current;
-    {
-      std::shared_lock<std::shared_mutex> lock(mutex_);
-      current = current_locked();
+  // Brings the live copy up to the files. Caller holds sync_lock_.
+  bool catch_up(std::string& error) {
+    versions now;
+    if (!observe(now, error)) return fail_reading(error);
+    if (loaded_) {
+      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      if (now == seen_) return true;
     }
-    std::string error;
-    if (!current && !load_and_swap_loading(error)) return failed(error);
+    if (bad_version_ && *bad_version_ == now) {
+      error = last_error();  // this version was tried: do not parse it again per request
+      return false;
+    }
     detail::user_index next;
-    {
-      std::shared_lock<std::shared_mutex> lock(mutex_);
-      next = index_;
+    versions reflected;
+    outcome result = outcome::load_in_full;
+    const bool followed = loaded_;
+    if (followed) {
+      {
+        std::shared_lock<std::shared_mutex> lock(state_mutex_);
+        next = index_;  // cheap: shares the users with the live copy
+      }
+      result = follow_journal(now, next, reflected, error);
     }
-    const StoreStatus status = mutate(next);
-    if (status != StoreStatus::ok) return status;
-    std::string text = serialize_index(next);
-    detail::replace_result replaced = detail::replace_file(path_, text, 0600);
-    if (!replaced.replaced) return failed(replaced.error);
-    text_ = std::move(text);
-    canonical_ = true;
-    // The new file is in place and every later read sees it: the write is
-    // done, whatever the directory fsync said (reporting a failure now
-    // would be untrue), so that goes to the log.
-    if (!replaced.warning.empty() && log_) log_(replaced.warning + " after replacing " + path_);
-    struct stat st;
-    const bool known = ::fstat(replaced.fd.get(), &st) == 0;
+    if (result == outcome::load_in_full) {
+      next = detail::user_index();
+      result = load_in_full(now, next, reflected, error, /*unannounced=*/followed);
+    }
+    if (result == outcome::failed) {
+      loaded_ = false;  // what was half read is read again, whole, next time
+      return fail_reading(error);
+    }
     {
-      std::unique_lock<std::shared_mutex> lock(mutex_);
+      std::unique_lock<std::shared_mutex> lock(state_mutex_);
       std::swap(index_, next);
-      loaded_ = known ? std::optional<detail::file_identity>(detail::file_identity::of(st)) : std::nullopt;
-      exists_ = known;
-      loaded_fd_ = std::move(replaced.fd);
+      seen_ = reflected;
     }
-    return StoreStatus::ok;  // the previous index is freed here, outside the lock
+    loaded_ = true;
+    bad_version_.reset();
+    if (reads_failing_ && log_) log_("reloaded " + path_ + " again" + load_note_);
+    reads_failing_ = false;
+    load_note_.clear();
+    return true;  // the previous copy is freed here, outside the lock
+  }
+
+  // Applies what was appended to the journal since the last look, follows a
+  // compaction the journal announced, and a journal started since. Anything
+  // else (a snapshot nobody announced, a journal cut short) needs a whole load.
+  outcome follow_journal(const versions& now, detail::user_index& next, versions& reflected, std::string& error) {
+    if (journal_fd_) {
+      const outcome drained = read_journal(next, error);
+      if (drained != outcome::applied) return drained;
+    }
+    reflected.snapshot = seen_.snapshot;
+    if (now.snapshot != seen_.snapshot) {
+      if (!now.snapshot || !compacted_) return outcome::load_in_full;
+      detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
+      struct stat st;
+      if (!fd || ::fstat(fd.get(), &st) != 0) {
+        error = detail::errno_text("cannot open " + path_);
+        return outcome::failed;
+      }
+      if (!names(*compacted_, st)) return outcome::load_in_full;
+      snapshot_ = *compacted_;  // what this copy already holds: nothing to read
+      snapshot_fd_ = std::move(fd);
+      reflected.snapshot = detail::file_identity::of(st);
+      changes_since_snapshot_ = 0;
+      compacted_.reset();
+    }
+    const bool same_journal = journal_fd_ && now.journal && now.journal->device == journal_device_ &&
+                              now.journal->inode == journal_inode_;
+    if (!same_journal) {
+      // The journal read from was compacted away or set aside: only a copy
+      // that holds no change on top of the snapshot may go on to a new one.
+      if (changes_since_snapshot_ != 0) return outcome::load_in_full;
+      close_journal();
+      if (now.journal) {
+        if (!open_journal(error)) return outcome::failed;
+        const outcome read = read_journal(next, error);
+        if (read != outcome::applied) return read;
+        if (!journal_extends_) return outcome::load_in_full;  // a journal for another snapshot
+      }
+    }
+    reflected.journal = journal_fd_ ? journal_version_ : std::nullopt;
+    return outcome::applied;
+  }
+
+  bool open_journal(std::string& error) {
+    journal_fd_ = detail::open_fd(journal_path_, O_RDONLY);
+    struct stat st;
+    if (!journal_fd_ || ::fstat(journal_fd_.get(), &st) != 0) {
+      error = detail::errno_text("cannot open " + journal_path_);
+      journal_fd_.reset();
+      return false;
+    }
+    journal_device_ = st.st_dev;
+    journal_inode_ = st.st_ino;
+    return true;
+  }
+
+  void close_journal() {
+    journal_fd_.reset();
+    journal_read_ = 0;
+    journal_extends_ = false;
+    compacted_.reset();
+  }
+
+  // Reads journal_fd_ from journal_read_ on and applies each whole line
+  // (a line without its newline yet is left for later, or for the next
+  // writer to cut off). The first line must be the header: whether it names
+  // the snapshot decides whether the changes apply.
+  outcome read_journal(detail::user_index& next, std::string& error) {
+    const std::optional<detail::file_identity> before = identity_of(journal_fd_.get());
+    if (!before) {
+      error = detail::errno_text("cannot stat " + journal_path_);
+      return outcome::failed;
+    }
+    if (before->size < journal_read_) return outcome::load_in_full;  // cut short by someone else
+    std::string text;
+    text.reserve(static_cast<std::size_t>(before->size - journal_read_));
+    char block[65536];
+    for (off_t at = journal_read_;;) {
+      const ssize_t n = ::pread(journal_fd_.get(), block, sizeof block, at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        error = detail::errno_text("cannot read " + journal_path_);
+        return outcome::failed;
+      }
+      if (n == 0) break;
+      text.append(block, static_cast<std::size_t>(n));
+      at += n;
+    }
+    journal_version_ = before;
+    std::string_view rest(text);
+    detail::users_file::journal_record record;
+    const std::int64_t now = system_now();
+    for (std::size_t nl; (nl = rest.find('\n')) != std::string_view::npos; rest.remove_prefix(nl + 1)) {
+      std::string reason;
+      if (!detail::users_file::parse_journal_line(rest.substr(0, nl), record, reason, now) ||
+          (journal_read_ == 0) != (record.kind == detail::users_file::record_kind::header))
+        return outcome::load_in_full;  // which says what is wrong with it
+      journal_read_ += static_cast<off_t>(nl + 1);
+      if (!apply(record, next)) return outcome::load_in_full;
+      if (journal_extends_ && (record.kind == detail::users_file::record_kind::put ||
+                               record.kind == detail::users_file::record_kind::remove)) {
+        std::unique_lock<std::shared_mutex> lock(state_mutex_);
+        ++counts_.journal_changes;
+      }
+    }
+    return outcome::applied;
+  }
+
+  // Applies one journal record to @p next; false when it cannot apply (a
+  // duplicate, a removal of nobody).
+  bool apply(detail::users_file::journal_record& record, detail::user_index& next) {
+    using detail::users_file::record_kind;
+    switch (record.kind) {
+      case record_kind::header:
+        journal_extends_ = record.snapshot.sha256 == snapshot_.sha256 && record.snapshot.size == snapshot_.size;
+        return true;
+      case record_kind::compacted:
+        if (journal_extends_) compacted_ = record.snapshot;
+        return true;
+      case record_kind::put:
+      case record_kind::remove:
+        if (!journal_extends_) {
+          ++stale_changes_;
+          return true;
+        }
+        compacted_.reset();
+        ++changes_since_snapshot_;
+        if (record.kind == record_kind::remove) return next.remove(record.email) == StoreStatus::ok;
+        if (next.by_email(record.user.email)) {
+          User& put = record.user;
+          return next.update(put.email, [&](User& u) { u = std::move(put); }) == StoreStatus::ok;
+        }
+        return next.add(std::move(record.user)) == StoreStatus::ok;
+    }
+    return false;
+  }
+
+  // Reads the snapshot whole, then the journal: the changes after the last
+  // line that names this snapshot (its header, or a compacted line) apply;
+  // if none names it, the snapshot was replaced behind the journal's back
+  // and none apply.
+  // @p unannounced: the copy was current, and the files changed in a way
+  // no write of this format announces (which the log then says).
+  outcome load_in_full(const versions& now, detail::user_index& next, versions& reflected, std::string& error,
+                       bool unannounced) {
+    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
+    struct stat st;
+    std::string text;
+    if (!fd && errno != ENOENT) {
+      error = detail::errno_text("cannot open " + path_);
+      return outcome::failed;
+    }
+    if (fd && ::fstat(fd.get(), &st) != 0) {
+      error = detail::errno_text("cannot stat " + path_);
+      return outcome::failed;
+    }
+    if (fd && (text.reserve(static_cast<std::size_t>(st.st_size) + 1), !detail::read_all(fd.get(), text))) {
+      error = detail::errno_text("cannot read " + path_);
+      return outcome::failed;
+    }
+    std::string reason;
+    bool unstamped = false;
+    next.reserve(text.size() / detail::users_file::bytes_per_user_estimate + 1);
+    if (fd && !detail::users_file::parse_snapshot(
+                  text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; }, system_now(),
+                  &unstamped))
+      return bad_content(now, path_ + ": " + reason, error);
+    snapshot_ = detail::users_file::snapshot_ref();
+    if (fd) {
+      snapshot_.sha256 = detail::sha256_hex(text);
+      snapshot_.size = static_cast<std::int64_t>(text.size());
+      snapshot_.inode = static_cast<std::int64_t>(st.st_ino);
+      snapshot_.modified_ns = nanoseconds(st.st_mtim);
+    }
+    reflected.snapshot = fd ? std::optional<detail::file_identity>(detail::file_identity::of(st)) : std::nullopt;
+    snapshot_fd_ = std::move(fd);  // holds the inode, so its identity cannot be reused meanwhile
+    text = std::string();
+    needs_compaction_ = needs_compaction_ || unstamped;
+
+    close_journal();
+    changes_since_snapshot_ = 0;
+    stale_changes_ = 0;
+    reflected.journal.reset();
+    detail::unique_fd probe = detail::open_fd(journal_path_, O_RDONLY);
+    if (!probe && errno != ENOENT) {
+      error = detail::errno_text("cannot open " + journal_path_);
+      return outcome::failed;
+    }
+    if (probe) {
+      probe.reset();
+      if (!open_journal(error)) return outcome::failed;
+      // Find where the changes this snapshot lacks begin: after the last
+      // line that names it. Then read from there.
+      std::string all;
+      if (!detail::read_all(journal_fd_.get(), all)) {
+        error = detail::errno_text("cannot read " + journal_path_);
+        return outcome::failed;
+      }
+      off_t start = -1, at = 0;
+      std::size_t line_number = 0;
+      detail::users_file::journal_record record;
+      std::string_view rest(all);
+      for (std::size_t nl; (nl = rest.find('\n')) != std::string_view::npos; rest.remove_prefix(nl + 1)) {
+        ++line_number;
+        if (!detail::users_file::parse_journal_line(rest.substr(0, nl), record, reason) ||
+            (line_number == 1) != (record.kind == detail::users_file::record_kind::header))
+          return bad_content(now, journal_path_ + " line " + std::to_string(line_number) + ": " +
+                                      (reason.empty() ? "the first line must be the header, and only it" : reason),
+                             error);
+        at += static_cast<off_t>(nl + 1);
+        if ((record.kind == detail::users_file::record_kind::header ||
+             record.kind == detail::users_file::record_kind::compacted) &&
+            record.snapshot.sha256 == snapshot_.sha256 && record.snapshot.size == snapshot_.size)
+          start = at;
+      }
+      // Read again through read_journal, from the header (for the
+      // stale-or-not decision) or from where this snapshot's changes start.
+      if (start > 0) {
+        journal_read_ = start;
+        journal_extends_ = true;
+      }
+      const outcome read = read_journal(next, error);
+      if (read == outcome::failed) return read;
+      if (read == outcome::load_in_full)
+        return bad_content(now, journal_path_ + ": a change that cannot apply (a duplicate, or a removal of nobody)",
+                           error);
+      reflected.journal = journal_version_;
+    }
+    {
+      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      ++counts_.snapshot_loads;
+    }
+    // One log line says it: this one, or (after a failure) the one saying
+    // the files load again.
+    load_note_.clear();
+    if (stale_changes_)
+      load_note_ = "; " + changes(stale_changes_) + " in " + journal_path_ +
+                   " made before it not in it, and not applied (the next change moves that file to " + journal_path_ +
+                   ".stale-<time>)";
+    if (unannounced && log_) {
+      log_(path_ + " was replaced by another program: loaded it in full (" + std::to_string(next.size()) + " users)" +
+           load_note_);
+    } else if (!reads_failing_ && !load_note_.empty() && log_) {
+      log_("loaded " + path_ + load_note_);
+    }
+    return outcome::applied;
+  }
+
+  outcome bad_content(const versions& now, const std::string& reason, std::string& error) {
+    bad_version_ = now;
+    error = "invalid content: " + reason;
+    return outcome::failed;
+  }
+
+  // Records why reads fail; logs it once per reason. Returns false.
+  bool fail_reading(const std::string& error) {
+    bool changed;
+    {
+      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      changed = last_error_ != error;
+      last_error_ = error;
+    }
+    if (constructed_ && (changed || !reads_failing_) && log_)
+      log_("cannot reload " + path_ + " (" + error + "); answering 503 until it can be read");
+    reads_failing_ = true;
+    return false;
   }
 
   StoreStatus failed(const std::string& error) {
-    std::lock_guard<std::mutex> lock(error_mutex_);
+    std::unique_lock<std::shared_mutex> lock(state_mutex_);
     last_error_ = error;
     return StoreStatus::io_error;
   }
 
-  // Whether the loaded copy is the file's current version (one stat).
-  bool current_locked() const {
-    struct stat st;
-    if (::stat(path_.c_str(), &st) != 0) return errno == ENOENT && !exists_;
-    return exists_ && loaded_ && detail::file_identity::of(st) == *loaded_;
+  // Takes the cross-process lock, then sync_lock_, catches up with the
+  // files, and calls change(next, error) with a copy of the users.
+  template <typename F>
+  StoreStatus change_current(F&& change) {
+    detail::file_lock cross_process(lock_path_);
+    if (!cross_process) return failed(cross_process.error());
+    std::lock_guard<detail::waitable_lock> sync(sync_lock_);
+    std::string error;
+    if (!catch_up(error)) return failed(error);
+    detail::user_index next;
+    {
+      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      next = index_;
+    }
+    return change(next, error);
   }
 
-  // Loads the file beside the live copy and swaps it in; on failure keeps
-  // the live copy (reads then throw) and logs the reason once. Caller holds
-  // load_mutex_ (not mutex_).
-  bool load_and_swap_loading(std::string& error) {
-    detail::user_index next;
-    std::optional<detail::file_identity> identity;
-    detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
-    if (!fd && errno != ENOENT) {
-      error = detail::errno_text("cannot open " + path_);
-    } else if (fd) {
-      struct stat st;
-      std::string text;
-      if (::fstat(fd.get(), &st) != 0) {
-        error = detail::errno_text("cannot stat " + path_);
-      } else if (bad_content_ && *bad_content_ == detail::file_identity::of(st)) {
-        error = bad_content_error_;  // this version was tried: do not parse it again per request
-      } else if (text.reserve(static_cast<std::size_t>(st.st_size) + 1), !detail::read_all(fd.get(), text)) {
-        error = detail::errno_text("cannot read " + path_);
-      } else {
-        identity = detail::file_identity::of(st);
-        std::string reason;
-        patch result = patch::not_applicable;
-        if (canonical_ && exists_) {
-          {
-            std::shared_lock<std::shared_mutex> lock(mutex_);
-            next = index_;  // cheap: shares the users with the live copy
-          }
-          result = apply_changed_lines(text_, text, next, reason);
-        }
-        bool canonical = result == patch::applied;
-        if (result == patch::not_applicable) {
-          next = detail::user_index();
-          next.reserve(text.size() / bytes_per_user_estimate + 1);
-          if (parse_users(
-                  text, reason, [&](User&& u) { return next.add(std::move(u)) == StoreStatus::ok; }, &unstamped_,
-                  system_now())) {
-            result = patch::applied;
-            canonical = text == serialize_index(next);
-          } else {
-            result = patch::invalid;
-          }
-        }
-        if (result == patch::invalid) {
-          bad_content_ = identity;
-          bad_content_error_ = "invalid content: " + reason;
-          error = bad_content_error_;
-          identity.reset();
-        } else {
-          text_ = std::move(text);
-          canonical_ = canonical;
-        }
-      }
+  template <typename F>
+  StoreStatus write(std::string_view email, F&& mutate) {
+    return change_current([&](detail::user_index& next, std::string& error) {
+      return append_change(email, mutate(next), next, error);
+    });
+  }
+
+  // Makes @p next (the users after a change to @p email whose outcome is
+  // @p status) durable: one journal line, or a compaction.
+  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) {
+    if (status != StoreStatus::ok) return status;
+    const User* changed = next.by_email(email);
+    const std::string line =
+        changed ? detail::users_file::put_line(*changed) : detail::users_file::remove_line(email);
+    if (!snapshot_fd_ || needs_compaction_) {
+      // No snapshot yet, or one whose users got this load's issue time:
+      // the change goes into a whole new snapshot.
+      if (!compact_into(next, error)) return failed(error);
+    } else {
+      if (journal_fd_ && !journal_extends_ && !set_aside_stale_journal(error)) return failed(error);
+      if (!journal_fd_ ? !start_journal(line, error) : !append(line, error)) return failed(error);
+      ++changes_since_snapshot_;
+      // The change is durable. Past a size the journal is folded into the
+      // snapshot; if that fails, the journal stays in use as it is.
+      const off_t compact_after = std::max<off_t>(min_compaction_bytes, static_cast<off_t>(snapshot_.size / 4));
+      if (journal_read_ > compact_after && !compact_into(next, error) && log_)
+        log_("cannot compact " + journal_path_ + " into " + path_ + " (" + error + "); appending to it still");
     }
-    if (!error.empty()) {
-      failed(error);
-      if (constructed_ && error != failing_ && log_) log_("cannot reload " + path_ + " (" + error + "); answering 503 until it can be read");
-      failing_ = error;
+    publish(std::move(next));
+    return StoreStatus::ok;
+  }
+
+  // The first change on top of the snapshot: a journal holding its header
+  // and @p line, put in place atomically.
+  bool start_journal(const std::string& line, std::string& error) {
+    const std::string text = detail::users_file::header_line(snapshot_) + line;
+    detail::replace_result replaced = detail::replace_file(journal_path_, text, 0600);
+    if (!replaced.replaced) {
+      error = replaced.error;
       return false;
     }
-    if (!fd) {
-      text_.clear();
-      canonical_ = false;
+    if (!replaced.warning.empty() && log_) log_(replaced.warning + " after replacing " + journal_path_);
+    // The change is durable; tracking the journal needs a descriptor that
+    // reads it. Without one, the next read loads both files whole.
+    if (!open_journal(error)) {
+      loaded_ = false;
+      error.clear();
+      return true;
     }
-    {
-      std::unique_lock<std::shared_mutex> lock(mutex_);
-      std::swap(index_, next);
-      loaded_ = identity;
-      exists_ = static_cast<bool>(fd);
-      loaded_fd_ = std::move(fd);  // holds the inode, so its identity cannot be reused meanwhile
-    }
-    bad_content_.reset();
-    if (!failing_.empty() && log_) log_("reloaded " + path_ + " again");
-    failing_.clear();
-    return true;  // the previous index is freed here, outside the lock
+    journal_read_ = static_cast<off_t>(text.size());
+    journal_extends_ = true;
+    journal_version_ = identity_of(journal_fd_.get());
+    return true;
   }
 
-  std::string path_;
-  std::string lock_path_;
-  Log log_;
-  std::shared_mutex mutex_;     // guards index_, loaded_, exists_, loaded_fd_
-  detail::waitable_lock load_mutex_;  // one load or write at a time; guards text_, canonical_, bad_content_*, failing_
-  std::string text_;             // the loaded version's text, to find what the next version changed
-  bool canonical_ = false;       // text_ is exactly what serialize would write for index_
-  std::mutex write_mutex_;      // one writer at a time inside this process
+  // Appends @p line to the journal and fsyncs it; on failure cuts the
+  // journal back, so a half-written line cannot join (and spoil) the next.
+  bool append(const std::string& line, std::string& error) {
+    detail::unique_fd fd = detail::open_fd(journal_path_, O_WRONLY | O_APPEND | O_NOFOLLOW);
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0) {
+      error = detail::errno_text("cannot open " + journal_path_);
+      return false;
+    }
+    if (st.st_dev != journal_device_ || st.st_ino != journal_inode_) {
+      error = journal_path_ + " was replaced during the write";
+      return false;
+    }
+    // A line a crash left half written (no newline) goes first.
+    if (st.st_size != journal_read_ && ::ftruncate(fd.get(), journal_read_) != 0) {
+      error = detail::errno_text("cannot truncate " + journal_path_);
+      return false;
+    }
+    if (!detail::write_all(fd.get(), line) || detail::durable_fsync(fd.get()) != 0) {
+      error = detail::errno_text("cannot append to " + journal_path_);
+      if (::ftruncate(fd.get(), journal_read_) != 0 || detail::durable_fsync(fd.get()) != 0) loaded_ = false;
+      return false;
+    }
+    journal_read_ += static_cast<off_t>(line.size());
+    journal_version_ = identity_of(fd.get());
+    return true;
+  }
+
+  // Moves a journal that does not extend the snapshot (it was replaced by
+  // hand) aside, kept for the operator, never read again.
+  bool set_aside_stale_journal(std::string& error) {
+    std::string aside = journal_path_ + ".stale-" + std::to_string(system_now());
+    for (int n = 1; ::access(aside.c_str(), F_OK) == 0; ++n)
+      aside = journal_path_ + ".stale-" + std::to_string(system_now()) + "-" + std::to_string(n);
+    if (::rename(journal_path_.c_str(), aside.c_str()) != 0) {
+      error = detail::errno_text("cannot rename " + journal_path_ + " to " + aside);
+      return false;
+    }
+    // (The load that found it stale said so in the log, and where it goes.)
+    std::string warning;
+    const detail::directory_handle dir(detail::parent_directory(journal_path_));
+    if (dir) dir.sync(warning);
+    close_journal();
+    stale_changes_ = 0;
+    return true;
+  }
+
+  // Writes @p next as the whole snapshot and removes the journal. When
+  // @p next is exactly the snapshot plus the journal's changes, the journal
+  // first gets a compacted line naming the new snapshot (before the rename),
+  // so other processes take it without reading it, and a crash between
+  // leaves files that load to the same users. Caller publishes @p next.
+  bool compact_into(const detail::user_index& next, std::string& error) {
+    if (journal_fd_ && !journal_extends_ && !set_aside_stale_journal(error)) return false;
+    std::string text = detail::users_file::serialize_each(next.size(), [&](const auto& each) { next.for_each(each); });
+    const detail::directory_handle dir(detail::parent_directory(path_));
+    if (!dir) {
+      error = dir.error();
+      return false;
+    }
+    const std::string base = detail::base_name(path_);
+    detail::temp_file tmp(dir, base);
+    if (!tmp) {
+      error = tmp.error();
+      return false;
+    }
+    struct stat st;
+    if (!detail::write_all(tmp.fd(), text)) {
+      error = detail::errno_text("cannot write a temporary file in " + dir.path());
+      return false;
+    }
+    if (!tmp.prepare(base, 0600, error)) return false;
+    if (::fstat(tmp.fd(), &st) != 0) {
+      error = detail::errno_text("cannot stat a temporary file in " + dir.path());
+      return false;
+    }
+    detail::users_file::snapshot_ref ref;
+    ref.sha256 = detail::sha256_hex(text);
+    ref.size = static_cast<std::int64_t>(text.size());
+    ref.inode = static_cast<std::int64_t>(st.st_ino);
+    ref.modified_ns = nanoseconds(st.st_mtim);
+    text = std::string();
+    if (journal_fd_ && !needs_compaction_ && !append(detail::users_file::compacted_line(ref), error)) return false;
+    std::string warning;
+    if (!tmp.rename_over(base, error, warning)) return false;
+    // The new snapshot is in place and every later read sees it: the write
+    // is done, whatever the directory fsync said (reporting a failure now
+    // would be untrue), so that goes to the log.
+    if (!warning.empty() && log_) log_(warning + " after replacing " + path_);
+    snapshot_ = ref;
+    snapshot_fd_ = tmp.release();
+    changes_since_snapshot_ = 0;
+    compacted_.reset();
+    needs_compaction_ = false;
+    // Its changes are all in the snapshot now. If it cannot be removed, its
+    // compacted line keeps it harmless: loads start after that line.
+    if (journal_fd_ && ::unlink(journal_path_.c_str()) == 0) {
+      close_journal();
+      if (!dir.sync(warning) && log_) log_(warning + " after removing " + journal_path_);
+    }
+    return true;
+  }
+
+  // Swaps in the copy a write made, with the versions of the files it wrote.
+  void publish(detail::user_index next) {
+    versions reflected;
+    reflected.snapshot = snapshot_fd_ ? identity_of(snapshot_fd_.get()) : std::nullopt;
+    reflected.journal = journal_fd_ ? journal_version_ : std::nullopt;
+    std::unique_lock<std::shared_mutex> lock(state_mutex_);
+    std::swap(index_, next);
+    seen_ = reflected;
+  }
+
+  const std::string path_;
+  const std::string journal_path_;
+  const std::string lock_path_;
+  const Log log_;
+
+  // What reads use. Guarded by state_mutex_.
+  mutable std::shared_mutex state_mutex_;
   detail::user_index index_;
-  std::optional<detail::file_identity> loaded_;
-  bool exists_ = false;
-  detail::unique_fd loaded_fd_;
-  std::optional<detail::file_identity> bad_content_;
-  std::string bad_content_error_;
-  std::string failing_;  // the reason last logged, until a load succeeds
-  bool unstamped_ = false;  // a load gave users without an issue time this load's time
-  bool constructed_ = false;  // the constructor reports its failure by throwing, not in the log
-  mutable std::mutex error_mutex_;
-  std::string last_error_;
+  versions seen_;           // the files' versions index_ reflects
+  std::string last_error_;  // why the last write or catch-up failed
+  ReadCounts counts_;
+
+  // How the copy relates to the files. Guarded by sync_lock_.
+  detail::waitable_lock sync_lock_;
+  bool loaded_ = false;                        // index_ reflects seen_ (else the next catch-up loads whole)
+  detail::unique_fd snapshot_fd_;              // the snapshot reflected (holds its inode)
+  detail::users_file::snapshot_ref snapshot_;  // its digest, size, inode and modification time
+  detail::unique_fd journal_fd_;               // the journal read from: kept open to drain it after a compaction
+  dev_t journal_device_ = 0;
+  ino_t journal_inode_ = 0;
+  std::optional<detail::file_identity> journal_version_;  // as it was before it was last read or appended to
+  off_t journal_read_ = 0;                     // its bytes read: whole lines only
+  bool journal_extends_ = false;               // its header names the snapshot (else its changes do not apply)
+  std::size_t changes_since_snapshot_ = 0;     // changes index_ holds on top of the snapshot
+  std::size_t stale_changes_ = 0;              // changes in a journal that does not extend the snapshot
+  std::optional<detail::users_file::snapshot_ref> compacted_;  // a compaction announced, no change after it
+  std::optional<versions> bad_version_;        // files whose content was invalid: not parsed again
+  bool reads_failing_ = false;                 // the log said reads fail, and not yet that they work again
+  std::string load_note_;                      // what the last whole load adds to its log line
+  bool needs_compaction_ = false;              // users got this load's time as their issue time: write it
+  bool constructed_ = false;                   // the constructor reports failure by throwing, not in the log
 };
 
 }  // namespace iwsec

@@ -367,12 +367,17 @@ def revocations(data_directory):
 
 def users_state(data_directory):
     """Everything stored about DIR's users, to compare before and after a
-    command that must change nothing: the bytes of DIR/users.json, or in
-    cluster mode every row of the users table."""
+    command that must change nothing: the bytes of DIR/users.json and of its
+    change journal, or in cluster mode every row of the users table."""
     if CLUSTER_MODE:
         return _cluster_sql(data_directory, "SELECT string_agg(t::text, E'\\n' ORDER BY user_id) FROM iwsec_users t")
-    with open(os.path.join(data_directory, "users.json"), "rb") as f:
-        return f.read()
+    state = b""
+    for name in ("users.json", "users.json.journal"):
+        path = os.path.join(data_directory, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                state += name.encode() + b"\n" + f.read()
+    return state
 
 
 def start_server(test, data_directory, *extra, binary=None, rounds=FAST_ROUNDS, timeout=START_TIMEOUT,

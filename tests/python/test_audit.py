@@ -100,8 +100,10 @@ class AuditTrail(unittest.TestCase):
         server.stop()
 
         if not h.CLUSTER_MODE:
-            with open(os.path.join(self.data, "users.json"), encoding="utf-8") as f:
-                self.secrets += re.findall(r'"(\$pbkdf2-sha256\$[^"]+)"', f.read())
+            for name in ("users.json", "users.json.journal"):  # the snapshot and the changes since
+                if os.path.exists(os.path.join(self.data, name)):
+                    with open(os.path.join(self.data, name), encoding="utf-8") as f:
+                        self.secrets += re.findall(r'"(\$pbkdf2-sha256\$[^"]+)"', f.read())
             self.secrets.append(h.signing_secret(self.data).hex())
 
         trail = self.admin("audit", "--json")

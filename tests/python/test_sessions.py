@@ -48,7 +48,10 @@ class Sessions(unittest.TestCase):
 
     def test_user_deleted_by_hand_and_re_created_inherits_no_tokens(self):
         by_password, by_refresh, bystander = self.sessions()
-        # An operator removes the user from users.json by hand (atomically, as an editor would).
+        # An operator removes the user from users.json by hand (atomically, as an editor would),
+        # having first folded the change journal into it (docs/operations.md: compact before editing).
+        r = h.admin(self.data, "compact")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         with open(self.users_file()) as f:
             doc = json.load(f)
         doc["users"] = [u for u in doc["users"] if u["email"] != EMAIL]

@@ -238,6 +238,13 @@ class temp_file {
   /// directory fsync that failed even when retried is left in @p warning.
   bool commit(const std::string& target_base, mode_t mode, std::string& error, std::string& warning,
               bool keep_mode = true) {
+    return prepare(target_base, mode, error, keep_mode) && rename_over(target_base, error, warning);
+  }
+
+  /// @brief commit()'s first half: owner, mode and fsync, so the file is
+  /// final (its inode, size and modification time are what the target will
+  /// have) before rename_over() puts it in place.
+  bool prepare(const std::string& target_base, mode_t mode, std::string& error, bool keep_mode = true) {
     struct stat old;
     const bool replacing = ::fstatat(dir_->fd(), target_base.c_str(), &old, AT_SYMLINK_NOFOLLOW) == 0;
     if (!replacing && errno != ENOENT) {
@@ -261,6 +268,12 @@ class temp_file {
       error = errno_text("cannot fsync a temporary file in " + dir_->path());
       return false;
     }
+    return true;
+  }
+
+  /// @brief commit()'s second half: the rename over @p target_base and the
+  /// directory fsync (a failure of which is left in @p warning).
+  bool rename_over(const std::string& target_base, std::string& error, std::string& warning) {
     if (::renameat(dir_->fd(), name_.c_str(), dir_->fd(), target_base.c_str()) != 0) {
       error = errno_text("cannot rename a temporary file over " + dir_->path() + "/" + target_base);
       return false;
