@@ -9,6 +9,8 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include "detail/hex.hpp"
+
 namespace iwsec {
 
 /// @brief The client-throttle key of a peer address: an IPv4 address as it
@@ -27,13 +29,7 @@ inline std::string client_address_key(std::string_view address) {
     char v4[INET_ADDRSTRLEN];
     if (::inet_ntop(AF_INET, bytes + 12, v4, sizeof v4)) return v4;
   }
-  static const char hex[] = "0123456789abcdef";
-  std::string key = "ipv6/64:";
-  for (int i = 0; i < 8; ++i) {
-    key += hex[bytes[i] >> 4];
-    key += hex[bytes[i] & 15];
-  }
-  return key;
+  return "ipv6/64:" + detail::hex_encode(bytes, 8);
 }
 
 /// @brief The client-throttle key of the address a reverse proxy reports in

@@ -101,14 +101,8 @@ class JournalRevocationStore : public MemoryRevocationStore {
   RevokeOutcome append_revocation(const std::string* owner, std::string_view jti, std::int64_t expires_at,
                                   std::size_t limit) {
     if (!journal_word(jti)) return RevokeOutcome::failed;
-    std::string line(jti);
-    line += ' ';
-    line += std::to_string(expires_at);
-    if (owner) {
-      line += ' ';
-      line += *owner;
-    }
-    line += '\n';
+    std::string line;
+    detail::append_revocation_line(line, jti, expires_at, owner ? std::string_view(*owner) : std::string_view());
     // Writers queue here; readers (is_revoked) never wait for the disk.
     std::lock_guard<std::mutex> appending(append_mutex_);
     if (owner) {
@@ -221,14 +215,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     bool ok = true;
     for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
       if (!ok || exp <= now) return;
-      append_jti(block);
-      block += ' ';
-      block += std::to_string(exp);
-      if (owner) {
-        block += ' ';
-        block += *owner;
-      }
-      block += '\n';
+      detail::append_revocation_line_with(block, append_jti, exp, owner ? std::string_view(*owner) : std::string_view());
       ++lines;
       if (block.size() >= (1 << 20)) {
         ok = detail::write_all(out.fd(), block);

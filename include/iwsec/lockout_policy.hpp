@@ -11,6 +11,8 @@
 // httplib::Request: LockoutPolicy::client_key reads the request.
 #include <httplib.h>
 
+#include "clock.hpp"
+
 namespace iwsec {
 
 /// @brief When failed logins lock an account or a client out. Keycloak's
@@ -56,7 +58,7 @@ namespace detail {
 /// @brief Refuses a policy that would silently not protect (or never let
 /// anyone in); used by validate_options.
 inline const char* lockout_policy_error(const LockoutPolicy& p) {
-  constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+  constexpr std::int64_t max_seconds = max_duration_seconds;
   if (!p.enabled) return nullptr;
   if (p.account_failures < 1 || p.account_failures > 1000000) return "account_failures must be 1 to 1000000";
   if (p.account_wait_increment.count() < 1 || p.account_wait_increment.count() > max_seconds)

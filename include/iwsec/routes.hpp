@@ -58,7 +58,7 @@ inline std::string_view security_route_path(std::string_view path) noexcept {
 
 namespace detail {
 
-// The error answers of the security routes, one per row of SPEC "Errors".
+// The error answers of the security routes, one per row of docs/endpoints.md "Every status and iw_code".
 enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
 
 /// @brief The state and the logic behind the routes, shared by every handler
@@ -80,7 +80,7 @@ class security_core {
 
   /// @brief Refuses options that would silently break the contract.
   static void validate_options(const Options& o) {
-    constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+    constexpr std::int64_t max_seconds = max_duration_seconds;
     if (o.token_lifetime.count() <= 0 || o.token_lifetime.count() > max_seconds)
       throw std::invalid_argument("iwsec: Options::token_lifetime must be 1 s to 366 days");
     if (o.leeway.count() < 0 || o.leeway.count() > max_seconds)
@@ -391,7 +391,7 @@ class security_core {
     const std::uint32_t rounds = options_.password_rounds;
     bool ok, password_ok = false;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
-      // At least the configured rounds, also for a hash with fewer (SPEC "Passwords").
+      // At least the configured rounds, also for a hash with fewer (docs/api.md).
       password_ok = verify_password(password, user->password_hash, rounds);
       ok = password_ok && !user->disabled;
     } else {
@@ -689,7 +689,7 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
 
   // httplib tries a method's routes in the order they were added, with a
   // regex match each: the most frequent request comes first. Each pattern
-  // takes the path with or without one trailing slash (SPEC "Endpoints").
+  // takes the path with or without one trailing slash (docs/endpoints.md).
   server.Get("/v3/security/token/validate/?",
              route(&detail::security_core::validate, "Bearer", MetricsRoute::token_validate));
   server.Get("/v3/security/authenticate/?",

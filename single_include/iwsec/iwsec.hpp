@@ -167,6 +167,11 @@ inline std::int64_t system_now() {
       .count();
 }
 
+/// @brief The longest duration any setting may have, in seconds: 366 days
+/// (token lifetime, leeway, lock lengths, the client window). A year of
+/// clock skew is already absurd; the bound keeps sums of times in range.
+inline constexpr std::int64_t max_duration_seconds = 366LL * 24 * 3600;
+
 }  // namespace iwsec
 // ----- end iwsec/clock.hpp -----
 // ----- begin iwsec/errors.hpp -----
@@ -451,6 +456,34 @@ inline std::optional<std::string> base64_decode(std::string_view in) {
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+// ----- begin iwsec/detail/hex.hpp -----
+/// @brief Lower-case hexadecimal: the one digit table iwsec writes hex with.
+/// @file
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace iwsec {
+namespace detail {
+
+/// @brief The lower-case hex digit of the low four bits of @p v.
+constexpr char hex_digit(std::uint64_t v) noexcept { return "0123456789abcdef"[v & 15]; }
+
+/// @brief @p n bytes as 2n lower-case hex digits.
+inline std::string hex_encode(const unsigned char* data, std::size_t n) {
+  std::string out(n * 2, '0');
+  for (std::size_t i = 0; i < n; ++i) {
+    out[2 * i] = hex_digit(data[i] >> 4);
+    out[2 * i + 1] = hex_digit(data[i]);
+  }
+  return out;
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/hex.hpp -----
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -519,16 +552,6 @@ inline sha256_digest sha256(std::string_view data) {
   if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(ctx, out.data(), &len) != 1)
     throw std::runtime_error("iwsec: SHA-256 failed");
-  return out;
-}
-
-inline std::string hex_encode(const unsigned char* data, std::size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out(n * 2, '0');
-  for (std::size_t i = 0; i < n; ++i) {
-    out[2 * i] = digits[data[i] >> 4];
-    out[2 * i + 1] = digits[data[i] & 15];
-  }
   return out;
 }
 
@@ -843,7 +866,6 @@ inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt,
 /// @brief Writes a random (version 4) UUID in lower-case canonical form to
 /// @p out (36 chars) and returns a view of it.
 inline std::string_view uuid_v4_to(char* out) {
-  static const char digits[] = "0123456789abcdef";
   unsigned char b[16];
   random_bytes(b, sizeof b);
   b[6] = static_cast<unsigned char>((b[6] & 0x0F) | 0x40);
@@ -851,8 +873,8 @@ inline std::string_view uuid_v4_to(char* out) {
   char* w = out;
   for (int i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) *w++ = '-';
-    *w++ = digits[b[i] >> 4];
-    *w++ = digits[b[i] & 15];
+    *w++ = hex_digit(b[i] >> 4);
+    *w++ = hex_digit(b[i]);
   }
   return std::string_view(out, 36);
 }
@@ -925,6 +947,7 @@ inline std::string ascii_lower(std::string_view s) {
 #include <unordered_set>
 
 #include <picojson.h>
+
 
 // iwsec reads every JSON number as a double and checks integrality itself, so
 // it works whether or not the host compiles picojson with PICOJSON_USE_INT64;
@@ -1506,7 +1529,6 @@ inline char* put_int(char* w, std::int64_t v) noexcept { return std::to_chars(w,
 /// @brief Writes @p s JSON-escaped, without quotes (at most 6 chars per
 /// byte); returns the end. The one escaping rule of iwsec's JSON output.
 inline char* put_json_escaped(char* w, std::string_view s) noexcept {
-  static const char hex[] = "0123456789abcdef";
   for (unsigned char c : s) {
     if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
       *w++ = static_cast<char>(c);
@@ -1523,8 +1545,8 @@ inline char* put_json_escaped(char* w, std::string_view s) noexcept {
       case '\t': *w++ = 't'; break;
       default:
         w = put(w, "u00");
-        *w++ = hex[c >> 4];
-        *w++ = hex[c & 15];
+        *w++ = hex_digit(c >> 4);
+        *w++ = hex_digit(c);
     }
   }
   return w;
@@ -2022,7 +2044,7 @@ class Signer {
 
     if (check_lifetime) {
       // A year of skew is already absurd; the bound keeps the sums below in range.
-      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), 366 * 24 * 3600);
+      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), max_duration_seconds);
       if (now >= *exp_v + leeway_seconds) return VerifyResult(VerifyError::expired);
       if (*iat_v > now + leeway_seconds || (nbf_v && *nbf_v > now + leeway_seconds))
         return VerifyResult(VerifyError::not_yet_valid);
@@ -2156,6 +2178,7 @@ class Signer {
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
 
 namespace iwsec {
 namespace detail {
@@ -2340,12 +2363,7 @@ class temp_file {
                          static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
         std::memcpy(random, &mix, sizeof random);
       }
-      static const char hex[] = "0123456789abcdef";
-      name_ = "." + target_base + ".tmp.";
-      for (unsigned char b : random) {
-        name_ += hex[b >> 4];
-        name_ += hex[b & 15];
-      }
+      name_ = "." + target_base + ".tmp." + hex_encode(random, sizeof random);
       int fd;
       do {
         fd = ::openat(dir.fd(), name_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
@@ -4445,13 +4463,12 @@ namespace detail {
 
 /// @brief Appends the canonical text of a key made by parse_uuid_key.
 inline void append_uuid_key(std::string& out, std::uint64_t hi, std::uint64_t lo) {
-  static const char hex[] = "0123456789abcdef";
   char text[36];
   int pos = 0;
   for (int i = 0; i < 32; ++i) {
     if (i == 8 || i == 12 || i == 16 || i == 20) text[pos++] = '-';
     const std::uint64_t half = i < 16 ? hi : lo;
-    text[pos++] = hex[(half >> (60 - 4 * (i % 16))) & 15];
+    text[pos++] = hex_digit(half >> (60 - 4 * (i % 16)));
   }
   out.append(text, sizeof text);
 }
@@ -4750,7 +4767,6 @@ class MemoryRevocationStore : public RevocationStore {
 #include <string_view>
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Whether @p w can be one word of a journal line.
@@ -4761,7 +4777,8 @@ inline bool revocation_journal_word(std::string_view w) {
 /// @brief Parses one journal line, `<jti> <exp>` or `<jti> <exp> <owner>`
 /// (no newline); false when it is malformed. @p owner is empty for the
 /// first form. The one parser of the journal format: the store replays
-/// with it and `iwsec-admin import` reads a data directory with it.
+/// with it, and read_revocation_journal (which `iwsec-admin import` reads a
+/// data directory with) reads with it.
 inline bool parse_revocation_line(std::string_view line, std::string_view& jti, std::int64_t& exp,
                                   std::string_view& owner) {
   const auto space = line.find(' ');
@@ -4784,8 +4801,29 @@ inline bool parse_revocation_line(std::string_view line, std::string_view& jti, 
   return true;
 }
 
-}  // namespace detail
+/// @brief Appends one journal line, `<jti> <exp>\n` or, with an @p owner,
+/// `<jti> <exp> <owner>\n`, the jti written by @p append_jti(out) (so that a
+/// UUID key is written without a string of its own). The one writer of the
+/// journal format: the store appends and compacts with it.
+template <typename AppendJti>
+inline void append_revocation_line_with(std::string& out, AppendJti&& append_jti, std::int64_t exp,
+                                        std::string_view owner) {
+  append_jti(out);
+  out += ' ';
+  out += std::to_string(exp);
+  if (!owner.empty()) {
+    out += ' ';
+    out += owner;
+  }
+  out += '\n';
+}
 
+/// @brief append_revocation_line_with for a jti held as text.
+inline void append_revocation_line(std::string& out, std::string_view jti, std::int64_t exp, std::string_view owner) {
+  append_revocation_line_with(out, [jti](std::string& o) { o += jti; }, exp, owner);
+}
+
+}  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/detail/revocation_journal.hpp -----
 
@@ -4931,14 +4969,8 @@ class JournalRevocationStore : public MemoryRevocationStore {
   RevokeOutcome append_revocation(const std::string* owner, std::string_view jti, std::int64_t expires_at,
                                   std::size_t limit) {
     if (!journal_word(jti)) return RevokeOutcome::failed;
-    std::string line(jti);
-    line += ' ';
-    line += std::to_string(expires_at);
-    if (owner) {
-      line += ' ';
-      line += *owner;
-    }
-    line += '\n';
+    std::string line;
+    detail::append_revocation_line(line, jti, expires_at, owner ? std::string_view(*owner) : std::string_view());
     // Writers queue here; readers (is_revoked) never wait for the disk.
     std::lock_guard<std::mutex> appending(append_mutex_);
     if (owner) {
@@ -5051,14 +5083,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     bool ok = true;
     for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
       if (!ok || exp <= now) return;
-      append_jti(block);
-      block += ' ';
-      block += std::to_string(exp);
-      if (owner) {
-        block += ' ';
-        block += *owner;
-      }
-      block += '\n';
+      detail::append_revocation_line_with(block, append_jti, exp, owner ? std::string_view(*owner) : std::string_view());
       ++lines;
       if (block.size() >= (1 << 20)) {
         ok = detail::write_all(out.fd(), block);
@@ -5115,6 +5140,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+
 namespace iwsec {
 
 /// @brief The client-throttle key of a peer address: an IPv4 address as it
@@ -5133,13 +5159,7 @@ inline std::string client_address_key(std::string_view address) {
     char v4[INET_ADDRSTRLEN];
     if (::inet_ntop(AF_INET, bytes + 12, v4, sizeof v4)) return v4;
   }
-  static const char hex[] = "0123456789abcdef";
-  std::string key = "ipv6/64:";
-  for (int i = 0; i < 8; ++i) {
-    key += hex[bytes[i] >> 4];
-    key += hex[bytes[i] & 15];
-  }
-  return key;
+  return "ipv6/64:" + detail::hex_encode(bytes, 8);
 }
 
 /// @brief The client-throttle key of the address a reverse proxy reports in
@@ -5194,6 +5214,7 @@ inline std::string forwarded_address_key(std::string_view header_value) {
 // httplib::Request: LockoutPolicy::client_key reads the request.
 #include <httplib.h>
 
+
 namespace iwsec {
 
 /// @brief When failed logins lock an account or a client out. Keycloak's
@@ -5239,7 +5260,7 @@ namespace detail {
 /// @brief Refuses a policy that would silently not protect (or never let
 /// anyone in); used by validate_options.
 inline const char* lockout_policy_error(const LockoutPolicy& p) {
-  constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+  constexpr std::int64_t max_seconds = max_duration_seconds;
   if (!p.enabled) return nullptr;
   if (p.account_failures < 1 || p.account_failures > 1000000) return "account_failures must be 1 to 1000000";
   if (p.account_wait_increment.count() < 1 || p.account_wait_increment.count() > max_seconds)
@@ -6084,7 +6105,7 @@ inline std::optional<TokenCheck> take_token_check(const httplib::Request& req) n
 // ----- end iwsec/observe.hpp -----
 // ----- begin iwsec/audit.hpp -----
 /// @file
-/// @brief The audit trail's events (SPEC "Audit trail"): what happened to
+/// @brief The audit trail's events (docs/operations.md "The audit trail"): what happened to
 /// which account, for whom, with what result. Never a secret.
 
 #include <chrono>
@@ -6856,7 +6877,7 @@ inline std::string_view security_route_path(std::string_view path) noexcept {
 
 namespace detail {
 
-// The error answers of the security routes, one per row of SPEC "Errors".
+// The error answers of the security routes, one per row of docs/endpoints.md "Every status and iw_code".
 enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
 
 /// @brief The state and the logic behind the routes, shared by every handler
@@ -6878,7 +6899,7 @@ class security_core {
 
   /// @brief Refuses options that would silently break the contract.
   static void validate_options(const Options& o) {
-    constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+    constexpr std::int64_t max_seconds = max_duration_seconds;
     if (o.token_lifetime.count() <= 0 || o.token_lifetime.count() > max_seconds)
       throw std::invalid_argument("iwsec: Options::token_lifetime must be 1 s to 366 days");
     if (o.leeway.count() < 0 || o.leeway.count() > max_seconds)
@@ -7189,7 +7210,7 @@ class security_core {
     const std::uint32_t rounds = options_.password_rounds;
     bool ok, password_ok = false;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
-      // At least the configured rounds, also for a hash with fewer (SPEC "Passwords").
+      // At least the configured rounds, also for a hash with fewer (docs/api.md).
       password_ok = verify_password(password, user->password_hash, rounds);
       ok = password_ok && !user->disabled;
     } else {
@@ -7487,7 +7508,7 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
 
   // httplib tries a method's routes in the order they were added, with a
   // regex match each: the most frequent request comes first. Each pattern
-  // takes the path with or without one trailing slash (SPEC "Endpoints").
+  // takes the path with or without one trailing slash (docs/endpoints.md).
   server.Get("/v3/security/token/validate/?",
              route(&detail::security_core::validate, "Bearer", MetricsRoute::token_validate));
   server.Get("/v3/security/authenticate/?",

@@ -7,7 +7,6 @@
 #include <string_view>
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Whether @p w can be one word of a journal line.
@@ -18,7 +17,8 @@ inline bool revocation_journal_word(std::string_view w) {
 /// @brief Parses one journal line, `<jti> <exp>` or `<jti> <exp> <owner>`
 /// (no newline); false when it is malformed. @p owner is empty for the
 /// first form. The one parser of the journal format: the store replays
-/// with it and `iwsec-admin import` reads a data directory with it.
+/// with it, and read_revocation_journal (which `iwsec-admin import` reads a
+/// data directory with) reads with it.
 inline bool parse_revocation_line(std::string_view line, std::string_view& jti, std::int64_t& exp,
                                   std::string_view& owner) {
   const auto space = line.find(' ');
@@ -41,6 +41,27 @@ inline bool parse_revocation_line(std::string_view line, std::string_view& jti, 
   return true;
 }
 
-}  // namespace detail
+/// @brief Appends one journal line, `<jti> <exp>\n` or, with an @p owner,
+/// `<jti> <exp> <owner>\n`, the jti written by @p append_jti(out) (so that a
+/// UUID key is written without a string of its own). The one writer of the
+/// journal format: the store appends and compacts with it.
+template <typename AppendJti>
+inline void append_revocation_line_with(std::string& out, AppendJti&& append_jti, std::int64_t exp,
+                                        std::string_view owner) {
+  append_jti(out);
+  out += ' ';
+  out += std::to_string(exp);
+  if (!owner.empty()) {
+    out += ' ';
+    out += owner;
+  }
+  out += '\n';
+}
 
+/// @brief append_revocation_line_with for a jti held as text.
+inline void append_revocation_line(std::string& out, std::string_view jti, std::int64_t exp, std::string_view owner) {
+  append_revocation_line_with(out, [jti](std::string& o) { o += jti; }, exp, owner);
+}
+
+}  // namespace detail
 }  // namespace iwsec

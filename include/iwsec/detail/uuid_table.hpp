@@ -8,6 +8,7 @@
 #include <string>
 
 #include "crypto.hpp"
+#include "hex.hpp"
 #include "zeroed_pages.hpp"
 
 namespace iwsec {
@@ -16,13 +17,12 @@ namespace detail {
 
 /// @brief Appends the canonical text of a key made by parse_uuid_key.
 inline void append_uuid_key(std::string& out, std::uint64_t hi, std::uint64_t lo) {
-  static const char hex[] = "0123456789abcdef";
   char text[36];
   int pos = 0;
   for (int i = 0; i < 32; ++i) {
     if (i == 8 || i == 12 || i == 16 || i == 20) text[pos++] = '-';
     const std::uint64_t half = i < 16 ? hi : lo;
-    text[pos++] = hex[(half >> (60 - 4 * (i % 16))) & 15];
+    text[pos++] = hex_digit(half >> (60 - 4 * (i % 16)));
   }
   out.append(text, sizeof text);
 }
