@@ -77,5 +77,4 @@ inline const char* lockout_policy_error(const LockoutPolicy& p) {
 }
 
 }  // namespace detail
-
 }  // namespace iwsec

@@ -3412,7 +3412,6 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
 
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Users indexed by lower-cased email, user id and refresh-token
@@ -3623,7 +3622,6 @@ class user_index {
 };
 
 }  // namespace detail
-
 }  // namespace iwsec
 // ----- end iwsec/detail/user_index.hpp -----
 
@@ -4412,7 +4410,6 @@ class RevocationStore {
 #include <sys/mman.h>
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Zero-filled pages straight from the kernel, given back whole when
@@ -4453,12 +4450,10 @@ class zeroed_pages {
 };
 
 }  // namespace detail
-
 }  // namespace iwsec
 // ----- end iwsec/detail/zeroed_pages.hpp -----
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Appends the canonical text of a key made by parse_uuid_key.
@@ -4553,7 +4548,6 @@ class uuid_table {
 };
 
 }  // namespace detail
-
 }  // namespace iwsec
 // ----- end iwsec/detail/uuid_table.hpp -----
 
@@ -5279,7 +5273,6 @@ inline const char* lockout_policy_error(const LockoutPolicy& p) {
 }
 
 }  // namespace detail
-
 }  // namespace iwsec
 // ----- end iwsec/lockout_policy.hpp -----
 // ----- begin iwsec/lockout_interface.hpp -----

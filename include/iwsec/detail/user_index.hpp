@@ -19,7 +19,6 @@
 #include "json.hpp"
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Users indexed by lower-cased email, user id and refresh-token
@@ -230,5 +229,4 @@ class user_index {
 };
 
 }  // namespace detail
-
 }  // namespace iwsec

@@ -12,7 +12,6 @@
 #include "zeroed_pages.hpp"
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Appends the canonical text of a key made by parse_uuid_key.
@@ -107,5 +106,4 @@ class uuid_table {
 };
 
 }  // namespace detail
-
 }  // namespace iwsec

@@ -9,7 +9,6 @@
 #include <sys/mman.h>
 
 namespace iwsec {
-
 namespace detail {
 
 /// @brief Zero-filled pages straight from the kernel, given back whole when
@@ -50,5 +49,4 @@ class zeroed_pages {
 };
 
 }  // namespace detail
-
 }  // namespace iwsec
