@@ -1,5 +1,5 @@
-// iwsec-bench-login-storm: token validations during a login storm (SPEC
-// "Limits at the edge"). An in-process server with the security routes,
+// iwsec-bench-login-storm: token validations during a login storm
+// (docs/edge.md). An in-process server with the security routes,
 // hardened as iwsec::harden() sets it, a user whose hash has the default
 // 600 000 rounds; --connections keep-alive clients send wrong passwords as
 // fast as they are answered while one client validates a token in a loop.

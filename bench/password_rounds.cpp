@@ -1,5 +1,5 @@
 // iwsec-bench-password-rounds: does the time of a wrong password tell
-// existing accounts from unknown emails? (SPEC "Passwords".) An in-process
+// existing accounts from unknown emails? (docs/api.md.) An in-process
 // server with the security routes at the configured rounds (600 000 by
 // default), a user whose stored hash has passlib's default of 29 000 rounds,
 // one with the configured rounds; one keep-alive client sends wrong passwords

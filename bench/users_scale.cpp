@@ -1,5 +1,5 @@
 // iwsec-bench-users: what the users file costs at 10^3, 10^4 and 10^5 users
-// (issue 10, finding 7; SPEC "Scale of the data directory").
+// (issue 10, finding 7; docs/data-directory.md "Scale").
 //
 // For each size, in a temporary directory:
 //   load      a fresh JsonFileUserStore opening the file (the server's start

@@ -1,5 +1,5 @@
 #pragma once
-// iwsec-server's access log (SPEC "Operations"): one line per request, text
+// iwsec-server's access log (docs/operations.md): one line per request, text
 // or JSON, starting with an RFC 3339 UTC timestamp; the client address, the
 // request id (echoed as X-Request-Id), method, path (never the query
 // string), status, duration, and for token checks the outcome and the
@@ -97,11 +97,10 @@ inline void new_request_id(std::string& out) {
     }
   };
   static thread_local generator g;
-  static const char hex[] = "0123456789abcdef";
   const std::uint64_t words[2] = {generator::mix(g.a), g.b ^ generator::mix(g.a)};
   out.resize(32);
   for (int w = 0; w < 2; ++w)
-    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(w * 16 + i)] = hex[(words[w] >> (60 - 4 * i)) & 15];
+    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(w * 16 + i)] = iwsec::detail::hex_digit(words[w] >> (60 - 4 * i));
 }
 
 /// 128 random bits as 32 lower-case hex digits.

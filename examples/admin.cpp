@@ -230,7 +230,7 @@ std::string json_string(const std::string& s) {
 
 std::string users_file;  // for the error messages
 
-// Where this run's audit events go (SPEC "Audit trail"): DIR/audit.log, the
+// Where this run's audit events go (docs/operations.md "The audit trail"): DIR/audit.log, the
 // --audit-log file, or the cluster's table. Empty: nowhere (hash-password).
 std::function<void(const iwsec::AuditEvent&)> audit_sink;
 

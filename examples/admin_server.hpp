@@ -2,7 +2,7 @@
 // iwsec-server's admin listener (--admin-port): GET /metrics (Prometheus
 // text 0.0.4), GET /health/live, GET /health/ready, on a second server of
 // its own (default 127.0.0.1), never on the public port. It has the public
-// listener's limits (SPEC "Limits at the edge"): an edge::Server (header
+// listener's limits (docs/edge.md): an edge::Server (header
 // caps and deadline, connections per client capped, workers on demand, idle
 // connections closed first), iwsec::harden's timeouts, and no body taken.
 

@@ -1,5 +1,5 @@
 #pragma once
-// The audit trail's file (SPEC "Audit trail"): JSON lines appended with
+// The audit trail's file (docs/operations.md "The audit trail"): JSON lines appended with
 // O_APPEND, mode 0600, owned like the data directory's other files.
 //
 // AuditFile is iwsec-server's writer: a bounded buffer drained by one writer

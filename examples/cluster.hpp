@@ -22,6 +22,8 @@
 #include "cli.hpp"
 #include "user_report.hpp"
 
+#include <iwsec/revocation_journal.hpp>
+
 #ifdef IWSEC_HAVE_POSTGRES
 #include <iwsec/postgres/backend.hpp>
 #include <iwsec/postgres/signing_keys.hpp>
@@ -146,7 +148,8 @@ inline std::string quoted(const std::string& s) {
 }
 
 /// The unexpired records of a revocation journal, owners included (none
-/// when it is missing): read with the journal store's own parser.
+/// when it is missing): read with the journal format's one parser
+/// (iwsec/detail/revocation_journal.hpp), the one the store replays with.
 inline std::vector<iwsec::RevocationRecord> read_journal(const char* program, const std::string& path,
                                                          std::int64_t now) {
   std::vector<iwsec::RevocationRecord> out;

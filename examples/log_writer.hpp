@@ -1,5 +1,5 @@
 #pragma once
-// A log file written by one thread of its own (SPEC "Operations"): callers
+// A log file written by one thread of its own (docs/operations.md): callers
 // append whole lines to a bounded in-memory buffer under a short lock and
 // never make a write system call; the writer thread takes the buffer as a
 // whole (at the latest max_delay after its first line, sooner when half full,

@@ -30,7 +30,7 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
-// Operations (SPEC "Operations"): access log, admin listener, lock journal.
+// Operations (docs/operations.md): access log, admin listener, lock journal.
 #include "access_log.hpp"
 #include "audit_log.hpp"
 #include "admin_server.hpp"
@@ -203,15 +203,15 @@ Settings parse_arguments(int argc, char** argv) {
     } else if (a == "--lockout-failures") {
       s.lockout.account_failures = static_cast<std::uint32_t>(args.integer_value(1, 1000000));
     } else if (a == "--lockout-wait") {
-      s.lockout.account_wait_increment = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+      s.lockout.account_wait_increment = std::chrono::seconds(args.integer_value(1, iwsec::max_duration_seconds));
     } else if (a == "--lockout-max-wait") {
-      s.lockout.account_max_wait = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+      s.lockout.account_max_wait = std::chrono::seconds(args.integer_value(1, iwsec::max_duration_seconds));
     } else if (a == "--lockout-reset") {
-      s.lockout.account_failure_reset = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+      s.lockout.account_failure_reset = std::chrono::seconds(args.integer_value(1, iwsec::max_duration_seconds));
     } else if (a == "--lockout-client-failures") {
       s.lockout.client_failures = static_cast<std::uint32_t>(args.integer_value(1, 100000000));
     } else if (a == "--lockout-client-window") {
-      s.lockout.client_window = std::chrono::seconds(args.integer_value(1, 366LL * 24 * 3600));
+      s.lockout.client_window = std::chrono::seconds(args.integer_value(1, iwsec::max_duration_seconds));
     } else if (a == "--lockout-client-header") {
       s.client_header = args.value();
       if (s.client_header.empty()) cli::usage_error(program, "--lockout-client-header needs a header name");

@@ -1,5 +1,5 @@
 // forwarded_address_key: the client address a reverse proxy reports, in
-// every form SPEC "Limits at the edge" lists, keyed like a peer address
+// every form docs/edge.md lists, keyed like a peer address
 // (IPv6 by its /64).
 
 #include <catch2/catch.hpp>

@@ -1,4 +1,4 @@
-// HashingGate and the routes' use of it (SPEC "Limits at the edge", login
+// HashingGate and the routes' use of it (docs/edge.md, login
 // storms): at most N password checks at once, a bounded queue, 503 with
 // Retry-After when it is full, and the lockout counts exactly the checks
 // that ran (none lost, none doubled).

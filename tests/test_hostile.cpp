@@ -1,7 +1,7 @@
 // The hostile-input suite: what an attacker sends to the five security
 // endpoints and to a guarded host route, one named TEST_CASE per attack
 // (`test_hostile --list-tests` lists them). Every case runs against a fresh
-// real server on 127.0.0.1 and asserts the exact outcome class of the SPEC
+// real server on 127.0.0.1 and asserts the exact outcome class docs/endpoints.md states
 // (status, iw_code envelope, challenge), that nothing answers 5xx, that a
 // guarded host handler never runs, and that the server still serves a
 // genuine token afterwards.
@@ -1198,7 +1198,7 @@ TEST_CASE("HEAD on the GET endpoints answers like GET, without a body", "[hostil
 TEST_CASE("other spellings of the paths are not the endpoints; one trailing slash is", "[hostile][paths]") {
   Hostile h;
   auto c = h.client();
-  // SPEC "Endpoints": one trailing slash is the same route (Infoworks' own
+  // docs/endpoints.md: one trailing slash is the same route (Infoworks' own
   // scripts call token/access/); test_trailing_slash.cpp checks the answers.
   for (const std::string& path : std::vector<std::string>{std::string(kAuthenticate) + "/", std::string(kAccess) + "/",
                                                           std::string(kValidate) + "/", std::string(kRefresh) + "/"}) {
@@ -1246,7 +1246,7 @@ TEST_CASE("a request body on the security endpoints is refused, not parsed", "[h
   req.set_header("Content-Type", "application/json");
   const auto big = c.send(req);
   REQUIRE(big);
-  // SPEC "Limits at the edge": no security route takes a body; 413 in the
+  // docs/edge.md: no security route takes a body; 413 in the
   // envelope, and the connection closed (test_edge_bodies has the rest).
   check_envelope(*big, 413, "IW10006");
   CHECK(big->get_header_value("Connection") == "close");

@@ -82,7 +82,7 @@ std::string with_header(const std::string& token, const std::string& header_json
 // authenticate
 // ===========================================================================
 
-TEST_CASE("authenticate answers the SPEC's 200 body with a well-formed password token", "[authenticate]") {
+TEST_CASE("authenticate answers the documented 200 body with a well-formed password token", "[authenticate]") {
   Fixture f;
   const auto alice = add_account(f.users, "alice@example.com", "correct horse");
   f.start();

@@ -235,7 +235,7 @@ TEST_CASE("keyring file: update with create makes a missing file", "[keyring][fi
   CHECK(KeyringFile(path).load().keys.at(0).secret == ring.keys[0].secret);
 }
 
-// SPEC "Operations": a key file whose first line holds `iwsec-keyring` (after
+// docs/operations.md: a key file whose first line holds `iwsec-keyring` (after
 // any BOM or whitespace) is a keyring and parses whole or is refused, naming
 // the line and the reason; it is never taken for one raw key of its bytes.
 TEST_CASE("keyring: a file that starts like a keyring parses whole or is refused", "[keyring][strict]") {

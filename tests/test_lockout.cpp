@@ -1,4 +1,4 @@
-// Brute-force defence (SPEC "Lockout") and the absence of user enumeration:
+// Brute-force defence (docs/lockout.md) and the absence of user enumeration:
 // the LockoutTracker's arithmetic on its own, then the 429 answers of the
 // routes over real HTTP. Time moves only by ManualClock; key derivations
 // are counted with iwsec::detail::kdf_call_count(), never timed.
@@ -34,7 +34,7 @@ std::multimap<std::string, std::string> stable_headers(const httplib::Response& 
   return out;
 }
 
-// The SPEC's 429: envelope with IW10031 and Retry-After of exactly @p seconds.
+// The documented 429 (docs/lockout.md): envelope with IW10031 and Retry-After of exactly @p seconds.
 void check_locked(const httplib::Response& r, std::int64_t seconds) {
   check_envelope(r, 429, "IW10031");
   REQUIRE(r.get_header_value_count("Retry-After") == 1);
@@ -631,7 +631,7 @@ TEST_CASE("wrong password, unknown email, disabled user and unusable stored hash
   const auto d = add_account(f.users, "disabled@example.com", "right password", true);
   // A stored hash with fewer rounds than configured (passlib's 29 000 against
   // 600 000 in the field): its own rounds, then the missing ones, as a second
-  // derivation; the same rounds in all (SPEC "Passwords").
+  // derivation; the same rounds in all (docs/api.md).
   iwsec::User cheap;
   cheap.user_id = iwsec::generate_user_id();
   cheap.email = "cheap@example.com";

@@ -1,4 +1,4 @@
-// Metrics of the security routes (SPEC "Operations"): the counters move with
+// Metrics of the security routes (docs/operations.md): the counters move with
 // the traffic, the histograms count by route, the text is Prometheus 0.0.4,
 // lock starts reach the metrics and the on_lockout hook once each, and the
 // outcome of a token check (with its rejection reason) reaches the host's

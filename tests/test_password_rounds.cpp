@@ -1,4 +1,4 @@
-// SPEC "Passwords": every password check costs at least the configured
+// docs/api.md: every password check costs at least the configured
 // rounds, also for a stored hash with fewer (passlib's default of 29 000, an
 // import), so that timing does not tell existing accounts from unknown emails;
 // and a successful login hashes again a stored hash whose rounds differ from

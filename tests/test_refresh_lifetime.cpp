@@ -1,4 +1,4 @@
-// Refresh-token lifetime and the audit events (SPEC "Operations", "Audit
+// Refresh-token lifetime and the audit events (docs/operations.md, "Audit
 // trail"), with an injected clock: a refresh token works until
 // Options::refresh_token_lifetime after its issue time, then is answered like
 // an unknown one; a rotation restarts it; Options::on_audit receives each

@@ -1,4 +1,4 @@
-// Revocations bounded per user (SPEC "Accounts and sessions"): at most
+// Revocations bounded per user (docs/sessions.md): at most
 // Options::max_revocations_per_user outstanding revocations per user;
 // revoking past that bumps the user's generation instead. The stores count
 // per owner (and the journal replays the counts); the routes bump.

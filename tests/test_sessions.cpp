@@ -1,4 +1,4 @@
-// What ends a session (SPEC "Accounts and sessions"): access tokens bound to
+// What ends a session (docs/sessions.md): access tokens bound to
 // the user id, delete_user, disable/enable, set_password with and without
 // keep_sessions. Over real HTTP against a real httplib::Server on 127.0.0.1.
 
@@ -82,7 +82,7 @@ TEST_CASE("verify: the user_id claim is required and must be a string", "[sessio
   const iwsec::Signer signer(kKey);
   CHECK(signer.verify(signed_payload(kKey, payload_with_user_id("\"abc\"")), 1700000001).ok());
   CHECK(signer.verify(signed_payload(kKey, payload_with_user_id("\"\"")), 1700000001).ok());
-  // A token minted before the claim existed (SPEC: stops validating after the upgrade).
+  // A token minted before the claim existed (docs/sessions.md "Upgrading": stops validating after the upgrade).
   CHECK(signer.verify(signed_payload(kKey, payload_with_user_id("")), 1700000001).error() ==
         iwsec::VerifyError::bad_claims);
   for (const char* bad : {"12", "null", "true", "[\"abc\"]", "{}"}) {

@@ -1,4 +1,4 @@
-// SPEC "Endpoints": each route answers exactly the same with one trailing
+// docs/endpoints.md: each route answers exactly the same with one trailing
 // slash appended to its path (Infoworks' own utility scripts call
 // `/v3/security/token/access/`), the 405 and OPTIONS answers included; the
 // metrics' `route` label and the lockout treat both spellings as one route;

@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// @brief The audit trail's events (SPEC "Audit trail"): what happened to
+/// @brief The audit trail's events (docs/operations.md "The audit trail"): what happened to
 /// which account, for whom, with what result. Never a secret.
 
 #include <chrono>

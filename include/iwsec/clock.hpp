@@ -18,4 +18,9 @@ inline std::int64_t system_now() {
       .count();
 }
 
+/// @brief The longest duration any setting may have, in seconds: 366 days
+/// (token lifetime, leeway, lock lengths, the client window). A year of
+/// clock skew is already absurd; the bound keeps sums of times in range.
+inline constexpr std::int64_t max_duration_seconds = 366LL * 24 * 3600;
+
 }  // namespace iwsec

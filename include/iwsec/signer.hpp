@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "clock.hpp"
 #include "detail/base64.hpp"
 #include "detail/crypto.hpp"
 #include "detail/json.hpp"
@@ -467,7 +468,7 @@ class Signer {
 
     if (check_lifetime) {
       // A year of skew is already absurd; the bound keeps the sums below in range.
-      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), 366 * 24 * 3600);
+      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), max_duration_seconds);
       if (now >= *exp_v + leeway_seconds) return VerifyResult(VerifyError::expired);
       if (*iat_v > now + leeway_seconds || (nbf_v && *nbf_v > now + leeway_seconds))
         return VerifyResult(VerifyError::not_yet_valid);

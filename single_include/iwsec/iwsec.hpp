@@ -167,6 +167,11 @@ inline std::int64_t system_now() {
       .count();
 }
 
+/// @brief The longest duration any setting may have, in seconds: 366 days
+/// (token lifetime, leeway, lock lengths, the client window). A year of
+/// clock skew is already absurd; the bound keeps sums of times in range.
+inline constexpr std::int64_t max_duration_seconds = 366LL * 24 * 3600;
+
 }  // namespace iwsec
 // ----- end iwsec/clock.hpp -----
 // ----- begin iwsec/errors.hpp -----
@@ -451,6 +456,34 @@ inline std::optional<std::string> base64_decode(std::string_view in) {
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+// ----- begin iwsec/detail/hex.hpp -----
+/// @brief Lower-case hexadecimal: the one digit table iwsec writes hex with.
+/// @file
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace iwsec {
+namespace detail {
+
+/// @brief The lower-case hex digit of the low four bits of @p v.
+constexpr char hex_digit(std::uint64_t v) noexcept { return "0123456789abcdef"[v & 15]; }
+
+/// @brief @p n bytes as 2n lower-case hex digits.
+inline std::string hex_encode(const unsigned char* data, std::size_t n) {
+  std::string out(n * 2, '0');
+  for (std::size_t i = 0; i < n; ++i) {
+    out[2 * i] = hex_digit(data[i] >> 4);
+    out[2 * i + 1] = hex_digit(data[i]);
+  }
+  return out;
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/hex.hpp -----
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -519,16 +552,6 @@ inline sha256_digest sha256(std::string_view data) {
   if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(ctx, out.data(), &len) != 1)
     throw std::runtime_error("iwsec: SHA-256 failed");
-  return out;
-}
-
-inline std::string hex_encode(const unsigned char* data, std::size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out(n * 2, '0');
-  for (std::size_t i = 0; i < n; ++i) {
-    out[2 * i] = digits[data[i] >> 4];
-    out[2 * i + 1] = digits[data[i] & 15];
-  }
   return out;
 }
 
@@ -843,7 +866,6 @@ inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt,
 /// @brief Writes a random (version 4) UUID in lower-case canonical form to
 /// @p out (36 chars) and returns a view of it.
 inline std::string_view uuid_v4_to(char* out) {
-  static const char digits[] = "0123456789abcdef";
   unsigned char b[16];
   random_bytes(b, sizeof b);
   b[6] = static_cast<unsigned char>((b[6] & 0x0F) | 0x40);
@@ -851,8 +873,8 @@ inline std::string_view uuid_v4_to(char* out) {
   char* w = out;
   for (int i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) *w++ = '-';
-    *w++ = digits[b[i] >> 4];
-    *w++ = digits[b[i] & 15];
+    *w++ = hex_digit(b[i] >> 4);
+    *w++ = hex_digit(b[i]);
   }
   return std::string_view(out, 36);
 }
@@ -925,6 +947,7 @@ inline std::string ascii_lower(std::string_view s) {
 #include <unordered_set>
 
 #include <picojson.h>
+
 
 // iwsec reads every JSON number as a double and checks integrality itself, so
 // it works whether or not the host compiles picojson with PICOJSON_USE_INT64;
@@ -1506,7 +1529,6 @@ inline char* put_int(char* w, std::int64_t v) noexcept { return std::to_chars(w,
 /// @brief Writes @p s JSON-escaped, without quotes (at most 6 chars per
 /// byte); returns the end. The one escaping rule of iwsec's JSON output.
 inline char* put_json_escaped(char* w, std::string_view s) noexcept {
-  static const char hex[] = "0123456789abcdef";
   for (unsigned char c : s) {
     if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
       *w++ = static_cast<char>(c);
@@ -1523,8 +1545,8 @@ inline char* put_json_escaped(char* w, std::string_view s) noexcept {
       case '\t': *w++ = 't'; break;
       default:
         w = put(w, "u00");
-        *w++ = hex[c >> 4];
-        *w++ = hex[c & 15];
+        *w++ = hex_digit(c >> 4);
+        *w++ = hex_digit(c);
     }
   }
   return w;
@@ -2022,7 +2044,7 @@ class Signer {
 
     if (check_lifetime) {
       // A year of skew is already absurd; the bound keeps the sums below in range.
-      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), 366 * 24 * 3600);
+      leeway_seconds = std::min<std::int64_t>(std::max<std::int64_t>(leeway_seconds, 0), max_duration_seconds);
       if (now >= *exp_v + leeway_seconds) return VerifyResult(VerifyError::expired);
       if (*iat_v > now + leeway_seconds || (nbf_v && *nbf_v > now + leeway_seconds))
         return VerifyResult(VerifyError::not_yet_valid);
@@ -2154,6 +2176,7 @@ class Signer {
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
 
 namespace iwsec {
 namespace detail {
@@ -2338,12 +2361,7 @@ class temp_file {
                          static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
         std::memcpy(random, &mix, sizeof random);
       }
-      static const char hex[] = "0123456789abcdef";
-      name_ = "." + target_base + ".tmp.";
-      for (unsigned char b : random) {
-        name_ += hex[b >> 4];
-        name_ += hex[b & 15];
-      }
+      name_ = "." + target_base + ".tmp." + hex_encode(random, sizeof random);
       int fd;
       do {
         fd = ::openat(dir.fd(), name_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
@@ -3218,24 +3236,16 @@ inline bool password_needs_rehash(std::string_view stored, std::uint32_t rounds)
 }  // namespace iwsec
 // ----- end iwsec/password.hpp -----
 // ----- begin iwsec/user_store.hpp -----
+/// @brief Users and their store, all parts at once: includes user.hpp, user_store_interface.hpp, accounts.hpp and memory_user_store.hpp.
 /// @file
-/// @brief Users, their password hashes and refresh tokens: the UserStore
-/// interface and its in-memory implementation.
+/// Each part is a header of its own; this one keeps `#include <iwsec/user_store.hpp>` working.
 
-#include <algorithm>
+// ----- begin iwsec/user.hpp -----
+/// @brief One account and the outcome of a store write: User, UserStatus, StoreStatus.
+/// @file
+
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <shared_mutex>
 #include <string>
-#include <string_view>
-#include <unordered_map>
-#include <unordered_set>
-#include <utility>
-#include <vector>
-
 
 namespace iwsec {
 
@@ -3279,6 +3289,22 @@ inline const char* to_string(StoreStatus s) noexcept {
   return "unknown";
 }
 
+}  // namespace iwsec
+// ----- end iwsec/user.hpp -----
+// ----- begin iwsec/user_store_interface.hpp -----
+/// @brief The UserStore interface: the user database the security routes read and write.
+/// @file
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace iwsec {
+
 /// @brief The user database the security routes read and write. Every method
 /// may be called from many threads at once.
 class UserStore {
@@ -3320,6 +3346,20 @@ class UserStore {
     return UserStatus{u->refresh_generation, u->disabled, std::move(u->user_id)};
   }
 };
+
+}  // namespace iwsec
+// ----- end iwsec/user_store_interface.hpp -----
+// ----- begin iwsec/accounts.hpp -----
+/// @brief Account operations over any UserStore: create a user, set a password, rotate a refresh token, disable.
+/// @file
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+
+namespace iwsec {
 
 /// @brief A new opaque refresh token: 32 bytes (256 bits) from the CSPRNG, base64url.
 inline std::string generate_refresh_token() {
@@ -3492,6 +3532,37 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
   return out;
 }
 
+}  // namespace iwsec
+// ----- end iwsec/accounts.hpp -----
+// ----- begin iwsec/memory_user_store.hpp -----
+/// @brief MemoryUserStore: a UserStore in process memory.
+/// @file
+
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string_view>
+#include <vector>
+
+// ----- begin iwsec/detail/user_index.hpp -----
+/// @brief detail::user_index: users indexed by email, id and refresh-token hash, copied on write.
+/// @file
+
+#include <algorithm>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+
+namespace iwsec {
 namespace detail {
 
 /// @brief Users indexed by lower-cased email, user id and refresh-token
@@ -3702,6 +3773,10 @@ class user_index {
 };
 
 }  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/user_index.hpp -----
+
+namespace iwsec {
 
 /// @brief A UserStore in process memory: for tests and hosts that keep users
 /// elsewhere and load them at start.
@@ -3752,6 +3827,7 @@ class MemoryUserStore : public UserStore {
 };
 
 }  // namespace iwsec
+// ----- end iwsec/memory_user_store.hpp -----
 // ----- end iwsec/user_store.hpp -----
 // ----- begin iwsec/json_file_user_store.hpp -----
 /// @file
@@ -4985,28 +5061,18 @@ class JsonFileUserStore : public UserStore {
 }  // namespace iwsec
 // ----- end iwsec/json_file_user_store.hpp -----
 // ----- begin iwsec/revocation_store.hpp -----
+/// @brief Revoked access tokens, all parts at once: includes revocation_store_interface.hpp, memory_revocation_store.hpp, revocation_journal.hpp and journal_revocation_store.hpp.
 /// @file
-/// @brief Revoked ("blacklisted") access tokens: the RevocationStore
-/// interface, an in-memory store and a durable journal.
+/// Each part is a header of its own; this one keeps `#include <iwsec/revocation_store.hpp>` working.
 
-#include <algorithm>
-#include <cerrno>
+// ----- begin iwsec/revocation_store_interface.hpp -----
+/// @brief The RevocationStore interface: where revoked token ids live until their tokens expire.
+/// @file
+
+#include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <mutex>
-#include <new>
 #include <optional>
-#include <shared_mutex>
-#include <stdexcept>
-#include <string>
 #include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-#include <sys/mman.h>
-#include <sys/stat.h>
-
 
 namespace iwsec {
 
@@ -5047,20 +5113,46 @@ class RevocationStore {
   }
 };
 
-namespace detail {
+}  // namespace iwsec
+// ----- end iwsec/revocation_store_interface.hpp -----
+// ----- begin iwsec/memory_revocation_store.hpp -----
+/// @brief MemoryRevocationStore: revocations in process memory, capped per owner.
+/// @file
 
-/// @brief Appends the canonical text of a key made by parse_uuid_key.
-inline void append_uuid_key(std::string& out, std::uint64_t hi, std::uint64_t lo) {
-  static const char hex[] = "0123456789abcdef";
-  char text[36];
-  int pos = 0;
-  for (int i = 0; i < 32; ++i) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) text[pos++] = '-';
-    const std::uint64_t half = i < 16 ? hi : lo;
-    text[pos++] = hex[(half >> (60 - 4 * (i % 16))) & 15];
-  }
-  out.append(text, sizeof text);
-}
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// ----- begin iwsec/detail/uuid_table.hpp -----
+/// @brief detail::uuid_table: an open-addressing table from 128-bit UUID keys to expiry times.
+/// @file
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+// ----- begin iwsec/detail/zeroed_pages.hpp -----
+/// @brief detail::zeroed_pages: zero-filled memory straight from the kernel, given back whole.
+/// @file
+
+#include <cstddef>
+#include <new>
+#include <utility>
+
+#include <sys/mman.h>
+
+namespace iwsec {
+namespace detail {
 
 /// @brief Zero-filled pages straight from the kernel, given back whole when
 /// freed: a large table costs memory only while it is in use.
@@ -5098,6 +5190,25 @@ class zeroed_pages {
   void* data_ = nullptr;
   std::size_t bytes_ = 0;
 };
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/zeroed_pages.hpp -----
+
+namespace iwsec {
+namespace detail {
+
+/// @brief Appends the canonical text of a key made by parse_uuid_key.
+inline void append_uuid_key(std::string& out, std::uint64_t hi, std::uint64_t lo) {
+  char text[36];
+  int pos = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) text[pos++] = '-';
+    const std::uint64_t half = i < 16 ? hi : lo;
+    text[pos++] = hex_digit(half >> (60 - 4 * (i % 16)));
+  }
+  out.append(text, sizeof text);
+}
 
 /// @brief Open addressing (linear probing) from a 128-bit UUID to the time
 /// its revocation may be forgotten: 24 bytes a slot, at most 3/4 full, no
@@ -5179,6 +5290,10 @@ class uuid_table {
 };
 
 }  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/uuid_table.hpp -----
+
+namespace iwsec {
 
 /// @brief Revocations in process memory; entries are dropped once their
 /// token has expired (an expired token fails verification on its own).
@@ -5363,13 +5478,31 @@ class MemoryRevocationStore : public RevocationStore {
   std::size_t next_sweep_ = 1024;
 };
 
-/// @brief One record of a revocation journal (see JournalRevocationStore).
-struct RevocationRecord {
-  std::string jti;
-  std::int64_t expires_at = 0;
-  std::string owner;  ///< empty: a revocation without an owner (not counted against any cap)
-};
+}  // namespace iwsec
+// ----- end iwsec/memory_revocation_store.hpp -----
+// ----- begin iwsec/revocation_journal.hpp -----
+/// @brief Reading a revocation journal file without opening it for writing: RevocationRecord, read_revocation_journal.
+/// @file
 
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+// ----- begin iwsec/detail/revocation_journal.hpp -----
+/// @brief The revocation journal's line format: `<jti> <exp>[ <owner>]`, parsed and written in one place.
+/// @file
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace iwsec {
 namespace detail {
 
 /// @brief Whether @p w can be one word of a journal line.
@@ -5380,7 +5513,8 @@ inline bool revocation_journal_word(std::string_view w) {
 /// @brief Parses one journal line, `<jti> <exp>` or `<jti> <exp> <owner>`
 /// (no newline); false when it is malformed. @p owner is empty for the
 /// first form. The one parser of the journal format: the store replays
-/// with it and `iwsec-admin import` reads a data directory with it.
+/// with it, and read_revocation_journal (which `iwsec-admin import` reads a
+/// data directory with) reads with it.
 inline bool parse_revocation_line(std::string_view line, std::string_view& jti, std::int64_t& exp,
                                   std::string_view& owner) {
   const auto space = line.find(' ');
@@ -5403,7 +5537,40 @@ inline bool parse_revocation_line(std::string_view line, std::string_view& jti, 
   return true;
 }
 
+/// @brief Appends one journal line, `<jti> <exp>\n` or, with an @p owner,
+/// `<jti> <exp> <owner>\n`, the jti written by @p append_jti(out) (so that a
+/// UUID key is written without a string of its own). The one writer of the
+/// journal format: the store appends and compacts with it.
+template <typename AppendJti>
+inline void append_revocation_line_with(std::string& out, AppendJti&& append_jti, std::int64_t exp,
+                                        std::string_view owner) {
+  append_jti(out);
+  out += ' ';
+  out += std::to_string(exp);
+  if (!owner.empty()) {
+    out += ' ';
+    out += owner;
+  }
+  out += '\n';
+}
+
+/// @brief append_revocation_line_with for a jti held as text.
+inline void append_revocation_line(std::string& out, std::string_view jti, std::int64_t exp, std::string_view owner) {
+  append_revocation_line_with(out, [jti](std::string& o) { o += jti; }, exp, owner);
+}
+
 }  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/revocation_journal.hpp -----
+
+namespace iwsec {
+
+/// @brief One record of a revocation journal (see JournalRevocationStore).
+struct RevocationRecord {
+  std::string jti;
+  std::int64_t expires_at = 0;
+  std::string owner;  ///< empty: a revocation without an owner (not counted against any cap)
+};
 
 /// @brief The well-formed records of the revocation journal at @p path that
 /// are live at @p now (a torn last line is skipped, as a replay skips it),
@@ -5438,6 +5605,30 @@ inline bool read_revocation_journal(const std::string& path, std::int64_t now, s
   }
   return true;
 }
+
+}  // namespace iwsec
+// ----- end iwsec/revocation_journal.hpp -----
+// ----- begin iwsec/journal_revocation_store.hpp -----
+/// @brief JournalRevocationStore: revocations in memory, made durable by an append-only journal file.
+/// @file
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+
+namespace iwsec {
 
 /// @brief Revocations in memory, backed by an append-only journal file
 /// (`<jti> <exp>` per line, `<jti> <exp> <owner>` for one made by
@@ -5514,14 +5705,8 @@ class JournalRevocationStore : public MemoryRevocationStore {
   RevokeOutcome append_revocation(const std::string* owner, std::string_view jti, std::int64_t expires_at,
                                   std::size_t limit) {
     if (!journal_word(jti)) return RevokeOutcome::failed;
-    std::string line(jti);
-    line += ' ';
-    line += std::to_string(expires_at);
-    if (owner) {
-      line += ' ';
-      line += *owner;
-    }
-    line += '\n';
+    std::string line;
+    detail::append_revocation_line(line, jti, expires_at, owner ? std::string_view(*owner) : std::string_view());
     // Writers queue here; readers (is_revoked) never wait for the disk.
     std::lock_guard<std::mutex> appending(append_mutex_);
     if (owner) {
@@ -5634,14 +5819,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     bool ok = true;
     for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
       if (!ok || exp <= now) return;
-      append_jti(block);
-      block += ' ';
-      block += std::to_string(exp);
-      if (owner) {
-        block += ' ';
-        block += *owner;
-      }
-      block += '\n';
+      detail::append_revocation_line_with(block, append_jti, exp, owner ? std::string_view(*owner) : std::string_view());
       ++lines;
       if (block.size() >= (1 << 20)) {
         ok = detail::write_all(out.fd(), block);
@@ -5678,29 +5856,25 @@ class JournalRevocationStore : public MemoryRevocationStore {
 };
 
 }  // namespace iwsec
+// ----- end iwsec/journal_revocation_store.hpp -----
 // ----- end iwsec/revocation_store.hpp -----
 // ----- begin iwsec/lockout.hpp -----
+/// @brief Brute-force defence (modelled on Keycloak's), all parts at once: includes client_address.hpp, lockout_policy.hpp, lockout_interface.hpp and lockout_tracker.hpp.
 /// @file
-/// @brief Brute-force defence, modelled on Keycloak's: failed credential
-/// checks counted per account and per client, temporary locks answered 429.
+/// Failed credential checks are counted per account and per client, and
+/// temporary locks answered 429. Each part is a header of its own; this one
+/// keeps `#include <iwsec/lockout.hpp>` working.
 
-#include <algorithm>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
+// ----- begin iwsec/client_address.hpp -----
+/// @brief Client-throttle keys of client addresses: a peer address, or the one a reverse proxy reports.
+/// @file
+
 #include <cstring>
-#include <functional>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
 #include <arpa/inet.h>
-
-#include <httplib.h>
+#include <sys/socket.h>
 
 
 namespace iwsec {
@@ -5721,13 +5895,7 @@ inline std::string client_address_key(std::string_view address) {
     char v4[INET_ADDRSTRLEN];
     if (::inet_ntop(AF_INET, bytes + 12, v4, sizeof v4)) return v4;
   }
-  static const char hex[] = "0123456789abcdef";
-  std::string key = "ipv6/64:";
-  for (int i = 0; i < 8; ++i) {
-    key += hex[bytes[i] >> 4];
-    key += hex[bytes[i] & 15];
-  }
-  return key;
+  return "ipv6/64:" + detail::hex_encode(bytes, 8);
 }
 
 /// @brief The client-throttle key of the address a reverse proxy reports in
@@ -5767,6 +5935,24 @@ inline std::string forwarded_address_key(std::string_view header_value) {
   return client_address_key(host);
 }
 
+}  // namespace iwsec
+// ----- end iwsec/client_address.hpp -----
+// ----- begin iwsec/lockout_policy.hpp -----
+/// @brief LockoutPolicy: when failed logins lock an account or a client out, and its valid ranges.
+/// @file
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+// httplib::Request: LockoutPolicy::client_key reads the request.
+#include <httplib.h>
+
+
+namespace iwsec {
+
 /// @brief When failed logins lock an account or a client out. Keycloak's
 /// defaults: after `account_failures` (30) failures an account is locked for
 /// `account_wait_increment` (60 s) × ⌊failures / 30⌋, at most
@@ -5804,6 +5990,47 @@ struct LockoutPolicy {
   /// freely. An empty string exempts the request from the client throttle.
   std::function<std::string(const httplib::Request&)> client_key;
 };
+
+namespace detail {
+
+/// @brief Refuses a policy that would silently not protect (or never let
+/// anyone in); used by validate_options.
+inline const char* lockout_policy_error(const LockoutPolicy& p) {
+  constexpr std::int64_t max_seconds = max_duration_seconds;
+  if (!p.enabled) return nullptr;
+  if (p.account_failures < 1 || p.account_failures > 1000000) return "account_failures must be 1 to 1000000";
+  if (p.account_wait_increment.count() < 1 || p.account_wait_increment.count() > max_seconds)
+    return "account_wait_increment must be 1 s to 366 days";
+  if (p.account_max_wait < p.account_wait_increment || p.account_max_wait.count() > max_seconds)
+    return "account_max_wait must be account_wait_increment to 366 days";
+  if (p.account_failure_reset < p.account_max_wait || p.account_failure_reset.count() > max_seconds)
+    return "account_failure_reset must be account_max_wait to 366 days";
+  if (p.client_failures < 1 || p.client_failures > 100000000) return "client_failures must be 1 to 100000000";
+  if (p.client_window.count() < 1 || p.client_window.count() > max_seconds) return "client_window must be 1 s to 366 days";
+  if (p.max_tracked_accounts < 16 || p.max_tracked_accounts > 100000000)
+    return "max_tracked_accounts must be 16 to 100000000";
+  if (p.max_tracked_clients < 16 || p.max_tracked_clients > 100000000)
+    return "max_tracked_clients must be 16 to 100000000";
+  return nullptr;
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/lockout_policy.hpp -----
+// ----- begin iwsec/lockout_interface.hpp -----
+/// @brief The Lockout interface: where failed credential checks are counted and locks kept.
+/// @file
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+
+namespace iwsec {
 
 /// @brief What one failure started: a lock of the account, a block of the
 /// client (each the time it ends, 0 when this failure did not start it).
@@ -5920,6 +6147,26 @@ class Lockout {
   /// @brief An admitted attempt dropped unfinished (an exception): neither failure nor success.
   virtual void abandon(const std::optional<Key>& account, const std::optional<Key>& client) noexcept = 0;
 };
+
+}  // namespace iwsec
+// ----- end iwsec/lockout_interface.hpp -----
+// ----- begin iwsec/lockout_tracker.hpp -----
+/// @brief LockoutTracker: the Lockout that counts failures in process memory, in bounded tables.
+/// @file
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace iwsec {
 
 /// @brief Counts failures and answers "wait N seconds" for locked accounts
 /// and blocked clients. Thread-safe. Keys are kept as 128-bit SHA-256
@@ -6204,31 +6451,8 @@ class LockoutTracker : public Lockout {
   std::unordered_map<key, client_entry, key_hash> clients_;
 };
 
-namespace detail {
-
-/// @brief Refuses a policy that would silently not protect (or never let
-/// anyone in); used by validate_options.
-inline const char* lockout_policy_error(const LockoutPolicy& p) {
-  constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
-  if (!p.enabled) return nullptr;
-  if (p.account_failures < 1 || p.account_failures > 1000000) return "account_failures must be 1 to 1000000";
-  if (p.account_wait_increment.count() < 1 || p.account_wait_increment.count() > max_seconds)
-    return "account_wait_increment must be 1 s to 366 days";
-  if (p.account_max_wait < p.account_wait_increment || p.account_max_wait.count() > max_seconds)
-    return "account_max_wait must be account_wait_increment to 366 days";
-  if (p.account_failure_reset < p.account_max_wait || p.account_failure_reset.count() > max_seconds)
-    return "account_failure_reset must be account_max_wait to 366 days";
-  if (p.client_failures < 1 || p.client_failures > 100000000) return "client_failures must be 1 to 100000000";
-  if (p.client_window.count() < 1 || p.client_window.count() > max_seconds) return "client_window must be 1 s to 366 days";
-  if (p.max_tracked_accounts < 16 || p.max_tracked_accounts > 100000000)
-    return "max_tracked_accounts must be 16 to 100000000";
-  if (p.max_tracked_clients < 16 || p.max_tracked_clients > 100000000)
-    return "max_tracked_clients must be 16 to 100000000";
-  return nullptr;
-}
-
-}  // namespace detail
 }  // namespace iwsec
+// ----- end iwsec/lockout_tracker.hpp -----
 // ----- end iwsec/lockout.hpp -----
 // ----- begin iwsec/metrics.hpp -----
 /// @file
@@ -6616,7 +6840,7 @@ inline std::optional<TokenCheck> take_token_check(const httplib::Request& req) n
 // ----- end iwsec/observe.hpp -----
 // ----- begin iwsec/audit.hpp -----
 /// @file
-/// @brief The audit trail's events (SPEC "Audit trail"): what happened to
+/// @brief The audit trail's events (docs/operations.md "The audit trail"): what happened to
 /// which account, for whom, with what result. Never a secret.
 
 #include <chrono>
@@ -6796,9 +7020,8 @@ struct Options {
 }  // namespace iwsec
 // ----- end iwsec/options.hpp -----
 // ----- begin iwsec/routes.hpp -----
+/// @brief mount_security_routes: the five `/v3/security` endpoints on a host's httplib::Server, and a guard for the host's own routes.
 /// @file
-/// @brief mount_security_routes: the five `/v3/security` endpoints on a
-/// host's httplib::Server, and a guard for the host's own routes.
 
 #include <chrono>
 #include <atomic>
@@ -7066,152 +7289,22 @@ inline void refuse_body(httplib::Response& res, request_body body, std::string_v
 }  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/detail/request_body.hpp -----
-// ----- begin iwsec/hashing_gate.hpp -----
+// ----- begin iwsec/detail/verified_token_cache.hpp -----
+/// @brief detail::verified_token_cache: the claims of access tokens that already verified, by their exact bytes.
 /// @file
-/// @brief HashingGate: at most N password hashes at once, a bounded queue
-/// behind them, and a refusal when the queue is full.
-///
-/// A PBKDF2 check costs tens of milliseconds of one core (600 000 rounds),
-/// a token validation microseconds. Without a bound, a flood of logins
-/// makes one runnable thread per connection, and validations wait behind
-/// them for the cores. The security routes pass every password check
-/// through one gate (Options::max_concurrent_hashes, max_queued_hashes);
-/// a login refused by it gets 503 with `Retry-After` and is not counted by
-/// the lockout (no hash ran, so nothing was learnt about the password).
 
-#include <condition_variable>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <mutex>
-#include <thread>
-#include <utility>
+#include <string>
+#include <string_view>
 
 
 namespace iwsec {
-
-/// @brief A counting gate with a bounded, first-come first-served queue.
-/// Thread-safe; outlives every Ticket it hands out.
-class HashingGate {
- public:
-  /// @brief At most @p concurrent holders at once (0: one per core, as
-  /// std::thread::hardware_concurrency() tells, at least 1) and at most
-  /// @p queued callers waiting for a turn.
-  HashingGate(std::size_t concurrent, std::size_t queued)
-      : concurrent_(concurrent != 0 ? concurrent : default_concurrency()), queued_(queued) {}
-  HashingGate(const HashingGate&) = delete;
-  HashingGate& operator=(const HashingGate&) = delete;
-
-  /// @brief A turn through the gate (or a refusal); released when destroyed.
-  class Ticket {
-   public:
-    Ticket(Ticket&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
-    Ticket& operator=(Ticket&& other) noexcept {
-      if (this != &other) {
-        release();
-        gate_ = std::exchange(other.gate_, nullptr);
-      }
-      return *this;
-    }
-    ~Ticket() { release(); }
-    /// @brief True when admitted; false when the queue was full.
-    explicit operator bool() const noexcept { return gate_ != nullptr; }
-
-   private:
-    friend class HashingGate;
-    explicit Ticket(HashingGate* gate) noexcept : gate_(gate) {}
-    void release() noexcept {
-      if (gate_) std::exchange(gate_, nullptr)->leave();
-    }
-    HashingGate* gate_ = nullptr;
-  };
-
-  /// @brief Waits for a turn (in arrival order) when all are taken and the
-  /// queue has room; a refused Ticket at once when it has none.
-  Ticket enter() {
-    detail::Lock lock(mutex_);
-    if (running_ < concurrent_ && waiting_ == 0) {
-      ++running_;
-      return Ticket(this);
-    }
-    if (waiting_ >= queued_) return Ticket(nullptr);
-    const std::uint64_t mine = next_ticket_++;
-    ++waiting_;
-    lock.wait(turn_, [&]() IWSEC_REQUIRES(mutex_) { return running_ < concurrent_ && mine == serving_; });
-    --waiting_;
-    ++serving_;
-    ++running_;
-    lock.unlock();
-    turn_.notify_all();  // the next in line may fit too
-    return Ticket(this);
-  }
-
-  /// @brief Holders at most at once.
-  std::size_t concurrency() const noexcept { return concurrent_; }
-  /// @brief Callers that may wait at most.
-  std::size_t queue_capacity() const noexcept { return queued_; }
-  /// @brief Holders now.
-  std::size_t running() const {
-    detail::Lock lock(mutex_);
-    return running_;
-  }
-  /// @brief Callers waiting now.
-  std::size_t waiting() const {
-    detail::Lock lock(mutex_);
-    return waiting_;
-  }
-
-  /// @brief One per core (at least 1).
-  static std::size_t default_concurrency() noexcept {
-    const unsigned cores = std::thread::hardware_concurrency();
-    return cores == 0 ? 1 : cores;
-  }
-
- private:
-  void leave() noexcept {
-    {
-      detail::Lock lock(mutex_);
-      --running_;
-    }
-    turn_.notify_all();
-  }
-
-  const std::size_t concurrent_;
-  const std::size_t queued_;
-  mutable detail::Mutex mutex_;
-  std::condition_variable turn_;
-  std::size_t running_ IWSEC_GUARDED_BY(mutex_) = 0;
-  std::size_t waiting_ IWSEC_GUARDED_BY(mutex_) = 0;
-  std::uint64_t next_ticket_ IWSEC_GUARDED_BY(mutex_) = 0;
-  std::uint64_t serving_ IWSEC_GUARDED_BY(mutex_) = 0;
-};
-
-}  // namespace iwsec
-// ----- end iwsec/hashing_gate.hpp -----
-
-namespace iwsec {
-
-/// @brief The paths of the security routes, each also answered with one
-/// trailing slash appended (Infoworks' own utility scripts call
-/// `/v3/security/token/access/`).
-inline constexpr const char* security_route_paths[] = {"/v3/security/authenticate", "/v3/security/token/access",
-                                                      "/v3/security/token/validate", "/v3/security/token/refresh"};
-
-/// @brief The route @p path names, spelled without the one trailing slash the
-/// routes also answer on (`/v3/security/token/access/` gives
-/// `/v3/security/token/access`); any other path as it is. For access logs and
-/// checks before routing, so that both spellings are one route.
-inline std::string_view security_route_path(std::string_view path) noexcept {
-  if (path.size() < 2 || path.back() != '/') return path;
-  const std::string_view bare = path.substr(0, path.size() - 1);
-  for (const char* route : security_route_paths)
-    if (bare == route) return bare;
-  return path;
-}
-
 namespace detail {
-
-// The error answers of the security routes, one per row of SPEC "Errors".
-enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
 
 /// @brief The claims of access tokens that passed Signer::verify, by their
 /// exact bytes and the signer's key version, so that a client presenting the
@@ -7373,6 +7466,156 @@ class verified_token_cache {
   std::uint64_t seed_ = 0;
 };
 
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/verified_token_cache.hpp -----
+// ----- begin iwsec/hashing_gate.hpp -----
+/// @file
+/// @brief HashingGate: at most N password hashes at once, a bounded queue
+/// behind them, and a refusal when the queue is full.
+///
+/// A PBKDF2 check costs tens of milliseconds of one core (600 000 rounds),
+/// a token validation microseconds. Without a bound, a flood of logins
+/// makes one runnable thread per connection, and validations wait behind
+/// them for the cores. The security routes pass every password check
+/// through one gate (Options::max_concurrent_hashes, max_queued_hashes);
+/// a login refused by it gets 503 with `Retry-After` and is not counted by
+/// the lockout (no hash ran, so nothing was learnt about the password).
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+
+namespace iwsec {
+
+/// @brief A counting gate with a bounded, first-come first-served queue.
+/// Thread-safe; outlives every Ticket it hands out.
+class HashingGate {
+ public:
+  /// @brief At most @p concurrent holders at once (0: one per core, as
+  /// std::thread::hardware_concurrency() tells, at least 1) and at most
+  /// @p queued callers waiting for a turn.
+  HashingGate(std::size_t concurrent, std::size_t queued)
+      : concurrent_(concurrent != 0 ? concurrent : default_concurrency()), queued_(queued) {}
+  HashingGate(const HashingGate&) = delete;
+  HashingGate& operator=(const HashingGate&) = delete;
+
+  /// @brief A turn through the gate (or a refusal); released when destroyed.
+  class Ticket {
+   public:
+    Ticket(Ticket&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+    Ticket& operator=(Ticket&& other) noexcept {
+      if (this != &other) {
+        release();
+        gate_ = std::exchange(other.gate_, nullptr);
+      }
+      return *this;
+    }
+    ~Ticket() { release(); }
+    /// @brief True when admitted; false when the queue was full.
+    explicit operator bool() const noexcept { return gate_ != nullptr; }
+
+   private:
+    friend class HashingGate;
+    explicit Ticket(HashingGate* gate) noexcept : gate_(gate) {}
+    void release() noexcept {
+      if (gate_) std::exchange(gate_, nullptr)->leave();
+    }
+    HashingGate* gate_ = nullptr;
+  };
+
+  /// @brief Waits for a turn (in arrival order) when all are taken and the
+  /// queue has room; a refused Ticket at once when it has none.
+  Ticket enter() {
+    detail::Lock lock(mutex_);
+    if (running_ < concurrent_ && waiting_ == 0) {
+      ++running_;
+      return Ticket(this);
+    }
+    if (waiting_ >= queued_) return Ticket(nullptr);
+    const std::uint64_t mine = next_ticket_++;
+    ++waiting_;
+    lock.wait(turn_, [&]() IWSEC_REQUIRES(mutex_) { return running_ < concurrent_ && mine == serving_; });
+    --waiting_;
+    ++serving_;
+    ++running_;
+    lock.unlock();
+    turn_.notify_all();  // the next in line may fit too
+    return Ticket(this);
+  }
+
+  /// @brief Holders at most at once.
+  std::size_t concurrency() const noexcept { return concurrent_; }
+  /// @brief Callers that may wait at most.
+  std::size_t queue_capacity() const noexcept { return queued_; }
+  /// @brief Holders now.
+  std::size_t running() const {
+    detail::Lock lock(mutex_);
+    return running_;
+  }
+  /// @brief Callers waiting now.
+  std::size_t waiting() const {
+    detail::Lock lock(mutex_);
+    return waiting_;
+  }
+
+  /// @brief One per core (at least 1).
+  static std::size_t default_concurrency() noexcept {
+    const unsigned cores = std::thread::hardware_concurrency();
+    return cores == 0 ? 1 : cores;
+  }
+
+ private:
+  void leave() noexcept {
+    {
+      detail::Lock lock(mutex_);
+      --running_;
+    }
+    turn_.notify_all();
+  }
+
+  const std::size_t concurrent_;
+  const std::size_t queued_;
+  mutable detail::Mutex mutex_;
+  std::condition_variable turn_;
+  std::size_t running_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::size_t waiting_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t next_ticket_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t serving_ IWSEC_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/hashing_gate.hpp -----
+
+namespace iwsec {
+
+/// @brief The paths of the security routes, each also answered with one
+/// trailing slash appended (Infoworks' own utility scripts call
+/// `/v3/security/token/access/`).
+inline constexpr const char* security_route_paths[] = {"/v3/security/authenticate", "/v3/security/token/access",
+                                                      "/v3/security/token/validate", "/v3/security/token/refresh"};
+
+/// @brief The route @p path names, spelled without the one trailing slash the
+/// routes also answer on (`/v3/security/token/access/` gives
+/// `/v3/security/token/access`); any other path as it is. For access logs and
+/// checks before routing, so that both spellings are one route.
+inline std::string_view security_route_path(std::string_view path) noexcept {
+  if (path.size() < 2 || path.back() != '/') return path;
+  const std::string_view bare = path.substr(0, path.size() - 1);
+  for (const char* route : security_route_paths)
+    if (bare == route) return bare;
+  return path;
+}
+
+namespace detail {
+
+// The error answers of the security routes, one per row of docs/endpoints.md "Every status and iw_code".
+enum class failure { bad_request, no_credentials, invalid_token, rejected, internal, unavailable };
+
 /// @brief The state and the logic behind the routes, shared by every handler
 /// and by the guard (so they see the same revocations).
 class security_core {
@@ -7392,7 +7635,7 @@ class security_core {
 
   /// @brief Refuses options that would silently break the contract.
   static void validate_options(const Options& o) {
-    constexpr std::int64_t max_seconds = 366LL * 24 * 3600;
+    constexpr std::int64_t max_seconds = max_duration_seconds;
     if (o.token_lifetime.count() <= 0 || o.token_lifetime.count() > max_seconds)
       throw std::invalid_argument("iwsec: Options::token_lifetime must be 1 s to 366 days");
     if (o.leeway.count() < 0 || o.leeway.count() > max_seconds)
@@ -7703,7 +7946,7 @@ class security_core {
     const std::uint32_t rounds = options_.password_rounds;
     bool ok, password_ok = false;
     if (user && Pbkdf2Hash::parse(user->password_hash)) {
-      // At least the configured rounds, also for a hash with fewer (SPEC "Passwords").
+      // At least the configured rounds, also for a hash with fewer (docs/api.md).
       password_ok = verify_password(password, user->password_hash, rounds);
       ok = password_ok && !user->disabled;
     } else {
@@ -8001,7 +8244,7 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
 
   // httplib tries a method's routes in the order they were added, with a
   // regex match each: the most frequent request comes first. Each pattern
-  // takes the path with or without one trailing slash (SPEC "Endpoints").
+  // takes the path with or without one trailing slash (docs/endpoints.md).
   server.Get("/v3/security/token/validate/?",
              route(&detail::security_core::validate, "Bearer", MetricsRoute::token_validate));
   server.Get("/v3/security/authenticate/?",

@@ -1,4 +1,4 @@
-"""iwsec-server's access log (SPEC "Operations"): every line starts with an
+"""iwsec-server's access log (docs/operations.md): every line starts with an
 RFC 3339 UTC timestamp and holds the client address, a request id (sent back
 as X-Request-Id: a sane incoming one is kept, anything else replaced),
 method, path (never the query), status and duration; `--access-log json`
@@ -146,7 +146,7 @@ class AccessLog(unittest.TestCase):
 
 
 class AccessLogFile(unittest.TestCase):
-    """--access-log-file FILE (SPEC "Operations"): lines are buffered and
+    """--access-log-file FILE (docs/operations.md): lines are buffered and
     written by one writer thread, every line whole; all of them reach the
     file before the server exits on SIGTERM; SIGHUP and SIGUSR1 reopen the
     file (logrotate renames it, then signals); lines the buffer cannot hold

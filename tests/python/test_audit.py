@@ -1,4 +1,4 @@
-"""The audit trail (SPEC "Audit trail"): a scripted day of logins (good,
+"""The audit trail (docs/operations.md "The audit trail"): a scripted day of logins (good,
 wrong, locked), exchanges, a revocation, a rotation and every iwsec-admin
 change, then DATA/audit.log and `iwsec-admin audit --json` are read: every
 event is there once with its fields, the admin's actor (SUDO_USER through

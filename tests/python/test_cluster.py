@@ -1,4 +1,4 @@
-"""Cluster mode (SPEC "Cluster mode (PostgreSQL)"): several iwsec-server
+"""Cluster mode (docs/cluster.md): several iwsec-server
 replicas on one real PostgreSQL 15 (started by pg_cluster.py), driven over
 HTTP. Every wait for propagation polls with a deadline.
 
@@ -372,7 +372,7 @@ def timed(call):
     return result, time.monotonic() - began
 
 
-SICK_BOUND = 2.0  # SPEC: logins and writes answer 503 within 2 s while the database is stalled
+SICK_BOUND = 2.0  # docs/cluster.md "A sick database": logins and writes answer 503 within 2 s while the database is stalled
 
 
 class SickDatabase(ClusterCase):

@@ -1,4 +1,4 @@
-"""Cluster mode, refresh-token exchanges (SPEC "Cluster mode (PostgreSQL)"):
+"""Cluster mode, refresh-token exchanges (docs/cluster.md):
 a successful exchange makes no database round trip (the replica checks the
 client's lock state from its local copy); failed exchanges are still counted
 in the database and lead to 429 on every replica.

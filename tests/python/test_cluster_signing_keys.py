@@ -1,5 +1,4 @@
-"""Cluster mode, signing keys in the database (SPEC "Cluster mode
-(PostgreSQL)"): each key wrapped (AES-256-GCM) by the key-encryption key every
+"""Cluster mode, signing keys in the database (docs/cluster.md): each key wrapped (AES-256-GCM) by the key-encryption key every
 replica is given with --key-encryption-key; iwsec-admin add-signing-key /
 retire-signing-key / list-signing-keys change the keys of every replica within
 a second; a wrong key-encryption key stops a replica at start; the database
@@ -20,7 +19,7 @@ import iwsec_harness as h
 from test_cluster import ClusterCase, wait_until, PASSWORD
 import test_cluster
 
-KEY_DEADLINE = 1.0  # SPEC: every replica within a second
+KEY_DEADLINE = 1.0  # docs/operations.md "Signing keys in cluster mode": every replica within a second
 
 
 def setUpModule():

@@ -1,4 +1,4 @@
-"""The programs' conventions (SPEC "Bundled programs", "Limits at the edge",
+"""The programs' conventions (docs/programs.md, "Limits at the edge",
 "Operations"): --version, --opt=value, flag names in argument errors, --json
 errors, one-line failure messages naming the path or address and the
 strerror reason, nothing created before a failure that stops the start,
@@ -63,7 +63,7 @@ def built_with():
 
 class Version(unittest.TestCase):
     def test_both_programs(self):
-        """SPEC "Bundled programs": iwsec X.Y.Z (cpp-httplib A.B.C, OpenSSL ...[, libpq ...])."""
+        """docs/programs.md: iwsec X.Y.Z (cpp-httplib A.B.C, OpenSSL ...[, libpq ...])."""
         httplib, openssl, libpq = built_with()
         expected = "iwsec %s (cpp-httplib %s, OpenSSL %s" % (version_string(), httplib, openssl)
         if os.environ.get("IWSEC_CLUSTER_BUILT", "1") == "1":

@@ -1,4 +1,4 @@
-"""Nothing acknowledged is lost across kill -9 and restart (SPEC "Durability").
+"""Nothing acknowledged is lost across kill -9 and restart (docs/data-directory.md "Durability").
 
 Each revocation or rotation the server answered 200 must hold after the
 server is SIGKILLed (no chance to flush anything) and started again on the

@@ -1,4 +1,4 @@
-"""iwsec-server at the edge (SPEC "Limits at the edge"), with its defaults:
+"""iwsec-server at the edge (docs/edge.md), with its defaults:
 bodies of any size and framing, header floods, a request smuggled in a GET
 body, slow clients trickling bytes, connections per client address, the
 descriptor limit, and --lockout-client-header in the forms proxies write.

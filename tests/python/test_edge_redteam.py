@@ -1,5 +1,4 @@
-"""What an outside red team found at iwsec-server's edge (SPEC "Limits at the
-edge", its last items), each reproduced against the real program:
+"""What an outside red team found at iwsec-server's edge (docs/edge.md, its last items), each reproduced against the real program:
 
 - a header line made only of CR characters, or a bare LF, must not end the
   headers for the limits while the parser reads on (400 and close);

@@ -322,7 +322,7 @@ class InfoworksAPI:
 
 class UtilityScripts(unittest.TestCase):
     """Infoworks' utility scripts against iwsec-server: one trailing slash is
-    the same route (SPEC "Endpoints")."""
+    the same route (docs/endpoints.md)."""
 
     def test_trailing_slash_client(self):
         data = h.data_dir(self)
@@ -391,7 +391,7 @@ def stored_hash(data_directory, email):
 class CheaperHashes(unittest.TestCase):
     """A user whose stored hash has fewer rounds than the server's (passlib's
     29 000, an import): a successful login stores the password hashed with
-    the server's rounds, and keeps the sessions (SPEC "Passwords"). That a
+    the server's rounds, and keeps the sessions (docs/api.md). That a
     wrong password costs the configured rounds is counted in
     tests/test_password_rounds.cpp; bench/password_rounds.cpp times it."""
 

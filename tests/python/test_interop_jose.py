@@ -1,4 +1,4 @@
-"""Access tokens interoperate with Node's `jose` (SPEC "Access tokens").
+"""Access tokens interoperate with Node's `jose` (docs/endpoints.md "Access tokens").
 
 Debian's node-jose verifies what the library signs and what iwsec-server
 issues; tokens jose mints with the same key and claims verify here; tokens

@@ -1,4 +1,4 @@
-"""Password hashes interoperate with Python's passlib (SPEC "Passwords").
+"""Password hashes interoperate with Python's passlib (docs/api.md).
 
 Our `$pbkdf2-sha256$...` strings (from iwsec-admin hash-password and from
 the library via iwsec-testtool) verify in passlib, and passlib's verify here.

@@ -1,4 +1,4 @@
-"""Access tokens interoperate with PyJWT (SPEC "Access tokens").
+"""Access tokens interoperate with PyJWT (docs/endpoints.md "Access tokens").
 
 PyJWT verifies the tokens the library signs (through iwsec-testtool) and the
 tokens iwsec-server issues; tokens PyJWT mints with the same key and claims

@@ -1,4 +1,4 @@
-"""Key files that would silently change meaning (SPEC "Operations").
+"""Key files that would silently change meaning (docs/operations.md).
 
 A keyring with CRLF line endings, a UTF-8 byte order mark, or headed
 `iwsec-keyring 2` must never be read as one raw key made of the whole file:

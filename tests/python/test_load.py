@@ -10,7 +10,7 @@ connections (e.g. for a quick local run); CI runs the defaults.
 The logins all use the right password, so the brute-force lockout (on, with
 its defaults) never counts a failure here: a load of successful logins from
 one address must never be throttled. Eight users revoke far more than the
-per-user cap of outstanding revocations (SPEC "Accounts and sessions"), so
+per-user cap of outstanding revocations (docs/sessions.md), so
 the server runs with a cap above what the test can reach: this test wants
 every revocation stored (test_revocation_cap.py tests the cap itself).
 """

@@ -1,4 +1,4 @@
-"""Brute-force lockout of iwsec-server over real HTTP (SPEC "Lockout"):
+"""Brute-force lockout of iwsec-server over real HTTP (docs/lockout.md):
 with its defaults, 30 failed logins lock an account, known or not, and even
 the right password then gets 429 with Retry-After and the IW10031 envelope;
 a client address with too many failures is throttled; the --lockout-* flags

@@ -1,4 +1,4 @@
-"""iwsec-server --admin-port (SPEC "Operations"): /metrics is Prometheus text
+"""iwsec-server --admin-port (docs/operations.md): /metrics is Prometheus text
 that Debian's real `promtool check metrics` accepts, its counters and
 histograms move with the traffic sent, /health/live and /health/ready answer
 JSON (ready: 503, with the reason, while the users file cannot be read), and none of it is

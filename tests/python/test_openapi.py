@@ -179,7 +179,7 @@ class OpenApiDocumentTest(unittest.TestCase):
                 self.assertRegex(status, r"^[1-5][0-9][0-9]$")
         routes = {AUTHENTICATE, ACCESS, VALIDATE, REFRESH}
         self.assertEqual(set(d.doc["paths"]), routes | {p + "/" for p in routes})
-        # SPEC "Endpoints": one trailing slash is the same route, documented as a reference to it.
+        # docs/endpoints.md: one trailing slash is the same route, documented as a reference to it.
         for path in routes:
             self.assertEqual(d.doc["paths"][path + "/"], {"$ref": "#/paths/" + path.replace("/", "~1")})
             self.assertIs(d.resolve(d.doc["paths"][path + "/"]), d.doc["paths"][path])
@@ -400,7 +400,7 @@ class OpenApiRoutesTest(unittest.TestCase):
         self.assertEqual(self.raw(server, "get", VALIDATE, [("X-Filler-%d" % i, "v") for i in range(97)]
                                   + [("Authorization", h.bearer(access))]).status_code, 200)
 
-        # One trailing slash: the same route, the same documented answers (SPEC "Endpoints").
+        # One trailing slash: the same route, the same documented answers (docs/endpoints.md).
         ok = self.call(api, "get", AUTHENTICATE + "/", h.basic("alice@example.com", "alice-pw"))
         self.assertEqual(ok.status_code, 200)
         slash_access = ok.json()["result"]["authentication_token"]

@@ -1,4 +1,4 @@
-"""The bundled programs' command-line contracts (SPEC "Bundled programs").
+"""The bundled programs' command-line contracts (docs/programs.md).
 
 iwsec-server and iwsec-admin: --help, one-line errors with exit status 2 for
 bad arguments, exit status 1 for operational failures, the data directory's
@@ -23,7 +23,7 @@ import iwsec_harness as h
 
 EMAIL = "program.test@example.com"
 PASSWORD = "pr0gram:test pässword"
-# TIME CLIENT REQUEST-ID METHOD PATH STATUS DURATION [is_valid=... [reason=...]] (SPEC "Operations")
+# TIME CLIENT REQUEST-ID METHOD PATH STATUS DURATION [is_valid=... [reason=...]] (docs/operations.md)
 LOG_LINE = re.compile(r"^\S+Z \S+ [A-Za-z0-9._:-]+ (GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/\S*) ([1-5][0-9]{2}) "
                       r"([0-9]+)us(?: is_valid=(?:true|false reason=[a-z_]+))?$")
 

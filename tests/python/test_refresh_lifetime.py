@@ -1,4 +1,4 @@
-"""Refresh-token lifetime (SPEC "Operations"): iwsec-server
+"""Refresh-token lifetime (docs/operations.md): iwsec-server
 --refresh-token-lifetime SECONDS; a refresh token expires that long after it
 was issued (add-user, set-password, rotation, rotate-refresh-token); an
 expired one answers 406 like an unknown one and counts as a lockout failure;

@@ -1,4 +1,4 @@
-"""Revocations are bounded per user (SPEC "Accounts and sessions"), end to end.
+"""Revocations are bounded per user (docs/sessions.md), end to end.
 
 One user exchanges their refresh token and revokes the access token, 1 001
 times, against a real iwsec-server with its journal: the journal never holds

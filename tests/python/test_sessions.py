@@ -1,4 +1,4 @@
-"""What ends a session, end to end (SPEC "Accounts and sessions").
+"""What ends a session, end to end (docs/sessions.md).
 
 Against a running iwsec-server and the iwsec-admin program on the same data
 directory: a user deleted (by hand or with delete-user) and re-created under

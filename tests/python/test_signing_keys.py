@@ -1,4 +1,4 @@
-"""Signing-key rotation with the real programs (SPEC "Operations", signing keys).
+"""Signing-key rotation with the real programs (docs/operations.md, signing keys).
 
 iwsec-admin list-signing-keys / add-signing-key / retire-signing-key on a
 data directory while iwsec-server runs on it (applied from the next request,

@@ -1,5 +1,4 @@
-"""iwsec-admin show-user and unlock against a running iwsec-server (SPEC
-"Bundled programs", "Accounts and sessions"): lock an account over HTTP,
+"""iwsec-admin show-user and unlock against a running iwsec-server (docs/programs.md, "Accounts and sessions"): lock an account over HTTP,
 show-user says it is locked and until when, unlock clears it on the running
 server, and the right password logs in on the very next request. show-user
 never prints a secret."""
@@ -41,7 +40,7 @@ class ShowUserAndUnlock(unittest.TestCase):
         h.assert_envelope(self, api.authenticate(email, PASSWORD), 429)
 
     def test_unlock_applies_on_the_trailing_slash_spelling_too(self):
-        # SPEC "Endpoints": one trailing slash is the same route, also for the
+        # docs/endpoints.md: one trailing slash is the same route, also for the
         # check before routing that applies iwsec-admin's unlocks.
         server, api = self.start()
         for _ in range(2):

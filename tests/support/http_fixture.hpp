@@ -1,7 +1,7 @@
 #pragma once
 // Test support for the HTTP-level tests (test_http_routes, test_guard,
 // test_concurrency): a mounted server with a ManualClock, accounts, request
-// helpers and checks of the SPEC's answer shapes. Uses Catch2 assertions, so
+// helpers and checks of the answer shapes docs/endpoints.md states. Uses Catch2 assertions, so
 // include it after <catch2/catch.hpp>.
 
 #include <algorithm>
@@ -166,7 +166,7 @@ inline void check_common_headers(const httplib::Response& r) {
   CHECK(r.get_header_value("Cache-Control") == "no-store");
 }
 
-/// The SPEC's error envelope: exactly message, details, iw_code, help, all
+/// The error envelope (docs/endpoints.md): exactly message, details, iw_code, help, all
 /// strings, help = <help base>/<iw_code>. An empty @p code accepts any IW code;
 /// returns the iw_code.
 inline std::string check_envelope(const httplib::Response& r, int status, const std::string& code,

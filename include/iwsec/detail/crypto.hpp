@@ -20,6 +20,8 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "hex.hpp"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -88,16 +90,6 @@ inline sha256_digest sha256(std::string_view data) {
   if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(ctx, out.data(), &len) != 1)
     throw std::runtime_error("iwsec: SHA-256 failed");
-  return out;
-}
-
-inline std::string hex_encode(const unsigned char* data, std::size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out(n * 2, '0');
-  for (std::size_t i = 0; i < n; ++i) {
-    out[2 * i] = digits[data[i] >> 4];
-    out[2 * i + 1] = digits[data[i] & 15];
-  }
   return out;
 }
 
@@ -412,7 +404,6 @@ inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt,
 /// @brief Writes a random (version 4) UUID in lower-case canonical form to
 /// @p out (36 chars) and returns a view of it.
 inline std::string_view uuid_v4_to(char* out) {
-  static const char digits[] = "0123456789abcdef";
   unsigned char b[16];
   random_bytes(b, sizeof b);
   b[6] = static_cast<unsigned char>((b[6] & 0x0F) | 0x40);
@@ -420,8 +411,8 @@ inline std::string_view uuid_v4_to(char* out) {
   char* w = out;
   for (int i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) *w++ = '-';
-    *w++ = digits[b[i] >> 4];
-    *w++ = digits[b[i] & 15];
+    *w++ = hex_digit(b[i] >> 4);
+    *w++ = hex_digit(b[i]);
   }
   return std::string_view(out, 36);
 }

@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hex.hpp"
+
 namespace iwsec {
 namespace detail {
 
@@ -205,12 +207,7 @@ class temp_file {
                          static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
         std::memcpy(random, &mix, sizeof random);
       }
-      static const char hex[] = "0123456789abcdef";
-      name_ = "." + target_base + ".tmp.";
-      for (unsigned char b : random) {
-        name_ += hex[b >> 4];
-        name_ += hex[b & 15];
-      }
+      name_ = "." + target_base + ".tmp." + hex_encode(random, sizeof random);
       int fd;
       do {
         fd = ::openat(dir.fd(), name_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);

@@ -17,6 +17,8 @@
 
 #include <picojson.h>
 
+#include "hex.hpp"
+
 // iwsec reads every JSON number as a double and checks integrality itself, so
 // it works whether or not the host compiles picojson with PICOJSON_USE_INT64;
 // the only requirement is that picojson's own parse entry points exist.
@@ -597,7 +599,6 @@ inline char* put_int(char* w, std::int64_t v) noexcept { return std::to_chars(w,
 /// @brief Writes @p s JSON-escaped, without quotes (at most 6 chars per
 /// byte); returns the end. The one escaping rule of iwsec's JSON output.
 inline char* put_json_escaped(char* w, std::string_view s) noexcept {
-  static const char hex[] = "0123456789abcdef";
   for (unsigned char c : s) {
     if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
       *w++ = static_cast<char>(c);
@@ -614,8 +615,8 @@ inline char* put_json_escaped(char* w, std::string_view s) noexcept {
       case '\t': *w++ = 't'; break;
       default:
         w = put(w, "u00");
-        *w++ = hex[c >> 4];
-        *w++ = hex[c & 15];
+        *w++ = hex_digit(c >> 4);
+        *w++ = hex_digit(c);
     }
   }
   return w;

@@ -48,6 +48,7 @@
 
 #include "../audit.hpp"
 #include "../clock.hpp"
+#include "../detail/hex.hpp"
 #include "../errors.hpp"
 #include "../lockout.hpp"
 #include "../options.hpp"
@@ -101,10 +102,9 @@ struct BackendOptions {
 namespace detail {
 
 inline std::string lockout_key_bytes(const Lockout::Key& k) {
-  static const char hex[] = "0123456789abcdef";
   std::string out = "\\x";
   for (const std::uint64_t half : {k.hi, k.lo})
-    for (int shift = 60; shift >= 0; shift -= 4) out += hex[(half >> shift) & 15];
+    for (int shift = 60; shift >= 0; shift -= 4) out += iwsec::detail::hex_digit(half >> shift);
   return out;
 }
 

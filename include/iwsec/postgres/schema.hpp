@@ -377,8 +377,8 @@ END $$;
 }
 
 /// @brief Version 4 (applies on a version 3 database): refresh-token issue times
-/// (SPEC "Operations"; a token from before it starts its clock now, when the
-/// upgraded program first meets it) and the audit table (SPEC "Audit trail").
+/// (docs/operations.md; a token from before it starts its clock now, when the
+/// upgraded program first meets it) and the audit table (docs/operations.md "The audit trail").
 inline std::string schema_v4() {
   return R"SQL(
 ALTER TABLE iwsec_users ADD COLUMN IF NOT EXISTS refresh_token_issued_at bigint;
