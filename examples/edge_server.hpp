@@ -17,6 +17,7 @@
 // httplib's own loop.
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -65,12 +66,16 @@ inline thread_local bool close_after_answer = false;
 /// first: each holds a worker. When the workers run short, the longest idle
 /// are closed first (as nginx does), so idle connections never starve a new
 /// client and keep-alive stays as long as ever for everyone while there is
-/// room.
+/// room. Kept in shards (by descriptor), each with its own lock: every
+/// request enters and leaves, and workers on different cores then take
+/// different locks; evict() takes them all and picks the longest idle across
+/// them.
 class IdleConnections {
  public:
   struct Entry {
     int fd;
     bool evicted;
+    std::chrono::steady_clock::time_point since;  // when it started waiting
   };
   using Handle = std::list<Entry>::iterator;
   /// A connection's own entry, made once per connection (entry()) and moved
@@ -79,22 +84,25 @@ class IdleConnections {
   using Slot = std::list<Entry>;
 
   /// A slot for the connection on @p fd.
-  static Slot entry(int fd) { return Slot{Entry{fd, false}}; }
+  static Slot entry(int fd) { return Slot{Entry{fd, false, {}}}; }
 
   /// The connection of @p slot (holding its one entry) starts waiting.
   Handle enter(Slot& slot) {
-    std::lock_guard<std::mutex> lock(mutex_);
     const Handle h = slot.begin();
-    idle_.splice(idle_.end(), slot, h);
+    shard& s = shard_of(h->fd);
+    std::lock_guard<std::mutex> lock(s.mutex);
+    h->since = std::chrono::steady_clock::now();  // under the lock: each shard's list stays oldest first
+    s.idle.splice(s.idle.end(), slot, h);
     return h;
   }
 
   /// It stops waiting (the entry goes back to @p slot); false when it was
   /// chosen to close meanwhile.
   bool leave(Handle h, Slot& slot) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    shard& s = shard_of(h->fd);
+    std::lock_guard<std::mutex> lock(s.mutex);
     const bool evicted = h->evicted;
-    slot.splice(slot.end(), evicted ? evicted_ : idle_, h);
+    slot.splice(slot.end(), evicted ? s.evicted : s.idle, h);
     return !evicted;
   }
 
@@ -102,22 +110,33 @@ class IdleConnections {
   /// is shut (under the lock, so the descriptor is still theirs), which
   /// wakes their wait; how many.
   std::size_t evict(std::size_t n) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::array<std::unique_lock<std::mutex>, shard_count> locks;
+    for (std::size_t i = 0; i < shard_count; ++i) locks[i] = std::unique_lock<std::mutex>(shards_[i].mutex);
     std::size_t done = 0;
-    while (done < n && !idle_.empty()) {
-      const Handle h = idle_.begin();
+    while (done < n) {
+      shard* oldest = nullptr;  // the shard whose first entry has waited longest
+      for (shard& s : shards_)
+        if (!s.idle.empty() && (!oldest || s.idle.front().since < oldest->idle.front().since)) oldest = &s;
+      if (!oldest) break;
+      const Handle h = oldest->idle.begin();
       h->evicted = true;
       ::shutdown(h->fd, SHUT_RD);
-      evicted_.splice(evicted_.end(), idle_, h);
+      oldest->evicted.splice(oldest->evicted.end(), oldest->idle, h);
       ++done;
     }
     return done;
   }
 
  private:
-  std::mutex mutex_;
-  std::list<Entry> idle_;     // oldest first
-  std::list<Entry> evicted_;  // chosen to close, not yet gone
+  static constexpr std::size_t shard_count = 16;
+  struct shard {
+    std::mutex mutex;
+    std::list<Entry> idle;     // oldest first
+    std::list<Entry> evicted;  // chosen to close, not yet gone
+  };
+  shard& shard_of(int fd) { return shards_[static_cast<std::size_t>(fd) % shard_count]; }
+
+  std::array<shard, shard_count> shards_;
 };
 
 /// A task queue that starts a worker whenever none is idle, up to a bound:
