@@ -10,7 +10,8 @@
 #   c16   16 connections, one token
 #   c64   64 connections, one token
 #   t1000 64 connections, 1 000 distinct tokens (bench/validate_tokens.lua)
-# and prints req/s and the ratio iwsec/bare per load (target >= 0.97 each),
+# and prints req/s and the ratio iwsec/bare per load (target >= 0.97 each:
+# PASS or MISS is printed for each ratio, never an exit status),
 # and each server's own CPU time per request (user + system, /proc/PID/stat)
 # with their ratio bare/iwsec: the same figure, robust to other processes
 # on a shared machine.
