@@ -50,7 +50,7 @@ while [ $# -gt 0 ]; do
     --loads) loads=$2; shift ;;
     --no-access-log) also_quiet=1 ;;
     --server) server_override=$2; shift ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "validate_overhead.sh: unknown option $1" >&2; exit 2 ;;
     *) build=$1 ;;
   esac
