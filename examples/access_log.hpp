@@ -51,15 +51,17 @@ inline std::string rfc3339_seconds(std::int64_t epoch_seconds) {
 /// string, percent-escaped, so the result is printable ASCII without spaces.
 inline void append_loggable(std::string& out, std::string_view text) {
   static const char hex[] = "0123456789ABCDEF";
-  for (unsigned char c : text) {
+  std::size_t plain = 0;  // start of the run of bytes that need no escape
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
     if (c <= 0x20 || c >= 0x7F || c == '%' || c == '"' || c == '\\') {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
+      out.append(text.data() + plain, i - plain);
+      const char escaped[3] = {'%', hex[c >> 4], hex[c & 15]};
+      out.append(escaped, 3);
+      plain = i + 1;
     }
   }
+  out.append(text.data() + plain, text.size() - plain);
 }
 
 /// An incoming X-Request-Id worth keeping: 1 to 64 of [A-Za-z0-9._:-].

@@ -17,6 +17,7 @@
 // httplib's own loop.
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -65,26 +66,43 @@ inline thread_local bool close_after_answer = false;
 /// first: each holds a worker. When the workers run short, the longest idle
 /// are closed first (as nginx does), so idle connections never starve a new
 /// client and keep-alive stays as long as ever for everyone while there is
-/// room.
+/// room. Kept in shards (by descriptor), each with its own lock: every
+/// request enters and leaves, and workers on different cores then take
+/// different locks; evict() takes them all and picks the longest idle across
+/// them.
 class IdleConnections {
  public:
   struct Entry {
     int fd;
     bool evicted;
+    std::chrono::steady_clock::time_point since;  // when it started waiting
   };
   using Handle = std::list<Entry>::iterator;
+  /// A connection's own entry, made once per connection (entry()) and moved
+  /// in and out of the idle list by enter() and leave(): no allocation per
+  /// keep-alive wait.
+  using Slot = std::list<Entry>;
 
-  /// The connection on @p fd starts waiting.
-  Handle enter(int fd) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return idle_.insert(idle_.end(), Entry{fd, false});
+  /// A slot for the connection on @p fd.
+  static Slot entry(int fd) { return Slot{Entry{fd, false, {}}}; }
+
+  /// The connection of @p slot (holding its one entry) starts waiting.
+  Handle enter(Slot& slot) {
+    const Handle h = slot.begin();
+    shard& s = shard_of(h->fd);
+    std::lock_guard<std::mutex> lock(s.mutex);
+    h->since = std::chrono::steady_clock::now();  // under the lock: each shard's list stays oldest first
+    s.idle.splice(s.idle.end(), slot, h);
+    return h;
   }
 
-  /// It stops waiting; false when it was chosen to close meanwhile.
-  bool leave(Handle h) {
-    std::lock_guard<std::mutex> lock(mutex_);
+  /// It stops waiting (the entry goes back to @p slot); false when it was
+  /// chosen to close meanwhile.
+  bool leave(Handle h, Slot& slot) {
+    shard& s = shard_of(h->fd);
+    std::lock_guard<std::mutex> lock(s.mutex);
     const bool evicted = h->evicted;
-    (evicted ? evicted_ : idle_).erase(h);
+    slot.splice(slot.end(), evicted ? s.evicted : s.idle, h);
     return !evicted;
   }
 
@@ -92,22 +110,33 @@ class IdleConnections {
   /// is shut (under the lock, so the descriptor is still theirs), which
   /// wakes their wait; how many.
   std::size_t evict(std::size_t n) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::array<std::unique_lock<std::mutex>, shard_count> locks;
+    for (std::size_t i = 0; i < shard_count; ++i) locks[i] = std::unique_lock<std::mutex>(shards_[i].mutex);
     std::size_t done = 0;
-    while (done < n && !idle_.empty()) {
-      const Handle h = idle_.begin();
+    while (done < n) {
+      shard* oldest = nullptr;  // the shard whose first entry has waited longest
+      for (shard& s : shards_)
+        if (!s.idle.empty() && (!oldest || s.idle.front().since < oldest->idle.front().since)) oldest = &s;
+      if (!oldest) break;
+      const Handle h = oldest->idle.begin();
       h->evicted = true;
       ::shutdown(h->fd, SHUT_RD);
-      evicted_.splice(evicted_.end(), idle_, h);
+      oldest->evicted.splice(oldest->evicted.end(), oldest->idle, h);
       ++done;
     }
     return done;
   }
 
  private:
-  std::mutex mutex_;
-  std::list<Entry> idle_;     // oldest first
-  std::list<Entry> evicted_;  // chosen to close, not yet gone
+  static constexpr std::size_t shard_count = 16;
+  struct shard {
+    std::mutex mutex;
+    std::list<Entry> idle;     // oldest first
+    std::list<Entry> evicted;  // chosen to close, not yet gone
+  };
+  shard& shard_of(int fd) { return shards_[static_cast<std::size_t>(fd) % shard_count]; }
+
+  std::array<shard, shard_count> shards_;
 };
 
 /// A task queue that starts a worker whenever none is idle, up to a bound:
@@ -242,13 +271,19 @@ inline void socket_address(int fd, bool peer, std::string& ip, int& port) {
 
 /// One accepted connection as an httplib::Stream: buffered reads with a
 /// per-read timeout and, while a request's headers arrive, a deadline for
-/// all of them and bounds on their lines and bytes.
+/// all of them and bounds on their lines and bytes. Writes are buffered too
+/// (an answer's status line, headers and body leave in one send, whatever
+/// the release writes them in): the buffer goes out when the answer is done
+/// (flush(), called after each request), when it fills, and before any wait
+/// for the client's bytes (so a `100 Continue` is never held back). A read
+/// or a write tries the socket first and waits (poll) only when it would
+/// block: one poll per request (the keep-alive wait), not one per call.
 class ConnectionStream : public httplib::Stream {
  public:
   ConnectionStream(int fd, const Limits& limits, std::chrono::microseconds read_timeout,
                    std::chrono::microseconds write_timeout)
       : fd_(fd), limits_(limits), read_timeout_(read_timeout), write_timeout_(write_timeout),
-        started_(std::chrono::steady_clock::now()) {
+        started_(std::chrono::steady_clock::now()), idle_slot_(IdleConnections::entry(fd)) {
     socket_address(fd, true, remote_ip_, remote_port_);
     socket_address(fd, false, local_ip_, local_port_);
   }
@@ -257,14 +292,14 @@ class ConnectionStream : public httplib::Stream {
   /// meanwhile, when given: it may be asked to close), then starts counting
   /// its headers.
   bool wait_for_request(std::chrono::microseconds idle, IdleConnections* idle_set) {
-    if (failed_) return false;
+    if (failed_ || !flush()) return false;
     if (begin_ == end_) {
       if (idle_set == nullptr) {
         if (!wait(POLLIN, std::chrono::steady_clock::now() + idle)) return false;
       } else {
-        const IdleConnections::Handle h = idle_set->enter(fd_);
+        const IdleConnections::Handle h = idle_set->enter(idle_slot_);
         const bool woken = wait(POLLIN, std::chrono::steady_clock::now() + idle);
-        if (!idle_set->leave(h) || !woken) return false;
+        if (!idle_set->leave(h, idle_slot_) || !woken) return false;
       }
     }
     in_headers_ = true;
@@ -292,7 +327,7 @@ class ConnectionStream : public httplib::Stream {
     if constexpr (compat::stream_waits_by_name) return begin_ != end_;
     return wait_readable();
   }
-  bool wait_readable() const { return begin_ != end_ || wait(POLLIN, read_until()); }
+  bool wait_readable() const { return begin_ != end_ || (flush() && wait(POLLIN, read_until())); }
   bool wait_writable() const {
     return !failed_ && wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_);
   }
@@ -312,8 +347,12 @@ class ConnectionStream : public httplib::Stream {
     }
     if (failed_) return -1;
     if (begin_ == end_) {
-      if (!wait(POLLIN, read_until())) return fail_headers(failure::deadline);
-      const ssize_t n = ::recv(fd_, buffer_, sizeof buffer_, 0);
+      if (!flush()) return -1;  // the client may be waiting for it before it sends more
+      ssize_t n = ::recv(fd_, buffer_, sizeof buffer_, MSG_DONTWAIT);
+      while (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        if (errno != EINTR && !wait(POLLIN, read_until())) return fail_headers(failure::deadline);
+        n = ::recv(fd_, buffer_, sizeof buffer_, MSG_DONTWAIT);
+      }
       if (n <= 0) return n < 0 ? -1 : 0;
       begin_ = 0;
       end_ = static_cast<std::size_t>(n);
@@ -326,11 +365,25 @@ class ConnectionStream : public httplib::Stream {
     return static_cast<ssize_t>(n);
   }
 
+  // Always takes all of @p size (or fails): into the buffer, or when that
+  // is full, to the socket.
   ssize_t write(const char* ptr, std::size_t size) {
     if (failed_) return -1;
-    if (!wait(POLLOUT, std::chrono::steady_clock::now() + write_timeout_)) return -1;
-    const ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
-    return n < 0 ? -1 : n;
+    if (out_.size() + size > out_limit) {
+      if (!flush()) return -1;
+      if (size >= out_limit) return send_all(ptr, size) ? static_cast<ssize_t>(size) : -1;
+    }
+    out_.append(ptr, size);
+    return static_cast<ssize_t>(size);
+  }
+
+  /// Sends what write() buffered; false when the socket took not all of it
+  /// within the write timeout (the connection is then of no further use).
+  bool flush() const {
+    if (out_.empty()) return !write_failed_;
+    const bool sent = send_all(out_.data(), out_.size());
+    out_.clear();
+    return sent;
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const {
@@ -345,6 +398,29 @@ class ConnectionStream : public httplib::Stream {
 
  private:
   enum class failure { deadline, too_large, bad_line };
+  static constexpr std::size_t out_limit = 16 * 1024;
+
+  // All of @p size bytes to the socket, waiting for room (up to the write
+  // timeout) only when it has none.
+  bool send_all(const char* ptr, std::size_t size) const {
+    if (write_failed_) return false;
+    const auto until = std::chrono::steady_clock::now() + write_timeout_;
+    std::size_t sent = 0;
+    while (sent < size) {
+      const ssize_t n = ::send(fd_, ptr + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait(POLLOUT, until)) {
+        continue;
+      } else {
+        write_failed_ = true;
+        return false;
+      }
+    }
+    return true;
+  }
 
   std::chrono::steady_clock::time_point read_until() const {
     const auto by_timeout = std::chrono::steady_clock::now() + read_timeout_;
@@ -434,8 +510,11 @@ class ConnectionStream : public httplib::Stream {
   const std::chrono::steady_clock::time_point started_;
   std::string remote_ip_, local_ip_;
   int remote_port_ = -1, local_port_ = -1;
+  IdleConnections::Slot idle_slot_;
   char buffer_[4096];
   std::size_t begin_ = 0, end_ = 0;
+  mutable std::string out_;  // written, not yet sent
+  mutable bool write_failed_ = false;
   bool in_headers_ = false;
   bool failed_ = false;
   std::size_t header_bytes_ = 0, header_lines_ = 0, line_length_ = 0, line_crs_ = 0;
@@ -483,8 +562,10 @@ class Server : public httplib::Server {
       bool connection_closed = false;
       close_after_answer = false;
       ret = compat::process_request(*this, stream, left == 1, connection_closed);
+      if (!stream.flush()) ret = false;  // the answer, in one send
       if (!ret || connection_closed || close_after_answer || stream.failed()) break;
     }
+    (void)stream.flush();
     close_after_answer = false;
     return ret;
   }

@@ -112,7 +112,7 @@ class Metrics {
     std::size_t b = 0;
     while (b < bucket_bounds.size() && static_cast<double>(ns) > bucket_bounds[b] * 1e9) ++b;
     bump(h.buckets[b]);  // the last slot is +Inf
-    h.sum_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
+    add(h.sum_ns, static_cast<std::uint64_t>(ns));
   }
 
   // ---- reading -------------------------------------------------------------
@@ -136,7 +136,7 @@ class Metrics {
     HistogramSnapshot s;
     std::uint64_t running = 0;
     for (std::size_t b = 0; b < s.cumulative.size(); ++b) s.cumulative[b] = running += read(h.buckets[b]);
-    s.sum_seconds = static_cast<double>(h.sum_ns.load(std::memory_order_relaxed)) / 1e9;
+    s.sum_seconds = static_cast<double>(read(h.sum_ns)) / 1e9;
     return s;
   }
 
@@ -211,14 +211,20 @@ class Metrics {
       "iwsec_guard_checks_total", "iwsec_revocations_total",     "iwsec_lockouts_total",
       "iwsec_request_duration_seconds"};
 
-  // Each counter on its own cache line: the validate path's two threads do
-  // not bounce one line between the cores for unrelated counters.
-  struct alignas(64) counter {
-    std::atomic<std::uint64_t> value{0};
+  // A counter in stripes, each on its own cache line, a thread adding to
+  // its own stripe (threads take them in turn): threads on different cores
+  // do not bounce one line between them for every request, not even for
+  // the same counter. A read adds the stripes up.
+  static constexpr std::size_t stripes = 8;
+  struct counter {
+    struct alignas(64) stripe {
+      std::atomic<std::uint64_t> value{0};
+    };
+    std::array<stripe, stripes> stripe_of;
   };
   struct histogram {
     std::array<counter, bucket_bounds.size() + 1> buckets;
-    alignas(64) std::atomic<std::uint64_t> sum_ns{0};
+    counter sum_ns;
   };
   struct gauge {
     std::string name, help;
@@ -242,8 +248,20 @@ class Metrics {
   }
 
   static std::size_t index(CheckResult r) noexcept { return static_cast<std::size_t>(r); }
-  static void bump(counter& c) noexcept { c.value.fetch_add(1, std::memory_order_relaxed); }
-  static std::uint64_t read(const counter& c) noexcept { return c.value.load(std::memory_order_relaxed); }
+  static std::size_t my_stripe() noexcept {
+    static std::atomic<std::size_t> next{0};
+    static thread_local const std::size_t mine = next.fetch_add(1, std::memory_order_relaxed) % stripes;
+    return mine;
+  }
+  static void add(counter& c, std::uint64_t n) noexcept {
+    c.stripe_of[my_stripe()].value.fetch_add(n, std::memory_order_relaxed);
+  }
+  static void bump(counter& c) noexcept { add(c, 1); }
+  static std::uint64_t read(const counter& c) noexcept {
+    std::uint64_t total = 0;
+    for (const auto& s : c.stripe_of) total += s.value.load(std::memory_order_relaxed);
+    return total;
+  }
 
   static bool valid_name(const std::string& n) {
     if (n.empty() || n.size() > 200) return false;

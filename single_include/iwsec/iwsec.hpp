@@ -6568,7 +6568,7 @@ class Metrics {
     std::size_t b = 0;
     while (b < bucket_bounds.size() && static_cast<double>(ns) > bucket_bounds[b] * 1e9) ++b;
     bump(h.buckets[b]);  // the last slot is +Inf
-    h.sum_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
+    add(h.sum_ns, static_cast<std::uint64_t>(ns));
   }
 
   // ---- reading -------------------------------------------------------------
@@ -6592,7 +6592,7 @@ class Metrics {
     HistogramSnapshot s;
     std::uint64_t running = 0;
     for (std::size_t b = 0; b < s.cumulative.size(); ++b) s.cumulative[b] = running += read(h.buckets[b]);
-    s.sum_seconds = static_cast<double>(h.sum_ns.load(std::memory_order_relaxed)) / 1e9;
+    s.sum_seconds = static_cast<double>(read(h.sum_ns)) / 1e9;
     return s;
   }
 
@@ -6667,14 +6667,20 @@ class Metrics {
       "iwsec_guard_checks_total", "iwsec_revocations_total",     "iwsec_lockouts_total",
       "iwsec_request_duration_seconds"};
 
-  // Each counter on its own cache line: the validate path's two threads do
-  // not bounce one line between the cores for unrelated counters.
-  struct alignas(64) counter {
-    std::atomic<std::uint64_t> value{0};
+  // A counter in stripes, each on its own cache line, a thread adding to
+  // its own stripe (threads take them in turn): threads on different cores
+  // do not bounce one line between them for every request, not even for
+  // the same counter. A read adds the stripes up.
+  static constexpr std::size_t stripes = 8;
+  struct counter {
+    struct alignas(64) stripe {
+      std::atomic<std::uint64_t> value{0};
+    };
+    std::array<stripe, stripes> stripe_of;
   };
   struct histogram {
     std::array<counter, bucket_bounds.size() + 1> buckets;
-    alignas(64) std::atomic<std::uint64_t> sum_ns{0};
+    counter sum_ns;
   };
   struct gauge {
     std::string name, help;
@@ -6698,8 +6704,20 @@ class Metrics {
   }
 
   static std::size_t index(CheckResult r) noexcept { return static_cast<std::size_t>(r); }
-  static void bump(counter& c) noexcept { c.value.fetch_add(1, std::memory_order_relaxed); }
-  static std::uint64_t read(const counter& c) noexcept { return c.value.load(std::memory_order_relaxed); }
+  static std::size_t my_stripe() noexcept {
+    static std::atomic<std::size_t> next{0};
+    static thread_local const std::size_t mine = next.fetch_add(1, std::memory_order_relaxed) % stripes;
+    return mine;
+  }
+  static void add(counter& c, std::uint64_t n) noexcept {
+    c.stripe_of[my_stripe()].value.fetch_add(n, std::memory_order_relaxed);
+  }
+  static void bump(counter& c) noexcept { add(c, 1); }
+  static std::uint64_t read(const counter& c) noexcept {
+    std::uint64_t total = 0;
+    for (const auto& s : c.stripe_of) total += s.value.load(std::memory_order_relaxed);
+    return total;
+  }
 
   static bool valid_name(const std::string& n) {
     if (n.empty() || n.size() > 200) return false;
@@ -7152,11 +7170,14 @@ inline std::optional<basic_credentials> parse_basic_credentials(std::string_view
   return out;
 }
 
-/// @brief Writes a JSON body with the headers every security answer carries.
-inline void send_json(httplib::Response& res, int status, const std::string& body) {
+/// @brief Writes a JSON body with the headers every security answer carries
+/// (header names and values made once: no strings built per answer but the
+/// ones httplib keeps).
+inline void send_json(httplib::Response& res, int status, std::string_view body) {
+  static const std::string cache_control = "Cache-Control", no_store = "no-store", content_type = json_content_type;
   res.status = status;
-  res.set_header("Cache-Control", "no-store");
-  res.set_content(body, json_content_type);
+  res.set_header(cache_control, no_store);
+  res.set_content(body.data(), body.size(), content_type);
 }
 
 /// @brief The Infoworks error envelope.
@@ -7215,14 +7236,26 @@ enum class request_body {
 };
 
 /// @brief Classifies the body @p req announces (headers only; httplib may
-/// or may not have read it).
-inline request_body announced_body(const httplib::Request& req) {
-  if (req.has_header("Transfer-Encoding")) return request_body::unusable_frame;
-  const std::size_t lengths = req.get_header_value_count("Content-Length");
+/// or may not have read it); *@p has_length (if given): whether it has a
+/// Content-Length header. One pass over the headers, no copies: it runs
+/// twice on every request of iwsec-server.
+inline request_body announced_body(const httplib::Request& req, bool* has_length = nullptr) {
+  std::size_t lengths = 0;
+  const std::string* value = nullptr;  // the first Content-Length, as get_header_value gives it
+  bool transfer_encoding = false;
+  for (const auto& header : req.headers) {
+    const std::string& name = header.first;
+    if (name.size() == 17 && iequals(name, "Transfer-Encoding")) {
+      transfer_encoding = true;
+    } else if (name.size() == 14 && iequals(name, "Content-Length") && lengths++ == 0) {
+      value = &header.second;
+    }
+  }
+  if (has_length) *has_length = lengths != 0;
+  if (transfer_encoding) return request_body::unusable_frame;
   if (lengths == 0) return request_body::none;
   if (lengths > 1) return request_body::unusable_frame;
-  const std::string value = req.get_header_value("Content-Length");
-  std::string_view v(value);
+  std::string_view v(*value);
   while (!v.empty() && is_ows(v.front())) v.remove_prefix(1);
   while (!v.empty() && is_ows(v.back())) v.remove_suffix(1);
   if (v.empty() || v.size() > 19) return request_body::unusable_frame;
@@ -7238,8 +7271,9 @@ inline request_body announced_body(const httplib::Request& req) {
 /// Content-Length counts as a body of unusable framing: cpp-httplib 0.11
 /// reads such a body until the connection ends, into memory, with no limit.
 inline request_body framed_body(const httplib::Request& req) {
-  const request_body body = announced_body(req);
-  if (body != request_body::none || req.has_header("Content-Length")) return body;
+  bool has_length = false;
+  const request_body body = announced_body(req, &has_length);
+  if (body != request_body::none || has_length) return body;
   const std::string& m = req.method;
   return m == "POST" || m == "PUT" || m == "PATCH" || m == "PRI" ? request_body::unusable_frame : request_body::none;
 }
@@ -7293,6 +7327,7 @@ inline void refuse_body(httplib::Response& res, request_body body, std::string_v
 /// @brief detail::verified_token_cache: the claims of access tokens that already verified, by their exact bytes.
 /// @file
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -7322,19 +7357,25 @@ namespace detail {
 /// Two levels, so that many connections presenting one hot token are not
 /// serialised on one slot: each thread first looks in a few entries of its
 /// own (a private copy of the claims, so a hit writes no shared memory, not
-/// even a reference count), then in the shared slots (a mutex each); a token
-/// that hits there twice in a row is copied into the thread's own entries. Entries are tagged with the cache
+/// even a reference count), then in the shared slots (a mutex per set of
+/// them); a token that hits there twice in a row is copied into the thread's
+/// own entries. The shared slots are grouped in sets of `ways` (a token may
+/// sit in any slot of the set its hash picks, the oldest stored giving way):
+/// with one slot per hash, two live tokens of one slot would push each other
+/// out on every presentation (with 1 000 tokens in 1 024 slots, six in ten
+/// would). Entries are tagged with the cache
 /// they belong to (an id never reused) and with its epoch: invalidate()
 /// (e.g. when the signer's key set changes) makes every entry of both levels
 /// miss; an entry stored under an older epoch than the one its verification
 /// began in is never served.
 class verified_token_cache {
  public:
-  static constexpr std::size_t slot_count = 1024;  // a power of two
+  static constexpr std::size_t slot_count = 4096;  // a power of two
+  static constexpr std::size_t ways = 4;           // slots per set, a power of two
   static constexpr std::size_t thread_slots = 4;   // per thread and cache, a power of two
   static constexpr std::size_t max_token_bytes = 2048;
 
-  verified_token_cache() : slots_(new slot[slot_count]), id_(next_id()) {
+  verified_token_cache() : sets_(new set[set_count]), id_(next_id()) {
     random_bytes(reinterpret_cast<unsigned char*>(&seed_), sizeof seed_);
   }
   verified_token_cache(const verified_token_cache&) = delete;
@@ -7351,19 +7392,21 @@ class verified_token_cache {
   std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway) const {
     if (token.size() > max_token_bytes) return nullptr;
     const std::uint64_t hash = hash_of(token);
-    const std::size_t index = static_cast<std::size_t>(hash) & (slot_count - 1);
     const std::uint64_t current = epoch();
-    thread_entry& mine = thread_entries()[index & (thread_slots - 1)];
+    thread_entry& mine = thread_entries()[static_cast<std::size_t>(hash) & (thread_slots - 1)];
     // Compared in constant time: a near miss must not tell how near.
     if (!(mine.claims && mine.owner == id_ && mine.epoch == current && same_bytes(mine.token, token))) {
-      slot& s = slots_[index];
+      set& s = set_of(hash);
       std::shared_ptr<const VerifiedToken> shared;
       std::int64_t verified_at = 0;
       {
         std::lock_guard<std::mutex> lock(s.mutex);
-        if (!s.claims || s.epoch != current || !same_bytes(s.token, token)) return nullptr;
-        shared = s.claims;
-        verified_at = s.verified_at;
+        const slot* hit = nullptr;
+        for (const slot& e : s.slots)
+          if (e.claims && e.hash == hash && e.epoch == current && same_bytes(e.token, token)) hit = &e;
+        if (!hit) return nullptr;
+        shared = hit->claims;
+        verified_at = hit->verified_at;
       }
       // Copied into this thread's entry only when the same token comes
       // twice in a row here: many distinct tokens then cost no copies.
@@ -7388,23 +7431,48 @@ class verified_token_cache {
   void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at,
              std::uint64_t epoch) {
     if (token.size() > max_token_bytes) return;
-    slot& s = slots_[static_cast<std::size_t>(hash_of(token)) & (slot_count - 1)];
+    const std::uint64_t hash = hash_of(token);
+    set& s = set_of(hash);
     std::lock_guard<std::mutex> lock(s.mutex);
     if (epoch != this->epoch()) return;  // invalidated meanwhile: verified under what may be gone
-    s.token.assign(token.data(), token.size());
-    s.claims = std::move(claims);
-    s.verified_at = verified_at;
-    s.epoch = epoch;
+    // The token's own slot, else a free or stale one, else the oldest stored.
+    slot* target = nullptr;
+    for (slot& e : s.slots)
+      if (e.claims && e.hash == hash && e.epoch == epoch && same_bytes(e.token, token)) target = &e;
+    for (std::size_t i = 0; !target && i < ways; ++i)
+      if (!s.slots[i].claims || s.slots[i].epoch != epoch) target = &s.slots[i];
+    if (!target)
+      target = &*std::min_element(s.slots, s.slots + ways,
+                                  [](const slot& a, const slot& b) { return a.stored < b.stored; });
+    target->token.assign(token.data(), token.size());
+    target->claims = std::move(claims);
+    target->verified_at = verified_at;
+    target->epoch = epoch;
+    target->hash = hash;
+    target->stored = ++s.stores;
   }
 
  private:
+  static constexpr std::size_t set_count = slot_count / ways;
+
   struct slot {
-    std::mutex mutex;
     std::string token;
     std::shared_ptr<const VerifiedToken> claims;
     std::int64_t verified_at = 0;
     std::uint64_t epoch = 0;
+    std::uint64_t hash = 0;
+    std::uint64_t stored = 0;  // when, in the set's stores: the oldest gives way
   };
+
+  struct set {
+    std::mutex mutex;
+    std::uint64_t stores = 0;
+    slot slots[ways];
+  };
+
+  set& set_of(std::uint64_t hash) const noexcept {
+    return sets_[static_cast<std::size_t>(hash >> 32) & (set_count - 1)];
+  }
 
   struct thread_entry {
     std::uint64_t owner = 0;  // the id_ of the cache it belongs to; 0 for none
@@ -7460,7 +7528,7 @@ class verified_token_cache {
     return h;
   }
 
-  std::unique_ptr<slot[]> slots_;
+  std::unique_ptr<set[]> sets_;
   const std::uint64_t id_;
   std::atomic<std::uint64_t> epoch_{1};
   std::uint64_t seed_ = 0;

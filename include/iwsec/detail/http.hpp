@@ -114,11 +114,14 @@ inline std::optional<basic_credentials> parse_basic_credentials(std::string_view
   return out;
 }
 
-/// @brief Writes a JSON body with the headers every security answer carries.
-inline void send_json(httplib::Response& res, int status, const std::string& body) {
+/// @brief Writes a JSON body with the headers every security answer carries
+/// (header names and values made once: no strings built per answer but the
+/// ones httplib keeps).
+inline void send_json(httplib::Response& res, int status, std::string_view body) {
+  static const std::string cache_control = "Cache-Control", no_store = "no-store", content_type = json_content_type;
   res.status = status;
-  res.set_header("Cache-Control", "no-store");
-  res.set_content(body, json_content_type);
+  res.set_header(cache_control, no_store);
+  res.set_content(body.data(), body.size(), content_type);
 }
 
 /// @brief The Infoworks error envelope.

@@ -2,6 +2,7 @@
 /// @file
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -33,19 +34,25 @@ namespace detail {
 /// Two levels, so that many connections presenting one hot token are not
 /// serialised on one slot: each thread first looks in a few entries of its
 /// own (a private copy of the claims, so a hit writes no shared memory, not
-/// even a reference count), then in the shared slots (a mutex each); a token
-/// that hits there twice in a row is copied into the thread's own entries. Entries are tagged with the cache
+/// even a reference count), then in the shared slots (a mutex per set of
+/// them); a token that hits there twice in a row is copied into the thread's
+/// own entries. The shared slots are grouped in sets of `ways` (a token may
+/// sit in any slot of the set its hash picks, the oldest stored giving way):
+/// with one slot per hash, two live tokens of one slot would push each other
+/// out on every presentation (with 1 000 tokens in 1 024 slots, six in ten
+/// would). Entries are tagged with the cache
 /// they belong to (an id never reused) and with its epoch: invalidate()
 /// (e.g. when the signer's key set changes) makes every entry of both levels
 /// miss; an entry stored under an older epoch than the one its verification
 /// began in is never served.
 class verified_token_cache {
  public:
-  static constexpr std::size_t slot_count = 1024;  // a power of two
+  static constexpr std::size_t slot_count = 4096;  // a power of two
+  static constexpr std::size_t ways = 4;           // slots per set, a power of two
   static constexpr std::size_t thread_slots = 4;   // per thread and cache, a power of two
   static constexpr std::size_t max_token_bytes = 2048;
 
-  verified_token_cache() : slots_(new slot[slot_count]), id_(next_id()) {
+  verified_token_cache() : sets_(new set[set_count]), id_(next_id()) {
     random_bytes(reinterpret_cast<unsigned char*>(&seed_), sizeof seed_);
   }
   verified_token_cache(const verified_token_cache&) = delete;
@@ -62,19 +69,21 @@ class verified_token_cache {
   std::shared_ptr<const VerifiedToken> find(std::string_view token, std::int64_t now, std::int64_t leeway) const {
     if (token.size() > max_token_bytes) return nullptr;
     const std::uint64_t hash = hash_of(token);
-    const std::size_t index = static_cast<std::size_t>(hash) & (slot_count - 1);
     const std::uint64_t current = epoch();
-    thread_entry& mine = thread_entries()[index & (thread_slots - 1)];
+    thread_entry& mine = thread_entries()[static_cast<std::size_t>(hash) & (thread_slots - 1)];
     // Compared in constant time: a near miss must not tell how near.
     if (!(mine.claims && mine.owner == id_ && mine.epoch == current && same_bytes(mine.token, token))) {
-      slot& s = slots_[index];
+      set& s = set_of(hash);
       std::shared_ptr<const VerifiedToken> shared;
       std::int64_t verified_at = 0;
       {
         std::lock_guard<std::mutex> lock(s.mutex);
-        if (!s.claims || s.epoch != current || !same_bytes(s.token, token)) return nullptr;
-        shared = s.claims;
-        verified_at = s.verified_at;
+        const slot* hit = nullptr;
+        for (const slot& e : s.slots)
+          if (e.claims && e.hash == hash && e.epoch == current && same_bytes(e.token, token)) hit = &e;
+        if (!hit) return nullptr;
+        shared = hit->claims;
+        verified_at = hit->verified_at;
       }
       // Copied into this thread's entry only when the same token comes
       // twice in a row here: many distinct tokens then cost no copies.
@@ -99,23 +108,48 @@ class verified_token_cache {
   void store(std::string_view token, std::shared_ptr<const VerifiedToken> claims, std::int64_t verified_at,
              std::uint64_t epoch) {
     if (token.size() > max_token_bytes) return;
-    slot& s = slots_[static_cast<std::size_t>(hash_of(token)) & (slot_count - 1)];
+    const std::uint64_t hash = hash_of(token);
+    set& s = set_of(hash);
     std::lock_guard<std::mutex> lock(s.mutex);
     if (epoch != this->epoch()) return;  // invalidated meanwhile: verified under what may be gone
-    s.token.assign(token.data(), token.size());
-    s.claims = std::move(claims);
-    s.verified_at = verified_at;
-    s.epoch = epoch;
+    // The token's own slot, else a free or stale one, else the oldest stored.
+    slot* target = nullptr;
+    for (slot& e : s.slots)
+      if (e.claims && e.hash == hash && e.epoch == epoch && same_bytes(e.token, token)) target = &e;
+    for (std::size_t i = 0; !target && i < ways; ++i)
+      if (!s.slots[i].claims || s.slots[i].epoch != epoch) target = &s.slots[i];
+    if (!target)
+      target = &*std::min_element(s.slots, s.slots + ways,
+                                  [](const slot& a, const slot& b) { return a.stored < b.stored; });
+    target->token.assign(token.data(), token.size());
+    target->claims = std::move(claims);
+    target->verified_at = verified_at;
+    target->epoch = epoch;
+    target->hash = hash;
+    target->stored = ++s.stores;
   }
 
  private:
+  static constexpr std::size_t set_count = slot_count / ways;
+
   struct slot {
-    std::mutex mutex;
     std::string token;
     std::shared_ptr<const VerifiedToken> claims;
     std::int64_t verified_at = 0;
     std::uint64_t epoch = 0;
+    std::uint64_t hash = 0;
+    std::uint64_t stored = 0;  // when, in the set's stores: the oldest gives way
   };
+
+  struct set {
+    std::mutex mutex;
+    std::uint64_t stores = 0;
+    slot slots[ways];
+  };
+
+  set& set_of(std::uint64_t hash) const noexcept {
+    return sets_[static_cast<std::size_t>(hash >> 32) & (set_count - 1)];
+  }
 
   struct thread_entry {
     std::uint64_t owner = 0;  // the id_ of the cache it belongs to; 0 for none
@@ -171,7 +205,7 @@ class verified_token_cache {
     return h;
   }
 
-  std::unique_ptr<slot[]> slots_;
+  std::unique_ptr<set[]> sets_;
   const std::uint64_t id_;
   std::atomic<std::uint64_t> epoch_{1};
   std::uint64_t seed_ = 0;
