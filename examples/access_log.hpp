@@ -226,7 +226,7 @@ class AccessLog {
       if (check) {
         line += check->valid ? ",\"is_valid\":true" : ",\"is_valid\":false,\"reason\":\"";
         if (!check->valid) {
-          line += check->rejection ? check->rejection : "unknown";
+          line += iwsec::to_string(check->rejection);
           line += '"';
         }
       }
@@ -248,7 +248,7 @@ class AccessLog {
       line += "us";
       if (check) {
         line += check->valid ? " is_valid=true" : " is_valid=false reason=";
-        if (!check->valid) line += check->rejection ? check->rejection : "unknown";
+        if (!check->valid) line += iwsec::to_string(check->rejection);
       }
       line += '\n';
     }

@@ -159,7 +159,7 @@ TEST_CASE("take_token_check gives the host's logger the validation outcome and i
   f.server.set_logger([&](const httplib::Request& req, const httplib::Response&) {
     const auto check = iwsec::take_token_check(req);
     std::string line = req.path + " ";
-    line += !check ? "-" : check->valid ? "valid" : std::string("invalid:") + check->rejection;
+    line += !check ? "-" : check->valid ? "valid" : std::string("invalid:") + iwsec::to_string(check->rejection);
     line += iwsec::take_token_check(req) ? " again" : "";
     std::lock_guard<std::mutex> lock(seen_mutex);
     seen.push_back(line);
@@ -232,4 +232,24 @@ TEST_CASE("add_counter() renders a counter read at render time; its name must en
                         "iwsec_access_log_dropped_lines_total 0\n") != std::string::npos);
   dropped = 7;
   CHECK(m.render().find("\niwsec_access_log_dropped_lines_total 7\n") != std::string::npos);
+}
+
+TEST_CASE("a token check's Rejection names a signer's refusal as the signer does", "[metrics][rejection]") {
+  const iwsec::VerifyError all[] = {
+      iwsec::VerifyError::none,          iwsec::VerifyError::too_large,   iwsec::VerifyError::malformed,
+      iwsec::VerifyError::bad_header,    iwsec::VerifyError::unsupported_algorithm,
+      iwsec::VerifyError::unknown_key,   iwsec::VerifyError::bad_signature, iwsec::VerifyError::bad_payload,
+      iwsec::VerifyError::bad_claims,    iwsec::VerifyError::expired,     iwsec::VerifyError::not_yet_valid};
+  std::vector<std::string> names;
+  for (auto e : all) {
+    CHECK(std::string(iwsec::to_string(iwsec::rejection_of(e))) == iwsec::to_string(e));
+    names.push_back(iwsec::to_string(iwsec::rejection_of(e)));
+  }
+  for (auto r : {iwsec::Rejection::revoked, iwsec::Rejection::unknown_user, iwsec::Rejection::disabled,
+                 iwsec::Rejection::rotated})
+    names.push_back(iwsec::to_string(r));
+  // Every reason has a name of its own.
+  std::sort(names.begin(), names.end());
+  CHECK(std::adjacent_find(names.begin(), names.end()) == names.end());
+  CHECK(std::find(names.begin(), names.end(), "unknown") == names.end());
 }

@@ -151,9 +151,9 @@ class security_core {
   /// @brief Full access check: signature, claims, times, revocation, user
   /// still enabled, the token's `user_id` still the holder of its email, and
   /// of the same refresh-token generation. Null when any fails, and then
-  /// *@p rejection (if given) says which (see TokenCheck).
-  std::shared_ptr<const VerifiedToken> check_access(std::string_view token, const char** rejection = nullptr) const {
-    const auto refuse = [rejection](const char* why) -> std::shared_ptr<const VerifiedToken> {
+  /// *@p rejection (if given) says which.
+  std::shared_ptr<const VerifiedToken> check_access(std::string_view token, Rejection* rejection = nullptr) const {
+    const auto refuse = [rejection](Rejection why) -> std::shared_ptr<const VerifiedToken> {
       if (rejection) *rejection = why;
       return nullptr;
     };
@@ -170,16 +170,16 @@ class security_core {
     auto t = verified_tokens_.find(token, at, leeway);
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
-      if (!result) return refuse(to_string(result.error()));
+      if (!result) return refuse(rejection_of(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
       if (result.key_version() == keys) verified_tokens_.store(token, t, at, epoch);
     }
-    if (revocations_->is_revoked(t->jti())) return refuse("revoked");
+    if (revocations_->is_revoked(t->jti())) return refuse(Rejection::revoked);
     const auto status = users_.status_of(t->email());
     // A user deleted and re-created under the same email is another user.
-    if (!status || status->user_id != t->user_id()) return refuse("unknown_user");
-    if (status->disabled) return refuse("disabled");
-    if (status->refresh_generation != t->refresh_generation()) return refuse("rotated");
+    if (!status || status->user_id != t->user_id()) return refuse(Rejection::unknown_user);
+    if (status->disabled) return refuse(Rejection::disabled);
+    if (status->refresh_generation != t->refresh_generation()) return refuse(Rejection::rotated);
     return t;
   }
 
@@ -187,14 +187,14 @@ class security_core {
   /// recorded for take_token_check().
   std::shared_ptr<const VerifiedToken> observed_check(const httplib::Request& req, std::string_view token,
                                                       bool guard) const {
-    const char* rejection = nullptr;
+    Rejection rejection = Rejection::none;
     auto t = check_access(token, &rejection);
     if (guard) {
       metrics_->count_guard_check(t != nullptr);
     } else {
       metrics_->count_validation(t != nullptr);
     }
-    record_token_check(req, TokenCheck{t != nullptr, t ? nullptr : rejection});
+    record_token_check(req, TokenCheck{t != nullptr, t ? Rejection::none : rejection});
     return t;
   }
 

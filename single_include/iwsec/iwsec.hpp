@@ -6791,17 +6791,77 @@ class Metrics {
 
 #include <httplib.h>
 
+
 namespace iwsec {
+
+/// @brief Why an access-token check refused a token: the token itself
+/// (VerifyError's reasons, one for one) or what the stores say of it since.
+enum class Rejection {
+  none,                   ///< accepted
+  too_large,              ///< VerifyError::too_large
+  malformed,              ///< VerifyError::malformed
+  bad_header,             ///< VerifyError::bad_header
+  unsupported_algorithm,  ///< VerifyError::unsupported_algorithm
+  unknown_key,            ///< VerifyError::unknown_key
+  bad_signature,          ///< VerifyError::bad_signature
+  bad_payload,            ///< VerifyError::bad_payload
+  bad_claims,             ///< VerifyError::bad_claims
+  expired,                ///< VerifyError::expired
+  not_yet_valid,          ///< VerifyError::not_yet_valid
+  revoked,                ///< its `jti` was revoked
+  unknown_user,           ///< no user has its email and `user_id` (deleted, or deleted and re-created)
+  disabled,               ///< its user is disabled
+  rotated,                ///< minted before its user's refresh-token generation changed
+};
+
+/// @brief The Rejection for a signer's VerifyError.
+inline Rejection rejection_of(VerifyError e) noexcept {
+  switch (e) {
+    case VerifyError::none: return Rejection::none;
+    case VerifyError::too_large: return Rejection::too_large;
+    case VerifyError::malformed: return Rejection::malformed;
+    case VerifyError::bad_header: return Rejection::bad_header;
+    case VerifyError::unsupported_algorithm: return Rejection::unsupported_algorithm;
+    case VerifyError::unknown_key: return Rejection::unknown_key;
+    case VerifyError::bad_signature: return Rejection::bad_signature;
+    case VerifyError::bad_payload: return Rejection::bad_payload;
+    case VerifyError::bad_claims: return Rejection::bad_claims;
+    case VerifyError::expired: return Rejection::expired;
+    case VerifyError::not_yet_valid: return Rejection::not_yet_valid;
+  }
+  return Rejection::malformed;
+}
+
+/// @brief A short, stable, lower-case name (the access log's `reason`):
+/// VerifyError's names for those reasons, then `revoked`, `unknown_user`,
+/// `disabled`, `rotated`.
+inline const char* to_string(Rejection r) noexcept {
+  switch (r) {
+    case Rejection::none: return "none";
+    case Rejection::too_large: return "too_large";
+    case Rejection::malformed: return "malformed";
+    case Rejection::bad_header: return "bad_header";
+    case Rejection::unsupported_algorithm: return "unsupported_algorithm";
+    case Rejection::unknown_key: return "unknown_key";
+    case Rejection::bad_signature: return "bad_signature";
+    case Rejection::bad_payload: return "bad_payload";
+    case Rejection::bad_claims: return "bad_claims";
+    case Rejection::expired: return "expired";
+    case Rejection::not_yet_valid: return "not_yet_valid";
+    case Rejection::revoked: return "revoked";
+    case Rejection::unknown_user: return "unknown_user";
+    case Rejection::disabled: return "disabled";
+    case Rejection::rotated: return "rotated";
+  }
+  return "unknown";
+}
 
 /// @brief The outcome of an access-token check (token/validate, the guard).
 struct TokenCheck {
   bool valid = false;
-  /// @brief Why the token was refused (null when valid), a static string:
-  /// one of Signer's to_string(VerifyError) names (`malformed`,
-  /// `bad_signature`, `expired`, `not_yet_valid`, `unknown_key`, ...), or
-  /// `revoked`, `unknown_user`, `disabled`, `rotated` (minted before the
-  /// user's refresh-token generation changed). Never the token.
-  const char* rejection = nullptr;
+  /// @brief Why the token was refused (Rejection::none when valid);
+  /// to_string() names it. Never the token.
+  Rejection rejection = Rejection::none;
 };
 
 /// @brief A lock that started: an account locked (`account` is its
@@ -7774,9 +7834,9 @@ class security_core {
   /// @brief Full access check: signature, claims, times, revocation, user
   /// still enabled, the token's `user_id` still the holder of its email, and
   /// of the same refresh-token generation. Null when any fails, and then
-  /// *@p rejection (if given) says which (see TokenCheck).
-  std::shared_ptr<const VerifiedToken> check_access(std::string_view token, const char** rejection = nullptr) const {
-    const auto refuse = [rejection](const char* why) -> std::shared_ptr<const VerifiedToken> {
+  /// *@p rejection (if given) says which.
+  std::shared_ptr<const VerifiedToken> check_access(std::string_view token, Rejection* rejection = nullptr) const {
+    const auto refuse = [rejection](Rejection why) -> std::shared_ptr<const VerifiedToken> {
       if (rejection) *rejection = why;
       return nullptr;
     };
@@ -7793,16 +7853,16 @@ class security_core {
     auto t = verified_tokens_.find(token, at, leeway);
     if (!t) {
       auto result = signer_.verify(token, at, leeway);
-      if (!result) return refuse(to_string(result.error()));
+      if (!result) return refuse(rejection_of(result.error()));
       t = std::make_shared<const VerifiedToken>(result.token());
       if (result.key_version() == keys) verified_tokens_.store(token, t, at, epoch);
     }
-    if (revocations_->is_revoked(t->jti())) return refuse("revoked");
+    if (revocations_->is_revoked(t->jti())) return refuse(Rejection::revoked);
     const auto status = users_.status_of(t->email());
     // A user deleted and re-created under the same email is another user.
-    if (!status || status->user_id != t->user_id()) return refuse("unknown_user");
-    if (status->disabled) return refuse("disabled");
-    if (status->refresh_generation != t->refresh_generation()) return refuse("rotated");
+    if (!status || status->user_id != t->user_id()) return refuse(Rejection::unknown_user);
+    if (status->disabled) return refuse(Rejection::disabled);
+    if (status->refresh_generation != t->refresh_generation()) return refuse(Rejection::rotated);
     return t;
   }
 
@@ -7810,14 +7870,14 @@ class security_core {
   /// recorded for take_token_check().
   std::shared_ptr<const VerifiedToken> observed_check(const httplib::Request& req, std::string_view token,
                                                       bool guard) const {
-    const char* rejection = nullptr;
+    Rejection rejection = Rejection::none;
     auto t = check_access(token, &rejection);
     if (guard) {
       metrics_->count_guard_check(t != nullptr);
     } else {
       metrics_->count_validation(t != nullptr);
     }
-    record_token_check(req, TokenCheck{t != nullptr, t ? nullptr : rejection});
+    record_token_check(req, TokenCheck{t != nullptr, t ? Rejection::none : rejection});
     return t;
   }
 
