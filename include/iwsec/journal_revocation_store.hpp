@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -21,6 +20,7 @@
 #include "detail/crypto.hpp"
 #include "detail/file.hpp"
 #include "detail/revocation_journal.hpp"
+#include "detail/thread_safety.hpp"
 #include "memory_revocation_store.hpp"
 #include "revocation_store_interface.hpp"
 
@@ -39,8 +39,8 @@ class JournalRevocationStore : public MemoryRevocationStore {
   /// when it cannot be read or written.
   explicit JournalRevocationStore(std::string path, Clock clock = system_now)
       : MemoryRevocationStore(std::move(clock)), path_(std::move(path)) {
-    std::lock_guard<std::mutex> appending(append_mutex_);
-    std::lock_guard<std::mutex> writing(write_mutex_);
+    detail::Lock appending(append_mutex_);
+    detail::Lock writing(write_mutex_);
     bool clean = false;
     off_t bytes = 0;
     std::size_t lines = 0;
@@ -52,7 +52,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       if (in && !replay(in.get(), clean, bytes, lines))
         throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
     }
-    schedule_sweep_writing();
+    schedule_sweep();
     if (clean) {
       // Nothing to drop: append to the journal as it is (a restart then costs
       // one read, not a rewrite of every entry).
@@ -66,7 +66,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       }
       journal_.reset();
     }
-    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
+    if (!rewrite_journal()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
@@ -99,36 +99,36 @@ class JournalRevocationStore : public MemoryRevocationStore {
   // @p owner, the limit is checked first (append_mutex_ serialises writers,
   // so the check still holds when the line lands).
   RevokeOutcome append_revocation(const std::string* owner, std::string_view jti, std::int64_t expires_at,
-                                  std::size_t limit) {
+                                  std::size_t limit) IWSEC_EXCLUDES(append_mutex_, write_mutex_) {
     if (!journal_word(jti)) return RevokeOutcome::failed;
     std::string line;
     detail::append_revocation_line(line, jti, expires_at, owner ? std::string_view(*owner) : std::string_view());
     // Writers queue here; readers (is_revoked) never wait for the disk.
-    std::lock_guard<std::mutex> appending(append_mutex_);
+    detail::Lock appending(append_mutex_);
     if (owner) {
-      std::lock_guard<std::mutex> writing(write_mutex_);
-      if (!owner_has_room_writing(*owner, jti, limit)) return RevokeOutcome::limit_reached;
+      detail::Lock writing(write_mutex_);
+      if (!owner_has_room(*owner, jti, limit)) return RevokeOutcome::limit_reached;
     }
-    if (!journal_ && !compact_appending_locked_writing()) return RevokeOutcome::failed;
+    if (!journal_ && !compact()) return RevokeOutcome::failed;
     if (!append_durably(line)) return RevokeOutcome::failed;
-    bool compact;
+    bool due;
     {
-      std::lock_guard<std::mutex> writing(write_mutex_);
-      if (owner) add_owned_writing(*owner, jti, expires_at);
-      insert_writing(jti, expires_at);
-      compact = journal_lines_ > 4096 && journal_lines_ > 2 * size();
+      detail::Lock writing(write_mutex_);
+      if (owner) add_owned(*owner, jti, expires_at);
+      insert(jti, expires_at);
+      due = journal_lines_ > 4096 && journal_lines_ > 2 * size();
     }
-    if (compact) compact_appending_locked_writing();  // on failure the current journal stays in use
+    if (due) compact();  // on failure the current journal stays in use
     return RevokeOutcome::revoked;
   }
 
   // Reads the journal in blocks and applies every complete, well-formed, live
   // line. @p clean: the file holds only such lines, each jti once, and ends
   // with a newline (so it can be appended to as it is).
-  bool replay(int fd, bool& clean, off_t& bytes, std::size_t& lines) {
+  bool replay(int fd, bool& clean, off_t& bytes, std::size_t& lines) IWSEC_REQUIRES(write_mutex_) {
     struct stat st;
     if (::fstat(fd, &st) == 0 && st.st_size > 0)
-      reserve_writing(static_cast<std::size_t>(st.st_size) / 48);  // the shortest live UUID line
+      reserve(static_cast<std::size_t>(st.st_size) / 48);  // the shortest live UUID line
     const std::int64_t now = clock_();
     clean = true;
     bytes = 0;
@@ -170,19 +170,19 @@ class JournalRevocationStore : public MemoryRevocationStore {
   }
 
   // One `<jti> <exp>[ <owner>]` line; true when it was well formed, live and new.
-  bool apply_line(std::string_view line, std::int64_t now) {
+  bool apply_line(std::string_view line, std::int64_t now) IWSEC_REQUIRES(write_mutex_) {
     std::string_view jti, owner;
     std::int64_t exp = 0;
     if (!detail::parse_revocation_line(line, jti, exp, owner) || exp <= now) return false;
-    if (!owner.empty()) add_owned_writing(owner, jti, exp);
-    return insert_writing(jti, exp, false);
+    if (!owner.empty()) add_owned(owner, jti, exp);
+    return insert(jti, exp, false);
   }
 
   // Appends one record and fsyncs it. On failure the journal is cut back to
   // its last acknowledged length, so a partial record can never merge with
   // (and spoil) the next one; if even that fails, appending stops until a
   // compaction rewrites the journal.
-  bool append_durably(const std::string& line) {
+  bool append_durably(const std::string& line) IWSEC_REQUIRES(append_mutex_) {
     if (detail::write_all(journal_.get(), line) && ::fdatasync(journal_.get()) == 0) {
       journal_bytes_ += static_cast<off_t>(line.size());
       ++journal_lines_;
@@ -192,16 +192,17 @@ class JournalRevocationStore : public MemoryRevocationStore {
     return false;
   }
 
-  bool compact_appending_locked_writing() {
-    std::lock_guard<std::mutex> writing(write_mutex_);
-    return compact_appending_locked();
+  // rewrite_journal(), taking write_mutex_ for it.
+  bool compact() IWSEC_REQUIRES(append_mutex_) IWSEC_EXCLUDES(write_mutex_) {
+    detail::Lock writing(write_mutex_);
+    return rewrite_journal();
   }
 
   // Rewrites the journal with only live entries (written in blocks to a
   // temporary file, fsynced, renamed over the journal, directory fsynced) and
-  // appends to the new file from then on. Caller holds append_mutex_ and
-  // write_mutex_ (lookups go on meanwhile).
-  bool compact_appending_locked() {
+  // appends to the new file from then on. Writers wait meanwhile; lookups go
+  // on.
+  bool rewrite_journal() IWSEC_REQUIRES(append_mutex_, write_mutex_) {
     const detail::directory_handle dir(detail::parent_directory(path_));
     if (!dir) return false;
     const std::string base = detail::base_name(path_);
@@ -213,7 +214,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     std::string block;
     block.reserve((1 << 20) + 512);
     bool ok = true;
-    for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
+    for_each_entry([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
       if (!ok || exp <= now) return;
       detail::append_revocation_line_with(block, append_jti, exp, owner ? std::string_view(*owner) : std::string_view());
       ++lines;
@@ -245,10 +246,11 @@ class JournalRevocationStore : public MemoryRevocationStore {
   }
 
   std::string path_;
-  std::mutex append_mutex_;  // guards journal_, journal_bytes_, journal_lines_; taken before write_mutex_
-  detail::unique_fd journal_;
-  off_t journal_bytes_ = 0;
-  std::size_t journal_lines_ = 0;
+  // Serialises writers through the disk; taken before write_mutex_.
+  detail::Mutex append_mutex_ IWSEC_ACQUIRED_BEFORE(write_mutex_);
+  detail::unique_fd journal_ IWSEC_GUARDED_BY(append_mutex_);
+  off_t journal_bytes_ IWSEC_GUARDED_BY(append_mutex_) = 0;
+  std::size_t journal_lines_ IWSEC_GUARDED_BY(append_mutex_) = 0;
 };
 
 }  // namespace iwsec

@@ -6,9 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -17,6 +15,7 @@
 
 #include "clock.hpp"
 #include "detail/crypto.hpp"
+#include "detail/thread_safety.hpp"
 #include "detail/uuid_table.hpp"
 #include "revocation_store_interface.hpp"
 
@@ -36,22 +35,22 @@ class MemoryRevocationStore : public RevocationStore {
   explicit MemoryRevocationStore(Clock clock = system_now) : clock_(std::move(clock)) {}
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
-    std::lock_guard<std::mutex> writing(write_mutex_);
-    insert_writing(jti, expires_at);
+    detail::Lock writing(write_mutex_);
+    insert(jti, expires_at);
     return true;
   }
 
   RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
                            std::size_t limit) override {
-    std::lock_guard<std::mutex> writing(write_mutex_);
-    if (!owner_has_room_writing(owner, jti, limit)) return RevokeOutcome::limit_reached;
-    add_owned_writing(owner, jti, expires_at);
-    insert_writing(jti, expires_at);
+    detail::Lock writing(write_mutex_);
+    if (!owner_has_room(owner, jti, limit)) return RevokeOutcome::limit_reached;
+    add_owned(owner, jti, expires_at);
+    insert(jti, expires_at);
     return RevokeOutcome::revoked;
   }
 
   std::optional<std::size_t> outstanding_for(std::string_view owner) override {
-    std::lock_guard<std::mutex> writing(write_mutex_);
+    detail::Lock writing(write_mutex_);
     auto it = owners_.find(std::string(owner));
     if (it == owners_.end()) return std::size_t{0};
     prune_owned(it->second, clock_());
@@ -61,45 +60,44 @@ class MemoryRevocationStore : public RevocationStore {
   bool is_revoked(std::string_view jti) override {
     std::uint64_t hi, lo;
     const bool uuid = detail::parse_uuid_key(jti, hi, lo);
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     if (uuid) return table_.contains(hi, lo);
     return !others_.empty() && others_.find(std::string(jti)) != others_.end();
   }
 
   /// @brief How many revocations are held (expired ones may linger until the next sweep).
   std::size_t size() {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     return table_.size() + others_.size();
   }
 
  protected:
   /// @brief Adds or extends a revocation; true when @p jti was not held yet.
   /// Sweeps expired entries when the store has doubled since the last sweep
-  /// (unless @p may_sweep is false). Caller holds write_mutex_.
-  bool insert_writing(std::string_view jti, std::int64_t expires_at, bool may_sweep = true) {
+  /// (unless @p may_sweep is false).
+  bool insert(std::string_view jti, std::int64_t expires_at, bool may_sweep = true) IWSEC_REQUIRES(write_mutex_) {
     std::uint64_t hi, lo;
     bool added;
     if (detail::parse_uuid_key(jti, hi, lo)) {
-      if (!table_.has_room_for_one_more()) rebuild_writing(1);
-      std::unique_lock<std::shared_mutex> lock(mutex_);
+      if (!table_for_writer().has_room_for_one_more()) rebuild(1);
+      detail::WriterLock lock(mutex_);
       added = table_.insert(hi, lo, expires_at);
     } else {
-      std::unique_lock<std::shared_mutex> lock(mutex_);
+      detail::WriterLock lock(mutex_);
       auto inserted = others_.emplace(std::string(jti), expires_at);
       if (!inserted.second) inserted.first->second = std::max(inserted.first->second, expires_at);
       added = inserted.second;
     }
-    if (may_sweep && table_.size() + others_.size() >= next_sweep_) sweep_writing();
+    if (may_sweep && table_for_writer().size() + others_for_writer().size() >= next_sweep_) sweep();
     return added;
   }
 
   /// @brief Whether revoking @p jti for @p owner stays within @p limit: it
   /// is revoked already (no new entry), or the owner holds fewer than
   /// @p limit unexpired ones. A jti that is not a UUID is never counted.
-  /// Caller holds write_mutex_.
-  bool owner_has_room_writing(std::string_view owner, std::string_view jti, std::size_t limit) {
+  bool owner_has_room(std::string_view owner, std::string_view jti, std::size_t limit) IWSEC_REQUIRES(write_mutex_) {
     std::uint64_t hi, lo;
-    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return true;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_for_writer().contains(hi, lo)) return true;
     auto it = owners_.find(std::string(owner));
     if (it == owners_.end()) return limit > 0;
     if (it->second.size() >= limit) prune_owned(it->second, clock_());  // only when it matters
@@ -107,74 +105,93 @@ class MemoryRevocationStore : public RevocationStore {
   }
 
   /// @brief Counts @p jti, not revoked yet, as one of @p owner's
-  /// revocations; call it before insert_writing. Caller holds write_mutex_.
-  void add_owned_writing(std::string_view owner, std::string_view jti, std::int64_t expires_at) {
+  /// revocations; call it before insert.
+  void add_owned(std::string_view owner, std::string_view jti, std::int64_t expires_at) IWSEC_REQUIRES(write_mutex_) {
     std::uint64_t hi, lo;
-    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_for_writer().contains(hi, lo)) return;
     owners_[std::string(owner)].push_back(owned{hi, lo, expires_at});
   }
 
   /// @brief Drops expired entries now (rebuilding only when there are
-  /// some). Caller holds write_mutex_.
-  void sweep_writing() {
+  /// some).
+  void sweep() IWSEC_REQUIRES(write_mutex_) {
     const std::int64_t now = clock_();
     bool expired = false;
-    table_.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { expired |= exp <= now; });
-    for (const auto& entry : others_) expired |= entry.second <= now;
-    if (expired) rebuild_writing(0);
+    table_for_writer().for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { expired |= exp <= now; });
+    for (const auto& entry : others_for_writer()) expired |= entry.second <= now;
+    if (expired) rebuild(0);
     for (auto it = owners_.begin(); it != owners_.end();) {
       prune_owned(it->second, now);
       it = it->second.empty() ? owners_.erase(it) : std::next(it);
     }
-    schedule_sweep_writing();
+    schedule_sweep();
   }
 
   /// @brief Schedules the next sweep for when the store has doubled (after a
-  /// bulk load made with @p may_sweep false). Caller holds write_mutex_.
-  void schedule_sweep_writing() { next_sweep_ = std::max<std::size_t>(1024, (table_.size() + others_.size()) * 2); }
+  /// bulk load made with @p may_sweep false).
+  void schedule_sweep() IWSEC_REQUIRES(write_mutex_) {
+    next_sweep_ = std::max<std::size_t>(1024, (table_for_writer().size() + others_for_writer().size()) * 2);
+  }
 
-  /// @brief Makes room for @p entries without growing. Caller holds write_mutex_.
-  void reserve_writing(std::size_t entries) {
-    if (entries > table_.capacity() * 3 / 4) rebuild_writing(entries - std::min(entries, table_.size()));
+  /// @brief Makes room for @p entries without growing.
+  void reserve(std::size_t entries) IWSEC_REQUIRES(write_mutex_) {
+    const detail::uuid_table& table = table_for_writer();
+    if (entries > table.capacity() * 3 / 4) rebuild(entries - std::min(entries, table.size()));
   }
 
   /// @brief Calls @p f(jti_text_appender, expires_at, owner) for every
   /// entry, once per owner it counts against (owner null: none); @p f gets a
-  /// callable that appends the jti to a string. Caller holds write_mutex_.
+  /// callable that appends the jti to a string.
   template <typename F>
-  void for_each_writing(F&& f) const {
+  void for_each_entry(F&& f) const IWSEC_REQUIRES(write_mutex_) {
     std::unordered_map<key, std::vector<const std::string*>, key_hash> owners_of;
     for (const auto& entry : owners_)
       for (const auto& o : entry.second) owners_of[key{o.hi, o.lo}].push_back(&entry.first);
-    table_.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
+    table_for_writer().for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
       const auto append_jti = [hi, lo](std::string& out) { detail::append_uuid_key(out, hi, lo); };
       const auto it = owners_of.find(key{hi, lo});
       if (it == owners_of.end()) return f(append_jti, exp, static_cast<const std::string*>(nullptr));
       for (const std::string* owner : it->second) f(append_jti, exp, owner);
     });
-    for (const auto& entry : others_)
+    for (const auto& entry : others_for_writer())
       f([&entry](std::string& out) { out += entry.first; }, entry.second, static_cast<const std::string*>(nullptr));
   }
 
   Clock clock_;
-  std::mutex write_mutex_;  // one writer at a time: guards changes to table_, others_, next_sweep_
+  // One writer at a time: guards changes to table_, others_ (with mutex_
+  // too), owners_ and next_sweep_. Taken before mutex_.
+  detail::Mutex write_mutex_ IWSEC_ACQUIRED_BEFORE(mutex_);
 
  private:
   // Builds a table of the live entries with room for @p extra more beside the
   // current one (readers keep using it), then swaps it in.
-  void rebuild_writing(std::size_t extra) {
+  void rebuild(std::size_t extra) IWSEC_REQUIRES(write_mutex_) {
     const std::int64_t now = clock_();
     std::size_t live = 0;
-    table_.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { live += exp > now; });
+    const detail::uuid_table& table = table_for_writer();
+    table.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { live += exp > now; });
     detail::uuid_table next((live + extra) * 3 / 2 + 1);  // at most about half full
-    table_.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
+    table.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
       if (exp > now) next.insert(hi, lo, exp);
     });
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    std::swap(table_, next);
-    for (auto it = others_.begin(); it != others_.end();) it = it->second <= now ? others_.erase(it) : ++it;
-    lock.unlock();
+    {
+      detail::WriterLock lock(mutex_);
+      std::swap(table_, next);
+      for (auto it = others_.begin(); it != others_.end();) it = it->second <= now ? others_.erase(it) : ++it;
+    }
     // The old table is unmapped here, outside the lock.
+  }
+
+  // table_ and others_ change only with write_mutex_ held as well as mutex_
+  // exclusively, so a writer holding write_mutex_ reads them without mutex_.
+  // The analysis cannot say "either lock for reading", so these two say it
+  // once, for the analysis.
+  const detail::uuid_table& table_for_writer() const IWSEC_REQUIRES(write_mutex_) IWSEC_NO_THREAD_SAFETY_ANALYSIS {
+    return table_;
+  }
+  const std::unordered_map<std::string, std::int64_t>& others_for_writer() const IWSEC_REQUIRES(write_mutex_)
+      IWSEC_NO_THREAD_SAFETY_ANALYSIS {
+    return others_;
   }
 
   struct owned {
@@ -196,13 +213,13 @@ class MemoryRevocationStore : public RevocationStore {
                list.end());
   }
 
-  std::shared_mutex mutex_;  // readers share it; writers hold it only to change or swap
-  detail::uuid_table table_;
-  std::unordered_map<std::string, std::int64_t> others_;  // jtis that are not canonical UUIDs
+  detail::SharedMutex mutex_;  // readers share it; writers hold it only to change or swap
+  detail::uuid_table table_ IWSEC_GUARDED_BY(mutex_);
+  std::unordered_map<std::string, std::int64_t> others_ IWSEC_GUARDED_BY(mutex_);  // jtis that are not canonical UUIDs
   // Per owner (a user id), its unexpired revocations made by revoke_for: at
   // most the limit it was given each. Guarded by write_mutex_ alone.
-  std::unordered_map<std::string, std::vector<owned>> owners_;
-  std::size_t next_sweep_ = 1024;
+  std::unordered_map<std::string, std::vector<owned>> owners_ IWSEC_GUARDED_BY(write_mutex_);
+  std::size_t next_sweep_ IWSEC_GUARDED_BY(write_mutex_) = 1024;
 };
 
 }  // namespace iwsec

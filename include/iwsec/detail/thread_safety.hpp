@@ -32,6 +32,11 @@
 #define IWSEC_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(guarded_by(m))
 /// What this pointer member points at is used only with @p m held.
 #define IWSEC_PT_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(pt_guarded_by(m))
+/// This mutex is taken before @p ... when both are held (lock order; the
+/// analysis checks it with -Wthread-safety-beta).
+#define IWSEC_ACQUIRED_BEFORE(...) IWSEC_THREAD_ANNOTATION(acquired_before(__VA_ARGS__))
+/// This mutex is taken after @p ... when both are held.
+#define IWSEC_ACQUIRED_AFTER(...) IWSEC_THREAD_ANNOTATION(acquired_after(__VA_ARGS__))
 /// The caller must hold these (exclusively).
 #define IWSEC_REQUIRES(...) IWSEC_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 /// The caller must hold these, shared or exclusively.
