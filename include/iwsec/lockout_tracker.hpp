@@ -6,13 +6,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "detail/thread_safety.hpp"
 #include "lockout_interface.hpp"
 #include "lockout_policy.hpp"
 
@@ -61,8 +61,8 @@ class LockoutTracker : public Lockout {
     std::optional<key> account_key, client_key;
     if (account) account_key = make_key('a', normalise_account(*account));
     if (!client.empty()) client_key = make_key('c', client);
-    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
-    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    detail::Lock account_lock(accounts_mutex_);
+    detail::Lock client_lock(clients_mutex_);
     std::int64_t wait = 0;
     if (account_key) wait = std::max(wait, account_wait(*account_key, now, true));
     if (client_key) wait = std::max(wait, client_wait(*client_key, now, true));
@@ -76,7 +76,7 @@ class LockoutTracker : public Lockout {
   std::int64_t account_wait(std::string_view account, std::int64_t now) override {
     if (!policy_.enabled) return 0;
     const key k = make_key('a', normalise_account(account));
-    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    detail::Lock lock(accounts_mutex_);
     return account_wait(k, now, false);
   }
 
@@ -84,7 +84,7 @@ class LockoutTracker : public Lockout {
   std::int64_t client_wait(std::string_view client, std::int64_t now) override {
     if (!policy_.enabled || client.empty()) return 0;
     const key k = make_key('c', client);
-    std::lock_guard<std::mutex> lock(clients_mutex_);
+    detail::Lock lock(clients_mutex_);
     return client_wait(k, now, false);
   }
 
@@ -92,24 +92,24 @@ class LockoutTracker : public Lockout {
   /// administrator's "unlock").
   void unlock_account(std::string_view account) override {
     const key k = make_key('a', normalise_account(account));
-    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    detail::Lock lock(accounts_mutex_);
     accounts_.erase(k);
   }
 
   /// @brief Forgets every failure of @p client.
   void unlock_client(std::string_view client) override {
     const key k = make_key('c', client);
-    std::lock_guard<std::mutex> lock(clients_mutex_);
+    detail::Lock lock(clients_mutex_);
     clients_.erase(k);
   }
 
   /// @brief Entries held (for tests and monitoring).
   std::size_t tracked_accounts() const {
-    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    detail::Lock lock(accounts_mutex_);
     return accounts_.size();
   }
   std::size_t tracked_clients() const {
-    std::lock_guard<std::mutex> lock(clients_mutex_);
+    detail::Lock lock(clients_mutex_);
     return clients_.size();
   }
 
@@ -143,7 +143,7 @@ class LockoutTracker : public Lockout {
     return pending >= allowed;
   }
 
-  std::int64_t account_wait(const key& k, std::int64_t now, bool starting) const {
+  std::int64_t account_wait(const key& k, std::int64_t now, bool starting) const IWSEC_REQUIRES(accounts_mutex_) {
     auto it = accounts_.find(k);
     if (it == accounts_.end()) return 0;
     const account_entry& e = it->second;
@@ -155,7 +155,7 @@ class LockoutTracker : public Lockout {
     return 0;
   }
 
-  std::int64_t client_wait(const key& k, std::int64_t now, bool starting) const {
+  std::int64_t client_wait(const key& k, std::int64_t now, bool starting) const IWSEC_REQUIRES(clients_mutex_) {
     auto it = clients_.find(k);
     if (it == clients_.end()) return 0;
     const client_entry& e = it->second;
@@ -165,7 +165,7 @@ class LockoutTracker : public Lockout {
     return 0;
   }
 
-  account_entry& account_entry_for(const key& k, std::int64_t now) {
+  account_entry& account_entry_for(const key& k, std::int64_t now) IWSEC_REQUIRES(accounts_mutex_) {
     auto it = accounts_.find(k);
     if (it == accounts_.end()) {
       if (accounts_.size() >= policy_.max_tracked_accounts) evict_accounts(now);
@@ -174,7 +174,7 @@ class LockoutTracker : public Lockout {
     return it->second;
   }
 
-  client_entry& client_entry_for(const key& k, std::int64_t now) {
+  client_entry& client_entry_for(const key& k, std::int64_t now) IWSEC_REQUIRES(clients_mutex_) {
     auto it = clients_.find(k);
     if (it == clients_.end()) {
       if (clients_.size() >= policy_.max_tracked_clients) evict_clients(now);
@@ -186,8 +186,8 @@ class LockoutTracker : public Lockout {
   LockTransition finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now,
                         bool success) override {
     LockTransition started;
-    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
-    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    detail::Lock account_lock(accounts_mutex_);
+    detail::Lock client_lock(clients_mutex_);
     if (account) {
       account_entry& e = account_entry_for(*account, now);  // evicted meanwhile: counted afresh
       if (e.pending > 0) --e.pending;
@@ -214,8 +214,8 @@ class LockoutTracker : public Lockout {
   }
 
   void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept override {
-    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
-    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    detail::Lock account_lock(accounts_mutex_);
+    detail::Lock client_lock(clients_mutex_);
     if (account) {
       auto it = accounts_.find(*account);
       if (it != accounts_.end() && it->second.pending > 0) --it->second.pending;
@@ -252,7 +252,7 @@ class LockoutTracker : public Lockout {
 
   std::size_t eviction_target(std::size_t cap) const { return cap - std::max<std::size_t>(1, cap / 8); }
 
-  void evict_accounts(std::int64_t now) {
+  void evict_accounts(std::int64_t now) IWSEC_REQUIRES(accounts_mutex_) {
     for (auto it = accounts_.begin(); it != accounts_.end();)
       it = account_expired(it->second, now) && it->second.pending == 0 ? accounts_.erase(it) : std::next(it);
     const std::size_t target = eviction_target(policy_.max_tracked_accounts);
@@ -273,7 +273,7 @@ class LockoutTracker : public Lockout {
     for (std::size_t i = 0; i < drop; ++i) accounts_.erase(ranked[i].second);
   }
 
-  void evict_clients(std::int64_t now) {
+  void evict_clients(std::int64_t now) IWSEC_REQUIRES(clients_mutex_) {
     for (auto it = clients_.begin(); it != clients_.end();)
       it = client_expired(it->second, now) && it->second.pending == 0 ? clients_.erase(it) : std::next(it);
     const std::size_t target = eviction_target(policy_.max_tracked_clients);
@@ -295,10 +295,10 @@ class LockoutTracker : public Lockout {
   }
 
   LockoutPolicy policy_;
-  mutable std::mutex accounts_mutex_;  // always taken before clients_mutex_
-  mutable std::mutex clients_mutex_;
-  std::unordered_map<key, account_entry, key_hash> accounts_;
-  std::unordered_map<key, client_entry, key_hash> clients_;
+  mutable detail::Mutex accounts_mutex_ IWSEC_ACQUIRED_BEFORE(clients_mutex_);  // always taken first
+  mutable detail::Mutex clients_mutex_;
+  std::unordered_map<key, account_entry, key_hash> accounts_ IWSEC_GUARDED_BY(accounts_mutex_);
+  std::unordered_map<key, client_entry, key_hash> clients_ IWSEC_GUARDED_BY(clients_mutex_);
 };
 
 }  // namespace iwsec
