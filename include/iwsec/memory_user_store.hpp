@@ -3,12 +3,11 @@
 #pragma once
 
 #include <functional>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string_view>
 #include <vector>
 
+#include "detail/thread_safety.hpp"
 #include "detail/user_index.hpp"
 #include "user.hpp"
 #include "user_store_interface.hpp"
@@ -20,47 +19,47 @@ namespace iwsec {
 class MemoryUserStore : public UserStore {
  public:
   std::optional<User> find_by_email(std::string_view email) override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     const User* u = index_.by_email(email);
     return u ? std::optional<User>(*u) : std::nullopt;
   }
 
   std::optional<User> find_by_refresh_token_hash(std::string_view token_sha256) override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     const User* u = index_.by_refresh_token_hash(token_sha256);
     return u ? std::optional<User>(*u) : std::nullopt;
   }
 
   StoreStatus add_user(const User& user) override {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     return index_.add(user);
   }
 
   StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     return index_.update(email, change);
   }
 
   std::vector<User> list_users() override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     return index_.list();
   }
 
   std::optional<UserStatus> status_of(std::string_view email) override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     const User* u = index_.by_email(email);
     if (!u) return std::nullopt;
     return UserStatus{u->refresh_generation, u->disabled, u->user_id};
   }
 
   StoreStatus delete_user(std::string_view email) override {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     return index_.remove(email);
   }
 
  private:
-  std::shared_mutex mutex_;
-  detail::user_index index_;
+  detail::SharedMutex mutex_;
+  detail::user_index index_ IWSEC_GUARDED_BY(mutex_);
 };
 
 }  // namespace iwsec
