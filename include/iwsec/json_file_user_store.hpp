@@ -11,9 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -26,6 +24,7 @@
 
 #include "detail/file.hpp"
 #include "detail/json.hpp"
+#include "detail/thread_safety.hpp"
 #include "detail/users_file.hpp"
 #include "errors.hpp"
 #include "user_store.hpp"
@@ -43,33 +42,48 @@ namespace detail {
 /// @brief A lock a thread can wait for with a deadline, on a mutex and a
 /// condition variable (std::timed_mutex's try_lock_for goes through
 /// pthread_mutex_clocklock, which ThreadSanitizer in GCC 12 does not see).
-class waitable_lock {
+/// A lock for the thread-safety analysis, held for a scope by waitable_guard.
+class IWSEC_CAPABILITY("mutex") waitable_lock {
  public:
-  void lock() {
-    std::unique_lock<std::mutex> guard(mutex_);
-    released_.wait(guard, [this] { return !held_; });
+  void lock() IWSEC_ACQUIRE() {
+    Lock guard(mutex_);
+    guard.wait(released_, [this]() IWSEC_REQUIRES(mutex_) { return !held_; });
     held_ = true;
   }
   template <typename Rep, typename Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& patience) {
-    std::unique_lock<std::mutex> guard(mutex_);
-    if (!released_.wait_for(guard, patience, [this] { return !held_; })) return false;
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& patience) IWSEC_TRY_ACQUIRE(true) {
+    Lock guard(mutex_);
+    if (!guard.wait_for(released_, patience, [this]() IWSEC_REQUIRES(mutex_) { return !held_; })) return false;
     held_ = true;
     return true;
   }
-  bool try_lock() { return try_lock_for(std::chrono::seconds(0)); }
-  void unlock() {
+  bool try_lock() IWSEC_TRY_ACQUIRE(true) { return try_lock_for(std::chrono::seconds(0)); }
+  void unlock() IWSEC_RELEASE() {
     {
-      std::lock_guard<std::mutex> guard(mutex_);
+      Lock guard(mutex_);
       held_ = false;
     }
     released_.notify_one();
   }
 
  private:
-  std::mutex mutex_;
+  Mutex mutex_;
   std::condition_variable released_;
-  bool held_ = false;
+  bool held_ IWSEC_GUARDED_BY(mutex_) = false;
+};
+
+/// Holds a waitable_lock for its scope: taking it, or (with
+/// std::adopt_lock) one a successful try_lock_for() took.
+class IWSEC_SCOPED_CAPABILITY waitable_guard {
+ public:
+  explicit waitable_guard(waitable_lock& l) IWSEC_ACQUIRE(l) : lock_(l) { lock_.lock(); }
+  waitable_guard(waitable_lock& l, std::adopt_lock_t) IWSEC_REQUIRES(l) : lock_(l) {}
+  ~waitable_guard() IWSEC_RELEASE() { lock_.unlock(); }
+  waitable_guard(const waitable_guard&) = delete;
+  waitable_guard& operator=(const waitable_guard&) = delete;
+
+ private:
+  waitable_lock& lock_;
 };
 
 }  // namespace detail
@@ -153,7 +167,7 @@ class JsonFileUserStore : public UserStore {
     }
     bool stamp = false;
     {
-      std::lock_guard<detail::waitable_lock> sync(sync_lock_);
+      detail::waitable_guard sync(sync_lock_);
       std::string error;
       if (!catch_up(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
       stamp = needs_compaction_;
@@ -175,13 +189,13 @@ class JsonFileUserStore : public UserStore {
   /// @brief Why the last failed write or reload failed (path and strerror
   /// text), for a program to print; empty when nothing failed yet.
   std::string last_error() const {
-    std::shared_lock<std::shared_mutex> lock(state_mutex_);
+    detail::ReaderLock lock(state_mutex_);
     return last_error_;
   }
 
   /// @brief Whole-snapshot reads and journal changes applied so far.
   ReadCounts read_counts() const {
-    std::shared_lock<std::shared_mutex> lock(state_mutex_);
+    detail::ReaderLock lock(state_mutex_);
     return counts_;
   }
 
@@ -189,7 +203,7 @@ class JsonFileUserStore : public UserStore {
   /// (atomically, owner and mode kept) and removes the journal (setting a
   /// stale one aside first). What `iwsec-admin compact` does.
   StoreStatus compact() {
-    return change_current([&](detail::user_index& next, std::string& error) {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
       if (!compact_into(next, error)) return failed(error);
       publish(std::move(next));
       return StoreStatus::ok;
@@ -300,11 +314,11 @@ class JsonFileUserStore : public UserStore {
     versions now;
     std::string ignored;
     if (observe(now, ignored)) {
-      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      detail::ReaderLock lock(state_mutex_);
       if (now == seen_) return f(index_);
     }
     refresh_for_reader();
-    std::shared_lock<std::shared_mutex> lock(state_mutex_);
+    detail::ReaderLock lock(state_mutex_);
     return f(index_);
   }
 
@@ -313,19 +327,19 @@ class JsonFileUserStore : public UserStore {
   // for the new copy rather than answer from the old one. Throws
   // StateUnavailable when the files cannot be read, or after reload_wait.
   void refresh_for_reader() {
-    std::unique_lock<detail::waitable_lock> sync(sync_lock_, std::defer_lock);
-    if (!sync.try_lock_for(reload_wait))
+    if (!sync_lock_.try_lock_for(reload_wait))
       throw StateUnavailable("iwsec: " + path_ + " changed and is still being reloaded");
+    detail::waitable_guard sync(sync_lock_, std::adopt_lock);
     std::string error;
     if (!catch_up(error)) throw StateUnavailable("iwsec: cannot reload " + path_ + ": " + error);
   }
 
-  // Brings the live copy up to the files. Caller holds sync_lock_.
-  bool catch_up(std::string& error) {
+  // Brings the live copy up to the files.
+  bool catch_up(std::string& error) IWSEC_REQUIRES(sync_lock_) {
     versions now;
     if (!observe(now, error)) return fail_reading(error);
     if (loaded_) {
-      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      detail::ReaderLock lock(state_mutex_);
       if (now == seen_) return true;
     }
     if (bad_version_ && *bad_version_ == now) {
@@ -338,7 +352,7 @@ class JsonFileUserStore : public UserStore {
     const bool followed = loaded_;
     if (followed) {
       {
-        std::shared_lock<std::shared_mutex> lock(state_mutex_);
+        detail::ReaderLock lock(state_mutex_);
         next = index_;  // cheap: shares the users with the live copy
       }
       result = follow_journal(now, next, reflected, error);
@@ -352,7 +366,7 @@ class JsonFileUserStore : public UserStore {
       return fail_reading(error);
     }
     {
-      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      detail::WriterLock lock(state_mutex_);
       std::swap(index_, next);
       seen_ = reflected;
     }
@@ -367,13 +381,13 @@ class JsonFileUserStore : public UserStore {
   // Applies what was appended to the journal since the last look, follows a
   // compaction the journal announced, and a journal started since. Anything
   // else (a snapshot nobody announced, a journal cut short) needs a whole load.
-  outcome follow_journal(const versions& now, detail::user_index& next, versions& reflected, std::string& error) {
+  outcome follow_journal(const versions& now, detail::user_index& next, versions& reflected, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (journal_fd_) {
       const outcome drained = read_journal(next, error);
       if (drained != outcome::applied) return drained;
     }
-    reflected.snapshot = seen_.snapshot;
-    if (now.snapshot != seen_.snapshot) {
+    reflected.snapshot = seen_by_syncer().snapshot;
+    if (now.snapshot != reflected.snapshot) {
       if (!now.snapshot || !compacted_) return outcome::load_in_full;
       detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
       struct stat st;
@@ -406,7 +420,7 @@ class JsonFileUserStore : public UserStore {
     return outcome::applied;
   }
 
-  bool open_journal(std::string& error) {
+  bool open_journal(std::string& error) IWSEC_REQUIRES(sync_lock_) {
     journal_fd_ = detail::open_fd(journal_path_, O_RDONLY);
     struct stat st;
     if (!journal_fd_ || ::fstat(journal_fd_.get(), &st) != 0) {
@@ -419,7 +433,7 @@ class JsonFileUserStore : public UserStore {
     return true;
   }
 
-  void close_journal() {
+  void close_journal() IWSEC_REQUIRES(sync_lock_) {
     journal_fd_.reset();
     journal_read_ = 0;
     journal_extends_ = false;
@@ -430,7 +444,7 @@ class JsonFileUserStore : public UserStore {
   // (a line without its newline yet is left for later, or for the next
   // writer to cut off). The first line must be the header: whether it names
   // the snapshot decides whether the changes apply.
-  outcome read_journal(detail::user_index& next, std::string& error) {
+  outcome read_journal(detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     const std::optional<detail::file_identity> before = identity_of(journal_fd_.get());
     if (!before) {
       error = detail::errno_text("cannot stat " + journal_path_);
@@ -464,7 +478,7 @@ class JsonFileUserStore : public UserStore {
       if (!apply(record, next)) return outcome::load_in_full;
       if (journal_extends_ && (record.kind == detail::users_file::record_kind::put ||
                                record.kind == detail::users_file::record_kind::remove)) {
-        std::unique_lock<std::shared_mutex> lock(state_mutex_);
+        detail::WriterLock lock(state_mutex_);
         ++counts_.journal_changes;
       }
     }
@@ -473,7 +487,7 @@ class JsonFileUserStore : public UserStore {
 
   // Applies one journal record to @p next; false when it cannot apply (a
   // duplicate, a removal of nobody).
-  bool apply(detail::users_file::journal_record& record, detail::user_index& next) {
+  bool apply(detail::users_file::journal_record& record, detail::user_index& next) IWSEC_REQUIRES(sync_lock_) {
     using detail::users_file::record_kind;
     switch (record.kind) {
       case record_kind::header:
@@ -507,7 +521,7 @@ class JsonFileUserStore : public UserStore {
   // @p unannounced: the copy was current, and the files changed in a way
   // no write of this format announces (which the log then says).
   outcome load_in_full(const versions& now, detail::user_index& next, versions& reflected, std::string& error,
-                       bool unannounced) {
+                       bool unannounced) IWSEC_REQUIRES(sync_lock_) {
     detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
     struct stat st;
     std::string text;
@@ -592,7 +606,7 @@ class JsonFileUserStore : public UserStore {
       reflected.journal = journal_version_;
     }
     {
-      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      detail::WriterLock lock(state_mutex_);
       ++counts_.snapshot_loads;
     }
     // One log line says it: this one, or (after a failure) the one saying
@@ -611,17 +625,17 @@ class JsonFileUserStore : public UserStore {
     return outcome::applied;
   }
 
-  outcome bad_content(const versions& now, const std::string& reason, std::string& error) {
+  outcome bad_content(const versions& now, const std::string& reason, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     bad_version_ = now;
     error = "invalid content: " + reason;
     return outcome::failed;
   }
 
   // Records why reads fail; logs it once per reason. Returns false.
-  bool fail_reading(const std::string& error) {
+  bool fail_reading(const std::string& error) IWSEC_REQUIRES(sync_lock_) {
     bool changed;
     {
-      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      detail::WriterLock lock(state_mutex_);
       changed = last_error_ != error;
       last_error_ = error;
     }
@@ -632,7 +646,7 @@ class JsonFileUserStore : public UserStore {
   }
 
   StoreStatus failed(const std::string& error) {
-    std::unique_lock<std::shared_mutex> lock(state_mutex_);
+    detail::WriterLock lock(state_mutex_);
     last_error_ = error;
     return StoreStatus::io_error;
   }
@@ -643,12 +657,12 @@ class JsonFileUserStore : public UserStore {
   StoreStatus change_current(F&& change) {
     detail::file_lock cross_process(lock_path_);
     if (!cross_process) return failed(cross_process.error());
-    std::lock_guard<detail::waitable_lock> sync(sync_lock_);
+    detail::waitable_guard sync(sync_lock_);
     std::string error;
     if (!catch_up(error)) return failed(error);
     detail::user_index next;
     {
-      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      detail::ReaderLock lock(state_mutex_);
       next = index_;
     }
     return change(next, error);
@@ -656,14 +670,14 @@ class JsonFileUserStore : public UserStore {
 
   template <typename F>
   StoreStatus write(std::string_view email, F&& mutate) {
-    return change_current([&](detail::user_index& next, std::string& error) {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
       return append_change(email, mutate(next), next, error);
     });
   }
 
   // Makes @p next (the users after a change to @p email whose outcome is
   // @p status) durable: one journal line, or a compaction.
-  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) {
+  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (status != StoreStatus::ok) return status;
     const User* changed = next.by_email(email);
     const std::string line =
@@ -688,7 +702,7 @@ class JsonFileUserStore : public UserStore {
 
   // The first change on top of the snapshot: a journal holding its header
   // and @p line, put in place atomically.
-  bool start_journal(const std::string& line, std::string& error) {
+  bool start_journal(const std::string& line, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     const std::string text = detail::users_file::header_line(snapshot_) + line;
     detail::replace_result replaced = detail::replace_file(journal_path_, text, 0600);
     if (!replaced.replaced) {
@@ -711,7 +725,7 @@ class JsonFileUserStore : public UserStore {
 
   // Appends @p line to the journal and fsyncs it; on failure cuts the
   // journal back, so a half-written line cannot join (and spoil) the next.
-  bool append(const std::string& line, std::string& error) {
+  bool append(const std::string& line, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     detail::unique_fd fd = detail::open_fd(journal_path_, O_WRONLY | O_APPEND | O_NOFOLLOW);
     struct stat st;
     if (!fd || ::fstat(fd.get(), &st) != 0) {
@@ -739,7 +753,7 @@ class JsonFileUserStore : public UserStore {
 
   // Moves a journal that does not extend the snapshot (it was replaced by
   // hand) aside, kept for the operator, never read again.
-  bool set_aside_stale_journal(std::string& error) {
+  bool set_aside_stale_journal(std::string& error) IWSEC_REQUIRES(sync_lock_) {
     std::string aside = journal_path_ + ".stale-" + std::to_string(system_now());
     for (int n = 1; ::access(aside.c_str(), F_OK) == 0; ++n)
       aside = journal_path_ + ".stale-" + std::to_string(system_now()) + "-" + std::to_string(n);
@@ -761,7 +775,7 @@ class JsonFileUserStore : public UserStore {
   // first gets a compacted line naming the new snapshot (before the rename),
   // so other processes take it without reading it, and a crash between
   // leaves files that load to the same users. Caller publishes @p next.
-  bool compact_into(const detail::user_index& next, std::string& error) {
+  bool compact_into(const detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (journal_fd_ && !journal_extends_ && !set_aside_stale_journal(error)) return false;
     std::string text = detail::users_file::serialize_each(next.size(), [&](const auto& each) { next.for_each(each); });
     const detail::directory_handle dir(detail::parent_directory(path_));
@@ -813,46 +827,67 @@ class JsonFileUserStore : public UserStore {
   }
 
   // Swaps in the copy a write made, with the versions of the files it wrote.
-  void publish(detail::user_index next) {
+  void publish(detail::user_index next) IWSEC_REQUIRES(sync_lock_) {
     versions reflected;
     reflected.snapshot = snapshot_fd_ ? identity_of(snapshot_fd_.get()) : std::nullopt;
     reflected.journal = journal_fd_ ? journal_version_ : std::nullopt;
-    std::unique_lock<std::shared_mutex> lock(state_mutex_);
+    detail::WriterLock lock(state_mutex_);
     std::swap(index_, next);
     seen_ = reflected;
   }
+
+  // seen_ changes only with sync_lock_ held as well as state_mutex_
+  // exclusively, so a thread holding sync_lock_ reads it without
+  // state_mutex_. The analysis cannot say "either lock for reading", so
+  // this says it once, for the analysis.
+  const versions& seen_by_syncer() const IWSEC_REQUIRES(sync_lock_) IWSEC_NO_THREAD_SAFETY_ANALYSIS { return seen_; }
 
   const std::string path_;
   const std::string journal_path_;
   const std::string lock_path_;
   const Log log_;
 
-  // What reads use. Guarded by state_mutex_.
-  mutable std::shared_mutex state_mutex_;
-  detail::user_index index_;
-  versions seen_;           // the files' versions index_ reflects
-  std::string last_error_;  // why the last write or catch-up failed
-  ReadCounts counts_;
+  // What reads use. Guarded by state_mutex_ (taken after sync_lock_).
+  mutable detail::SharedMutex state_mutex_;
+  detail::user_index index_ IWSEC_GUARDED_BY(state_mutex_);
+  versions seen_ IWSEC_GUARDED_BY(state_mutex_);           // the files' versions index_ reflects
+  std::string last_error_ IWSEC_GUARDED_BY(state_mutex_);  // why the last write or catch-up failed
+  ReadCounts counts_ IWSEC_GUARDED_BY(state_mutex_);
 
   // How the copy relates to the files. Guarded by sync_lock_.
-  detail::waitable_lock sync_lock_;
-  bool loaded_ = false;                        // index_ reflects seen_ (else the next catch-up loads whole)
-  detail::unique_fd snapshot_fd_;              // the snapshot reflected (holds its inode)
-  detail::users_file::snapshot_ref snapshot_;  // its digest, size, inode and modification time
-  detail::unique_fd journal_fd_;               // the journal read from: kept open to drain it after a compaction
-  dev_t journal_device_ = 0;
-  ino_t journal_inode_ = 0;
-  std::optional<detail::file_identity> journal_version_;  // as it was before it was last read or appended to
-  off_t journal_read_ = 0;                     // its bytes read: whole lines only
-  bool journal_extends_ = false;               // its header names the snapshot (else its changes do not apply)
-  std::size_t changes_since_snapshot_ = 0;     // changes index_ holds on top of the snapshot
-  std::size_t stale_changes_ = 0;              // changes in a journal that does not extend the snapshot
-  std::optional<detail::users_file::snapshot_ref> compacted_;  // a compaction announced, no change after it
-  std::optional<versions> bad_version_;        // files whose content was invalid: not parsed again
-  bool reads_failing_ = false;                 // the log said reads fail, and not yet that they work again
-  std::string load_note_;                      // what the last whole load adds to its log line
-  bool needs_compaction_ = false;              // users got this load's time as their issue time: write it
-  bool constructed_ = false;                   // the constructor reports failure by throwing, not in the log
+  detail::waitable_lock sync_lock_ IWSEC_ACQUIRED_BEFORE(state_mutex_);
+  // index_ reflects seen_ (else the next catch-up loads whole)
+  bool loaded_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // the snapshot reflected (holds its inode)
+  detail::unique_fd snapshot_fd_ IWSEC_GUARDED_BY(sync_lock_);
+  // its digest, size, inode and modification time
+  detail::users_file::snapshot_ref snapshot_ IWSEC_GUARDED_BY(sync_lock_);
+  // the journal read from: kept open to drain it after a compaction
+  detail::unique_fd journal_fd_ IWSEC_GUARDED_BY(sync_lock_);
+  dev_t journal_device_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  ino_t journal_inode_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // as it was before it was last read or appended to
+  std::optional<detail::file_identity> journal_version_ IWSEC_GUARDED_BY(sync_lock_);
+  // its bytes read: whole lines only
+  off_t journal_read_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // its header names the snapshot (else its changes do not apply)
+  bool journal_extends_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // changes index_ holds on top of the snapshot
+  std::size_t changes_since_snapshot_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // changes in a journal that does not extend the snapshot
+  std::size_t stale_changes_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // a compaction announced, no change after it
+  std::optional<detail::users_file::snapshot_ref> compacted_ IWSEC_GUARDED_BY(sync_lock_);
+  // files whose content was invalid: not parsed again
+  std::optional<versions> bad_version_ IWSEC_GUARDED_BY(sync_lock_);
+  // the log said reads fail, and not yet that they work again
+  bool reads_failing_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // what the last whole load adds to its log line
+  std::string load_note_ IWSEC_GUARDED_BY(sync_lock_);
+  // users got this load's time as their issue time: write it
+  bool needs_compaction_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // the constructor reports failure by throwing, not in the log
+  bool constructed_ IWSEC_GUARDED_BY(sync_lock_) = false;
 };
 
 }  // namespace iwsec
