@@ -13,11 +13,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "detail/thread_safety.hpp"
 
 namespace iwsec {
 
@@ -197,7 +198,7 @@ class Metrics {
       out += "iwsec_request_duration_seconds_count{route=\"" + std::string(route) + "\"} " +
              std::to_string(s.count()) + '\n';
     }
-    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    detail::Lock lock(gauges_mutex_);
     for (const auto& g : gauges_) {
       family(out, g.name.c_str(), g.type, g.help.c_str());
       out += g.name + ' ' + number(g.read()) + '\n';
@@ -239,7 +240,7 @@ class Metrics {
       throw std::invalid_argument(where + "'" + name + "' is not an iwsec_ metric name");
     for (char c : help)
       if (c == '\n' || c == '\\') throw std::invalid_argument(where + "help must be one plain line");
-    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    detail::Lock lock(gauges_mutex_);
     for (const auto& g : gauges_)
       if (g.name == name) throw std::invalid_argument(where + "'" + name + "' already added");
     for (const char* own : own_names)
@@ -316,8 +317,8 @@ class Metrics {
   std::array<counter, 2> validations_, guard_checks_, lockouts_;
   counter revocations_;
   std::array<histogram, route_count> histograms_;
-  mutable std::mutex gauges_mutex_;
-  std::vector<gauge> gauges_;
+  mutable detail::Mutex gauges_mutex_;
+  std::vector<gauge> gauges_ IWSEC_GUARDED_BY(gauges_mutex_);
 };
 
 }  // namespace iwsec

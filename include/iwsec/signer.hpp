@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -22,6 +21,7 @@
 #include "detail/base64.hpp"
 #include "detail/crypto.hpp"
 #include "detail/json.hpp"
+#include "detail/thread_safety.hpp"
 
 namespace iwsec {
 
@@ -316,14 +316,14 @@ class Signer {
   }
 
   void install(std::shared_ptr<const key_set> set) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     const std::uint64_t version = set->version;
     current_ = std::move(set);
     version_.store(version);
   }
 
   std::shared_ptr<const key_set> current() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     return current_;
   }
 
@@ -527,8 +527,8 @@ class Signer {
     return true;
   }
 
-  mutable std::mutex mutex_;                // guards current_
-  std::shared_ptr<const key_set> current_;
+  mutable detail::Mutex mutex_;
+  std::shared_ptr<const key_set> current_ IWSEC_GUARDED_BY(mutex_);
   std::atomic<std::uint64_t> version_{0};  // current_->version
 };
 
