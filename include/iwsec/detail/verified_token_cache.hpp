@@ -8,12 +8,12 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 
 #include "../signer.hpp"
 #include "crypto.hpp"
+#include "thread_safety.hpp"
 
 namespace iwsec {
 namespace detail {
@@ -77,7 +77,7 @@ class verified_token_cache {
       std::shared_ptr<const VerifiedToken> shared;
       std::int64_t verified_at = 0;
       {
-        std::lock_guard<std::mutex> lock(s.mutex);
+        Lock lock(s.mutex);
         const slot* hit = nullptr;
         for (const slot& e : s.slots)
           if (e.claims && e.hash == hash && e.epoch == current && same_bytes(e.token, token)) hit = &e;
@@ -110,7 +110,7 @@ class verified_token_cache {
     if (token.size() > max_token_bytes) return;
     const std::uint64_t hash = hash_of(token);
     set& s = set_of(hash);
-    std::lock_guard<std::mutex> lock(s.mutex);
+    Lock lock(s.mutex);
     if (epoch != this->epoch()) return;  // invalidated meanwhile: verified under what may be gone
     // The token's own slot, else a free or stale one, else the oldest stored.
     slot* target = nullptr;
@@ -142,9 +142,9 @@ class verified_token_cache {
   };
 
   struct set {
-    std::mutex mutex;
-    std::uint64_t stores = 0;
-    slot slots[ways];
+    Mutex mutex;
+    std::uint64_t stores IWSEC_GUARDED_BY(mutex) = 0;
+    slot slots[ways] IWSEC_GUARDED_BY(mutex);
   };
 
   set& set_of(std::uint64_t hash) const noexcept {
