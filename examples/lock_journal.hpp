@@ -33,7 +33,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -149,25 +148,25 @@ class ServerJournal {
 
   /// Starts the journal afresh (nothing is locked in a new process).
   bool start(std::string& error) {
-    std::lock_guard<std::mutex> guard(mutex_);
+    iwsec::detail::Lock guard(mutex_);
     iwsec::detail::file_lock lock(lock_path_of(path_));
     if (!lock) {
       error = "cannot lock " + lock_path_of(path_) + ": " + std::strerror(errno);
       return false;
     }
-    return rewrite_locked(error);
+    return rewrite(error);
   }
 
   /// Records a clean stop: no lock is in force any more.
   void stop() {
-    std::lock_guard<std::mutex> guard(mutex_);
+    iwsec::detail::Lock guard(mutex_);
     std::string ignored;
     append_line(path_, "stop " + std::to_string(::getpid()) + ' ' + std::to_string(std::time(nullptr)) + '\n', ignored);
   }
 
   /// Records that @p email (lower-cased) got locked until @p until.
   void locked(std::string_view email, std::int64_t until) {
-    std::lock_guard<std::mutex> guard(mutex_);
+    iwsec::detail::Lock guard(mutex_);
     const std::string key = key_of(email);
     locks_[key] = until;
     std::string error;
@@ -185,9 +184,9 @@ class ServerJournal {
     if (::stat(path_.c_str(), &st) != 0) return;
     std::vector<std::string> emails;
     {
-      std::lock_guard<std::mutex> guard(mutex_);
+      iwsec::detail::Lock guard(mutex_);
       if (st.st_ino == inode_ && st.st_size == offset_ && pending_.empty()) return;
-      read_new_locked();
+      read_new_lines();
       emails.swap(pending_);
     }
     for (const auto& e : emails) unlock(e);
@@ -195,7 +194,7 @@ class ServerJournal {
 
  private:
   // Reads the complete lines past offset_ (from 0 if the file was replaced).
-  void read_new_locked() {
+  void read_new_lines() IWSEC_REQUIRES(mutex_) {
     iwsec::detail::unique_fd fd = iwsec::detail::open_fd(path_, O_RDONLY | O_NOFOLLOW);
     struct stat now_st;
     if (!fd || ::fstat(fd.get(), &now_st) != 0) return;
@@ -222,7 +221,8 @@ class ServerJournal {
   }
 
   // Rewrites the journal: a start line and the locks still in force.
-  bool rewrite_locked(std::string& error) {
+  // Callers hold the journal's flock too (a file_lock on lock_path_of).
+  bool rewrite(std::string& error) IWSEC_REQUIRES(mutex_) {
     const std::int64_t now = std::time(nullptr);
     std::string text = "start " + std::to_string(::getpid()) + ' ' + std::to_string(now) + '\n';
     for (auto it = locks_.begin(); it != locks_.end();) {
@@ -251,22 +251,22 @@ class ServerJournal {
   // Past max_bytes: under the journal's flock (no unlock is appended
   // meanwhile), read the unlocks not yet seen, then rewrite. The unlocks
   // read here are applied on the next apply_unlocks (kept in pending_).
-  void compact() {
+  void compact() IWSEC_REQUIRES(mutex_) {
     iwsec::detail::file_lock lock(lock_path_of(path_));
     if (!lock) return;
-    read_new_locked();
+    read_new_lines();
     std::string error;
-    if (!rewrite_locked(error)) std::fprintf(stderr, "iwsec-server: %s\n", error.c_str());
+    if (!rewrite(error)) std::fprintf(stderr, "iwsec-server: %s\n", error.c_str());
   }
 
   std::string path_;
   off_t max_bytes_;
-  off_t compact_at_ = 0;
-  std::mutex mutex_;
-  std::map<std::string, std::int64_t> locks_;  // key -> until, as written
-  std::vector<std::string> pending_;           // unlocks read, not yet applied
-  ino_t inode_ = 0;
-  off_t offset_ = 0;
+  iwsec::detail::Mutex mutex_;
+  off_t compact_at_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::map<std::string, std::int64_t> locks_ IWSEC_GUARDED_BY(mutex_);  // key -> until, as written
+  std::vector<std::string> pending_ IWSEC_GUARDED_BY(mutex_);           // unlocks read, not yet applied
+  ino_t inode_ IWSEC_GUARDED_BY(mutex_) = 0;
+  off_t offset_ IWSEC_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace lock_journal
