@@ -82,8 +82,8 @@ class AuditFile : public AuditSink {
   const std::string& error() const { return error_; }
 
   void write(std::string line) override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    room_.wait(lock, [this] { return lines_.size() < max_buffered_lines || stopping_; });
+    iwsec::detail::Lock lock(mutex_);
+    lock.wait(room_, [this]() IWSEC_REQUIRES(mutex_) { return lines_.size() < max_buffered_lines || stopping_; });
     if (writer_done_) {
       // After stop() no thread drains the queue: the line goes out now.
       if (fd_ && !iwsec::detail::write_all(fd_.get(), line) && log_)
@@ -95,14 +95,14 @@ class AuditFile : public AuditSink {
   }
 
   void reopen() override {
-    std::lock_guard<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     reopen_ = true;
     wake_.notify_one();
   }
 
   void stop() override {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      iwsec::detail::Lock lock(mutex_);
       if (stopping_) return;
       stopping_ = true;
       wake_.notify_one();
@@ -112,10 +112,10 @@ class AuditFile : public AuditSink {
 
  private:
   void run() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     for (;;) {
-      wake_.wait_for(lock, std::chrono::milliseconds(200),
-                     [this] { return !lines_.empty() || reopen_ || stopping_; });
+      lock.wait_for(wake_, std::chrono::milliseconds(200),
+                    [this]() IWSEC_REQUIRES(mutex_) { return !lines_.empty() || reopen_ || stopping_; });
       std::deque<std::string> batch;
       batch.swap(lines_);
       const bool reopen = reopen_;
@@ -151,13 +151,13 @@ class AuditFile : public AuditSink {
   std::function<void(const std::string&)> log_;
   std::string error_;
   iwsec::detail::unique_fd fd_;
-  std::mutex mutex_;
+  iwsec::detail::Mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable room_;
-  std::deque<std::string> lines_;
-  bool reopen_ = false;
-  bool stopping_ = false;
-  bool writer_done_ = false;  // set by the writer as it ends; write() then writes itself
+  std::deque<std::string> lines_ IWSEC_GUARDED_BY(mutex_);
+  bool reopen_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool stopping_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool writer_done_ IWSEC_GUARDED_BY(mutex_) = false;  // set by the writer as it ends; write() then writes itself
   std::thread writer_;
 };
 
