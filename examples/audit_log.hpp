@@ -21,7 +21,6 @@
 #include <cstring>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>

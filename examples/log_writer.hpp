@@ -26,13 +26,14 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <iwsec/iwsec.hpp>
 
 namespace log_writer {
 
@@ -76,7 +77,7 @@ class BufferedWriter {
     std::string error;
     fd_ = open_file(error);
     if (fd_ < 0) return error;
-    std::lock_guard<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     running_ = true;
     thread_ = std::thread([this] { run(); });
     return "";
@@ -87,8 +88,11 @@ class BufferedWriter {
   /// Appends @p line (which should end with '\n'). Returns false when the
   /// line was dropped (WhenFull::drop with a full buffer).
   bool write(std::string_view line) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (!running_) return write_unbuffered(lock, line);
+    iwsec::detail::Lock lock(mutex_);
+    if (!running_) {
+      lock.unlock();
+      return write_unbuffered(line);
+    }
     if (buffer_.size() + line.size() > capacity_) {
       if (when_full_ == WhenFull::drop) {
         dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -96,11 +100,14 @@ class BufferedWriter {
       }
       ++blocked_;
       wake_writer();
-      space_.wait(lock, [&] {
+      lock.wait(space_, [&]() IWSEC_REQUIRES(mutex_) {
         return !running_ || buffer_.empty() || buffer_.size() + line.size() <= capacity_;
       });
       --blocked_;
-      if (!running_) return write_unbuffered(lock, line);
+      if (!running_) {
+        lock.unlock();
+        return write_unbuffered(line);
+      }
     }
     const bool was_below_half = buffer_.size() < capacity_ / 2;
     buffer_.append(line.data(), line.size());
@@ -117,7 +124,7 @@ class BufferedWriter {
 
   /// Asks the writer to write what it holds, then open the path again.
   void reopen() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     if (path_.empty()) return;
     reopen_ = true;
     wake_writer();
@@ -125,22 +132,22 @@ class BufferedWriter {
 
   /// Waits until every line appended before the call has been written.
   void flush() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     if (!running_) return;
     const std::uint64_t target = appended_;
     flush_ = true;
     wake_writer();
-    flushed_.wait(lock, [&] { return written_ >= target || !running_; });
+    lock.wait(flushed_, [&]() IWSEC_REQUIRES(mutex_) { return written_ >= target || !running_; });
   }
 
   /// Writes everything still buffered, stops the writer thread and closes
   /// the file. Later lines: standard output takes them at once, a file's
   /// are dropped (counted).
   void stop() {
-    std::lock_guard<std::mutex> once(stop_mutex_);
+    iwsec::detail::Lock once(stop_mutex_);
     if (!thread_.joinable()) return;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      iwsec::detail::Lock lock(mutex_);
       stopping_ = true;
       wake_writer();
     }
@@ -149,32 +156,30 @@ class BufferedWriter {
 
  private:
   // Not started, or stopped: standard output takes the line at once; a
-  // file's line is dropped (counted).
-  bool write_unbuffered(std::unique_lock<std::mutex>& lock, std::string_view line) {
-    lock.unlock();
+  // file's line is dropped (counted). Called without mutex_.
+  bool write_unbuffered(std::string_view line) {
     if (path_.empty()) return write_out(STDOUT_FILENO, line.data(), line.size()) == line.size();
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
 
-  // Under mutex_.
-  void wake_writer() {
+  void wake_writer() IWSEC_REQUIRES(mutex_) {
     writer_idle_ = false;
     wake_.notify_one();
   }
 
-  bool urgent() const { return stopping_ || reopen_ || flush_ || blocked_ > 0 || buffer_.size() >= capacity_ / 2; }
+  bool urgent() const IWSEC_REQUIRES(mutex_) { return stopping_ || reopen_ || flush_ || blocked_ > 0 || buffer_.size() >= capacity_ / 2; }
 
   void run() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    iwsec::detail::Lock lock(mutex_);
     for (;;) {
       if (buffer_.empty() && !urgent()) {
         writer_idle_ = true;
-        wake_.wait(lock, [&] { return !buffer_.empty() || urgent(); });
+        lock.wait(wake_, [&]() IWSEC_REQUIRES(mutex_) { return !buffer_.empty() || urgent(); });
         writer_idle_ = false;
       }
       // Give the callers a moment to add more: one write for many lines.
-      if (!urgent()) wake_.wait_for(lock, max_delay_, [&] { return urgent(); });
+      if (!urgent()) lock.wait_for(wake_, max_delay_, [&]() IWSEC_REQUIRES(mutex_) { return urgent(); });
       spare_.swap(buffer_);
       const std::uint64_t target = appended_;
       const bool reopen = reopen_;
@@ -270,17 +275,21 @@ class BufferedWriter {
   const std::chrono::milliseconds max_delay_;
   std::function<void(int, const std::string&)> on_open_;
 
-  std::mutex stop_mutex_;  // one stop() joins the thread
-  std::mutex mutex_;
+  iwsec::detail::Mutex stop_mutex_;  // one stop() joins the thread
+  iwsec::detail::Mutex mutex_;
   std::condition_variable wake_;     // the writer waits here
   std::condition_variable space_;    // blocked callers wait here
   std::condition_variable flushed_;  // flush() waits here
-  std::string buffer_;               // lines not yet taken by the writer
-  std::string spare_;                // the writer's batch (its own while unlocked)
-  std::uint64_t appended_ = 0, written_ = 0;
-  std::size_t blocked_ = 0;
-  bool running_ = false;  // the writer thread runs (started, not stopped)
-  bool writer_idle_ = false, stopping_ = false, reopen_ = false, flush_ = false;
+  std::string buffer_ IWSEC_GUARDED_BY(mutex_);  // lines not yet taken by the writer
+  std::string spare_;                            // the writer's batch (its own while unlocked)
+  std::uint64_t appended_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t written_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::size_t blocked_ IWSEC_GUARDED_BY(mutex_) = 0;
+  bool running_ IWSEC_GUARDED_BY(mutex_) = false;  // the writer thread runs (started, not stopped)
+  bool writer_idle_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool stopping_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool reopen_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool flush_ IWSEC_GUARDED_BY(mutex_) = false;
   int fd_ = -1;
   std::thread thread_;
   std::atomic<std::uint64_t> dropped_{0};
