@@ -217,7 +217,6 @@ class StateUnavailable : public std::runtime_error {
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -1598,6 +1597,150 @@ inline const picojson::value* json_member(const picojson::object& obj, const cha
 }  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/detail/json.hpp -----
+// ----- begin iwsec/detail/thread_safety.hpp -----
+/// @file
+/// @brief Lock discipline stated in the code: mutex and lock types that carry
+/// clang's thread-safety annotations, and the macros that say which mutex
+/// guards which member and which functions expect it held.
+///
+/// libstdc++'s std::mutex and std::shared_mutex carry no annotations, so the
+/// library's own state is guarded by these thin wrappers instead. With clang
+/// and `-Wthread-safety`, reading a `IWSEC_GUARDED_BY(m)` member without `m`
+/// held, or calling an `IWSEC_REQUIRES(m)` function without it, is a
+/// compile-time warning (CI makes it an error: .ci/thread-safety). With any
+/// other compiler the macros are empty and the wrappers cost nothing.
+///
+/// A function named `..._locked` elsewhere is the old convention; a function
+/// that expects a lock held says so with IWSEC_REQUIRES instead.
+
+#include <condition_variable>
+#include <mutex>
+#include <shared_mutex>
+
+#if defined(__clang__)
+#define IWSEC_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define IWSEC_THREAD_ANNOTATION(x)
+#endif
+
+/// A type that is a lock ("mutex") for the analysis.
+#define IWSEC_CAPABILITY(name) IWSEC_THREAD_ANNOTATION(capability(name))
+/// An RAII type that holds a lock for its lifetime.
+#define IWSEC_SCOPED_CAPABILITY IWSEC_THREAD_ANNOTATION(scoped_lockable)
+/// This member is read and written only with @p m held.
+#define IWSEC_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(guarded_by(m))
+/// What this pointer member points at is used only with @p m held.
+#define IWSEC_PT_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(pt_guarded_by(m))
+/// This mutex is taken before @p ... when both are held (lock order; the
+/// analysis checks it with -Wthread-safety-beta).
+#define IWSEC_ACQUIRED_BEFORE(...) IWSEC_THREAD_ANNOTATION(acquired_before(__VA_ARGS__))
+/// This mutex is taken after @p ... when both are held.
+#define IWSEC_ACQUIRED_AFTER(...) IWSEC_THREAD_ANNOTATION(acquired_after(__VA_ARGS__))
+/// The caller must hold these (exclusively).
+#define IWSEC_REQUIRES(...) IWSEC_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+/// The caller must hold these, shared or exclusively.
+#define IWSEC_REQUIRES_SHARED(...) IWSEC_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
+/// The caller must not hold these (the function takes them).
+#define IWSEC_EXCLUDES(...) IWSEC_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define IWSEC_ACQUIRE(...) IWSEC_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define IWSEC_ACQUIRE_SHARED(...) IWSEC_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
+#define IWSEC_RELEASE(...) IWSEC_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define IWSEC_RELEASE_SHARED(...) IWSEC_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
+#define IWSEC_RELEASE_GENERIC(...) IWSEC_THREAD_ANNOTATION(release_generic_capability(__VA_ARGS__))
+#define IWSEC_TRY_ACQUIRE(...) IWSEC_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
+/// Opts one function out (say why next to it).
+#define IWSEC_NO_THREAD_SAFETY_ANALYSIS IWSEC_THREAD_ANNOTATION(no_thread_safety_analysis)
+
+namespace iwsec {
+namespace detail {
+
+/// std::mutex, annotated. Waits go through a Lock (below).
+class IWSEC_CAPABILITY("mutex") Mutex {
+ public:
+  void lock() IWSEC_ACQUIRE() { m_.lock(); }
+  void unlock() IWSEC_RELEASE() { m_.unlock(); }
+  bool try_lock() IWSEC_TRY_ACQUIRE(true) { return m_.try_lock(); }
+
+ private:
+  friend class Lock;
+  std::mutex m_;
+};
+
+/// Holds a Mutex for its scope (std::unique_lock's role): condition
+/// variables wait on it; the analysis sees the mutex held throughout,
+/// which is what a wait guarantees on return.
+class IWSEC_SCOPED_CAPABILITY Lock {
+ public:
+  explicit Lock(Mutex& m) IWSEC_ACQUIRE(m) : lock_(m.m_) {}
+  ~Lock() IWSEC_RELEASE() {}
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+
+  /// Waits on @p cv for one wake-up (a spurious one included).
+  void wait(std::condition_variable& cv) { cv.wait(lock_); }
+  /// Waits on @p cv until @p done() holds (the mutex is held when it is called).
+  template <typename Predicate>
+  void wait(std::condition_variable& cv, Predicate done) {
+    cv.wait(lock_, done);
+  }
+  /// wait() for at most @p timeout; returns done()'s last value.
+  template <typename Duration, typename Predicate>
+  bool wait_for(std::condition_variable& cv, Duration timeout, Predicate done) {
+    return cv.wait_for(lock_, timeout, done);
+  }
+  /// wait() until @p deadline; returns done()'s last value.
+  template <typename TimePoint, typename Predicate>
+  bool wait_until(std::condition_variable& cv, TimePoint deadline, Predicate done) {
+    return cv.wait_until(lock_, deadline, done);
+  }
+  /// Lets go of the mutex early (for work that must run without it).
+  void unlock() IWSEC_RELEASE() { lock_.unlock(); }
+  /// Takes it back after unlock().
+  void lock() IWSEC_ACQUIRE() { lock_.lock(); }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+/// std::shared_mutex, annotated.
+class IWSEC_CAPABILITY("mutex") SharedMutex {
+ public:
+  void lock() IWSEC_ACQUIRE() { m_.lock(); }
+  void unlock() IWSEC_RELEASE() { m_.unlock(); }
+  void lock_shared() IWSEC_ACQUIRE_SHARED() { m_.lock_shared(); }
+  void unlock_shared() IWSEC_RELEASE_SHARED() { m_.unlock_shared(); }
+
+ private:
+  std::shared_mutex m_;
+};
+
+/// Holds a SharedMutex exclusively for its scope.
+class IWSEC_SCOPED_CAPABILITY WriterLock {
+ public:
+  explicit WriterLock(SharedMutex& m) IWSEC_ACQUIRE(m) : m_(m) { m_.lock(); }
+  ~WriterLock() IWSEC_RELEASE() { m_.unlock(); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  SharedMutex& m_;
+};
+
+/// Holds a SharedMutex shared for its scope.
+class IWSEC_SCOPED_CAPABILITY ReaderLock {
+ public:
+  explicit ReaderLock(SharedMutex& m) IWSEC_ACQUIRE_SHARED(m) : m_(m) { m_.lock_shared(); }
+  ~ReaderLock() IWSEC_RELEASE() { m_.unlock_shared(); }
+  ReaderLock(const ReaderLock&) = delete;
+  ReaderLock& operator=(const ReaderLock&) = delete;
+
+ private:
+  SharedMutex& m_;
+};
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/thread_safety.hpp -----
 
 namespace iwsec {
 
@@ -1892,14 +2035,14 @@ class Signer {
   }
 
   void install(std::shared_ptr<const key_set> set) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     const std::uint64_t version = set->version;
     current_ = std::move(set);
     version_.store(version);
   }
 
   std::shared_ptr<const key_set> current() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    detail::Lock lock(mutex_);
     return current_;
   }
 
@@ -2103,8 +2246,8 @@ class Signer {
     return true;
   }
 
-  mutable std::mutex mutex_;                // guards current_
-  std::shared_ptr<const key_set> current_;
+  mutable detail::Mutex mutex_;
+  std::shared_ptr<const key_set> current_ IWSEC_GUARDED_BY(mutex_);
   std::atomic<std::uint64_t> version_{0};  // current_->version
 };
 
@@ -2542,145 +2685,6 @@ struct file_identity {
 }  // namespace detail
 }  // namespace iwsec
 // ----- end iwsec/detail/file.hpp -----
-// ----- begin iwsec/detail/thread_safety.hpp -----
-/// @file
-/// @brief Lock discipline stated in the code: mutex and lock types that carry
-/// clang's thread-safety annotations, and the macros that say which mutex
-/// guards which member and which functions expect it held.
-///
-/// libstdc++'s std::mutex and std::shared_mutex carry no annotations, so the
-/// library's own state is guarded by these thin wrappers instead. With clang
-/// and `-Wthread-safety`, reading a `IWSEC_GUARDED_BY(m)` member without `m`
-/// held, or calling an `IWSEC_REQUIRES(m)` function without it, is a
-/// compile-time warning (CI makes it an error: .ci/thread-safety). With any
-/// other compiler the macros are empty and the wrappers cost nothing.
-///
-/// A function named `..._locked` elsewhere is the old convention; a function
-/// that expects a lock held says so with IWSEC_REQUIRES instead.
-
-#include <condition_variable>
-#include <mutex>
-#include <shared_mutex>
-
-#if defined(__clang__)
-#define IWSEC_THREAD_ANNOTATION(x) __attribute__((x))
-#else
-#define IWSEC_THREAD_ANNOTATION(x)
-#endif
-
-/// A type that is a lock ("mutex") for the analysis.
-#define IWSEC_CAPABILITY(name) IWSEC_THREAD_ANNOTATION(capability(name))
-/// An RAII type that holds a lock for its lifetime.
-#define IWSEC_SCOPED_CAPABILITY IWSEC_THREAD_ANNOTATION(scoped_lockable)
-/// This member is read and written only with @p m held.
-#define IWSEC_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(guarded_by(m))
-/// What this pointer member points at is used only with @p m held.
-#define IWSEC_PT_GUARDED_BY(m) IWSEC_THREAD_ANNOTATION(pt_guarded_by(m))
-/// The caller must hold these (exclusively).
-#define IWSEC_REQUIRES(...) IWSEC_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
-/// The caller must hold these, shared or exclusively.
-#define IWSEC_REQUIRES_SHARED(...) IWSEC_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
-/// The caller must not hold these (the function takes them).
-#define IWSEC_EXCLUDES(...) IWSEC_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
-#define IWSEC_ACQUIRE(...) IWSEC_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
-#define IWSEC_ACQUIRE_SHARED(...) IWSEC_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
-#define IWSEC_RELEASE(...) IWSEC_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
-#define IWSEC_RELEASE_SHARED(...) IWSEC_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
-#define IWSEC_RELEASE_GENERIC(...) IWSEC_THREAD_ANNOTATION(release_generic_capability(__VA_ARGS__))
-#define IWSEC_TRY_ACQUIRE(...) IWSEC_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
-/// Opts one function out (say why next to it).
-#define IWSEC_NO_THREAD_SAFETY_ANALYSIS IWSEC_THREAD_ANNOTATION(no_thread_safety_analysis)
-
-namespace iwsec {
-namespace detail {
-
-/// std::mutex, annotated. Waits go through a Lock (below).
-class IWSEC_CAPABILITY("mutex") Mutex {
- public:
-  void lock() IWSEC_ACQUIRE() { m_.lock(); }
-  void unlock() IWSEC_RELEASE() { m_.unlock(); }
-  bool try_lock() IWSEC_TRY_ACQUIRE(true) { return m_.try_lock(); }
-
- private:
-  friend class Lock;
-  std::mutex m_;
-};
-
-/// Holds a Mutex for its scope (std::unique_lock's role): condition
-/// variables wait on it; the analysis sees the mutex held throughout,
-/// which is what a wait guarantees on return.
-class IWSEC_SCOPED_CAPABILITY Lock {
- public:
-  explicit Lock(Mutex& m) IWSEC_ACQUIRE(m) : lock_(m.m_) {}
-  ~Lock() IWSEC_RELEASE() {}
-  Lock(const Lock&) = delete;
-  Lock& operator=(const Lock&) = delete;
-
-  /// Waits on @p cv for one wake-up (a spurious one included).
-  void wait(std::condition_variable& cv) { cv.wait(lock_); }
-  /// Waits on @p cv until @p done() holds (the mutex is held when it is called).
-  template <typename Predicate>
-  void wait(std::condition_variable& cv, Predicate done) {
-    cv.wait(lock_, done);
-  }
-  /// wait() for at most @p timeout; returns done()'s last value.
-  template <typename Duration, typename Predicate>
-  bool wait_for(std::condition_variable& cv, Duration timeout, Predicate done) {
-    return cv.wait_for(lock_, timeout, done);
-  }
-  /// wait() until @p deadline; returns done()'s last value.
-  template <typename TimePoint, typename Predicate>
-  bool wait_until(std::condition_variable& cv, TimePoint deadline, Predicate done) {
-    return cv.wait_until(lock_, deadline, done);
-  }
-  /// Lets go of the mutex early (for work that must run without it).
-  void unlock() IWSEC_RELEASE() { lock_.unlock(); }
-  /// Takes it back after unlock().
-  void lock() IWSEC_ACQUIRE() { lock_.lock(); }
-
- private:
-  std::unique_lock<std::mutex> lock_;
-};
-
-/// std::shared_mutex, annotated.
-class IWSEC_CAPABILITY("mutex") SharedMutex {
- public:
-  void lock() IWSEC_ACQUIRE() { m_.lock(); }
-  void unlock() IWSEC_RELEASE() { m_.unlock(); }
-  void lock_shared() IWSEC_ACQUIRE_SHARED() { m_.lock_shared(); }
-  void unlock_shared() IWSEC_RELEASE_SHARED() { m_.unlock_shared(); }
-
- private:
-  std::shared_mutex m_;
-};
-
-/// Holds a SharedMutex exclusively for its scope.
-class IWSEC_SCOPED_CAPABILITY WriterLock {
- public:
-  explicit WriterLock(SharedMutex& m) IWSEC_ACQUIRE(m) : m_(m) { m_.lock(); }
-  ~WriterLock() IWSEC_RELEASE() { m_.unlock(); }
-  WriterLock(const WriterLock&) = delete;
-  WriterLock& operator=(const WriterLock&) = delete;
-
- private:
-  SharedMutex& m_;
-};
-
-/// Holds a SharedMutex shared for its scope.
-class IWSEC_SCOPED_CAPABILITY ReaderLock {
- public:
-  explicit ReaderLock(SharedMutex& m) IWSEC_ACQUIRE_SHARED(m) : m_(m) { m_.lock_shared(); }
-  ~ReaderLock() IWSEC_RELEASE() { m_.unlock_shared(); }
-  ReaderLock(const ReaderLock&) = delete;
-  ReaderLock& operator=(const ReaderLock&) = delete;
-
- private:
-  SharedMutex& m_;
-};
-
-}  // namespace detail
-}  // namespace iwsec
-// ----- end iwsec/detail/thread_safety.hpp -----
 
 namespace iwsec {
 
@@ -3539,9 +3543,7 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
 /// @file
 
 #include <functional>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string_view>
 #include <vector>
 
@@ -3783,47 +3785,47 @@ namespace iwsec {
 class MemoryUserStore : public UserStore {
  public:
   std::optional<User> find_by_email(std::string_view email) override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     const User* u = index_.by_email(email);
     return u ? std::optional<User>(*u) : std::nullopt;
   }
 
   std::optional<User> find_by_refresh_token_hash(std::string_view token_sha256) override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     const User* u = index_.by_refresh_token_hash(token_sha256);
     return u ? std::optional<User>(*u) : std::nullopt;
   }
 
   StoreStatus add_user(const User& user) override {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     return index_.add(user);
   }
 
   StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     return index_.update(email, change);
   }
 
   std::vector<User> list_users() override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     return index_.list();
   }
 
   std::optional<UserStatus> status_of(std::string_view email) override {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     const User* u = index_.by_email(email);
     if (!u) return std::nullopt;
     return UserStatus{u->refresh_generation, u->disabled, u->user_id};
   }
 
   StoreStatus delete_user(std::string_view email) override {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    detail::WriterLock lock(mutex_);
     return index_.remove(email);
   }
 
  private:
-  std::shared_mutex mutex_;
-  detail::user_index index_;
+  detail::SharedMutex mutex_;
+  detail::user_index index_ IWSEC_GUARDED_BY(mutex_);
 };
 
 }  // namespace iwsec
@@ -3842,9 +3844,7 @@ class MemoryUserStore : public UserStore {
 #include <cstdint>
 #include <cstdio>
 #include <functional>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -4246,33 +4246,48 @@ namespace detail {
 /// @brief A lock a thread can wait for with a deadline, on a mutex and a
 /// condition variable (std::timed_mutex's try_lock_for goes through
 /// pthread_mutex_clocklock, which ThreadSanitizer in GCC 12 does not see).
-class waitable_lock {
+/// A lock for the thread-safety analysis, held for a scope by waitable_guard.
+class IWSEC_CAPABILITY("mutex") waitable_lock {
  public:
-  void lock() {
-    std::unique_lock<std::mutex> guard(mutex_);
-    released_.wait(guard, [this] { return !held_; });
+  void lock() IWSEC_ACQUIRE() {
+    Lock guard(mutex_);
+    guard.wait(released_, [this]() IWSEC_REQUIRES(mutex_) { return !held_; });
     held_ = true;
   }
   template <typename Rep, typename Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& patience) {
-    std::unique_lock<std::mutex> guard(mutex_);
-    if (!released_.wait_for(guard, patience, [this] { return !held_; })) return false;
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& patience) IWSEC_TRY_ACQUIRE(true) {
+    Lock guard(mutex_);
+    if (!guard.wait_for(released_, patience, [this]() IWSEC_REQUIRES(mutex_) { return !held_; })) return false;
     held_ = true;
     return true;
   }
-  bool try_lock() { return try_lock_for(std::chrono::seconds(0)); }
-  void unlock() {
+  bool try_lock() IWSEC_TRY_ACQUIRE(true) { return try_lock_for(std::chrono::seconds(0)); }
+  void unlock() IWSEC_RELEASE() {
     {
-      std::lock_guard<std::mutex> guard(mutex_);
+      Lock guard(mutex_);
       held_ = false;
     }
     released_.notify_one();
   }
 
  private:
-  std::mutex mutex_;
+  Mutex mutex_;
   std::condition_variable released_;
-  bool held_ = false;
+  bool held_ IWSEC_GUARDED_BY(mutex_) = false;
+};
+
+/// Holds a waitable_lock for its scope: taking it, or (with
+/// std::adopt_lock) one a successful try_lock_for() took.
+class IWSEC_SCOPED_CAPABILITY waitable_guard {
+ public:
+  explicit waitable_guard(waitable_lock& l) IWSEC_ACQUIRE(l) : lock_(l) { lock_.lock(); }
+  waitable_guard(waitable_lock& l, std::adopt_lock_t) IWSEC_REQUIRES(l) : lock_(l) {}
+  ~waitable_guard() IWSEC_RELEASE() { lock_.unlock(); }
+  waitable_guard(const waitable_guard&) = delete;
+  waitable_guard& operator=(const waitable_guard&) = delete;
+
+ private:
+  waitable_lock& lock_;
 };
 
 }  // namespace detail
@@ -4356,7 +4371,7 @@ class JsonFileUserStore : public UserStore {
     }
     bool stamp = false;
     {
-      std::lock_guard<detail::waitable_lock> sync(sync_lock_);
+      detail::waitable_guard sync(sync_lock_);
       std::string error;
       if (!catch_up(error)) throw store_error("iwsec: cannot load " + path_ + ": " + error);
       stamp = needs_compaction_;
@@ -4378,13 +4393,13 @@ class JsonFileUserStore : public UserStore {
   /// @brief Why the last failed write or reload failed (path and strerror
   /// text), for a program to print; empty when nothing failed yet.
   std::string last_error() const {
-    std::shared_lock<std::shared_mutex> lock(state_mutex_);
+    detail::ReaderLock lock(state_mutex_);
     return last_error_;
   }
 
   /// @brief Whole-snapshot reads and journal changes applied so far.
   ReadCounts read_counts() const {
-    std::shared_lock<std::shared_mutex> lock(state_mutex_);
+    detail::ReaderLock lock(state_mutex_);
     return counts_;
   }
 
@@ -4392,7 +4407,7 @@ class JsonFileUserStore : public UserStore {
   /// (atomically, owner and mode kept) and removes the journal (setting a
   /// stale one aside first). What `iwsec-admin compact` does.
   StoreStatus compact() {
-    return change_current([&](detail::user_index& next, std::string& error) {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
       if (!compact_into(next, error)) return failed(error);
       publish(std::move(next));
       return StoreStatus::ok;
@@ -4503,11 +4518,11 @@ class JsonFileUserStore : public UserStore {
     versions now;
     std::string ignored;
     if (observe(now, ignored)) {
-      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      detail::ReaderLock lock(state_mutex_);
       if (now == seen_) return f(index_);
     }
     refresh_for_reader();
-    std::shared_lock<std::shared_mutex> lock(state_mutex_);
+    detail::ReaderLock lock(state_mutex_);
     return f(index_);
   }
 
@@ -4516,19 +4531,19 @@ class JsonFileUserStore : public UserStore {
   // for the new copy rather than answer from the old one. Throws
   // StateUnavailable when the files cannot be read, or after reload_wait.
   void refresh_for_reader() {
-    std::unique_lock<detail::waitable_lock> sync(sync_lock_, std::defer_lock);
-    if (!sync.try_lock_for(reload_wait))
+    if (!sync_lock_.try_lock_for(reload_wait))
       throw StateUnavailable("iwsec: " + path_ + " changed and is still being reloaded");
+    detail::waitable_guard sync(sync_lock_, std::adopt_lock);
     std::string error;
     if (!catch_up(error)) throw StateUnavailable("iwsec: cannot reload " + path_ + ": " + error);
   }
 
-  // Brings the live copy up to the files. Caller holds sync_lock_.
-  bool catch_up(std::string& error) {
+  // Brings the live copy up to the files.
+  bool catch_up(std::string& error) IWSEC_REQUIRES(sync_lock_) {
     versions now;
     if (!observe(now, error)) return fail_reading(error);
     if (loaded_) {
-      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      detail::ReaderLock lock(state_mutex_);
       if (now == seen_) return true;
     }
     if (bad_version_ && *bad_version_ == now) {
@@ -4541,7 +4556,7 @@ class JsonFileUserStore : public UserStore {
     const bool followed = loaded_;
     if (followed) {
       {
-        std::shared_lock<std::shared_mutex> lock(state_mutex_);
+        detail::ReaderLock lock(state_mutex_);
         next = index_;  // cheap: shares the users with the live copy
       }
       result = follow_journal(now, next, reflected, error);
@@ -4555,7 +4570,7 @@ class JsonFileUserStore : public UserStore {
       return fail_reading(error);
     }
     {
-      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      detail::WriterLock lock(state_mutex_);
       std::swap(index_, next);
       seen_ = reflected;
     }
@@ -4570,13 +4585,13 @@ class JsonFileUserStore : public UserStore {
   // Applies what was appended to the journal since the last look, follows a
   // compaction the journal announced, and a journal started since. Anything
   // else (a snapshot nobody announced, a journal cut short) needs a whole load.
-  outcome follow_journal(const versions& now, detail::user_index& next, versions& reflected, std::string& error) {
+  outcome follow_journal(const versions& now, detail::user_index& next, versions& reflected, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (journal_fd_) {
       const outcome drained = read_journal(next, error);
       if (drained != outcome::applied) return drained;
     }
-    reflected.snapshot = seen_.snapshot;
-    if (now.snapshot != seen_.snapshot) {
+    reflected.snapshot = seen_by_syncer().snapshot;
+    if (now.snapshot != reflected.snapshot) {
       if (!now.snapshot || !compacted_) return outcome::load_in_full;
       detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
       struct stat st;
@@ -4609,7 +4624,7 @@ class JsonFileUserStore : public UserStore {
     return outcome::applied;
   }
 
-  bool open_journal(std::string& error) {
+  bool open_journal(std::string& error) IWSEC_REQUIRES(sync_lock_) {
     journal_fd_ = detail::open_fd(journal_path_, O_RDONLY);
     struct stat st;
     if (!journal_fd_ || ::fstat(journal_fd_.get(), &st) != 0) {
@@ -4622,7 +4637,7 @@ class JsonFileUserStore : public UserStore {
     return true;
   }
 
-  void close_journal() {
+  void close_journal() IWSEC_REQUIRES(sync_lock_) {
     journal_fd_.reset();
     journal_read_ = 0;
     journal_extends_ = false;
@@ -4633,7 +4648,7 @@ class JsonFileUserStore : public UserStore {
   // (a line without its newline yet is left for later, or for the next
   // writer to cut off). The first line must be the header: whether it names
   // the snapshot decides whether the changes apply.
-  outcome read_journal(detail::user_index& next, std::string& error) {
+  outcome read_journal(detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     const std::optional<detail::file_identity> before = identity_of(journal_fd_.get());
     if (!before) {
       error = detail::errno_text("cannot stat " + journal_path_);
@@ -4667,7 +4682,7 @@ class JsonFileUserStore : public UserStore {
       if (!apply(record, next)) return outcome::load_in_full;
       if (journal_extends_ && (record.kind == detail::users_file::record_kind::put ||
                                record.kind == detail::users_file::record_kind::remove)) {
-        std::unique_lock<std::shared_mutex> lock(state_mutex_);
+        detail::WriterLock lock(state_mutex_);
         ++counts_.journal_changes;
       }
     }
@@ -4676,7 +4691,7 @@ class JsonFileUserStore : public UserStore {
 
   // Applies one journal record to @p next; false when it cannot apply (a
   // duplicate, a removal of nobody).
-  bool apply(detail::users_file::journal_record& record, detail::user_index& next) {
+  bool apply(detail::users_file::journal_record& record, detail::user_index& next) IWSEC_REQUIRES(sync_lock_) {
     using detail::users_file::record_kind;
     switch (record.kind) {
       case record_kind::header:
@@ -4710,7 +4725,7 @@ class JsonFileUserStore : public UserStore {
   // @p unannounced: the copy was current, and the files changed in a way
   // no write of this format announces (which the log then says).
   outcome load_in_full(const versions& now, detail::user_index& next, versions& reflected, std::string& error,
-                       bool unannounced) {
+                       bool unannounced) IWSEC_REQUIRES(sync_lock_) {
     detail::unique_fd fd = detail::open_fd(path_, O_RDONLY);
     struct stat st;
     std::string text;
@@ -4795,7 +4810,7 @@ class JsonFileUserStore : public UserStore {
       reflected.journal = journal_version_;
     }
     {
-      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      detail::WriterLock lock(state_mutex_);
       ++counts_.snapshot_loads;
     }
     // One log line says it: this one, or (after a failure) the one saying
@@ -4814,17 +4829,17 @@ class JsonFileUserStore : public UserStore {
     return outcome::applied;
   }
 
-  outcome bad_content(const versions& now, const std::string& reason, std::string& error) {
+  outcome bad_content(const versions& now, const std::string& reason, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     bad_version_ = now;
     error = "invalid content: " + reason;
     return outcome::failed;
   }
 
   // Records why reads fail; logs it once per reason. Returns false.
-  bool fail_reading(const std::string& error) {
+  bool fail_reading(const std::string& error) IWSEC_REQUIRES(sync_lock_) {
     bool changed;
     {
-      std::unique_lock<std::shared_mutex> lock(state_mutex_);
+      detail::WriterLock lock(state_mutex_);
       changed = last_error_ != error;
       last_error_ = error;
     }
@@ -4835,7 +4850,7 @@ class JsonFileUserStore : public UserStore {
   }
 
   StoreStatus failed(const std::string& error) {
-    std::unique_lock<std::shared_mutex> lock(state_mutex_);
+    detail::WriterLock lock(state_mutex_);
     last_error_ = error;
     return StoreStatus::io_error;
   }
@@ -4846,12 +4861,12 @@ class JsonFileUserStore : public UserStore {
   StoreStatus change_current(F&& change) {
     detail::file_lock cross_process(lock_path_);
     if (!cross_process) return failed(cross_process.error());
-    std::lock_guard<detail::waitable_lock> sync(sync_lock_);
+    detail::waitable_guard sync(sync_lock_);
     std::string error;
     if (!catch_up(error)) return failed(error);
     detail::user_index next;
     {
-      std::shared_lock<std::shared_mutex> lock(state_mutex_);
+      detail::ReaderLock lock(state_mutex_);
       next = index_;
     }
     return change(next, error);
@@ -4859,14 +4874,14 @@ class JsonFileUserStore : public UserStore {
 
   template <typename F>
   StoreStatus write(std::string_view email, F&& mutate) {
-    return change_current([&](detail::user_index& next, std::string& error) {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
       return append_change(email, mutate(next), next, error);
     });
   }
 
   // Makes @p next (the users after a change to @p email whose outcome is
   // @p status) durable: one journal line, or a compaction.
-  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) {
+  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (status != StoreStatus::ok) return status;
     const User* changed = next.by_email(email);
     const std::string line =
@@ -4891,7 +4906,7 @@ class JsonFileUserStore : public UserStore {
 
   // The first change on top of the snapshot: a journal holding its header
   // and @p line, put in place atomically.
-  bool start_journal(const std::string& line, std::string& error) {
+  bool start_journal(const std::string& line, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     const std::string text = detail::users_file::header_line(snapshot_) + line;
     detail::replace_result replaced = detail::replace_file(journal_path_, text, 0600);
     if (!replaced.replaced) {
@@ -4914,7 +4929,7 @@ class JsonFileUserStore : public UserStore {
 
   // Appends @p line to the journal and fsyncs it; on failure cuts the
   // journal back, so a half-written line cannot join (and spoil) the next.
-  bool append(const std::string& line, std::string& error) {
+  bool append(const std::string& line, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     detail::unique_fd fd = detail::open_fd(journal_path_, O_WRONLY | O_APPEND | O_NOFOLLOW);
     struct stat st;
     if (!fd || ::fstat(fd.get(), &st) != 0) {
@@ -4942,7 +4957,7 @@ class JsonFileUserStore : public UserStore {
 
   // Moves a journal that does not extend the snapshot (it was replaced by
   // hand) aside, kept for the operator, never read again.
-  bool set_aside_stale_journal(std::string& error) {
+  bool set_aside_stale_journal(std::string& error) IWSEC_REQUIRES(sync_lock_) {
     std::string aside = journal_path_ + ".stale-" + std::to_string(system_now());
     for (int n = 1; ::access(aside.c_str(), F_OK) == 0; ++n)
       aside = journal_path_ + ".stale-" + std::to_string(system_now()) + "-" + std::to_string(n);
@@ -4964,7 +4979,7 @@ class JsonFileUserStore : public UserStore {
   // first gets a compacted line naming the new snapshot (before the rename),
   // so other processes take it without reading it, and a crash between
   // leaves files that load to the same users. Caller publishes @p next.
-  bool compact_into(const detail::user_index& next, std::string& error) {
+  bool compact_into(const detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (journal_fd_ && !journal_extends_ && !set_aside_stale_journal(error)) return false;
     std::string text = detail::users_file::serialize_each(next.size(), [&](const auto& each) { next.for_each(each); });
     const detail::directory_handle dir(detail::parent_directory(path_));
@@ -5016,46 +5031,67 @@ class JsonFileUserStore : public UserStore {
   }
 
   // Swaps in the copy a write made, with the versions of the files it wrote.
-  void publish(detail::user_index next) {
+  void publish(detail::user_index next) IWSEC_REQUIRES(sync_lock_) {
     versions reflected;
     reflected.snapshot = snapshot_fd_ ? identity_of(snapshot_fd_.get()) : std::nullopt;
     reflected.journal = journal_fd_ ? journal_version_ : std::nullopt;
-    std::unique_lock<std::shared_mutex> lock(state_mutex_);
+    detail::WriterLock lock(state_mutex_);
     std::swap(index_, next);
     seen_ = reflected;
   }
+
+  // seen_ changes only with sync_lock_ held as well as state_mutex_
+  // exclusively, so a thread holding sync_lock_ reads it without
+  // state_mutex_. The analysis cannot say "either lock for reading", so
+  // this says it once, for the analysis.
+  const versions& seen_by_syncer() const IWSEC_REQUIRES(sync_lock_) IWSEC_NO_THREAD_SAFETY_ANALYSIS { return seen_; }
 
   const std::string path_;
   const std::string journal_path_;
   const std::string lock_path_;
   const Log log_;
 
-  // What reads use. Guarded by state_mutex_.
-  mutable std::shared_mutex state_mutex_;
-  detail::user_index index_;
-  versions seen_;           // the files' versions index_ reflects
-  std::string last_error_;  // why the last write or catch-up failed
-  ReadCounts counts_;
+  // What reads use. Guarded by state_mutex_ (taken after sync_lock_).
+  mutable detail::SharedMutex state_mutex_;
+  detail::user_index index_ IWSEC_GUARDED_BY(state_mutex_);
+  versions seen_ IWSEC_GUARDED_BY(state_mutex_);           // the files' versions index_ reflects
+  std::string last_error_ IWSEC_GUARDED_BY(state_mutex_);  // why the last write or catch-up failed
+  ReadCounts counts_ IWSEC_GUARDED_BY(state_mutex_);
 
   // How the copy relates to the files. Guarded by sync_lock_.
-  detail::waitable_lock sync_lock_;
-  bool loaded_ = false;                        // index_ reflects seen_ (else the next catch-up loads whole)
-  detail::unique_fd snapshot_fd_;              // the snapshot reflected (holds its inode)
-  detail::users_file::snapshot_ref snapshot_;  // its digest, size, inode and modification time
-  detail::unique_fd journal_fd_;               // the journal read from: kept open to drain it after a compaction
-  dev_t journal_device_ = 0;
-  ino_t journal_inode_ = 0;
-  std::optional<detail::file_identity> journal_version_;  // as it was before it was last read or appended to
-  off_t journal_read_ = 0;                     // its bytes read: whole lines only
-  bool journal_extends_ = false;               // its header names the snapshot (else its changes do not apply)
-  std::size_t changes_since_snapshot_ = 0;     // changes index_ holds on top of the snapshot
-  std::size_t stale_changes_ = 0;              // changes in a journal that does not extend the snapshot
-  std::optional<detail::users_file::snapshot_ref> compacted_;  // a compaction announced, no change after it
-  std::optional<versions> bad_version_;        // files whose content was invalid: not parsed again
-  bool reads_failing_ = false;                 // the log said reads fail, and not yet that they work again
-  std::string load_note_;                      // what the last whole load adds to its log line
-  bool needs_compaction_ = false;              // users got this load's time as their issue time: write it
-  bool constructed_ = false;                   // the constructor reports failure by throwing, not in the log
+  detail::waitable_lock sync_lock_ IWSEC_ACQUIRED_BEFORE(state_mutex_);
+  // index_ reflects seen_ (else the next catch-up loads whole)
+  bool loaded_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // the snapshot reflected (holds its inode)
+  detail::unique_fd snapshot_fd_ IWSEC_GUARDED_BY(sync_lock_);
+  // its digest, size, inode and modification time
+  detail::users_file::snapshot_ref snapshot_ IWSEC_GUARDED_BY(sync_lock_);
+  // the journal read from: kept open to drain it after a compaction
+  detail::unique_fd journal_fd_ IWSEC_GUARDED_BY(sync_lock_);
+  dev_t journal_device_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  ino_t journal_inode_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // as it was before it was last read or appended to
+  std::optional<detail::file_identity> journal_version_ IWSEC_GUARDED_BY(sync_lock_);
+  // its bytes read: whole lines only
+  off_t journal_read_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // its header names the snapshot (else its changes do not apply)
+  bool journal_extends_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // changes index_ holds on top of the snapshot
+  std::size_t changes_since_snapshot_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // changes in a journal that does not extend the snapshot
+  std::size_t stale_changes_ IWSEC_GUARDED_BY(sync_lock_) = 0;
+  // a compaction announced, no change after it
+  std::optional<detail::users_file::snapshot_ref> compacted_ IWSEC_GUARDED_BY(sync_lock_);
+  // files whose content was invalid: not parsed again
+  std::optional<versions> bad_version_ IWSEC_GUARDED_BY(sync_lock_);
+  // the log said reads fail, and not yet that they work again
+  bool reads_failing_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // what the last whole load adds to its log line
+  std::string load_note_ IWSEC_GUARDED_BY(sync_lock_);
+  // users got this load's time as their issue time: write it
+  bool needs_compaction_ IWSEC_GUARDED_BY(sync_lock_) = false;
+  // the constructor reports failure by throwing, not in the log
+  bool constructed_ IWSEC_GUARDED_BY(sync_lock_) = false;
 };
 
 }  // namespace iwsec
@@ -5123,9 +5159,7 @@ class RevocationStore {
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -5309,22 +5343,22 @@ class MemoryRevocationStore : public RevocationStore {
   explicit MemoryRevocationStore(Clock clock = system_now) : clock_(std::move(clock)) {}
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
-    std::lock_guard<std::mutex> writing(write_mutex_);
-    insert_writing(jti, expires_at);
+    detail::Lock writing(write_mutex_);
+    insert(jti, expires_at);
     return true;
   }
 
   RevokeOutcome revoke_for(std::string_view owner, std::string_view jti, std::int64_t expires_at,
                            std::size_t limit) override {
-    std::lock_guard<std::mutex> writing(write_mutex_);
-    if (!owner_has_room_writing(owner, jti, limit)) return RevokeOutcome::limit_reached;
-    add_owned_writing(owner, jti, expires_at);
-    insert_writing(jti, expires_at);
+    detail::Lock writing(write_mutex_);
+    if (!owner_has_room(owner, jti, limit)) return RevokeOutcome::limit_reached;
+    add_owned(owner, jti, expires_at);
+    insert(jti, expires_at);
     return RevokeOutcome::revoked;
   }
 
   std::optional<std::size_t> outstanding_for(std::string_view owner) override {
-    std::lock_guard<std::mutex> writing(write_mutex_);
+    detail::Lock writing(write_mutex_);
     auto it = owners_.find(std::string(owner));
     if (it == owners_.end()) return std::size_t{0};
     prune_owned(it->second, clock_());
@@ -5334,45 +5368,44 @@ class MemoryRevocationStore : public RevocationStore {
   bool is_revoked(std::string_view jti) override {
     std::uint64_t hi, lo;
     const bool uuid = detail::parse_uuid_key(jti, hi, lo);
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     if (uuid) return table_.contains(hi, lo);
     return !others_.empty() && others_.find(std::string(jti)) != others_.end();
   }
 
   /// @brief How many revocations are held (expired ones may linger until the next sweep).
   std::size_t size() {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+    detail::ReaderLock lock(mutex_);
     return table_.size() + others_.size();
   }
 
  protected:
   /// @brief Adds or extends a revocation; true when @p jti was not held yet.
   /// Sweeps expired entries when the store has doubled since the last sweep
-  /// (unless @p may_sweep is false). Caller holds write_mutex_.
-  bool insert_writing(std::string_view jti, std::int64_t expires_at, bool may_sweep = true) {
+  /// (unless @p may_sweep is false).
+  bool insert(std::string_view jti, std::int64_t expires_at, bool may_sweep = true) IWSEC_REQUIRES(write_mutex_) {
     std::uint64_t hi, lo;
     bool added;
     if (detail::parse_uuid_key(jti, hi, lo)) {
-      if (!table_.has_room_for_one_more()) rebuild_writing(1);
-      std::unique_lock<std::shared_mutex> lock(mutex_);
+      if (!table_for_writer().has_room_for_one_more()) rebuild(1);
+      detail::WriterLock lock(mutex_);
       added = table_.insert(hi, lo, expires_at);
     } else {
-      std::unique_lock<std::shared_mutex> lock(mutex_);
+      detail::WriterLock lock(mutex_);
       auto inserted = others_.emplace(std::string(jti), expires_at);
       if (!inserted.second) inserted.first->second = std::max(inserted.first->second, expires_at);
       added = inserted.second;
     }
-    if (may_sweep && table_.size() + others_.size() >= next_sweep_) sweep_writing();
+    if (may_sweep && table_for_writer().size() + others_for_writer().size() >= next_sweep_) sweep();
     return added;
   }
 
   /// @brief Whether revoking @p jti for @p owner stays within @p limit: it
   /// is revoked already (no new entry), or the owner holds fewer than
   /// @p limit unexpired ones. A jti that is not a UUID is never counted.
-  /// Caller holds write_mutex_.
-  bool owner_has_room_writing(std::string_view owner, std::string_view jti, std::size_t limit) {
+  bool owner_has_room(std::string_view owner, std::string_view jti, std::size_t limit) IWSEC_REQUIRES(write_mutex_) {
     std::uint64_t hi, lo;
-    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return true;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_for_writer().contains(hi, lo)) return true;
     auto it = owners_.find(std::string(owner));
     if (it == owners_.end()) return limit > 0;
     if (it->second.size() >= limit) prune_owned(it->second, clock_());  // only when it matters
@@ -5380,74 +5413,93 @@ class MemoryRevocationStore : public RevocationStore {
   }
 
   /// @brief Counts @p jti, not revoked yet, as one of @p owner's
-  /// revocations; call it before insert_writing. Caller holds write_mutex_.
-  void add_owned_writing(std::string_view owner, std::string_view jti, std::int64_t expires_at) {
+  /// revocations; call it before insert.
+  void add_owned(std::string_view owner, std::string_view jti, std::int64_t expires_at) IWSEC_REQUIRES(write_mutex_) {
     std::uint64_t hi, lo;
-    if (!detail::parse_uuid_key(jti, hi, lo) || table_.contains(hi, lo)) return;
+    if (!detail::parse_uuid_key(jti, hi, lo) || table_for_writer().contains(hi, lo)) return;
     owners_[std::string(owner)].push_back(owned{hi, lo, expires_at});
   }
 
   /// @brief Drops expired entries now (rebuilding only when there are
-  /// some). Caller holds write_mutex_.
-  void sweep_writing() {
+  /// some).
+  void sweep() IWSEC_REQUIRES(write_mutex_) {
     const std::int64_t now = clock_();
     bool expired = false;
-    table_.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { expired |= exp <= now; });
-    for (const auto& entry : others_) expired |= entry.second <= now;
-    if (expired) rebuild_writing(0);
+    table_for_writer().for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { expired |= exp <= now; });
+    for (const auto& entry : others_for_writer()) expired |= entry.second <= now;
+    if (expired) rebuild(0);
     for (auto it = owners_.begin(); it != owners_.end();) {
       prune_owned(it->second, now);
       it = it->second.empty() ? owners_.erase(it) : std::next(it);
     }
-    schedule_sweep_writing();
+    schedule_sweep();
   }
 
   /// @brief Schedules the next sweep for when the store has doubled (after a
-  /// bulk load made with @p may_sweep false). Caller holds write_mutex_.
-  void schedule_sweep_writing() { next_sweep_ = std::max<std::size_t>(1024, (table_.size() + others_.size()) * 2); }
+  /// bulk load made with @p may_sweep false).
+  void schedule_sweep() IWSEC_REQUIRES(write_mutex_) {
+    next_sweep_ = std::max<std::size_t>(1024, (table_for_writer().size() + others_for_writer().size()) * 2);
+  }
 
-  /// @brief Makes room for @p entries without growing. Caller holds write_mutex_.
-  void reserve_writing(std::size_t entries) {
-    if (entries > table_.capacity() * 3 / 4) rebuild_writing(entries - std::min(entries, table_.size()));
+  /// @brief Makes room for @p entries without growing.
+  void reserve(std::size_t entries) IWSEC_REQUIRES(write_mutex_) {
+    const detail::uuid_table& table = table_for_writer();
+    if (entries > table.capacity() * 3 / 4) rebuild(entries - std::min(entries, table.size()));
   }
 
   /// @brief Calls @p f(jti_text_appender, expires_at, owner) for every
   /// entry, once per owner it counts against (owner null: none); @p f gets a
-  /// callable that appends the jti to a string. Caller holds write_mutex_.
+  /// callable that appends the jti to a string.
   template <typename F>
-  void for_each_writing(F&& f) const {
+  void for_each_entry(F&& f) const IWSEC_REQUIRES(write_mutex_) {
     std::unordered_map<key, std::vector<const std::string*>, key_hash> owners_of;
     for (const auto& entry : owners_)
       for (const auto& o : entry.second) owners_of[key{o.hi, o.lo}].push_back(&entry.first);
-    table_.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
+    table_for_writer().for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
       const auto append_jti = [hi, lo](std::string& out) { detail::append_uuid_key(out, hi, lo); };
       const auto it = owners_of.find(key{hi, lo});
       if (it == owners_of.end()) return f(append_jti, exp, static_cast<const std::string*>(nullptr));
       for (const std::string* owner : it->second) f(append_jti, exp, owner);
     });
-    for (const auto& entry : others_)
+    for (const auto& entry : others_for_writer())
       f([&entry](std::string& out) { out += entry.first; }, entry.second, static_cast<const std::string*>(nullptr));
   }
 
   Clock clock_;
-  std::mutex write_mutex_;  // one writer at a time: guards changes to table_, others_, next_sweep_
+  // One writer at a time: guards changes to table_, others_ (with mutex_
+  // too), owners_ and next_sweep_. Taken before mutex_.
+  detail::Mutex write_mutex_ IWSEC_ACQUIRED_BEFORE(mutex_);
 
  private:
   // Builds a table of the live entries with room for @p extra more beside the
   // current one (readers keep using it), then swaps it in.
-  void rebuild_writing(std::size_t extra) {
+  void rebuild(std::size_t extra) IWSEC_REQUIRES(write_mutex_) {
     const std::int64_t now = clock_();
     std::size_t live = 0;
-    table_.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { live += exp > now; });
+    const detail::uuid_table& table = table_for_writer();
+    table.for_each([&](std::uint64_t, std::uint64_t, std::int64_t exp) { live += exp > now; });
     detail::uuid_table next((live + extra) * 3 / 2 + 1);  // at most about half full
-    table_.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
+    table.for_each([&](std::uint64_t hi, std::uint64_t lo, std::int64_t exp) {
       if (exp > now) next.insert(hi, lo, exp);
     });
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    std::swap(table_, next);
-    for (auto it = others_.begin(); it != others_.end();) it = it->second <= now ? others_.erase(it) : ++it;
-    lock.unlock();
+    {
+      detail::WriterLock lock(mutex_);
+      std::swap(table_, next);
+      for (auto it = others_.begin(); it != others_.end();) it = it->second <= now ? others_.erase(it) : ++it;
+    }
     // The old table is unmapped here, outside the lock.
+  }
+
+  // table_ and others_ change only with write_mutex_ held as well as mutex_
+  // exclusively, so a writer holding write_mutex_ reads them without mutex_.
+  // The analysis cannot say "either lock for reading", so these two say it
+  // once, for the analysis.
+  const detail::uuid_table& table_for_writer() const IWSEC_REQUIRES(write_mutex_) IWSEC_NO_THREAD_SAFETY_ANALYSIS {
+    return table_;
+  }
+  const std::unordered_map<std::string, std::int64_t>& others_for_writer() const IWSEC_REQUIRES(write_mutex_)
+      IWSEC_NO_THREAD_SAFETY_ANALYSIS {
+    return others_;
   }
 
   struct owned {
@@ -5469,13 +5521,13 @@ class MemoryRevocationStore : public RevocationStore {
                list.end());
   }
 
-  std::shared_mutex mutex_;  // readers share it; writers hold it only to change or swap
-  detail::uuid_table table_;
-  std::unordered_map<std::string, std::int64_t> others_;  // jtis that are not canonical UUIDs
+  detail::SharedMutex mutex_;  // readers share it; writers hold it only to change or swap
+  detail::uuid_table table_ IWSEC_GUARDED_BY(mutex_);
+  std::unordered_map<std::string, std::int64_t> others_ IWSEC_GUARDED_BY(mutex_);  // jtis that are not canonical UUIDs
   // Per owner (a user id), its unexpired revocations made by revoke_for: at
   // most the limit it was given each. Guarded by write_mutex_ alone.
-  std::unordered_map<std::string, std::vector<owned>> owners_;
-  std::size_t next_sweep_ = 1024;
+  std::unordered_map<std::string, std::vector<owned>> owners_ IWSEC_GUARDED_BY(write_mutex_);
+  std::size_t next_sweep_ IWSEC_GUARDED_BY(write_mutex_) = 1024;
 };
 
 }  // namespace iwsec
@@ -5616,7 +5668,6 @@ inline bool read_revocation_journal(const std::string& path, std::int64_t now, s
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -5643,8 +5694,8 @@ class JournalRevocationStore : public MemoryRevocationStore {
   /// when it cannot be read or written.
   explicit JournalRevocationStore(std::string path, Clock clock = system_now)
       : MemoryRevocationStore(std::move(clock)), path_(std::move(path)) {
-    std::lock_guard<std::mutex> appending(append_mutex_);
-    std::lock_guard<std::mutex> writing(write_mutex_);
+    detail::Lock appending(append_mutex_);
+    detail::Lock writing(write_mutex_);
     bool clean = false;
     off_t bytes = 0;
     std::size_t lines = 0;
@@ -5656,7 +5707,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       if (in && !replay(in.get(), clean, bytes, lines))
         throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
     }
-    schedule_sweep_writing();
+    schedule_sweep();
     if (clean) {
       // Nothing to drop: append to the journal as it is (a restart then costs
       // one read, not a rewrite of every entry).
@@ -5670,7 +5721,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       }
       journal_.reset();
     }
-    if (!compact_appending_locked()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
+    if (!rewrite_journal()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
@@ -5703,36 +5754,36 @@ class JournalRevocationStore : public MemoryRevocationStore {
   // @p owner, the limit is checked first (append_mutex_ serialises writers,
   // so the check still holds when the line lands).
   RevokeOutcome append_revocation(const std::string* owner, std::string_view jti, std::int64_t expires_at,
-                                  std::size_t limit) {
+                                  std::size_t limit) IWSEC_EXCLUDES(append_mutex_, write_mutex_) {
     if (!journal_word(jti)) return RevokeOutcome::failed;
     std::string line;
     detail::append_revocation_line(line, jti, expires_at, owner ? std::string_view(*owner) : std::string_view());
     // Writers queue here; readers (is_revoked) never wait for the disk.
-    std::lock_guard<std::mutex> appending(append_mutex_);
+    detail::Lock appending(append_mutex_);
     if (owner) {
-      std::lock_guard<std::mutex> writing(write_mutex_);
-      if (!owner_has_room_writing(*owner, jti, limit)) return RevokeOutcome::limit_reached;
+      detail::Lock writing(write_mutex_);
+      if (!owner_has_room(*owner, jti, limit)) return RevokeOutcome::limit_reached;
     }
-    if (!journal_ && !compact_appending_locked_writing()) return RevokeOutcome::failed;
+    if (!journal_ && !compact()) return RevokeOutcome::failed;
     if (!append_durably(line)) return RevokeOutcome::failed;
-    bool compact;
+    bool due;
     {
-      std::lock_guard<std::mutex> writing(write_mutex_);
-      if (owner) add_owned_writing(*owner, jti, expires_at);
-      insert_writing(jti, expires_at);
-      compact = journal_lines_ > 4096 && journal_lines_ > 2 * size();
+      detail::Lock writing(write_mutex_);
+      if (owner) add_owned(*owner, jti, expires_at);
+      insert(jti, expires_at);
+      due = journal_lines_ > 4096 && journal_lines_ > 2 * size();
     }
-    if (compact) compact_appending_locked_writing();  // on failure the current journal stays in use
+    if (due) compact();  // on failure the current journal stays in use
     return RevokeOutcome::revoked;
   }
 
   // Reads the journal in blocks and applies every complete, well-formed, live
   // line. @p clean: the file holds only such lines, each jti once, and ends
   // with a newline (so it can be appended to as it is).
-  bool replay(int fd, bool& clean, off_t& bytes, std::size_t& lines) {
+  bool replay(int fd, bool& clean, off_t& bytes, std::size_t& lines) IWSEC_REQUIRES(write_mutex_) {
     struct stat st;
     if (::fstat(fd, &st) == 0 && st.st_size > 0)
-      reserve_writing(static_cast<std::size_t>(st.st_size) / 48);  // the shortest live UUID line
+      reserve(static_cast<std::size_t>(st.st_size) / 48);  // the shortest live UUID line
     const std::int64_t now = clock_();
     clean = true;
     bytes = 0;
@@ -5774,19 +5825,19 @@ class JournalRevocationStore : public MemoryRevocationStore {
   }
 
   // One `<jti> <exp>[ <owner>]` line; true when it was well formed, live and new.
-  bool apply_line(std::string_view line, std::int64_t now) {
+  bool apply_line(std::string_view line, std::int64_t now) IWSEC_REQUIRES(write_mutex_) {
     std::string_view jti, owner;
     std::int64_t exp = 0;
     if (!detail::parse_revocation_line(line, jti, exp, owner) || exp <= now) return false;
-    if (!owner.empty()) add_owned_writing(owner, jti, exp);
-    return insert_writing(jti, exp, false);
+    if (!owner.empty()) add_owned(owner, jti, exp);
+    return insert(jti, exp, false);
   }
 
   // Appends one record and fsyncs it. On failure the journal is cut back to
   // its last acknowledged length, so a partial record can never merge with
   // (and spoil) the next one; if even that fails, appending stops until a
   // compaction rewrites the journal.
-  bool append_durably(const std::string& line) {
+  bool append_durably(const std::string& line) IWSEC_REQUIRES(append_mutex_) {
     if (detail::write_all(journal_.get(), line) && ::fdatasync(journal_.get()) == 0) {
       journal_bytes_ += static_cast<off_t>(line.size());
       ++journal_lines_;
@@ -5796,16 +5847,17 @@ class JournalRevocationStore : public MemoryRevocationStore {
     return false;
   }
 
-  bool compact_appending_locked_writing() {
-    std::lock_guard<std::mutex> writing(write_mutex_);
-    return compact_appending_locked();
+  // rewrite_journal(), taking write_mutex_ for it.
+  bool compact() IWSEC_REQUIRES(append_mutex_) IWSEC_EXCLUDES(write_mutex_) {
+    detail::Lock writing(write_mutex_);
+    return rewrite_journal();
   }
 
   // Rewrites the journal with only live entries (written in blocks to a
   // temporary file, fsynced, renamed over the journal, directory fsynced) and
-  // appends to the new file from then on. Caller holds append_mutex_ and
-  // write_mutex_ (lookups go on meanwhile).
-  bool compact_appending_locked() {
+  // appends to the new file from then on. Writers wait meanwhile; lookups go
+  // on.
+  bool rewrite_journal() IWSEC_REQUIRES(append_mutex_, write_mutex_) {
     const detail::directory_handle dir(detail::parent_directory(path_));
     if (!dir) return false;
     const std::string base = detail::base_name(path_);
@@ -5817,7 +5869,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
     std::string block;
     block.reserve((1 << 20) + 512);
     bool ok = true;
-    for_each_writing([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
+    for_each_entry([&](const auto& append_jti, std::int64_t exp, const std::string* owner) {
       if (!ok || exp <= now) return;
       detail::append_revocation_line_with(block, append_jti, exp, owner ? std::string_view(*owner) : std::string_view());
       ++lines;
@@ -5849,10 +5901,11 @@ class JournalRevocationStore : public MemoryRevocationStore {
   }
 
   std::string path_;
-  std::mutex append_mutex_;  // guards journal_, journal_bytes_, journal_lines_; taken before write_mutex_
-  detail::unique_fd journal_;
-  off_t journal_bytes_ = 0;
-  std::size_t journal_lines_ = 0;
+  // Serialises writers through the disk; taken before write_mutex_.
+  detail::Mutex append_mutex_ IWSEC_ACQUIRED_BEFORE(write_mutex_);
+  detail::unique_fd journal_ IWSEC_GUARDED_BY(append_mutex_);
+  off_t journal_bytes_ IWSEC_GUARDED_BY(append_mutex_) = 0;
+  std::size_t journal_lines_ IWSEC_GUARDED_BY(append_mutex_) = 0;
 };
 
 }  // namespace iwsec
@@ -6158,7 +6211,6 @@ class Lockout {
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -6211,8 +6263,8 @@ class LockoutTracker : public Lockout {
     std::optional<key> account_key, client_key;
     if (account) account_key = make_key('a', normalise_account(*account));
     if (!client.empty()) client_key = make_key('c', client);
-    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
-    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    detail::Lock account_lock(accounts_mutex_);
+    detail::Lock client_lock(clients_mutex_);
     std::int64_t wait = 0;
     if (account_key) wait = std::max(wait, account_wait(*account_key, now, true));
     if (client_key) wait = std::max(wait, client_wait(*client_key, now, true));
@@ -6226,7 +6278,7 @@ class LockoutTracker : public Lockout {
   std::int64_t account_wait(std::string_view account, std::int64_t now) override {
     if (!policy_.enabled) return 0;
     const key k = make_key('a', normalise_account(account));
-    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    detail::Lock lock(accounts_mutex_);
     return account_wait(k, now, false);
   }
 
@@ -6234,7 +6286,7 @@ class LockoutTracker : public Lockout {
   std::int64_t client_wait(std::string_view client, std::int64_t now) override {
     if (!policy_.enabled || client.empty()) return 0;
     const key k = make_key('c', client);
-    std::lock_guard<std::mutex> lock(clients_mutex_);
+    detail::Lock lock(clients_mutex_);
     return client_wait(k, now, false);
   }
 
@@ -6242,24 +6294,24 @@ class LockoutTracker : public Lockout {
   /// administrator's "unlock").
   void unlock_account(std::string_view account) override {
     const key k = make_key('a', normalise_account(account));
-    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    detail::Lock lock(accounts_mutex_);
     accounts_.erase(k);
   }
 
   /// @brief Forgets every failure of @p client.
   void unlock_client(std::string_view client) override {
     const key k = make_key('c', client);
-    std::lock_guard<std::mutex> lock(clients_mutex_);
+    detail::Lock lock(clients_mutex_);
     clients_.erase(k);
   }
 
   /// @brief Entries held (for tests and monitoring).
   std::size_t tracked_accounts() const {
-    std::lock_guard<std::mutex> lock(accounts_mutex_);
+    detail::Lock lock(accounts_mutex_);
     return accounts_.size();
   }
   std::size_t tracked_clients() const {
-    std::lock_guard<std::mutex> lock(clients_mutex_);
+    detail::Lock lock(clients_mutex_);
     return clients_.size();
   }
 
@@ -6293,7 +6345,7 @@ class LockoutTracker : public Lockout {
     return pending >= allowed;
   }
 
-  std::int64_t account_wait(const key& k, std::int64_t now, bool starting) const {
+  std::int64_t account_wait(const key& k, std::int64_t now, bool starting) const IWSEC_REQUIRES(accounts_mutex_) {
     auto it = accounts_.find(k);
     if (it == accounts_.end()) return 0;
     const account_entry& e = it->second;
@@ -6305,7 +6357,7 @@ class LockoutTracker : public Lockout {
     return 0;
   }
 
-  std::int64_t client_wait(const key& k, std::int64_t now, bool starting) const {
+  std::int64_t client_wait(const key& k, std::int64_t now, bool starting) const IWSEC_REQUIRES(clients_mutex_) {
     auto it = clients_.find(k);
     if (it == clients_.end()) return 0;
     const client_entry& e = it->second;
@@ -6315,7 +6367,7 @@ class LockoutTracker : public Lockout {
     return 0;
   }
 
-  account_entry& account_entry_for(const key& k, std::int64_t now) {
+  account_entry& account_entry_for(const key& k, std::int64_t now) IWSEC_REQUIRES(accounts_mutex_) {
     auto it = accounts_.find(k);
     if (it == accounts_.end()) {
       if (accounts_.size() >= policy_.max_tracked_accounts) evict_accounts(now);
@@ -6324,7 +6376,7 @@ class LockoutTracker : public Lockout {
     return it->second;
   }
 
-  client_entry& client_entry_for(const key& k, std::int64_t now) {
+  client_entry& client_entry_for(const key& k, std::int64_t now) IWSEC_REQUIRES(clients_mutex_) {
     auto it = clients_.find(k);
     if (it == clients_.end()) {
       if (clients_.size() >= policy_.max_tracked_clients) evict_clients(now);
@@ -6336,8 +6388,8 @@ class LockoutTracker : public Lockout {
   LockTransition finish(const std::optional<key>& account, const std::optional<key>& client, std::int64_t now,
                         bool success) override {
     LockTransition started;
-    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
-    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    detail::Lock account_lock(accounts_mutex_);
+    detail::Lock client_lock(clients_mutex_);
     if (account) {
       account_entry& e = account_entry_for(*account, now);  // evicted meanwhile: counted afresh
       if (e.pending > 0) --e.pending;
@@ -6364,8 +6416,8 @@ class LockoutTracker : public Lockout {
   }
 
   void abandon(const std::optional<key>& account, const std::optional<key>& client) noexcept override {
-    std::lock_guard<std::mutex> account_lock(accounts_mutex_);
-    std::lock_guard<std::mutex> client_lock(clients_mutex_);
+    detail::Lock account_lock(accounts_mutex_);
+    detail::Lock client_lock(clients_mutex_);
     if (account) {
       auto it = accounts_.find(*account);
       if (it != accounts_.end() && it->second.pending > 0) --it->second.pending;
@@ -6402,7 +6454,7 @@ class LockoutTracker : public Lockout {
 
   std::size_t eviction_target(std::size_t cap) const { return cap - std::max<std::size_t>(1, cap / 8); }
 
-  void evict_accounts(std::int64_t now) {
+  void evict_accounts(std::int64_t now) IWSEC_REQUIRES(accounts_mutex_) {
     for (auto it = accounts_.begin(); it != accounts_.end();)
       it = account_expired(it->second, now) && it->second.pending == 0 ? accounts_.erase(it) : std::next(it);
     const std::size_t target = eviction_target(policy_.max_tracked_accounts);
@@ -6423,7 +6475,7 @@ class LockoutTracker : public Lockout {
     for (std::size_t i = 0; i < drop; ++i) accounts_.erase(ranked[i].second);
   }
 
-  void evict_clients(std::int64_t now) {
+  void evict_clients(std::int64_t now) IWSEC_REQUIRES(clients_mutex_) {
     for (auto it = clients_.begin(); it != clients_.end();)
       it = client_expired(it->second, now) && it->second.pending == 0 ? clients_.erase(it) : std::next(it);
     const std::size_t target = eviction_target(policy_.max_tracked_clients);
@@ -6445,10 +6497,10 @@ class LockoutTracker : public Lockout {
   }
 
   LockoutPolicy policy_;
-  mutable std::mutex accounts_mutex_;  // always taken before clients_mutex_
-  mutable std::mutex clients_mutex_;
-  std::unordered_map<key, account_entry, key_hash> accounts_;
-  std::unordered_map<key, client_entry, key_hash> clients_;
+  mutable detail::Mutex accounts_mutex_ IWSEC_ACQUIRED_BEFORE(clients_mutex_);  // always taken first
+  mutable detail::Mutex clients_mutex_;
+  std::unordered_map<key, account_entry, key_hash> accounts_ IWSEC_GUARDED_BY(accounts_mutex_);
+  std::unordered_map<key, client_entry, key_hash> clients_ IWSEC_GUARDED_BY(clients_mutex_);
 };
 
 }  // namespace iwsec
@@ -6469,11 +6521,11 @@ class LockoutTracker : public Lockout {
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
 
 namespace iwsec {
 
@@ -6653,7 +6705,7 @@ class Metrics {
       out += "iwsec_request_duration_seconds_count{route=\"" + std::string(route) + "\"} " +
              std::to_string(s.count()) + '\n';
     }
-    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    detail::Lock lock(gauges_mutex_);
     for (const auto& g : gauges_) {
       family(out, g.name.c_str(), g.type, g.help.c_str());
       out += g.name + ' ' + number(g.read()) + '\n';
@@ -6695,7 +6747,7 @@ class Metrics {
       throw std::invalid_argument(where + "'" + name + "' is not an iwsec_ metric name");
     for (char c : help)
       if (c == '\n' || c == '\\') throw std::invalid_argument(where + "help must be one plain line");
-    std::lock_guard<std::mutex> lock(gauges_mutex_);
+    detail::Lock lock(gauges_mutex_);
     for (const auto& g : gauges_)
       if (g.name == name) throw std::invalid_argument(where + "'" + name + "' already added");
     for (const char* own : own_names)
@@ -6772,8 +6824,8 @@ class Metrics {
   std::array<counter, 2> validations_, guard_checks_, lockouts_;
   counter revocations_;
   std::array<histogram, route_count> histograms_;
-  mutable std::mutex gauges_mutex_;
-  std::vector<gauge> gauges_;
+  mutable detail::Mutex gauges_mutex_;
+  std::vector<gauge> gauges_ IWSEC_GUARDED_BY(gauges_mutex_);
 };
 
 }  // namespace iwsec
@@ -7393,7 +7445,6 @@ inline void refuse_body(httplib::Response& res, request_body body, std::string_v
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -7460,7 +7511,7 @@ class verified_token_cache {
       std::shared_ptr<const VerifiedToken> shared;
       std::int64_t verified_at = 0;
       {
-        std::lock_guard<std::mutex> lock(s.mutex);
+        Lock lock(s.mutex);
         const slot* hit = nullptr;
         for (const slot& e : s.slots)
           if (e.claims && e.hash == hash && e.epoch == current && same_bytes(e.token, token)) hit = &e;
@@ -7493,7 +7544,7 @@ class verified_token_cache {
     if (token.size() > max_token_bytes) return;
     const std::uint64_t hash = hash_of(token);
     set& s = set_of(hash);
-    std::lock_guard<std::mutex> lock(s.mutex);
+    Lock lock(s.mutex);
     if (epoch != this->epoch()) return;  // invalidated meanwhile: verified under what may be gone
     // The token's own slot, else a free or stale one, else the oldest stored.
     slot* target = nullptr;
@@ -7525,9 +7576,9 @@ class verified_token_cache {
   };
 
   struct set {
-    std::mutex mutex;
-    std::uint64_t stores = 0;
-    slot slots[ways];
+    Mutex mutex;
+    std::uint64_t stores IWSEC_GUARDED_BY(mutex) = 0;
+    slot slots[ways] IWSEC_GUARDED_BY(mutex);
   };
 
   set& set_of(std::uint64_t hash) const noexcept {
