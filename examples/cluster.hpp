@@ -22,7 +22,7 @@
 #include "cli.hpp"
 #include "user_report.hpp"
 
-#include <iwsec/revocation_journal.hpp>
+#include <iwsec/iwsec.hpp>  // the programs include only this one (and postgres/): the single-header build has no other
 
 #ifdef IWSEC_HAVE_POSTGRES
 #include <iwsec/postgres/backend.hpp>

@@ -291,6 +291,26 @@ class PublicApiOnly(unittest.TestCase):
         self.assertNotIn("detail::", text)
         self.assertNotIn("startup.hpp", text)
 
+    def test_programs_include_only_what_the_single_header_build_has(self):
+        # The single-header build (.ci/single-header) offers <iwsec/iwsec.hpp>
+        # alone (cluster mode is not built there): a program, test or
+        # benchmark that names another library header breaks it.
+        bad = []
+        for folder in ("examples", "tests", "bench"):
+            for root, _, files in os.walk(os.path.join(SOURCE, folder)):
+                if "consumers" in root.split(os.sep):
+                    continue  # consumer projects test the installed headers on purpose
+                for name in files:
+                    if not name.endswith((".cpp", ".hpp")):
+                        continue
+                    path = os.path.join(root, name)
+                    with open(path) as f:
+                        for n, line in enumerate(f, 1):
+                            m = re.match(r'\s*#\s*include\s*<(iwsec/[^>]+)>', line)
+                            if m and m.group(1) != "iwsec/iwsec.hpp" and not m.group(1).startswith("iwsec/postgres/"):
+                                bad.append("%s:%d: %s" % (os.path.relpath(path, SOURCE), n, m.group(1)))
+        self.assertEqual(bad, [])
+
     def test_existing_service_includes_no_program_header(self):
         # Everything it mounts comes from <iwsec/...>: no header of the
         # bundled programs' folder (examples/*.hpp).
