@@ -154,10 +154,19 @@ struct HostRevocationsWithoutCap : iwsec::RevocationStore {
   bool revoke(std::string_view, std::int64_t) override { return true; }
   bool is_revoked(std::string_view) override { return false; }
 };
+// Keeps the cap but cannot say how many an owner holds.
+struct HostRevocationsWithoutCounts : iwsec::RevocationStore {
+  bool revoke(std::string_view, std::int64_t) override { return true; }
+  bool is_revoked(std::string_view) override { return false; }
+  iwsec::RevokeOutcome revoke_for(std::string_view, std::string_view, std::int64_t, std::size_t) override {
+    return iwsec::RevokeOutcome::revoked;
+  }
+};
 
-TEST_CASE("a host store must implement delete_user and revoke_for (no default drops the rule)", "[sessions][store]") {
+TEST_CASE("a host store must implement delete_user, revoke_for and outstanding_for (no default drops the rule)", "[sessions][store]") {
   CHECK(std::is_abstract<HostStoreWithoutDelete>::value);
   CHECK(std::is_abstract<HostRevocationsWithoutCap>::value);
+  CHECK(std::is_abstract<HostRevocationsWithoutCounts>::value);
   CHECK_FALSE(std::is_abstract<iwsec::MemoryUserStore>::value);
   CHECK_FALSE(std::is_abstract<iwsec::JournalRevocationStore>::value);
 }

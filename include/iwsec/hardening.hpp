@@ -20,6 +20,7 @@
 #include <httplib.h>
 
 #include "detail/request_body.hpp"
+#include "errors.hpp"
 
 namespace iwsec {
 
@@ -55,12 +56,12 @@ struct HardeningOptions {
 /// @brief Applies @p options to @p server (before it listens). Throws
 /// std::invalid_argument for a zero payload limit, timeout or request count.
 inline void harden(httplib::Server& server, const HardeningOptions& options = HardeningOptions()) {
-  if (options.payload_max_bytes == 0) throw std::invalid_argument("iwsec: HardeningOptions::payload_max_bytes is 0");
+  if (options.payload_max_bytes == 0) throw invalid_option("iwsec: HardeningOptions::payload_max_bytes is 0");
   if (options.read_timeout.count() <= 0 || options.write_timeout.count() <= 0 ||
       options.keep_alive_timeout.count() <= 0)
-    throw std::invalid_argument("iwsec: HardeningOptions timeouts must be at least 1 s");
+    throw invalid_option("iwsec: HardeningOptions timeouts must be at least 1 s");
   if (options.keep_alive_max_requests == 0)
-    throw std::invalid_argument("iwsec: HardeningOptions::keep_alive_max_requests is 0");
+    throw invalid_option("iwsec: HardeningOptions::keep_alive_max_requests is 0");
   server.set_payload_max_length(options.payload_max_bytes);
   server.set_read_timeout(options.read_timeout);
   server.set_write_timeout(options.write_timeout);

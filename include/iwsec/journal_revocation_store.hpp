@@ -21,6 +21,7 @@
 #include "detail/file.hpp"
 #include "detail/revocation_journal.hpp"
 #include "detail/thread_safety.hpp"
+#include "errors.hpp"
 #include "memory_revocation_store.hpp"
 #include "revocation_store_interface.hpp"
 
@@ -48,9 +49,9 @@ class JournalRevocationStore : public MemoryRevocationStore {
       detail::unique_fd in = detail::open_fd(path_, O_RDONLY | O_NOFOLLOW);
       // Only a missing journal starts empty: one that exists but cannot be
       // read must not be replaced by an empty one.
-      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
+      if (!in && errno != ENOENT) throw journal_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
       if (in && !replay(in.get(), clean, bytes, lines))
-        throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
+        throw journal_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
     }
     schedule_sweep();
     if (clean) {
@@ -66,7 +67,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       }
       journal_.reset();
     }
-    if (!rewrite_journal()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
+    if (!rewrite_journal()) throw journal_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {

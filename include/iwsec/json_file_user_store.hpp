@@ -31,12 +31,6 @@
 
 namespace iwsec {
 
-/// @brief Thrown when a users file exists but cannot be read or understood.
-class store_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 namespace detail {
 
 /// @brief A lock a thread can wait for with a deadline, on a mutex and a

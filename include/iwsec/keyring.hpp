@@ -57,13 +57,6 @@ inline void wipe(std::string& s) {
 }
 }  // namespace detail
 
-/// @brief A key file that cannot be read, created, understood or changed.
-/// The message names the path and the reason (the `strerror` text for I/O).
-class keyring_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 /// @brief One key of a keyring.
 struct KeyringEntry {
   std::string key_id;          ///< `kid`: 1 to 64 of `A-Z a-z 0-9 . _ -`

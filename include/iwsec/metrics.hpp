@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "detail/thread_safety.hpp"
+#include "errors.hpp"
 
 namespace iwsec {
 
@@ -157,7 +158,7 @@ class Metrics {
   /// and @p name must end in `_total`; @p read must never go down.
   void add_counter(std::string name, std::string help, std::function<double()> read) {
     if (name.size() < 6 || name.compare(name.size() - 6, 6, "_total") != 0)
-      throw std::invalid_argument("iwsec: Metrics::add_counter: '" + name + "' does not end in _total");
+      throw invalid_option("iwsec: Metrics::add_counter: '" + name + "' does not end in _total");
     add_read_metric("add_counter", "counter", std::move(name), std::move(help), std::move(read));
   }
 
@@ -237,14 +238,14 @@ class Metrics {
                        std::function<double()> read) {
     const std::string where = std::string("iwsec: Metrics::") + what + ": ";
     if (!valid_name(name) || name.rfind("iwsec_", 0) != 0 || !read)
-      throw std::invalid_argument(where + "'" + name + "' is not an iwsec_ metric name");
+      throw invalid_option(where + "'" + name + "' is not an iwsec_ metric name");
     for (char c : help)
-      if (c == '\n' || c == '\\') throw std::invalid_argument(where + "help must be one plain line");
+      if (c == '\n' || c == '\\') throw invalid_option(where + "help must be one plain line");
     detail::Lock lock(gauges_mutex_);
     for (const auto& g : gauges_)
-      if (g.name == name) throw std::invalid_argument(where + "'" + name + "' already added");
+      if (g.name == name) throw invalid_option(where + "'" + name + "' already added");
     for (const char* own : own_names)
-      if (name == own) throw std::invalid_argument(where + "'" + name + "' already added");
+      if (name == own) throw invalid_option(where + "'" + name + "' already added");
     gauges_.push_back(gauge{std::move(name), std::move(help), std::move(read), type});
   }
 

@@ -16,6 +16,7 @@
 
 #include "detail/base64.hpp"
 #include "detail/crypto.hpp"
+#include "errors.hpp"
 
 namespace iwsec {
 
@@ -107,7 +108,7 @@ struct Pbkdf2Hash {
 
 /// @brief Hashes @p password with a fresh 16-byte salt.
 inline std::string hash_password(std::string_view password, std::uint32_t rounds = default_pbkdf2_rounds) {
-  if (rounds == 0 || rounds > Pbkdf2Hash::max_rounds) throw std::invalid_argument("iwsec: PBKDF2 rounds out of range");
+  if (rounds == 0 || rounds > Pbkdf2Hash::max_rounds) throw invalid_option("iwsec: PBKDF2 rounds out of range");
   Pbkdf2Hash h;
   h.rounds = rounds;
   h.salt = detail::random_string(16);

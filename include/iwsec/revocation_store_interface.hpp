@@ -39,11 +39,11 @@ class RevocationStore {
                                    std::size_t limit) = 0;
 
   /// @brief How many unexpired revocations revoke_for holds for @p owner;
-  /// nothing when the store keeps no per-owner counts.
-  virtual std::optional<std::size_t> outstanding_for(std::string_view owner) {
-    (void)owner;
-    return std::nullopt;
-  }
+  /// nothing when the store cannot tell now (e.g. its database is
+  /// unreachable). Required (since 0.x), as revoke_for is: a store that
+  /// keeps the per-owner cap can count what it keeps, and a default that
+  /// answered "unknown" would hide a store that keeps no counts at all.
+  virtual std::optional<std::size_t> outstanding_for(std::string_view owner) = 0;
 };
 
 }  // namespace iwsec

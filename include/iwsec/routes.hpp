@@ -82,19 +82,19 @@ class security_core {
   static void validate_options(const Options& o) {
     constexpr std::int64_t max_seconds = max_duration_seconds;
     if (o.token_lifetime.count() <= 0 || o.token_lifetime.count() > max_seconds)
-      throw std::invalid_argument("iwsec: Options::token_lifetime must be 1 s to 366 days");
+      throw invalid_option("iwsec: Options::token_lifetime must be 1 s to 366 days");
     if (o.leeway.count() < 0 || o.leeway.count() > max_seconds)
-      throw std::invalid_argument("iwsec: Options::leeway must be 0 s to 366 days");
+      throw invalid_option("iwsec: Options::leeway must be 0 s to 366 days");
     if (o.password_rounds < 1 || o.password_rounds > Pbkdf2Hash::max_rounds)
-      throw std::invalid_argument("iwsec: Options::password_rounds out of range");
+      throw invalid_option("iwsec: Options::password_rounds out of range");
     if (o.max_revocations_per_user < 1)
-      throw std::invalid_argument("iwsec: Options::max_revocations_per_user must be at least 1");
+      throw invalid_option("iwsec: Options::max_revocations_per_user must be at least 1");
     if (o.max_authorization_bytes < 64)
-      throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
+      throw invalid_option("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
-      throw std::invalid_argument(std::string("iwsec: Options::lockout.") + error);
+      throw invalid_option(std::string("iwsec: Options::lockout.") + error);
     if (o.refresh_token_lifetime.count() < 0)
-      throw std::invalid_argument("iwsec: Options::refresh_token_lifetime must not be negative");
+      throw invalid_option("iwsec: Options::refresh_token_lifetime must not be negative");
   }
 
   /// @brief Hands one audit event to Options::on_audit (nothing is built

@@ -22,6 +22,7 @@
 #include "detail/crypto.hpp"
 #include "detail/json.hpp"
 #include "detail/thread_safety.hpp"
+#include "errors.hpp"
 
 namespace iwsec {
 
@@ -116,9 +117,9 @@ class VerifyResult {
   /// @brief The Signer::key_version() of the key set that checked the token
   /// (also for a rejection): a cache of verified tokens keys on it.
   std::uint64_t key_version() const noexcept { return key_version_; }
-  /// @brief The verified claims; throws std::logic_error when !ok().
+  /// @brief The verified claims; throws usage_error (a std::logic_error) when !ok().
   const VerifiedToken& token() const {
-    if (!ok()) throw std::logic_error("iwsec: VerifyResult::token() on a rejected token");
+    if (!ok()) throw usage_error("iwsec: VerifyResult::token() on a rejected token");
     return *token_;
   }
 
@@ -135,12 +136,6 @@ class VerifyResult {
 struct SigningKey {
   std::string key_id;  ///< may be empty only when it is the signer's sole key
   std::string secret;  ///< raw bytes, at least Signer::min_key_bytes
-};
-
-/// @brief Thrown by Signer's constructors for unusable key material.
-class key_error : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
 };
 
 /// @brief HS256 signer and strict verifier. Holds one or more keys: signs with

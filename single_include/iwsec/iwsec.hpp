@@ -176,8 +176,19 @@ inline constexpr std::int64_t max_duration_seconds = 366LL * 24 * 3600;
 // ----- end iwsec/clock.hpp -----
 // ----- begin iwsec/errors.hpp -----
 /// @file
-/// @brief StateUnavailable: what a store throws when it cannot show that its
-/// state is current, so the routes fail closed with a 503.
+/// @brief iwsec's one exception hierarchy: every exception iwsec throws
+/// (besides std::bad_alloc) is an iwsec::Error with an ErrorId, and derives
+/// from the standard type a host catches (std::invalid_argument for what the
+/// host got wrong, std::runtime_error for what went wrong at run time).
+///
+/// The verify path never throws: a token check answers with an
+/// iwsec::Rejection (observe.hpp), a password check with a bool. What throws
+/// is what cannot go on: settings out of range, unusable keys, a file that
+/// cannot be read or understood, state that cannot be shown to be current.
+///
+///     try { ... } catch (const iwsec::Error& e) {
+///       log(iwsec::to_string(e.id()), e.what());  // e.g. "keyring_error", "iwsec: ..."
+///     }
 
 #include <cstdint>
 #include <stdexcept>
@@ -185,16 +196,131 @@ inline constexpr std::int64_t max_duration_seconds = 366LL * 24 * 3600;
 
 namespace iwsec {
 
+/// @brief What kind of failure an iwsec::Error is. Stable numbers, grouped
+/// by hundreds: 1xx the host's settings, 2xx key material, 3xx files,
+/// 4xx state and the system, 5xx cluster mode's database.
+enum class ErrorId : int {
+  invalid_option = 101,   ///< invalid_option: an Options, HardeningOptions or metric setting out of range
+  usage_error = 102,      ///< usage_error: an API called where its precondition does not hold
+  key_error = 201,        ///< key_error: unusable signing-key material
+  keyring_error = 202,    ///< keyring_error: a key file that cannot be read, understood or changed
+  store_error = 301,      ///< store_error: a users file that cannot be read or understood
+  journal_error = 302,    ///< journal_error: a revocation journal that cannot be read or written
+  state_unavailable = 401,  ///< StateUnavailable: state that cannot be shown to be current (answered 503)
+  crypto_error = 402,     ///< crypto_error: OpenSSL failed (random bytes, a digest, PBKDF2)
+  sql_error = 501,        ///< postgres::SqlError: a statement the database refused
+  key_encryption_error = 502,  ///< postgres::key_encryption_error: a key-encryption key that cannot be used
+  schema_error = 503,     ///< postgres::schema_error: a database schema this build cannot use
+};
+
+/// @brief The id's name, as the class is named ("keyring_error").
+constexpr const char* to_string(ErrorId id) noexcept {
+  switch (id) {
+    case ErrorId::invalid_option: return "invalid_option";
+    case ErrorId::usage_error: return "usage_error";
+    case ErrorId::key_error: return "key_error";
+    case ErrorId::keyring_error: return "keyring_error";
+    case ErrorId::store_error: return "store_error";
+    case ErrorId::journal_error: return "journal_error";
+    case ErrorId::state_unavailable: return "state_unavailable";
+    case ErrorId::crypto_error: return "crypto_error";
+    case ErrorId::sql_error: return "sql_error";
+    case ErrorId::key_encryption_error: return "key_encryption_error";
+    case ErrorId::schema_error: return "schema_error";
+  }
+  return "unknown";
+}
+
+/// @brief The base every iwsec exception shares: catch it to catch them
+/// all. Not derived from std::exception itself (each concrete error derives
+/// from exactly one standard type, so `catch (const std::exception&)` stays
+/// unambiguous); what() is the same message as the standard base's.
+class Error {
+ public:
+  virtual ~Error() = default;
+  /// @brief What kind of failure this is.
+  ErrorId id() const noexcept { return id_; }
+  /// @brief The message: names the setting, path or part and the reason,
+  /// never a secret.
+  virtual const char* what() const noexcept = 0;
+
+ protected:
+  explicit Error(ErrorId id) noexcept : id_(id) {}
+  Error(const Error&) = default;
+  Error& operator=(const Error&) = default;
+
+ private:
+  ErrorId id_;
+};
+
+namespace detail {
+/// @brief An iwsec::Error with id @p Id that is also a @p Std.
+template <class Std, ErrorId Id>
+class basic_error : public Std, public Error {
+ public:
+  explicit basic_error(const std::string& what) : Std(what), Error(Id) {}
+  explicit basic_error(const char* what) : Std(what), Error(Id) {}
+  const char* what() const noexcept override { return Std::what(); }
+};
+}  // namespace detail
+
+/// @brief A setting out of range (Options, HardeningOptions, a metric's
+/// name, PBKDF2 rounds); the message names the setting.
+class invalid_option : public detail::basic_error<std::invalid_argument, ErrorId::invalid_option> {
+ public:
+  using basic_error::basic_error;
+};
+
+/// @brief An API called where its precondition does not hold (a bug in the
+/// caller, e.g. VerifyResult::token() on a rejected token).
+class usage_error : public detail::basic_error<std::logic_error, ErrorId::usage_error> {
+ public:
+  using basic_error::basic_error;
+};
+
+/// @brief Thrown by Signer's constructors for unusable key material.
+class key_error : public detail::basic_error<std::invalid_argument, ErrorId::key_error> {
+ public:
+  using basic_error::basic_error;
+};
+
+/// @brief A key file that cannot be read, created, understood or changed.
+/// The message names the path and the reason (the `strerror` text for I/O).
+class keyring_error : public detail::basic_error<std::runtime_error, ErrorId::keyring_error> {
+ public:
+  using basic_error::basic_error;
+};
+
+/// @brief Thrown when a users file exists but cannot be read or understood.
+class store_error : public detail::basic_error<std::runtime_error, ErrorId::store_error> {
+ public:
+  using basic_error::basic_error;
+};
+
+/// @brief A revocation journal that cannot be read or written (the message
+/// names the path and the reason).
+class journal_error : public detail::basic_error<std::runtime_error, ErrorId::journal_error> {
+ public:
+  using basic_error::basic_error;
+};
+
+/// @brief OpenSSL failed where it cannot fail on a sound system (random
+/// bytes, a digest, HMAC, PBKDF2).
+class crypto_error : public detail::basic_error<std::runtime_error, ErrorId::crypto_error> {
+ public:
+  using basic_error::basic_error;
+};
+
 /// @brief Thrown by a UserStore, RevocationStore or lockout backend when it
 /// cannot answer from state it can show to be current (a users file that
 /// changed but cannot be reloaded, a cluster replica past its staleness
 /// bound, a database that cannot be reached). The security routes and the
 /// guard answer it with 503, the `IW10002` envelope and `Retry-After`; the
 /// message is for the host's log and never reaches the client.
-class StateUnavailable : public std::runtime_error {
+class StateUnavailable : public detail::basic_error<std::runtime_error, ErrorId::state_unavailable> {
  public:
   explicit StateUnavailable(const std::string& what, std::int64_t retry_after_seconds = 1)
-      : std::runtime_error(what), retry_after_(retry_after_seconds < 1 ? 1 : retry_after_seconds) {}
+      : basic_error(what), retry_after_(retry_after_seconds < 1 ? 1 : retry_after_seconds) {}
 
   /// @brief Whole seconds a client should wait before trying again (at least 1).
   std::int64_t retry_after() const noexcept { return retry_after_; }
@@ -203,6 +329,37 @@ class StateUnavailable : public std::runtime_error {
   std::int64_t retry_after_;
 };
 
+namespace postgres {
+
+/// @brief An SQL statement the database refused (a constraint, a syntax
+/// error), as opposed to a database that cannot be reached (StateUnavailable).
+class SqlError : public iwsec::detail::basic_error<std::runtime_error, ErrorId::sql_error> {
+ public:
+  SqlError(const std::string& what, std::string sqlstate) : basic_error(what), sqlstate_(std::move(sqlstate)) {}
+  /// @brief The five-character SQLSTATE ("23505": unique violation).
+  const std::string& sqlstate() const noexcept { return sqlstate_; }
+  bool unique_violation() const noexcept { return sqlstate_ == "23505"; }
+
+ private:
+  std::string sqlstate_;
+};
+
+/// @brief A key-encryption key that cannot be read or used, or that does not
+/// match the one the database's keys are wrapped with. The message names the
+/// file (never its content).
+class key_encryption_error : public iwsec::detail::basic_error<std::runtime_error, ErrorId::key_encryption_error> {
+ public:
+  using basic_error::basic_error;
+};
+
+/// @brief A database whose iwsec schema this build cannot use (newer than
+/// it knows).
+class schema_error : public iwsec::detail::basic_error<std::runtime_error, ErrorId::schema_error> {
+ public:
+  using basic_error::basic_error;
+};
+
+}  // namespace postgres
 }  // namespace iwsec
 // ----- end iwsec/errors.hpp -----
 // ----- begin iwsec/signer.hpp -----
@@ -535,7 +692,7 @@ using sha256_digest = std::array<unsigned char, 32>;
 /// @brief Fills @p out with @p n bytes from OpenSSL's CSPRNG; throws if the
 /// generator cannot deliver (never silently weak randomness).
 inline void random_bytes(unsigned char* out, std::size_t n) {
-  if (n > 0 && RAND_bytes(out, static_cast<int>(n)) != 1) throw std::runtime_error("iwsec: RAND_bytes failed");
+  if (n > 0 && RAND_bytes(out, static_cast<int>(n)) != 1) throw crypto_error("iwsec: RAND_bytes failed");
 }
 
 inline std::string random_string(std::size_t n) {
@@ -550,7 +707,7 @@ inline sha256_digest sha256(std::string_view data) {
   unsigned int len = 0;
   if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(ctx, out.data(), &len) != 1)
-    throw std::runtime_error("iwsec: SHA-256 failed");
+    throw crypto_error("iwsec: SHA-256 failed");
   return out;
 }
 
@@ -828,13 +985,13 @@ class hmac_sha256_key {
     if (EVP_MD_CTX_copy_ex(work, inner_.get()) != 1 || EVP_DigestUpdate(work, data, n) != 1 ||
         EVP_DigestFinal_ex(work, inner_hash.data(), &len) != 1 || EVP_MD_CTX_copy_ex(work, outer_.get()) != 1 ||
         EVP_DigestUpdate(work, inner_hash.data(), inner_hash.size()) != 1 || EVP_DigestFinal_ex(work, out, &len) != 1)
-      throw std::runtime_error("iwsec: HMAC-SHA256 failed");
+      throw crypto_error("iwsec: HMAC-SHA256 failed");
   }
 
  private:
   static void absorb(EVP_MD_CTX* ctx, const std::array<unsigned char, 64>& pad) {
     if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, pad.data(), pad.size()) != 1)
-      throw std::runtime_error("iwsec: HMAC-SHA256 key setup failed");
+      throw crypto_error("iwsec: HMAC-SHA256 key setup failed");
   }
 
   md_ctx_ptr inner_;
@@ -849,7 +1006,7 @@ class hmac_sha256_key {
 inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
                                unsigned char* out, std::size_t length) {
   if (rounds == 0 || rounds > static_cast<std::uint32_t>(INT_MAX) || length > static_cast<std::size_t>(INT_MAX))
-    throw std::runtime_error("iwsec: PBKDF2 failed");
+    throw crypto_error("iwsec: PBKDF2 failed");
 #if IWSEC_LOW_LEVEL_SHA256
   if (length == 0) return;
   hmac_sha256_key(password).pbkdf2(reinterpret_cast<const unsigned char*>(salt.data()), salt.size(), rounds, out,
@@ -858,7 +1015,7 @@ inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt,
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                         reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
                         static_cast<int>(rounds), sha256_md(), static_cast<int>(length), out) != 1)
-    throw std::runtime_error("iwsec: PBKDF2 failed");
+    throw crypto_error("iwsec: PBKDF2 failed");
 #endif
 }
 
@@ -1835,9 +1992,9 @@ class VerifyResult {
   /// @brief The Signer::key_version() of the key set that checked the token
   /// (also for a rejection): a cache of verified tokens keys on it.
   std::uint64_t key_version() const noexcept { return key_version_; }
-  /// @brief The verified claims; throws std::logic_error when !ok().
+  /// @brief The verified claims; throws usage_error (a std::logic_error) when !ok().
   const VerifiedToken& token() const {
-    if (!ok()) throw std::logic_error("iwsec: VerifyResult::token() on a rejected token");
+    if (!ok()) throw usage_error("iwsec: VerifyResult::token() on a rejected token");
     return *token_;
   }
 
@@ -1854,12 +2011,6 @@ class VerifyResult {
 struct SigningKey {
   std::string key_id;  ///< may be empty only when it is the signer's sole key
   std::string secret;  ///< raw bytes, at least Signer::min_key_bytes
-};
-
-/// @brief Thrown by Signer's constructors for unusable key material.
-class key_error : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
 };
 
 /// @brief HS256 signer and strict verifier. Holds one or more keys: signs with
@@ -2695,13 +2846,6 @@ inline void wipe(std::string& s) {
 }
 }  // namespace detail
 
-/// @brief A key file that cannot be read, created, understood or changed.
-/// The message names the path and the reason (the `strerror` text for I/O).
-class keyring_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 /// @brief One key of a keyring.
 struct KeyringEntry {
   std::string key_id;          ///< `kid`: 1 to 64 of `A-Z a-z 0-9 . _ -`
@@ -3186,7 +3330,7 @@ struct Pbkdf2Hash {
 
 /// @brief Hashes @p password with a fresh 16-byte salt.
 inline std::string hash_password(std::string_view password, std::uint32_t rounds = default_pbkdf2_rounds) {
-  if (rounds == 0 || rounds > Pbkdf2Hash::max_rounds) throw std::invalid_argument("iwsec: PBKDF2 rounds out of range");
+  if (rounds == 0 || rounds > Pbkdf2Hash::max_rounds) throw invalid_option("iwsec: PBKDF2 rounds out of range");
   Pbkdf2Hash h;
   h.rounds = rounds;
   h.salt = detail::random_string(16);
@@ -4235,12 +4379,6 @@ inline bool parse_journal_line(std::string_view line, journal_record& out, std::
 
 namespace iwsec {
 
-/// @brief Thrown when a users file exists but cannot be read or understood.
-class store_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 namespace detail {
 
 /// @brief A lock a thread can wait for with a deadline, on a mutex and a
@@ -5142,11 +5280,11 @@ class RevocationStore {
                                    std::size_t limit) = 0;
 
   /// @brief How many unexpired revocations revoke_for holds for @p owner;
-  /// nothing when the store keeps no per-owner counts.
-  virtual std::optional<std::size_t> outstanding_for(std::string_view owner) {
-    (void)owner;
-    return std::nullopt;
-  }
+  /// nothing when the store cannot tell now (e.g. its database is
+  /// unreachable). Required (since 0.x), as revoke_for is: a store that
+  /// keeps the per-owner cap can count what it keeps, and a default that
+  /// answered "unknown" would hide a store that keeps no counts at all.
+  virtual std::optional<std::size_t> outstanding_for(std::string_view owner) = 0;
 };
 
 }  // namespace iwsec
@@ -5703,9 +5841,9 @@ class JournalRevocationStore : public MemoryRevocationStore {
       detail::unique_fd in = detail::open_fd(path_, O_RDONLY | O_NOFOLLOW);
       // Only a missing journal starts empty: one that exists but cannot be
       // read must not be replaced by an empty one.
-      if (!in && errno != ENOENT) throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
+      if (!in && errno != ENOENT) throw journal_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
       if (in && !replay(in.get(), clean, bytes, lines))
-        throw std::runtime_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
+        throw journal_error("iwsec: cannot read " + path_ + ": " + std::strerror(errno));
     }
     schedule_sweep();
     if (clean) {
@@ -5721,7 +5859,7 @@ class JournalRevocationStore : public MemoryRevocationStore {
       }
       journal_.reset();
     }
-    if (!rewrite_journal()) throw std::runtime_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
+    if (!rewrite_journal()) throw journal_error("iwsec: cannot write " + path_ + ": " + std::strerror(errno));
   }
 
   bool revoke(std::string_view jti, std::int64_t expires_at) override {
@@ -6664,7 +6802,7 @@ class Metrics {
   /// and @p name must end in `_total`; @p read must never go down.
   void add_counter(std::string name, std::string help, std::function<double()> read) {
     if (name.size() < 6 || name.compare(name.size() - 6, 6, "_total") != 0)
-      throw std::invalid_argument("iwsec: Metrics::add_counter: '" + name + "' does not end in _total");
+      throw invalid_option("iwsec: Metrics::add_counter: '" + name + "' does not end in _total");
     add_read_metric("add_counter", "counter", std::move(name), std::move(help), std::move(read));
   }
 
@@ -6744,14 +6882,14 @@ class Metrics {
                        std::function<double()> read) {
     const std::string where = std::string("iwsec: Metrics::") + what + ": ";
     if (!valid_name(name) || name.rfind("iwsec_", 0) != 0 || !read)
-      throw std::invalid_argument(where + "'" + name + "' is not an iwsec_ metric name");
+      throw invalid_option(where + "'" + name + "' is not an iwsec_ metric name");
     for (char c : help)
-      if (c == '\n' || c == '\\') throw std::invalid_argument(where + "help must be one plain line");
+      if (c == '\n' || c == '\\') throw invalid_option(where + "help must be one plain line");
     detail::Lock lock(gauges_mutex_);
     for (const auto& g : gauges_)
-      if (g.name == name) throw std::invalid_argument(where + "'" + name + "' already added");
+      if (g.name == name) throw invalid_option(where + "'" + name + "' already added");
     for (const char* own : own_names)
-      if (name == own) throw std::invalid_argument(where + "'" + name + "' already added");
+      if (name == own) throw invalid_option(where + "'" + name + "' already added");
     gauges_.push_back(gauge{std::move(name), std::move(help), std::move(read), type});
   }
 
@@ -7816,19 +7954,19 @@ class security_core {
   static void validate_options(const Options& o) {
     constexpr std::int64_t max_seconds = max_duration_seconds;
     if (o.token_lifetime.count() <= 0 || o.token_lifetime.count() > max_seconds)
-      throw std::invalid_argument("iwsec: Options::token_lifetime must be 1 s to 366 days");
+      throw invalid_option("iwsec: Options::token_lifetime must be 1 s to 366 days");
     if (o.leeway.count() < 0 || o.leeway.count() > max_seconds)
-      throw std::invalid_argument("iwsec: Options::leeway must be 0 s to 366 days");
+      throw invalid_option("iwsec: Options::leeway must be 0 s to 366 days");
     if (o.password_rounds < 1 || o.password_rounds > Pbkdf2Hash::max_rounds)
-      throw std::invalid_argument("iwsec: Options::password_rounds out of range");
+      throw invalid_option("iwsec: Options::password_rounds out of range");
     if (o.max_revocations_per_user < 1)
-      throw std::invalid_argument("iwsec: Options::max_revocations_per_user must be at least 1");
+      throw invalid_option("iwsec: Options::max_revocations_per_user must be at least 1");
     if (o.max_authorization_bytes < 64)
-      throw std::invalid_argument("iwsec: Options::max_authorization_bytes below 64");
+      throw invalid_option("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
-      throw std::invalid_argument(std::string("iwsec: Options::lockout.") + error);
+      throw invalid_option(std::string("iwsec: Options::lockout.") + error);
     if (o.refresh_token_lifetime.count() < 0)
-      throw std::invalid_argument("iwsec: Options::refresh_token_lifetime must not be negative");
+      throw invalid_option("iwsec: Options::refresh_token_lifetime must not be negative");
   }
 
   /// @brief Hands one audit event to Options::on_audit (nothing is built
@@ -8518,12 +8656,12 @@ struct HardeningOptions {
 /// @brief Applies @p options to @p server (before it listens). Throws
 /// std::invalid_argument for a zero payload limit, timeout or request count.
 inline void harden(httplib::Server& server, const HardeningOptions& options = HardeningOptions()) {
-  if (options.payload_max_bytes == 0) throw std::invalid_argument("iwsec: HardeningOptions::payload_max_bytes is 0");
+  if (options.payload_max_bytes == 0) throw invalid_option("iwsec: HardeningOptions::payload_max_bytes is 0");
   if (options.read_timeout.count() <= 0 || options.write_timeout.count() <= 0 ||
       options.keep_alive_timeout.count() <= 0)
-    throw std::invalid_argument("iwsec: HardeningOptions timeouts must be at least 1 s");
+    throw invalid_option("iwsec: HardeningOptions timeouts must be at least 1 s");
   if (options.keep_alive_max_requests == 0)
-    throw std::invalid_argument("iwsec: HardeningOptions::keep_alive_max_requests is 0");
+    throw invalid_option("iwsec: HardeningOptions::keep_alive_max_requests is 0");
   server.set_payload_max_length(options.payload_max_bytes);
   server.set_read_timeout(options.read_timeout);
   server.set_write_timeout(options.write_timeout);

@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "../errors.hpp"
 #include "hex.hpp"
 
 #if defined(__SSE2__)
@@ -74,7 +75,7 @@ using sha256_digest = std::array<unsigned char, 32>;
 /// @brief Fills @p out with @p n bytes from OpenSSL's CSPRNG; throws if the
 /// generator cannot deliver (never silently weak randomness).
 inline void random_bytes(unsigned char* out, std::size_t n) {
-  if (n > 0 && RAND_bytes(out, static_cast<int>(n)) != 1) throw std::runtime_error("iwsec: RAND_bytes failed");
+  if (n > 0 && RAND_bytes(out, static_cast<int>(n)) != 1) throw crypto_error("iwsec: RAND_bytes failed");
 }
 
 inline std::string random_string(std::size_t n) {
@@ -89,7 +90,7 @@ inline sha256_digest sha256(std::string_view data) {
   unsigned int len = 0;
   if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(ctx, out.data(), &len) != 1)
-    throw std::runtime_error("iwsec: SHA-256 failed");
+    throw crypto_error("iwsec: SHA-256 failed");
   return out;
 }
 
@@ -367,13 +368,13 @@ class hmac_sha256_key {
     if (EVP_MD_CTX_copy_ex(work, inner_.get()) != 1 || EVP_DigestUpdate(work, data, n) != 1 ||
         EVP_DigestFinal_ex(work, inner_hash.data(), &len) != 1 || EVP_MD_CTX_copy_ex(work, outer_.get()) != 1 ||
         EVP_DigestUpdate(work, inner_hash.data(), inner_hash.size()) != 1 || EVP_DigestFinal_ex(work, out, &len) != 1)
-      throw std::runtime_error("iwsec: HMAC-SHA256 failed");
+      throw crypto_error("iwsec: HMAC-SHA256 failed");
   }
 
  private:
   static void absorb(EVP_MD_CTX* ctx, const std::array<unsigned char, 64>& pad) {
     if (EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1 || EVP_DigestUpdate(ctx, pad.data(), pad.size()) != 1)
-      throw std::runtime_error("iwsec: HMAC-SHA256 key setup failed");
+      throw crypto_error("iwsec: HMAC-SHA256 key setup failed");
   }
 
   md_ctx_ptr inner_;
@@ -388,7 +389,7 @@ class hmac_sha256_key {
 inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt, std::uint32_t rounds,
                                unsigned char* out, std::size_t length) {
   if (rounds == 0 || rounds > static_cast<std::uint32_t>(INT_MAX) || length > static_cast<std::size_t>(INT_MAX))
-    throw std::runtime_error("iwsec: PBKDF2 failed");
+    throw crypto_error("iwsec: PBKDF2 failed");
 #if IWSEC_LOW_LEVEL_SHA256
   if (length == 0) return;
   hmac_sha256_key(password).pbkdf2(reinterpret_cast<const unsigned char*>(salt.data()), salt.size(), rounds, out,
@@ -397,7 +398,7 @@ inline void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt,
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                         reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
                         static_cast<int>(rounds), sha256_md(), static_cast<int>(length), out) != 1)
-    throw std::runtime_error("iwsec: PBKDF2 failed");
+    throw crypto_error("iwsec: PBKDF2 failed");
 #endif
 }
 

@@ -40,19 +40,6 @@
 namespace iwsec {
 namespace postgres {
 
-/// @brief An SQL statement the database refused (a constraint, a syntax
-/// error), as opposed to a database that cannot be reached (StateUnavailable).
-class SqlError : public std::runtime_error {
- public:
-  SqlError(const std::string& what, std::string sqlstate) : std::runtime_error(what), sqlstate_(std::move(sqlstate)) {}
-  /// @brief The five-character SQLSTATE ("23505": unique violation).
-  const std::string& sqlstate() const noexcept { return sqlstate_; }
-  bool unique_violation() const noexcept { return sqlstate_ == "23505"; }
-
- private:
-  std::string sqlstate_;
-};
-
 namespace detail {
 
 /// @brief libpq's message without its trailing newline (it never holds the password).

@@ -405,7 +405,7 @@ inline void migrate(pq_connection& c) {
     auto r = c.exec("SELECT max(version) FROM iwsec_schema");
     const std::int64_t found = r.integer(0, 0);
     if (found > schema_version)
-      throw std::runtime_error("iwsec postgres: the database's schema is version " + std::to_string(found) +
+      throw schema_error("iwsec postgres: the database's schema is version " + std::to_string(found) +
                                ", newer than this program's " + std::to_string(schema_version) +
                                " (upgrade iwsec)");
     if (found < 1) c.exec(schema_v1());

@@ -37,14 +37,6 @@
 namespace iwsec {
 namespace postgres {
 
-/// @brief A key-encryption key that cannot be read or used, or that does not
-/// match the one the database's keys are wrapped with. The message names the
-/// file (never its content).
-class key_encryption_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 /// @brief The AES-256 key derived from a key-encryption key file's bytes.
 class KeyEncryptionKey {
  public:
