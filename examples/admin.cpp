@@ -325,19 +325,24 @@ void print_refresh_token(const Command& c, const std::string& user_id, const std
 }
 
 // show-user and unlock: the lock state comes from the running server's lock
-// journal (lock_journal.hpp), the rest from the users file.
-int lock_command(const Command& c, const iwsec::User& u) {
+// journal (lock_journal.hpp), the rest from the users file. unlock takes an
+// email no user has (@p u empty) as well: the server locks unknown emails
+// the same way (so that a lock tells nothing about who exists), and such a
+// lock would otherwise outlive an add-user of that email. Cluster mode does
+// the same.
+int lock_command(const Command& c, const std::optional<iwsec::User>& u) {
   const std::string journal = lock_journal::path_in(c.data_dir);
+  const std::string email = u ? u->email : c.email;
   std::int64_t until = 0;
   std::string error;
-  if (!lock_journal::locked_until(journal, u.email, std::time(nullptr), until, error)) cli::die(program, error, 1);
+  if (!lock_journal::locked_until(journal, email, std::time(nullptr), until, error)) cli::die(program, error, 1);
   if (c.name == "unlock") {
-    if (!lock_journal::request_unlock(journal, u.email, error)) cli::die(program, error, 1);
-    record("unlock", u.email, u.user_id);
-    user_report::print_unlocked(c.json, u.email, until != 0);
+    if (!lock_journal::request_unlock(journal, email, error)) cli::die(program, error, 1);
+    record("unlock", email, u ? u->user_id : "");
+    user_report::print_unlocked(c.json, email, until != 0);
     return 0;
   }
-  user_report::print_user(c.json, u, until, std::max<std::int64_t>(c.refresh_token_lifetime, 0));
+  user_report::print_user(c.json, *u, until, std::max<std::int64_t>(c.refresh_token_lifetime, 0));
   return 0;
 }
 
@@ -553,9 +558,10 @@ int run_on(const Command& c, iwsec::UserStore& users) {
   }
 
   const auto existing = users.find_by_email(c.email);
+  if (!existing && c.name == "unlock") return lock_command(c, std::nullopt);
   if (!existing) store_failure(iwsec::StoreStatus::not_found, c.email);
 
-  if (c.name == "show-user" || c.name == "unlock") return lock_command(c, *existing);
+  if (c.name == "show-user" || c.name == "unlock") return lock_command(c, existing);
 
   if (c.name == "disable-user" || c.name == "enable-user") {
     const bool disable = c.name == "disable-user";

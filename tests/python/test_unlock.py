@@ -126,10 +126,24 @@ class ShowUserAndUnlock(unittest.TestCase):
         r = h.admin(self.data, "show-user", "nobody@example.com")
         self.assertEqual(r.returncode, 1)
         self.assertIn("nobody@example.com", r.stderr)
-        r = h.admin(self.data, "unlock", "nobody@example.com")
-        self.assertEqual(r.returncode, 1)
         r = h.admin(self.data, "show-user")
         self.assertEqual(r.returncode, 2)
+
+    def test_unlock_of_an_email_no_user_has_lifts_its_lock_before_add_user(self):
+        # The server locks an unknown email as it locks an account (a lock
+        # must not tell who exists); unlock must reach it, as in cluster
+        # mode, or the lock would outlive an add-user of that email.
+        server, api = self.start()
+        newcomer = "newcomer@example.com"
+        self.lock(api, newcomer)
+        r = h.admin(self.data, "unlock", newcomer, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout), {"email": newcomer, "unlocked": True, "was_locked": True})
+        r = h.admin(self.data, "unlock", newcomer, "--json")  # again: harmless, nothing locked
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(json.loads(r.stdout)["was_locked"])
+        h.add_user(self, self.data, newcomer, PASSWORD)
+        api.token_by_password(self, newcomer, PASSWORD)
 
 
 if __name__ == "__main__":
