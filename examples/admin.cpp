@@ -22,7 +22,6 @@
 #include "cli.hpp"
 #include "access_log.hpp"    // rfc3339_seconds
 #include "audit_log.hpp"     // the audit trail: actor, append, read back
-#include "lock_journal.hpp"  // show-user, unlock
 #include "user_report.hpp"  // show-user, unlock: the same output in both modes
 #include "startup.hpp"
 #include "cluster.hpp"
@@ -325,19 +324,19 @@ void print_refresh_token(const Command& c, const std::string& user_id, const std
 }
 
 // show-user and unlock: the lock state comes from the running server's lock
-// journal (lock_journal.hpp), the rest from the users file. unlock takes an
+// journal (iwsec::LockJournal), the rest from the users file. unlock takes an
 // email no user has (@p u empty) as well: the server locks unknown emails
 // the same way (so that a lock tells nothing about who exists), and such a
 // lock would otherwise outlive an add-user of that email. Cluster mode does
 // the same.
 int lock_command(const Command& c, const std::optional<iwsec::User>& u) {
-  const std::string journal = lock_journal::path_in(c.data_dir);
+  const std::string journal = iwsec::LockJournal::path_in(c.data_dir);
   const std::string email = u ? u->email : c.email;
   std::int64_t until = 0;
   std::string error;
-  if (!lock_journal::locked_until(journal, email, std::time(nullptr), until, error)) cli::die(program, error, 1);
+  if (!iwsec::LockJournal::locked_until(journal, email, std::time(nullptr), until, error)) cli::die(program, error, 1);
   if (c.name == "unlock") {
-    if (!lock_journal::request_unlock(journal, email, error)) cli::die(program, error, 1);
+    if (!iwsec::LockJournal::request_unlock(journal, email, error)) cli::die(program, error, 1);
     record("unlock", email, u ? u->user_id : "");
     user_report::print_unlocked(c.json, email, until != 0);
     return 0;

@@ -34,7 +34,6 @@
 #include "access_log.hpp"
 #include "audit_log.hpp"
 #include "admin_server.hpp"
-#include "lock_journal.hpp"
 #include "startup.hpp"
 #include "edge_server.hpp"
 #include "cluster.hpp"
@@ -281,13 +280,16 @@ int main(int argc, char** argv) {
   options.metrics->add_counter("iwsec_access_log_dropped_lines_total",
                                "Access-log lines dropped because the log's buffer was full",
                                [&log] { return static_cast<double>(log.dropped_lines()); });
-  lock_journal::ServerJournal journal(lock_journal::path_in(settings.data_dir));
-  // In cluster mode locks live in the database (show-user and unlock go there).
+  // In cluster mode locks live in the database (show-user and unlock go
+  // there); on a data directory the lock journal is where iwsec-admin meets
+  // this process's locks (iwsec::JournaledLockout, set below).
   const bool cluster_mode = settings.cluster.enabled();
-  options.on_lockout = [&log, &journal, cluster_mode](const iwsec::LockoutEvent& e) {
-    if (!cluster_mode && e.kind == iwsec::LockoutEvent::Kind::account) journal.locked(e.subject, e.until);
-    log.lockout(e);
-  };
+  auto journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(settings.data_dir),
+                                                      iwsec::LockJournal::default_max_bytes,
+                                                      [](const std::string& line) {
+                                                        std::fprintf(stderr, "%s: %s\n", program, line.c_str());
+                                                      });
+  options.on_lockout = [&log](const iwsec::LockoutEvent& e) { log.lockout(e); };
   if (!settings.client_header.empty()) {
     // Behind a proxy every peer address is the proxy's: count failures under
     // the address it reports. A request without the header counts under its
@@ -341,18 +343,12 @@ int main(int argc, char** argv) {
   // close the connection after the answer (so its bytes are never parsed as
   // a request).
   const std::string help_url_base = options.help_url_base;
-  server->set_pre_routing_handler([&log, &journal, &routes, help_url_base, cluster_mode](const httplib::Request& req,
-                                                                                        httplib::Response& res) {
+  server->set_pre_routing_handler([&log, help_url_base](const httplib::Request& req, httplib::Response& res) {
     if (log.logs_requests()) log.begin(req);
     if (iwsec::refuse_request_body(req, res, help_url_base)) {
       edge::close_after_answer = true;
       return httplib::Server::HandlerResponse::Handled;
     }
-    // A password login first applies the unlocks iwsec-admin asked for (on
-    // either spelling of the route: with or without one trailing slash).
-    const std::string_view route = iwsec::security_route_path(req.path);
-    if (!cluster_mode && (route == "/v3/security/authenticate" || route == "/v3/security/token/refresh"))
-      journal.apply_unlocks([&routes](const std::string& email) { routes->lockout().unlock_account(email); });
     return httplib::Server::HandlerResponse::Unhandled;
   });
   if (settings.access_log) {
@@ -408,7 +404,9 @@ int main(int argc, char** argv) {
     const std::string lock_error = startup::lock_data_directory(settings.data_dir, directory_lock);
     if (!lock_error.empty()) cli::die(program, lock_error, 1);
     std::string error;  // after the binds and the lock: a start that fails creates nothing
-    if (!journal.start(error)) cli::die(program, error, 1);
+    if (!journal->start(error)) cli::die(program, error, 1);
+    options.lockout_state = std::make_shared<iwsec::JournaledLockout>(
+        std::make_shared<iwsec::LockoutTracker>(options.lockout), journal);
   }
   std::unique_ptr<audit_log::AuditFile> audit;  // opened below, once nothing else can stop the start
   std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
@@ -524,7 +522,7 @@ int main(int argc, char** argv) {
   const bool clean = server->listen_after_bind();
   log.stop();  // every line of every answered request written
   if (admin) admin->stop();
-  if (!cluster_mode) journal.stop();
+  if (!cluster_mode) journal->stop();
   if (audit) audit->stop();  // every line in the file before exit
 #ifdef IWSEC_HAVE_POSTGRES
   if (backend) backend->stop();

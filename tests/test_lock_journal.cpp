@@ -1,4 +1,4 @@
-// The lock journal of iwsec-server and iwsec-admin (examples/lock_journal.hpp):
+// The lock journal (iwsec/lock_journal.hpp), as iwsec-server and iwsec-admin use it:
 // locks the server records are seen by show-user, unlocks the admin tool
 // appends reach the server exactly once, a restart voids every lock, and
 // compaction keeps the locks in force and loses no unlock.
@@ -9,7 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "../examples/lock_journal.hpp"
+#include <iwsec/iwsec.hpp>
+
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -17,11 +18,11 @@ namespace {
 std::int64_t until_of(const std::string& path, const std::string& email) {
   std::int64_t until = -1;
   std::string error;
-  REQUIRE(lock_journal::locked_until(path, email, std::time(nullptr), until, error));
+  REQUIRE(iwsec::LockJournal::locked_until(path, email, std::time(nullptr), until, error));
   return until;
 }
 
-std::vector<std::string> unlocks(lock_journal::ServerJournal& j) {
+std::vector<std::string> unlocks(iwsec::LockJournal& j) {
   std::vector<std::string> out;
   j.apply_unlocks([&](const std::string& email) { out.push_back(email); });
   return out;
@@ -29,18 +30,18 @@ std::vector<std::string> unlocks(lock_journal::ServerJournal& j) {
 
 void unlock(const std::string& path, const std::string& email) {
   std::string error;
-  REQUIRE(lock_journal::request_unlock(path, email, error));
+  REQUIRE(iwsec::LockJournal::request_unlock(path, email, error));
 }
 
 }  // namespace
 
 TEST_CASE("locks, unlocks and restarts through the journal", "[lock_journal]") {
   iwsec_test::TempDir dir;
-  const std::string path = lock_journal::path_in(dir.path);
+  const std::string path = iwsec::LockJournal::path_in(dir.path);
   CHECK(until_of(path, "ada@example.com") == 0);  // no journal yet: nothing locked
   const std::int64_t later = std::time(nullptr) + 600;
   {
-    lock_journal::ServerJournal server(path);
+    iwsec::LockJournal server(path);
     std::string error;
     REQUIRE(server.start(error));
     CHECK(unlocks(server).empty());
@@ -62,7 +63,7 @@ TEST_CASE("locks, unlocks and restarts through the journal", "[lock_journal]") {
     server.stop();
     CHECK(until_of(path, "bob@example.com") == 0);
   }
-  lock_journal::ServerJournal restarted(path);
+  iwsec::LockJournal restarted(path);
   std::string error;
   REQUIRE(restarted.start(error));
   CHECK(unlocks(restarted).empty());  // the old unlock is not applied again
@@ -71,8 +72,8 @@ TEST_CASE("locks, unlocks and restarts through the journal", "[lock_journal]") {
 
 TEST_CASE("compaction keeps the locks in force and every unlock", "[lock_journal]") {
   iwsec_test::TempDir dir;
-  const std::string path = lock_journal::path_in(dir.path);
-  lock_journal::ServerJournal server(path, 512);
+  const std::string path = iwsec::LockJournal::path_in(dir.path);
+  iwsec::LockJournal server(path, 512);
   std::string error;
   REQUIRE(server.start(error));
   const std::int64_t later = std::time(nullptr) + 600;
@@ -85,7 +86,7 @@ TEST_CASE("compaction keeps the locks in force and every unlock", "[lock_journal
   const std::string text = iwsec_test::read_file(path);
   CHECK(text.rfind("start ", 0) == 0);
   CHECK(text.find("unlock") == std::string::npos);
-  CHECK(text.find(lock_journal::key_of("gone@example.com")) == std::string::npos);
+  CHECK(text.find(iwsec::LockJournal::key_of("gone@example.com")) == std::string::npos);
   CHECK(until_of(path, "keep@example.com") == later);
   CHECK(until_of(path, "user19@example.com") == later);
   CHECK(until_of(path, "gone@example.com") == 0);
@@ -93,4 +94,52 @@ TEST_CASE("compaction keeps the locks in force and every unlock", "[lock_journal
   unlock(path, "keep@example.com");
   CHECK(unlocks(server) == std::vector<std::string>{"keep@example.com"});
   CHECK(until_of(path, "keep@example.com") == 0);
+}
+
+TEST_CASE("JournaledLockout: a host's tracker meets an administrator through the journal", "[lock_journal]") {
+  iwsec_test::TempDir dir;
+  auto journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(dir.path));
+  std::string error;
+  REQUIRE(journal->start(error));
+  iwsec::LockoutPolicy policy;
+  policy.account_failures = 3;
+  auto tracker = std::make_shared<iwsec::LockoutTracker>(policy);
+  iwsec::JournaledLockout lockout(tracker, journal);
+  const std::int64_t now = std::time(nullptr);
+
+  // Three failures lock the account: the transition is the tracker's, and
+  // the journal has it (what show-user reads), under the key, not the email.
+  iwsec::LockTransition last;
+  for (int i = 0; i < 3; ++i) {
+    auto attempt = lockout.begin(std::string_view("Ada@example.com"), "client-1", now);
+    REQUIRE(attempt);
+    last = attempt.failed(now);
+  }
+  REQUIRE(last.account_locked_until > now);
+  CHECK(until_of(journal->path(), "ada@example.com") == last.account_locked_until);
+  CHECK(iwsec_test::read_file(journal->path()).find("ada@") == std::string::npos);
+  CHECK_FALSE(lockout.begin(std::string_view("ada@example.com"), "client-2", now));
+  CHECK(tracker->account_wait("ada@example.com", now) > 0);
+
+  // An administrator's unlock is in force for the very next check, of
+  // either kind, and reaches the tracker underneath.
+  unlock(journal->path(), "ADA@example.com");
+  CHECK(lockout.account_wait("ada@example.com", now) == 0);
+  CHECK(tracker->account_wait("ada@example.com", now) == 0);
+  {
+    auto attempt = lockout.begin(std::string_view("ada@example.com"), "client-2", now);
+    REQUIRE(attempt);
+    attempt.succeeded(now);
+  }
+  CHECK(until_of(journal->path(), "ada@example.com") == 0);
+
+  // An attempt dropped unfinished counts nothing, through the decorator too:
+  // afterwards the account still admits its full 3 attempts at once (a
+  // dropped attempt still counted as running would leave room for 2).
+  { auto dropped = lockout.begin(std::string_view("bob@example.com"), "client-3", now); }
+  auto a1 = lockout.begin(std::string_view("bob@example.com"), "client-3", now);
+  auto a2 = lockout.begin(std::string_view("bob@example.com"), "client-3", now);
+  auto a3 = lockout.begin(std::string_view("bob@example.com"), "client-3", now);
+  CHECK((a1 && a2 && a3));
+  CHECK_FALSE(lockout.begin(std::string_view("bob@example.com"), "client-3", now));  // the 4th: cap
 }

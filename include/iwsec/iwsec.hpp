@@ -14,6 +14,7 @@
 #include "json_file_user_store.hpp"
 #include "revocation_store.hpp"
 #include "lockout.hpp"
+#include "lock_journal.hpp"
 #include "metrics.hpp"
 #include "observe.hpp"
 #include "audit.hpp"

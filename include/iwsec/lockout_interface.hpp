@@ -124,6 +124,25 @@ class Lockout {
   Attempt admitted(std::optional<Key> account, std::optional<Key> client) { return Attempt(this, account, client, 0); }
   /// @brief A refused attempt (@p wait >= 1 seconds) or, with 0, one admitted that reports nothing.
   static Attempt refused(std::int64_t wait) { return Attempt(nullptr, std::nullopt, std::nullopt, wait); }
+  /// @brief For a decorator (a Lockout over another, e.g.
+  /// JournaledLockout): @p attempt, begun on the other, made this one's, so
+  /// that its verdict reaches this->finish() / abandon(), which pass it on
+  /// with finish_on() / abandon_on(). A refused attempt is returned as it is.
+  Attempt adopt(Attempt&& attempt) {
+    if (!attempt.owner_) return std::move(attempt);
+    Attempt mine(this, attempt.account_, attempt.client_, 0);
+    attempt.owner_ = nullptr;
+    return mine;
+  }
+  /// @brief For a decorator: ends an attempt of @p inner's (see adopt()).
+  static LockTransition finish_on(Lockout& inner, const std::optional<Key>& account, const std::optional<Key>& client,
+                                  std::int64_t now, bool success) {
+    return inner.finish(account, client, now, success);
+  }
+  /// @brief For a decorator: drops an attempt of @p inner's unfinished.
+  static void abandon_on(Lockout& inner, const std::optional<Key>& account, const std::optional<Key>& client) noexcept {
+    inner.abandon(account, client);
+  }
   /// @brief An admitted attempt ended with a verdict.
   virtual LockTransition finish(const std::optional<Key>& account, const std::optional<Key>& client,
                                 std::int64_t now, bool success) = 0;
