@@ -272,8 +272,8 @@ int main(int argc, char** argv) {
   options.max_revocations_per_user = settings.max_revocations_per_user;
   options.lockout = settings.lockout;
   options.refresh_token_lifetime = std::chrono::seconds(settings.refresh_token_lifetime);
-  // Operations: metrics, lock events to the log and the lock journal (where
-  // iwsec-admin show-user / unlock meet the running server).
+  // Operations: metrics, lock events to the log (the lock journal, where
+  // iwsec-admin show-user / unlock meet the running server, is set below).
   options.metrics = std::make_shared<iwsec::Metrics>();
   access_log::AccessLog log(settings.access_log_format, settings.access_log, settings.access_log_file,
                             settings.access_log_buffer);

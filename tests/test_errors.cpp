@@ -1,7 +1,8 @@
 // One error model (errors.hpp): what iwsec throws is an iwsec::Error with its
 // ErrorId, and still the standard type hosts catch today. Each case makes
 // the library throw for real (a short key, a bad keyring, a broken users
-// file, options out of range, ...), never a hand-built exception.
+// file, options out of range, ...); only StateUnavailable's retry time is
+// checked on one built here (test_unavailable makes stores throw it).
 
 #include <catch2/catch.hpp>
 

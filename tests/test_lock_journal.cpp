@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <ctime>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -142,4 +143,43 @@ TEST_CASE("JournaledLockout: a host's tracker meets an administrator through the
   auto a3 = lockout.begin(std::string_view("bob@example.com"), "client-3", now);
   CHECK((a1 && a2 && a3));
   CHECK_FALSE(lockout.begin(std::string_view("bob@example.com"), "client-3", now));  // the 4th: cap
+}
+
+TEST_CASE("JournaledLockout: an unlock made inside the process is in the journal too", "[lock_journal]") {
+  iwsec_test::TempDir dir;
+  auto journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(dir.path));
+  std::string error;
+  REQUIRE(journal->start(error));
+  iwsec::LockoutPolicy policy;
+  policy.account_failures = 1;
+  iwsec::JournaledLockout lockout(std::make_shared<iwsec::LockoutTracker>(policy), journal);
+  const std::int64_t now = std::time(nullptr);
+  {
+    auto attempt = lockout.begin(std::string_view("cy@example.com"), "client", now);
+    REQUIRE(attempt);
+    REQUIRE(attempt.failed(now).account_locked_until > now);
+  }
+  CHECK(until_of(journal->path(), "cy@example.com") > now);
+  lockout.unlock_account("cy@example.com");
+  CHECK(until_of(journal->path(), "cy@example.com") == 0);  // what show-user reads
+  CHECK(lockout.account_wait("cy@example.com", now) == 0);
+}
+
+TEST_CASE("LockJournal::apply_unlocks: an unlock that throws stays pending", "[lock_journal]") {
+  iwsec_test::TempDir dir;
+  iwsec::LockJournal journal(iwsec::LockJournal::path_in(dir.path));
+  std::string error;
+  REQUIRE(journal.start(error));
+  unlock(journal.path(), "first@example.com");
+  unlock(journal.path(), "second@example.com");
+  std::vector<std::string> seen;
+  CHECK_THROWS_AS(journal.apply_unlocks([&](const std::string& email) {
+    if (email == "second@example.com") throw std::runtime_error("store unavailable");
+    seen.push_back(email);
+  }),
+                  std::runtime_error);
+  CHECK(seen == std::vector<std::string>{"first@example.com"});
+  // The next look applies what is left, and only that.
+  CHECK(unlocks(journal) == std::vector<std::string>{"second@example.com"});
+  CHECK(unlocks(journal).empty());
 }

@@ -1,7 +1,8 @@
 #pragma once
 /// @file
-/// @brief iwsec's one exception hierarchy: every exception iwsec throws
-/// (besides std::bad_alloc) is an iwsec::Error with an ErrorId, and derives
+/// @brief iwsec's one exception hierarchy: every exception iwsec throws of
+/// its own is an iwsec::Error with an ErrorId (what the standard library
+/// throws from inside, std::bad_alloc say, passes through as it is), and derives
 /// from the standard type a host catches (std::invalid_argument for what the
 /// host got wrong, std::runtime_error for what went wrong at run time).
 ///
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace iwsec {
 

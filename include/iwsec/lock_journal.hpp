@@ -15,7 +15,8 @@
 //   unlock KEY EMAILHEX      an administrator asks to unlock that account
 //   stop PID EPOCH           the process stopped cleanly: no lock is in force
 //
-// KEY is the account's Lockout::Key in hex (128 bits of SHA-256 of "a" and
+// KEY is the account's Lockout::Key in hex (its two 64-bit halves, each
+// most significant digit first; the key is 128 bits of SHA-256 of "a" and
 // the lower-cased email), so an email a stranger typed into a login (an
 // unknown email gets locked too) is never written; the unlock line carries
 // the email (hex) because the tracker needs it. The process reads the lines
@@ -128,6 +129,10 @@ class LockJournal {
   LockJournal& operator=(const LockJournal&) = delete;
 
   const std::string& path() const noexcept { return path_; }
+  /// @brief Gives @p line to the journal's Log (if any).
+  void log(const std::string& line) const {
+    if (log_) log_(line);
+  }
 
   /// @brief Starts the journal afresh (nothing is locked in a new process).
   /// False, with @p error naming the path and the reason, when it cannot.
@@ -162,19 +167,43 @@ class LockJournal {
   void locked(std::string_view email, std::int64_t until) { locked(Lockout::account_key(email), until); }
 
   /// @brief Applies the unlocks appended since the last look (one stat when
-  /// there are none) through @p unlock(email), each exactly once.
+  /// there are none) through @p unlock(email), each exactly once. Returns
+  /// only once every unlock appended before the call was applied, by this
+  /// thread or by another one, so a check that follows sees them all. An
+  /// unlock that throws stays pending (and the exception goes on).
   template <typename Unlock>
   void apply_unlocks(Unlock&& unlock) {
     struct stat st;
     if (::stat(path_.c_str(), &st) != 0) return;
-    std::vector<std::string> emails;
     {
       detail::Lock guard(mutex_);
       if (st.st_ino == inode_ && st.st_size == offset_ && pending_.empty()) return;
-      read_new_lines();
-      emails.swap(pending_);
     }
-    for (const auto& e : emails) unlock(e);
+    // One thread applies at a time; pending_ keeps an unlock until it has
+    // been applied, so a thread arriving meanwhile waits here instead of
+    // going on before it.
+    detail::Lock applying(apply_mutex_);
+    std::vector<std::string> emails;
+    {
+      detail::Lock guard(mutex_);
+      read_new_lines();
+      emails = pending_;
+    }
+    std::size_t applied = 0;
+    const auto forget_applied = [&] {
+      detail::Lock guard(mutex_);  // compaction only appends to pending_
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(applied));
+    };
+    try {
+      for (const auto& e : emails) {
+        unlock(e);
+        ++applied;
+      }
+    } catch (...) {
+      forget_applied();
+      throw;
+    }
+    forget_applied();
   }
 
   /// @brief The default log: "iwsec: LINE" on standard error.
@@ -303,10 +332,11 @@ class LockJournal {
   const std::string path_;
   const off_t max_bytes_;
   const Log log_;
+  detail::Mutex apply_mutex_ IWSEC_ACQUIRED_BEFORE(mutex_);  // held while unlocks are applied
   detail::Mutex mutex_;
   off_t compact_at_ IWSEC_GUARDED_BY(mutex_) = 0;
   std::map<std::string, std::int64_t> locks_ IWSEC_GUARDED_BY(mutex_);  // key -> until, as written
-  std::vector<std::string> pending_ IWSEC_GUARDED_BY(mutex_);           // unlocks read, not yet applied
+  std::vector<std::string> pending_ IWSEC_GUARDED_BY(mutex_);           // unlocks read, not yet applied (in order)
   ino_t inode_ IWSEC_GUARDED_BY(mutex_) = 0;
   off_t offset_ IWSEC_GUARDED_BY(mutex_) = 0;
 };
@@ -332,7 +362,7 @@ class JournaledLockout : public Lockout {
 
   Attempt begin(std::optional<std::string_view> account, std::string_view client, std::int64_t now) override {
     if (account) apply_unlocks();
-    return adopt(inner_->begin(account, client, now));
+    return adopt(*inner_, inner_->begin(account, client, now));
   }
   std::int64_t account_wait(std::string_view account, std::int64_t now) override {
     apply_unlocks();
@@ -341,7 +371,13 @@ class JournaledLockout : public Lockout {
   std::int64_t client_wait(std::string_view client, std::int64_t now) override {
     return inner_->client_wait(client, now);
   }
-  void unlock_account(std::string_view account) override { inner_->unlock_account(account); }
+  /// @brief Unlocks in the inner Lockout and says so in the journal (so
+  /// show-user agrees); the line is applied once more later, harmlessly.
+  void unlock_account(std::string_view account) override {
+    inner_->unlock_account(account);
+    std::string error;
+    if (!LockJournal::request_unlock(journal_->path(), account, error)) journal_->log(error);
+  }
   void unlock_client(std::string_view client) override { inner_->unlock_client(client); }
 
   const std::shared_ptr<Lockout>& inner() const noexcept { return inner_; }
@@ -351,7 +387,14 @@ class JournaledLockout : public Lockout {
   LockTransition finish(const std::optional<Key>& account, const std::optional<Key>& client, std::int64_t now,
                         bool success) override {
     const LockTransition t = finish_on(*inner_, account, client, now, success);
-    if (account && t.account_locked_until != 0) journal_->locked(*account, t.account_locked_until);
+    // The lock holds in memory whatever happens to its journal line; a line
+    // that cannot be written must not turn the answer into a failure.
+    if (account && t.account_locked_until != 0) {
+      try {
+        journal_->locked(*account, t.account_locked_until);
+      } catch (...) {
+      }
+    }
     return t;
   }
   void abandon(const std::optional<Key>& account, const std::optional<Key>& client) noexcept override {

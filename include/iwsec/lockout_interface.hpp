@@ -125,11 +125,13 @@ class Lockout {
   /// @brief A refused attempt (@p wait >= 1 seconds) or, with 0, one admitted that reports nothing.
   static Attempt refused(std::int64_t wait) { return Attempt(nullptr, std::nullopt, std::nullopt, wait); }
   /// @brief For a decorator (a Lockout over another, e.g.
-  /// JournaledLockout): @p attempt, begun on the other, made this one's, so
+  /// JournaledLockout): @p attempt, begun on @p inner, made this one's, so
   /// that its verdict reaches this->finish() / abandon(), which pass it on
-  /// with finish_on() / abandon_on(). A refused attempt is returned as it is.
-  Attempt adopt(Attempt&& attempt) {
-    if (!attempt.owner_) return std::move(attempt);
+  /// to @p inner with finish_on() / abandon_on(). A refused attempt, or one
+  /// that @p inner does not own itself, is returned as it is (its verdict
+  /// then goes to its owner, past this decorator).
+  Attempt adopt(Lockout& inner, Attempt&& attempt) {
+    if (attempt.owner_ != &inner) return std::move(attempt);
     Attempt mine(this, attempt.account_, attempt.client_, 0);
     attempt.owner_ = nullptr;
     return mine;

@@ -40,8 +40,8 @@ class ShowUserAndUnlock(unittest.TestCase):
         h.assert_envelope(self, api.authenticate(email, PASSWORD), 429)
 
     def test_unlock_applies_on_the_trailing_slash_spelling_too(self):
-        # docs/endpoints.md: one trailing slash is the same route, also for the
-        # check before routing that applies iwsec-admin's unlocks.
+        # docs/endpoints.md: one trailing slash is the same route, also for
+        # applying iwsec-admin's unlocks before a password check.
         server, api = self.start()
         for _ in range(2):
             h.assert_envelope(self, api.request("GET", "/v3/security/authenticate/", h.basic(EMAIL, "wrong")), 406)
