@@ -7,18 +7,16 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <iwsec/iwsec.hpp>
+
+#include "support/temp_dir.hpp"
 
 namespace {
 
@@ -41,20 +39,12 @@ iwsec::ErrorId id_of_throw(const std::function<void()>& f) {
   return iwsec::ErrorId::usage_error;
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/iwsec-test-errors-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-  std::string file(const std::string& name, const std::string& content) const {
-    const std::string p = path + "/" + name;
-    std::ofstream(p, std::ios::binary) << content;
-    return p;
-  }
-};
+// A file named @p name in @p dir holding @p content; its path.
+std::string file_in(const iwsec_test::TempDir& dir, const std::string& name, const std::string& content) {
+  const std::string path = dir.file(name);
+  iwsec_test::write_file(path, content);
+  return path;
+}
 
 }  // namespace
 
@@ -82,19 +72,19 @@ TEST_CASE("every iwsec exception is an iwsec::Error with its id and its standard
     CHECK(id_of_throw<std::logic_error>([&] { (void)result.token(); }) == iwsec::ErrorId::usage_error);
   }
   SECTION("a keyring that does not parse: keyring_error, a std::runtime_error") {
-    TempDir dir;
-    const auto path = dir.file("keys", "iwsec-keyring 2\n");
+    iwsec_test::TempDir dir;
+    const auto path = file_in(dir, "keys", "iwsec-keyring 2\n");
     CHECK(id_of_throw<std::runtime_error>([&] { (void)iwsec::KeyringFile(path).load(); }) ==
           iwsec::ErrorId::keyring_error);
   }
   SECTION("a users file that does not parse: store_error, a std::runtime_error") {
-    TempDir dir;
-    const auto path = dir.file("users.json", "{ this is not json");
+    iwsec_test::TempDir dir;
+    const auto path = file_in(dir, "users.json", "{ this is not json");
     CHECK(id_of_throw<std::runtime_error>([&] { iwsec::JsonFileUserStore store(path); }) ==
           iwsec::ErrorId::store_error);
   }
   SECTION("a revocation journal that cannot be read: journal_error, a std::runtime_error") {
-    TempDir dir;
+    iwsec_test::TempDir dir;
     // A folder where the journal should be: it exists and cannot be read as a file.
     REQUIRE(::mkdir((dir.path + "/revocations.journal").c_str(), 0700) == 0);
     CHECK(id_of_throw<std::runtime_error>(

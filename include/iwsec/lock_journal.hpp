@@ -227,22 +227,6 @@ class LockJournal {
     return detail::hex_encode(bytes, sizeof bytes);
   }
 
-  static std::optional<std::string> hex_decode(std::string_view hex) {
-    if (hex.size() % 2) return std::nullopt;
-    const auto nibble = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return -1;
-    };
-    std::string out;
-    for (std::size_t i = 0; i < hex.size(); i += 2) {
-      const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi * 16 + lo);
-    }
-    return out;
-  }
-
   static std::vector<std::string_view> words(std::string_view line) {
     std::vector<std::string_view> out;
     while (!line.empty()) {
@@ -282,7 +266,7 @@ class LockJournal {
     for (std::size_t end; begin <= last && (end = text.find('\n', begin)) != std::string::npos; begin = end + 1) {
       const auto w = words(std::string_view(text).substr(begin, end - begin));
       if (w.size() == 3 && w[0] == "unlock") {
-        if (const auto email = hex_decode(w[2])) {
+        if (const auto email = detail::hex_decode(w[2])) {
           locks_.erase(std::string(w[1]));
           pending_.push_back(*email);
         }

@@ -615,12 +615,14 @@ inline std::optional<std::string> base64_decode(std::string_view in) {
 #include <openssl/sha.h>
 
 // ----- begin iwsec/detail/hex.hpp -----
-/// @brief Lower-case hexadecimal: the one digit table iwsec writes hex with.
+/// @brief Lower-case hexadecimal: the one digit table iwsec writes hex with, and its reader.
 /// @file
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace iwsec {
 namespace detail {
@@ -634,6 +636,25 @@ inline std::string hex_encode(const unsigned char* data, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     out[2 * i] = hex_digit(data[i] >> 4);
     out[2 * i + 1] = hex_digit(data[i]);
+  }
+  return out;
+}
+
+/// @brief The bytes of lower-case hex @p hex (what hex_encode writes);
+/// nothing for an odd length or any other character.
+inline std::optional<std::string> hex_decode(std::string_view hex) {
+  if (hex.size() % 2) return std::nullopt;
+  const auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
   }
   return out;
 }
@@ -6892,22 +6913,6 @@ class LockJournal {
     return detail::hex_encode(bytes, sizeof bytes);
   }
 
-  static std::optional<std::string> hex_decode(std::string_view hex) {
-    if (hex.size() % 2) return std::nullopt;
-    const auto nibble = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return -1;
-    };
-    std::string out;
-    for (std::size_t i = 0; i < hex.size(); i += 2) {
-      const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi * 16 + lo);
-    }
-    return out;
-  }
-
   static std::vector<std::string_view> words(std::string_view line) {
     std::vector<std::string_view> out;
     while (!line.empty()) {
@@ -6947,7 +6952,7 @@ class LockJournal {
     for (std::size_t end; begin <= last && (end = text.find('\n', begin)) != std::string::npos; begin = end + 1) {
       const auto w = words(std::string_view(text).substr(begin, end - begin));
       if (w.size() == 3 && w[0] == "unlock") {
-        if (const auto email = hex_decode(w[2])) {
+        if (const auto email = detail::hex_decode(w[2])) {
           locks_.erase(std::string(w[1]));
           pending_.push_back(*email);
         }

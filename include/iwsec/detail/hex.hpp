@@ -1,10 +1,12 @@
-/// @brief Lower-case hexadecimal: the one digit table iwsec writes hex with.
+/// @brief Lower-case hexadecimal: the one digit table iwsec writes hex with, and its reader.
 /// @file
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace iwsec {
 namespace detail {
@@ -18,6 +20,25 @@ inline std::string hex_encode(const unsigned char* data, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     out[2 * i] = hex_digit(data[i] >> 4);
     out[2 * i + 1] = hex_digit(data[i]);
+  }
+  return out;
+}
+
+/// @brief The bytes of lower-case hex @p hex (what hex_encode writes);
+/// nothing for an odd length or any other character.
+inline std::optional<std::string> hex_decode(std::string_view hex) {
+  if (hex.size() % 2) return std::nullopt;
+  const auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
   }
   return out;
 }
