@@ -139,6 +139,7 @@ class Server:
         self._cond = threading.Condition()
         self._threads = []
         self._stdout_closed = False
+        self._stderr_closed = False
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, umask=UMASK,
             preexec_fn=preexec_fn)
@@ -222,6 +223,8 @@ class Server:
                     if not chunk:
                         if is_stdout:
                             self._stdout_closed = True
+                        else:
+                            self._stderr_closed = True
                         self._cond.notify_all()
                         return
                     if is_stdout:
@@ -232,6 +235,7 @@ class Server:
                     self._cond.notify_all()
 
         self._stdout_closed = not stdout_open
+        self._stderr_closed = not stderr_open
         for fd, is_stdout, is_open in ((self.proc.stdout.fileno(), True, stdout_open),
                                        (self.proc.stderr.fileno(), False, stderr_open)):
             if is_open:
@@ -249,6 +253,23 @@ class Server:
     def stderr_text(self):
         with self._cond:
             return bytes(self._stderr).decode("utf-8", "replace")
+
+    def wait_for_stderr(self, predicate, timeout=HTTP_TIMEOUT):
+        """Waits (bounded, on a condition variable) until the stderr read so
+        far satisfies @p predicate, and returns it. A line the server wrote
+        before it answered may still be in the pipe when the answer arrives:
+        the drain thread reads it a moment later. Returns the text at the
+        deadline, or once stderr is closed, for the caller's assertion."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                text = bytes(self._stderr).decode("utf-8", "replace")
+                if predicate(text):
+                    return text
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stderr_closed:
+                    return text
+                self._cond.wait(remaining)
 
     def wait_for_log(self, predicate, timeout=HTTP_TIMEOUT):
         """Waits (bounded, on a condition variable) until some access-log line

@@ -100,10 +100,8 @@ class Unprivileged(unittest.TestCase):
         self.assertTrue(r.headers.get("Retry-After", "").isdigit(), r.headers)
         self.assertNotIn(PASSWORD, json.dumps(body))
         self.assertEqual(api.access_token("not-a-token").status_code, 503)
-        deadline = time.monotonic() + h.HTTP_TIMEOUT
-        while "Permission denied" not in server.stderr_text() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        lines = [l for l in server.stderr_text().splitlines() if "users.json" in l]
+        err = server.wait_for_stderr(lambda text: "Permission denied" in text)
+        lines = [l for l in err.splitlines() if "users.json" in l]
         self.assertEqual(len(lines), 1, server.stderr_text())
         self.assertIn(self.users_file(), lines[0])
         self.assertIn("Permission denied", lines[0])
@@ -169,10 +167,7 @@ class DescriptorsExhausted(unittest.TestCase):
         if r.status_code == 503:
             h.assert_envelope(self, r, 503, "IW10002")
             # The log line was written before the answer; the harness reads stderr on its own thread.
-            deadline = time.monotonic() + h.HTTP_TIMEOUT
-            while "Too many open files" not in server.stderr_text() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.assertIn("Too many open files", server.stderr_text())
+            self.assertIn("Too many open files", server.wait_for_stderr(lambda text: "Too many open files" in text))
 
         for s in idle:
             s.close()
@@ -206,11 +201,9 @@ class InvalidContent(unittest.TestCase):
         for r in (api.authenticate(EMAIL, PASSWORD), api.validate(token), api.access_token("x" * 43)):
             h.assert_envelope(self, r, 503, "IW10002")
             self.assertIn("Retry-After", r.headers)
-        deadline = time.monotonic() + h.HTTP_TIMEOUT
-        while "invalid content" not in server.stderr_text() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.assertIn(path, server.stderr_text())
-        self.assertIn("invalid content", server.stderr_text())
+        err = server.wait_for_stderr(lambda text: "invalid content" in text)
+        self.assertIn(path, err)
+        self.assertIn("invalid content", err)
 
         with open(path + ".new", "wb") as f:
             f.write(good)

@@ -9,7 +9,6 @@ the reason; on SIGHUP the server keeps the keys it has and logs why.
 
 import os
 import signal
-import time
 import unittest
 
 import iwsec_harness as h
@@ -112,11 +111,8 @@ class MangledKeyFiles(unittest.TestCase):
             with self.subTest(what):
                 write_private(path, content)
                 server.proc.send_signal(signal.SIGHUP)
-                deadline = time.monotonic() + h.HTTP_TIMEOUT
-                while (server.stderr_text().count("keeping the signing keys in use") < count
-                       and time.monotonic() < deadline):
-                    time.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
-                lines = [l for l in server.stderr_text().splitlines() if "keeping the signing keys in use" in l]
+                err = server.wait_for_stderr(lambda text: text.count("keeping the signing keys in use") >= count)
+                lines = [l for l in err.splitlines() if "keeping the signing keys in use" in l]
                 self.assertEqual(len(lines), count, server.stderr_text())
                 self.assertIn("key file " + path + " line 1: ", lines[-1])
                 self.assertIn(reason, lines[-1])

@@ -189,10 +189,8 @@ class SecretFileKeyring(unittest.TestCase):
         with open(ring, "w") as f:
             f.write("iwsec-keyring 1\nbroken\n")
         server.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + h.HTTP_TIMEOUT
-        while "keeping the signing keys" not in server.stderr_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertIn("keeping the signing keys in use: key file " + ring + " line 2", server.stderr_text())
+        err = server.wait_for_stderr(lambda text: "keeping the signing keys" in text)
+        self.assertIn("keeping the signing keys in use: key file " + ring + " line 2", err)
         self.assertTrue(api.is_valid(self, api.token_by_password(self, EMAIL, PASSWORD)))
         api.close()
         self.assertEqual(server.stop(), 0)
