@@ -254,36 +254,38 @@ class Server:
         with self._cond:
             return bytes(self._stderr).decode("utf-8", "replace")
 
-    def wait_for_stderr(self, predicate, timeout=HTTP_TIMEOUT):
-        """Waits (bounded, on a condition variable) until the stderr read so
-        far satisfies @p predicate, and returns it. A line the server wrote
-        before it answered may still be in the pipe when the answer arrives:
-        the drain thread reads it a moment later. Returns the text at the
-        deadline, or once stderr is closed, for the caller's assertion."""
+    def _wait_until(self, probe, closed, timeout):
+        """Waits (bounded, on the condition variable the drain threads
+        notify) until probe() returns something other than None, and returns
+        it; None at the deadline or once closed() says no more will come."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                text = bytes(self._stderr).decode("utf-8", "replace")
-                if predicate(text):
-                    return text
+                found = probe()
+                if found is not None:
+                    return found
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stderr_closed:
-                    return text
-                self._cond.wait(remaining)
-
-    def wait_for_log(self, predicate, timeout=HTTP_TIMEOUT):
-        """Waits (bounded, on a condition variable) until some access-log line
-        satisfies @p predicate; returns it, or None at the deadline."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self._stdout:
-                    if predicate(line):
-                        return line
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stdout_closed:
+                if remaining <= 0 or closed():
                     return None
                 self._cond.wait(remaining)
+
+    def wait_for_stderr(self, predicate, timeout=HTTP_TIMEOUT):
+        """Waits until the stderr read so far satisfies @p predicate, and
+        returns it. A line the server wrote before it answered may still be
+        in the pipe when the answer arrives: the drain thread reads it a
+        moment later. At the deadline, or once stderr is closed, returns the
+        text as it is, for the caller's assertion."""
+        def probe():
+            text = bytes(self._stderr).decode("utf-8", "replace")
+            return text if predicate(text) else None
+        found = self._wait_until(probe, lambda: self._stderr_closed, timeout)
+        return found if found is not None else self.stderr_text()
+
+    def wait_for_log(self, predicate, timeout=HTTP_TIMEOUT):
+        """Waits until some access-log line satisfies @p predicate; returns
+        it, or None at the deadline."""
+        return self._wait_until(lambda: next((line for line in self._stdout if predicate(line)), None),
+                                lambda: self._stdout_closed, timeout)
 
     # -- stopping ----------------------------------------------------------
 
