@@ -64,17 +64,6 @@ inline void append_loggable(std::string& out, std::string_view text) {
   out.append(text.data() + plain, text.size() - plain);
 }
 
-/// An incoming X-Request-Id worth keeping: 1 to 64 of [A-Za-z0-9._:-].
-inline bool sane_request_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == ':' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 /// A fresh request id into @p out: 32 lower-case hex digits (128 bits) from
 /// a per-thread generator seeded with 128 bits of OpenSSL randomness when the
 /// thread first needs one (an id names a request, it guards nothing: no
@@ -171,7 +160,7 @@ class AccessLog {
     c.started = std::chrono::steady_clock::now();
     static const std::string header = "X-Request-Id";
     const std::string* incoming = iwsec::detail::find_header(req.headers, header);
-    if (incoming && sane_request_id(*incoming)) {
+    if (incoming && iwsec::sane_request_id(*incoming)) {
       c.id = *incoming;
     } else {
       new_request_id(c.id);

@@ -221,11 +221,7 @@ std::string read_password() {
   return line;
 }
 
-std::string json_string(const std::string& s) {
-  std::string out;
-  iwsec::detail::append_json_string(out, s);
-  return out;
-}
+using user_report::json_quoted;  // a string as a JSON literal, quotes included
 
 std::string users_file;  // for the error messages
 
@@ -317,7 +313,7 @@ std::vector<std::string> read_lines(const std::string& path) {
 
 void print_refresh_token(const Command& c, const std::string& user_id, const std::string& token) {
   if (c.json) {
-    std::printf("{\"user_id\":%s,\"refresh_token\":%s}\n", json_string(user_id).c_str(), json_string(token).c_str());
+    std::printf("{\"user_id\":%s,\"refresh_token\":%s}\n", json_quoted(user_id).c_str(), json_quoted(token).c_str());
   } else {
     std::printf("user_id: %s\nrefresh_token: %s\n", user_id.c_str(), token.c_str());
   }
@@ -365,7 +361,7 @@ int run_key_command(const Command& c, const std::string& path) {
       const std::string created = iwsec::Keyring::format_time(k.created_at);
       if (c.json) {
         out += i ? "," : "";
-        out += "{\"kid\":" + json_string(k.key_id) + ",\"created\":" + json_string(created) +
+        out += "{\"kid\":" + json_quoted(k.key_id) + ",\"created\":" + json_quoted(created) +
                ",\"signing\":" + (signs ? "true" : "false") + "}";
       } else {
         std::printf("%s  %s%s\n", k.key_id.c_str(), created.c_str(), signs ? "  signing" : "");
@@ -380,7 +376,7 @@ int run_key_command(const Command& c, const std::string& path) {
     record("signing_key_added", "", "", added.key_id);
     const std::string created = iwsec::Keyring::format_time(added.created_at);
     if (c.json) {
-      std::printf("{\"kid\":%s,\"created\":%s}\n", json_string(added.key_id).c_str(), json_string(created).c_str());
+      std::printf("{\"kid\":%s,\"created\":%s}\n", json_quoted(added.key_id).c_str(), json_quoted(created).c_str());
     } else {
       std::printf("added signing key %s (created %s); it signs new tokens from now on\n", added.key_id.c_str(),
                   created.c_str());
@@ -391,7 +387,7 @@ int run_key_command(const Command& c, const std::string& path) {
   file.update([&](iwsec::Keyring& ring) { ring.retire(c.email); });
   record("signing_key_retired", "", "", c.email);
   if (c.json) {
-    std::printf("{\"retired\":%s}\n", json_string(c.email).c_str());
+    std::printf("{\"retired\":%s}\n", json_quoted(c.email).c_str());
   } else {
     std::printf("retired signing key %s; its tokens no longer validate\n", c.email.c_str());
   }
@@ -404,7 +400,7 @@ int run(const Command& c) {
   if (c.name == "hash-password") {
     const std::string hash = iwsec::hash_password(read_password(), c.rounds);
     if (c.json) {
-      std::printf("{\"hash\":%s}\n", json_string(hash).c_str());
+      std::printf("{\"hash\":%s}\n", json_quoted(hash).c_str());
     } else {
       std::printf("%s\n", hash.c_str());
     }
@@ -522,13 +518,13 @@ int run_on(const Command& c, iwsec::UserStore& users) {
       for (std::size_t i = 0; i < all.size(); ++i) {
         const auto& u = all[i];
         out += i ? "," : "";
-        out += "{\"user_id\":" + json_string(u.user_id) + ",\"email\":" + json_string(u.email) +
+        out += "{\"user_id\":" + json_quoted(u.user_id) + ",\"email\":" + json_quoted(u.email) +
                ",\"disabled\":" + (u.disabled ? "true" : "false") +
                ",\"refresh_generation\":" + std::to_string(u.refresh_generation);
         if (c.refresh_token_lifetime > 0)  // asked about lifetimes: when each token was issued and expires
-          out += ",\"refresh_token_issued_at\":" + json_string(access_log::rfc3339_seconds(u.refresh_token_issued_at)) +
+          out += ",\"refresh_token_issued_at\":" + json_quoted(access_log::rfc3339_seconds(u.refresh_token_issued_at)) +
                  ",\"refresh_token_expires_at\":" +
-                 json_string(access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime));
+                 json_quoted(access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime));
         out += "}";
       }
       std::printf("%s]\n", out.c_str());
@@ -568,7 +564,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
     record(disable ? "user_disabled" : "user_enabled", existing->email, existing->user_id);
     if (c.json) {
-      std::printf("{\"email\":%s,\"disabled\":%s}\n", json_string(existing->email).c_str(), disable ? "true" : "false");
+      std::printf("{\"email\":%s,\"disabled\":%s}\n", json_quoted(existing->email).c_str(), disable ? "true" : "false");
     } else {
       std::printf("%s %s\n", disable ? "disabled" : "enabled", existing->email.c_str());
     }
@@ -580,7 +576,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
     record("user_deleted", existing->email, existing->user_id);
     if (c.json) {
-      std::printf("{\"email\":%s,\"deleted\":true}\n", json_string(existing->email).c_str());
+      std::printf("{\"email\":%s,\"deleted\":true}\n", json_quoted(existing->email).c_str());
     } else {
       std::printf("deleted %s\n", existing->email.c_str());
     }
@@ -594,7 +590,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     if (!c.keep_sessions) {
       print_refresh_token(c, changed.user_id, changed.refresh_token);
     } else if (c.json) {
-      std::printf("{\"email\":%s,\"password_changed\":true}\n", json_string(existing->email).c_str());
+      std::printf("{\"email\":%s,\"password_changed\":true}\n", json_quoted(existing->email).c_str());
     } else {
       std::printf("password changed for %s\n", existing->email.c_str());
     }

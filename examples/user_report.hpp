@@ -13,6 +13,7 @@
 
 namespace user_report {
 
+/// @brief @p s as a JSON string literal, quotes included.
 inline std::string json_quoted(const std::string& s) {
   std::string out;
   iwsec::detail::append_json_string(out, s);

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "detail/json.hpp"
 
@@ -31,6 +32,19 @@ struct AuditEvent {
   std::string kid;         ///< signing-key events: the key's id (never the key)
   std::int64_t until = 0;  ///< `lock`: when it ends (seconds since the epoch); 0: not a lock
 };
+
+/// @brief Whether @p id, a client's `X-Request-Id`, is one worth keeping
+/// (in an audit event, an access-log line, an answer's header): 1 to 64 of
+/// `[A-Za-z0-9._:-]`. Anything else is replaced by an id of one's own.
+inline bool sane_request_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
 
 /// @brief Receives the routes' audit events (Options::on_audit), on the
 /// request's thread. Must not throw (what it throws is dropped). A host that

@@ -24,6 +24,7 @@
 
 #include "detail/file.hpp"
 #include "detail/json.hpp"
+#include "detail/log.hpp"
 #include "detail/thread_safety.hpp"
 #include "detail/users_file.hpp"
 #include "errors.hpp"
@@ -130,16 +131,10 @@ class JsonFileUserStore : public UserStore {
   /// @brief Receives one line (no newline) about the files: why they cannot
   /// be reloaded, that they can again, a snapshot read in full, a journal set
   /// aside, a write whose directory fsync failed. Never holds a secret.
-  using Log = std::function<void(const std::string& line)>;
+  using Log = detail::Log;
 
   /// @brief The default log: "iwsec: LINE" on standard error.
-  static Log stderr_log() {
-    return [](const std::string& line) {
-      const std::string text = "iwsec: " + line + "\n";
-      std::fwrite(text.data(), 1, text.size(), stderr);
-      std::fflush(stderr);
-    };
-  }
+  static Log stderr_log() { return detail::stderr_log(); }
 
   /// @brief How this store has read the files since it was opened.
   struct ReadCounts {

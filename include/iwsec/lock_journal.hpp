@@ -49,6 +49,7 @@
 
 #include "detail/file.hpp"
 #include "detail/hex.hpp"
+#include "detail/log.hpp"
 #include "detail/thread_safety.hpp"
 #include "lockout_interface.hpp"
 
@@ -63,7 +64,7 @@ class LockJournal {
   static constexpr off_t default_max_bytes = 1 << 20;
   /// @brief Receives one line (no newline) when the journal cannot be
   /// written; never holds an email or a secret.
-  using Log = std::function<void(const std::string& line)>;
+  using Log = detail::Log;
 
   /// @brief The journal of data directory @p data_dir.
   static std::string path_in(const std::string& data_dir) { return data_dir + "/lockouts.journal"; }
@@ -207,13 +208,7 @@ class LockJournal {
   }
 
   /// @brief The default log: "iwsec: LINE" on standard error.
-  static Log stderr_log() {
-    return [](const std::string& line) {
-      const std::string text = "iwsec: " + line + "\n";
-      std::fwrite(text.data(), 1, text.size(), stderr);
-      std::fflush(stderr);
-    };
-  }
+  static Log stderr_log() { return detail::stderr_log(); }
 
  private:
   static std::string lock_path_of(const std::string& journal) { return journal + ".lock"; }

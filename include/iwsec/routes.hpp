@@ -110,11 +110,7 @@ class security_core {
     if (req) {
       e.client = client_of(*req);
       const std::string& id = req->get_header_value("X-Request-Id");
-      bool sane = !id.empty() && id.size() <= 64;
-      for (char c : id)
-        sane = sane && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                        c == '_' || c == ':' || c == '-');
-      if (sane) e.request_id = id;
+      if (sane_request_id(id)) e.request_id = id;
     }
     if (result) e.result = result;
     if (reason) e.reason = reason;

@@ -4022,6 +4022,32 @@ class MemoryUserStore : public UserStore {
 #include <sys/stat.h>
 #include <unistd.h>
 
+// ----- begin iwsec/detail/log.hpp -----
+/// @brief The operator's log of the library's file-backed parts: a line sink, and its default on stderr.
+/// @file
+
+#include <cstdio>
+#include <functional>
+#include <string>
+
+namespace iwsec {
+namespace detail {
+
+/// @brief Where a store or journal tells the operator what it did: one line, no newline.
+using Log = std::function<void(const std::string& line)>;
+
+/// @brief The default Log: "iwsec: <line>" on stderr, in one write, flushed at once.
+inline Log stderr_log() {
+  return [](const std::string& line) {
+    const std::string text = "iwsec: " + line + "\n";
+    std::fwrite(text.data(), 1, text.size(), stderr);
+    std::fflush(stderr);
+  };
+}
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/log.hpp -----
 // ----- begin iwsec/detail/users_file.hpp -----
 /// @file
 /// @brief The users-file format: the snapshot (`users.json`, format version 1)
@@ -4501,16 +4527,10 @@ class JsonFileUserStore : public UserStore {
   /// @brief Receives one line (no newline) about the files: why they cannot
   /// be reloaded, that they can again, a snapshot read in full, a journal set
   /// aside, a write whose directory fsync failed. Never holds a secret.
-  using Log = std::function<void(const std::string& line)>;
+  using Log = detail::Log;
 
   /// @brief The default log: "iwsec: LINE" on standard error.
-  static Log stderr_log() {
-    return [](const std::string& line) {
-      const std::string text = "iwsec: " + line + "\n";
-      std::fwrite(text.data(), 1, text.size(), stderr);
-      std::fflush(stderr);
-    };
-  }
+  static Log stderr_log() { return detail::stderr_log(); }
 
   /// @brief How this store has read the files since it was opened.
   struct ReadCounts {
@@ -6749,7 +6769,7 @@ class LockJournal {
   static constexpr off_t default_max_bytes = 1 << 20;
   /// @brief Receives one line (no newline) when the journal cannot be
   /// written; never holds an email or a secret.
-  using Log = std::function<void(const std::string& line)>;
+  using Log = detail::Log;
 
   /// @brief The journal of data directory @p data_dir.
   static std::string path_in(const std::string& data_dir) { return data_dir + "/lockouts.journal"; }
@@ -6893,13 +6913,7 @@ class LockJournal {
   }
 
   /// @brief The default log: "iwsec: LINE" on standard error.
-  static Log stderr_log() {
-    return [](const std::string& line) {
-      const std::string text = "iwsec: " + line + "\n";
-      std::fwrite(text.data(), 1, text.size(), stderr);
-      std::fflush(stderr);
-    };
-  }
+  static Log stderr_log() { return detail::stderr_log(); }
 
  private:
   static std::string lock_path_of(const std::string& journal) { return journal + ".lock"; }
@@ -7555,6 +7569,7 @@ inline std::optional<TokenCheck> take_token_check(const httplib::Request& req) n
 #include <ctime>
 #include <functional>
 #include <string>
+#include <string_view>
 
 
 namespace iwsec {
@@ -7576,6 +7591,19 @@ struct AuditEvent {
   std::string kid;         ///< signing-key events: the key's id (never the key)
   std::int64_t until = 0;  ///< `lock`: when it ends (seconds since the epoch); 0: not a lock
 };
+
+/// @brief Whether @p id, a client's `X-Request-Id`, is one worth keeping
+/// (in an audit event, an access-log line, an answer's header): 1 to 64 of
+/// `[A-Za-z0-9._:-]`. Anything else is replaced by an id of one's own.
+inline bool sane_request_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
 
 /// @brief Receives the routes' audit events (Options::on_audit), on the
 /// request's thread. Must not throw (what it throws is dropped). A host that
@@ -8420,11 +8448,7 @@ class security_core {
     if (req) {
       e.client = client_of(*req);
       const std::string& id = req->get_header_value("X-Request-Id");
-      bool sane = !id.empty() && id.size() <= 64;
-      for (char c : id)
-        sane = sane && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                        c == '_' || c == ':' || c == '-');
-      if (sane) e.request_id = id;
+      if (sane_request_id(id)) e.request_id = id;
     }
     if (result) e.result = result;
     if (reason) e.reason = reason;

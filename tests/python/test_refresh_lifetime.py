@@ -50,15 +50,17 @@ class RefreshTokenLifetime(unittest.TestCase):
         issued_before = int(time.time())
         _, token = h.add_user(self, self.data, EMAIL, PASSWORD)
         h.add_user(self, self.data, "bob@example.com", PASSWORD)
-        server, api = self.start("--refresh-token-lifetime", "2", "--lockout-client-failures", "2",
+        # 5 s: adding a second user and starting the server fit in it even
+        # on a loaded machine (issue times are whole seconds).
+        server, api = self.start("--refresh-token-lifetime", "5", "--lockout-client-failures", "2",
                                  "--lockout-client-window", "600")
         api.token_by_refresh(self, token)  # fresh: works
-        doc = self.show("--refresh-token-lifetime", "2")
+        doc = self.show("--refresh-token-lifetime", "5")
         issued = parse_time(doc["refresh_token_issued_at"])
         self.assertGreaterEqual(issued, issued_before)
         self.assertLessEqual(issued, time.time())
-        self.assertEqual(parse_time(doc["refresh_token_expires_at"]), issued + 2)
-        self.wait_until(issued + 3)
+        self.assertEqual(parse_time(doc["refresh_token_expires_at"]), issued + 5)
+        self.wait_until(issued + 6)
         r = api.access_token(token)
         h.assert_envelope(self, r, 406)  # like an unknown one
         unknown = api.access_token("x" * 43)
@@ -70,15 +72,17 @@ class RefreshTokenLifetime(unittest.TestCase):
 
     def test_rotation_issues_a_fresh_lifetime(self):
         _, token = h.add_user(self, self.data, EMAIL, PASSWORD)
-        server, api = self.start("--refresh-token-lifetime", "3")
+        server, api = self.start("--refresh-token-lifetime", "5")
         issued = parse_time(self.show()["refresh_token_issued_at"])
-        self.wait_until(issued + 2)
+        self.wait_until(issued + 3)
         r = api.rotate(EMAIL, PASSWORD)
         self.assertEqual(r.status_code, 200, r.text)
         fresh = r.json()["refresh_token"]
         rotated_at = parse_time(self.show()["refresh_token_issued_at"])
-        self.assertGreaterEqual(rotated_at, issued + 2)
-        self.wait_until(issued + 4)  # the first lifetime is over, the new one is not
+        self.assertGreaterEqual(rotated_at, issued + 3)
+        # The first lifetime is over; the new one runs to rotated_at + 5, at
+        # least 2 s after this.
+        self.wait_until(issued + 6)
         api.token_by_refresh(self, fresh)
         h.assert_envelope(self, api.access_token(token), 406)
         # rotate-refresh-token and set-password restart the clock too.
@@ -151,16 +155,16 @@ class RefreshTokenLifetime(unittest.TestCase):
             json.dump(doc, f)
         self.wait_until(int(time.time()) + 1)
         first_load = int(time.time())
-        server, api = self.start("--refresh-token-lifetime", "3")
+        server, api = self.start("--refresh-token-lifetime", "5")
         loaded = parse_time(self.show()["refresh_token_issued_at"])
         self.assertGreaterEqual(loaded, first_load)
         api.token_by_refresh(self, token)
         server.stop()
         # A restart does not restart the clock: the first load's time was kept.
         self.wait_until(loaded + 1)
-        server, api = self.start("--refresh-token-lifetime", "3")
+        server, api = self.start("--refresh-token-lifetime", "5")
         self.assertEqual(parse_time(self.show()["refresh_token_issued_at"]), loaded)
-        self.wait_until(loaded + 4)
+        self.wait_until(loaded + 6)
         h.assert_envelope(self, api.access_token(token), 406)
 
     @unittest.skipUnless(h.CLUSTER_MODE, "a database made by schema version 1")
@@ -173,12 +177,12 @@ class RefreshTokenLifetime(unittest.TestCase):
                "UPDATE iwsec_schema SET version = 1", dbname=db)
         self.wait_until(int(time.time()) + 1)
         first_load = int(time.time())
-        server, api = self.start("--refresh-token-lifetime", "3")  # migrates to version 4
+        server, api = self.start("--refresh-token-lifetime", "5")  # migrates to version 4
         loaded = parse_time(self.show()["refresh_token_issued_at"])
         self.assertGreaterEqual(loaded, first_load)
         api.token_by_refresh(self, token)
         self.assertEqual(pg.sql("SELECT max(version) FROM iwsec_schema", dbname=db).strip(), "4")
-        self.wait_until(loaded + 4)
+        self.wait_until(loaded + 6)
         h.assert_envelope(self, api.access_token(token), 406)
 
     def test_bad_flags(self):
