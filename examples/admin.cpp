@@ -134,7 +134,7 @@ Command parse_arguments(int argc, char** argv) {
     } else if (a == "--keep-sessions") {
       c.keep_sessions = true;
     } else if (a == "--refresh-token-lifetime") {
-      c.refresh_token_lifetime = args.integer_value(0, 10LL * 366 * 24 * 3600);
+      c.refresh_token_lifetime = args.integer_value(0, iwsec::max_refresh_token_lifetime_seconds);
     } else if (a == "--expiring-within") {
       c.expiring_within = args.integer_value(0, 100LL * 366 * 24 * 3600);
     } else if (a == "--audit-log") {

@@ -189,7 +189,7 @@ Settings parse_arguments(int argc, char** argv) {
       s.admin_host = args.value();
       if (s.admin_host.empty()) cli::usage_error(program, "--admin-host needs an address");
     } else if (a == "--refresh-token-lifetime") {
-      s.refresh_token_lifetime = args.integer_value(0, 10LL * 366 * 24 * 3600);
+      s.refresh_token_lifetime = args.integer_value(0, iwsec::max_refresh_token_lifetime_seconds);
     } else if (a == "--audit-log") {
       s.audit_log = args.value();
       if (s.audit_log.empty()) cli::usage_error(program, "--audit-log needs a file");

@@ -1120,7 +1120,17 @@ TEST_CASE("options out of range are refused when mounting", "[host]") {
   refused([](iwsec::Options& o) { o.password_rounds = 0; });
   refused([](iwsec::Options& o) { o.password_rounds = iwsec::Pbkdf2Hash::max_rounds + 1; });
   refused([](iwsec::Options& o) { o.max_authorization_bytes = 10; });
+  // A refresh-token lifetime past ten years of 366 days (the programs' bound
+  // too) would only push issue time + lifetime towards overflow.
+  refused([](iwsec::Options& o) { o.refresh_token_lifetime = std::chrono::seconds(-1); });
+  refused([](iwsec::Options& o) { o.refresh_token_lifetime = std::chrono::seconds::max(); });
+  refused([](iwsec::Options& o) {
+    o.refresh_token_lifetime = std::chrono::seconds(iwsec::max_refresh_token_lifetime_seconds + 1);
+  });
   CHECK_NOTHROW(iwsec::mount_security_routes(server, users, signer, iwsec::Options()));
+  iwsec::Options longest;
+  longest.refresh_token_lifetime = std::chrono::seconds(iwsec::max_refresh_token_lifetime_seconds);
+  CHECK_NOTHROW(iwsec::mount_security_routes(server, users, signer, longest));
 }
 
 namespace {

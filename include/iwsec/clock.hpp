@@ -23,4 +23,9 @@ inline std::int64_t system_now() {
 /// clock skew is already absurd; the bound keeps sums of times in range.
 inline constexpr std::int64_t max_duration_seconds = 366LL * 24 * 3600;
 
+/// @brief The longest refresh-token lifetime, in seconds: ten times
+/// max_duration_seconds. Refresh tokens are long-lived by design; the bound
+/// keeps issue time + lifetime in range.
+inline constexpr std::int64_t max_refresh_token_lifetime_seconds = 10 * max_duration_seconds;
+
 }  // namespace iwsec

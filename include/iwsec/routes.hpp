@@ -93,8 +93,8 @@ class security_core {
       throw invalid_option("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
       throw invalid_option(std::string("iwsec: Options::lockout.") + error);
-    if (o.refresh_token_lifetime.count() < 0)
-      throw invalid_option("iwsec: Options::refresh_token_lifetime must not be negative");
+    if (o.refresh_token_lifetime.count() < 0 || o.refresh_token_lifetime.count() > max_refresh_token_lifetime_seconds)
+      throw invalid_option("iwsec: Options::refresh_token_lifetime must be 0 s (none) to 10 x 366 days");
   }
 
   /// @brief Hands one audit event to Options::on_audit (nothing is built

@@ -172,6 +172,11 @@ inline std::int64_t system_now() {
 /// clock skew is already absurd; the bound keeps sums of times in range.
 inline constexpr std::int64_t max_duration_seconds = 366LL * 24 * 3600;
 
+/// @brief The longest refresh-token lifetime, in seconds: ten times
+/// max_duration_seconds. Refresh tokens are long-lived by design; the bound
+/// keeps issue time + lifetime in range.
+inline constexpr std::int64_t max_refresh_token_lifetime_seconds = 10 * max_duration_seconds;
+
 }  // namespace iwsec
 // ----- end iwsec/clock.hpp -----
 // ----- begin iwsec/errors.hpp -----
@@ -8431,8 +8436,8 @@ class security_core {
       throw invalid_option("iwsec: Options::max_authorization_bytes below 64");
     if (const char* error = lockout_policy_error(o.lockout))
       throw invalid_option(std::string("iwsec: Options::lockout.") + error);
-    if (o.refresh_token_lifetime.count() < 0)
-      throw invalid_option("iwsec: Options::refresh_token_lifetime must not be negative");
+    if (o.refresh_token_lifetime.count() < 0 || o.refresh_token_lifetime.count() > max_refresh_token_lifetime_seconds)
+      throw invalid_option("iwsec: Options::refresh_token_lifetime must be 0 s (none) to 10 x 366 days");
   }
 
   /// @brief Hands one audit event to Options::on_audit (nothing is built
