@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <ctime>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,6 +34,28 @@ void unlock(const std::string& path, const std::string& email) {
   std::string error;
   REQUIRE(iwsec::LockJournal::request_unlock(path, email, error));
 }
+
+// A started journal in a fresh folder, and a JournaledLockout over a tracker
+// that locks an account after @p account_failures failures.
+struct JournaledFixture {
+  explicit JournaledFixture(int account_failures)
+      : journal(std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(dir.path))),
+        tracker(std::make_shared<iwsec::LockoutTracker>(policy_with(account_failures))),
+        lockout(tracker, journal) {
+    std::string error;
+    REQUIRE(journal->start(error));
+  }
+  static iwsec::LockoutPolicy policy_with(int account_failures) {
+    iwsec::LockoutPolicy policy;
+    policy.account_failures = account_failures;
+    return policy;
+  }
+  iwsec_test::TempDir dir;
+  std::shared_ptr<iwsec::LockJournal> journal;
+  std::shared_ptr<iwsec::LockoutTracker> tracker;
+  iwsec::JournaledLockout lockout;
+  const std::int64_t now = std::time(nullptr);
+};
 
 }  // namespace
 
@@ -98,15 +121,11 @@ TEST_CASE("compaction keeps the locks in force and every unlock", "[lock_journal
 }
 
 TEST_CASE("JournaledLockout: a host's tracker meets an administrator through the journal", "[lock_journal]") {
-  iwsec_test::TempDir dir;
-  auto journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(dir.path));
-  std::string error;
-  REQUIRE(journal->start(error));
-  iwsec::LockoutPolicy policy;
-  policy.account_failures = 3;
-  auto tracker = std::make_shared<iwsec::LockoutTracker>(policy);
-  iwsec::JournaledLockout lockout(tracker, journal);
-  const std::int64_t now = std::time(nullptr);
+  JournaledFixture f(3);
+  auto& journal = f.journal;
+  auto& tracker = f.tracker;
+  auto& lockout = f.lockout;
+  const std::int64_t now = f.now;
 
   // Three failures lock the account: the transition is the tracker's, and
   // the journal has it (what show-user reads), under the key, not the email.
@@ -146,14 +165,10 @@ TEST_CASE("JournaledLockout: a host's tracker meets an administrator through the
 }
 
 TEST_CASE("JournaledLockout: an unlock made inside the process is in the journal too", "[lock_journal]") {
-  iwsec_test::TempDir dir;
-  auto journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(dir.path));
-  std::string error;
-  REQUIRE(journal->start(error));
-  iwsec::LockoutPolicy policy;
-  policy.account_failures = 1;
-  iwsec::JournaledLockout lockout(std::make_shared<iwsec::LockoutTracker>(policy), journal);
-  const std::int64_t now = std::time(nullptr);
+  JournaledFixture f(1);
+  auto& journal = f.journal;
+  auto& lockout = f.lockout;
+  const std::int64_t now = f.now;
   {
     auto attempt = lockout.begin(std::string_view("cy@example.com"), "client", now);
     REQUIRE(attempt);

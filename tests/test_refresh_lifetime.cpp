@@ -150,6 +150,32 @@ TEST_CASE("audit: logins, locks and revocations reach Options::on_audit", "[audi
   }
 }
 
+TEST_CASE("audit: a client's X-Request-Id is kept only when sane_request_id accepts it", "[audit]") {
+  CHECK(iwsec::sane_request_id("a.b_c:d-E9"));
+  CHECK(iwsec::sane_request_id(std::string(64, 'x')));
+  CHECK_FALSE(iwsec::sane_request_id(std::string(65, 'x')));
+  CHECK_FALSE(iwsec::sane_request_id(""));
+  CHECK_FALSE(iwsec::sane_request_id("a b"));
+  CHECK_FALSE(iwsec::sane_request_id("a/b"));
+  CHECK_FALSE(iwsec::sane_request_id("a\"\\n"));
+
+  Fixture f;
+  Recorder audit;
+  f.options.on_audit = audit.hook();
+  add_account(f.users, "ada@example.com", "pw-ada");
+  f.start();
+  auto c = f.client();
+  for (const char* id : {"req-42.a:b_c", "not sane/at all"}) {
+    auto headers = auth("Basic " + iwsec::base64_encode("ada@example.com:pw-ada"));
+    headers.emplace("X-Request-Id", id);
+    REQUIRE(call(c, "GET", kAuthenticate, headers).status == 200);
+  }
+  const auto events = audit.take();
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].request_id == "req-42.a:b_c");
+  CHECK(events[1].request_id.empty());
+}
+
 TEST_CASE("audit_json_line: RFC 3339 UTC with milliseconds, only the fields set", "[audit]") {
   iwsec::AuditEvent e;
   e.time_ms = 1796609207123;

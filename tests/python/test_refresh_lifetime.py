@@ -47,11 +47,11 @@ class RefreshTokenLifetime(unittest.TestCase):
             time.sleep(min(0.2, max(0.0, epoch - time.time())))
 
     def test_expires_after_lifetime_and_counts_as_failure(self):
+        h.add_user(self, self.data, "bob@example.com", PASSWORD)
         issued_before = int(time.time())
         _, token = h.add_user(self, self.data, EMAIL, PASSWORD)
-        h.add_user(self, self.data, "bob@example.com", PASSWORD)
-        # 5 s: adding a second user and starting the server fit in it even
-        # on a loaded machine (issue times are whole seconds).
+        # 5 s (at least 4: issue times are whole seconds): starting the
+        # server and the first exchange fit in it even on a loaded machine.
         server, api = self.start("--refresh-token-lifetime", "5", "--lockout-client-failures", "2",
                                  "--lockout-client-window", "600")
         api.token_by_refresh(self, token)  # fresh: works
@@ -60,7 +60,7 @@ class RefreshTokenLifetime(unittest.TestCase):
         self.assertGreaterEqual(issued, issued_before)
         self.assertLessEqual(issued, time.time())
         self.assertEqual(parse_time(doc["refresh_token_expires_at"]), issued + 5)
-        self.wait_until(issued + 6)
+        self.wait_until(issued + 5)
         r = api.access_token(token)
         h.assert_envelope(self, r, 406)  # like an unknown one
         unknown = api.access_token("x" * 43)
@@ -81,8 +81,8 @@ class RefreshTokenLifetime(unittest.TestCase):
         rotated_at = parse_time(self.show()["refresh_token_issued_at"])
         self.assertGreaterEqual(rotated_at, issued + 3)
         # The first lifetime is over; the new one runs to rotated_at + 5, at
-        # least 2 s after this.
-        self.wait_until(issued + 6)
+        # least 3 s after this.
+        self.wait_until(issued + 5)
         api.token_by_refresh(self, fresh)
         h.assert_envelope(self, api.access_token(token), 406)
         # rotate-refresh-token and set-password restart the clock too.
@@ -160,11 +160,13 @@ class RefreshTokenLifetime(unittest.TestCase):
         self.assertGreaterEqual(loaded, first_load)
         api.token_by_refresh(self, token)
         server.stop()
-        # A restart does not restart the clock: the first load's time was kept.
-        self.wait_until(loaded + 1)
+        # A restart does not restart the clock: the first load's time was
+        # kept, so the token expires at loaded + 5 (a clock restarted at
+        # loaded + 2 or later would keep it working until loaded + 7).
+        self.wait_until(loaded + 2)
         server, api = self.start("--refresh-token-lifetime", "5")
         self.assertEqual(parse_time(self.show()["refresh_token_issued_at"]), loaded)
-        self.wait_until(loaded + 6)
+        self.wait_until(loaded + 5)
         h.assert_envelope(self, api.access_token(token), 406)
 
     @unittest.skipUnless(h.CLUSTER_MODE, "a database made by schema version 1")
@@ -182,7 +184,7 @@ class RefreshTokenLifetime(unittest.TestCase):
         self.assertGreaterEqual(loaded, first_load)
         api.token_by_refresh(self, token)
         self.assertEqual(pg.sql("SELECT max(version) FROM iwsec_schema", dbname=db).strip(), "4")
-        self.wait_until(loaded + 6)
+        self.wait_until(loaded + 5)
         h.assert_envelope(self, api.access_token(token), 406)
 
     def test_bad_flags(self):
