@@ -300,8 +300,11 @@ TEST_CASE("100 parallel refresh rotations of one account leave exactly the last 
   // once (test_lockout covers that cap); a server whose pool runs more than
   // 30 of these 100 at once (newer cpp-httplib grows its pool) would refuse
   // some with 429. This test is about rotation, so the cap is lifted above
-  // the burst.
+  // the burst. Likewise the hashing gate's queue (64 waiting past one check
+  // per core; past that a login gets 503): a pool that grows could put more
+  // of the 100 in it at once.
   f.options.lockout.account_failures = 1000;
+  f.options.max_queued_hashes = 1000;
   const auto a = add_account(f.users, "contended@example.com", "contended:pw");
   start_with_full_backlog(f);
   auto c = f.client();
