@@ -470,10 +470,35 @@ class SickDatabase(ClusterCase):
         wait_until(revoked_on_a, what="a revocation after recovery")
 
     def hold_commits(self):
-        """Every COMMIT that writes waits for a synchronous standby that never comes."""
+        """Every COMMIT that writes waits for a synchronous standby that never
+        comes. Returns once that is in force: pg_reload_conf() only signals,
+        and the checkpointer turns the setting on a moment later (a COMMIT in
+        between is not held). A probe of our own, a write, must be seen
+        waiting; it is then terminated."""
         PG.sql("ALTER SYSTEM SET synchronous_standby_names = 'iwsec_no_such_standby'")
         PG.sql("SELECT pg_reload_conf()")
         self.addCleanup(self.release_commits)
+        deadline = time.monotonic() + PROPAGATION_DEADLINE
+        probe = None
+        try:
+            while True:
+                if probe is None or probe.poll() is not None:  # done without waiting: not yet in force
+                    probe = subprocess.Popen(
+                        [pg_cluster.psql_path(), "-X", "-q", "-d", PG.conninfo() + " application_name=iwsec_probe",
+                         "-c", "CREATE TEMP TABLE iwsec_probe ()"],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                pid = PG.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'iwsec_probe' "
+                             "AND wait_event = 'SyncRep'")
+                if pid:
+                    PG.sql("SELECT pg_terminate_backend(%s)" % pid)
+                    break
+                if time.monotonic() >= deadline:
+                    raise AssertionError("synchronous_standby_names not in force after %ss" % PROPAGATION_DEADLINE)
+                time.sleep(0.01)
+        finally:
+            if probe.poll() is None:
+                probe.kill()  # the client; its backend was terminated, or its wait ends with release_commits
+            probe.wait(timeout=60)
 
     def release_commits(self):
         PG.sql("ALTER SYSTEM RESET synchronous_standby_names")
