@@ -645,19 +645,22 @@ inline std::string hex_encode(const unsigned char* data, std::size_t n) {
   return out;
 }
 
+/// @brief The value of lower-case hex digit @p c (what hex_digit writes);
+/// -1 for any other character, upper-case digits included.
+constexpr int hex_nibble(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
 /// @brief The bytes of lower-case hex @p hex (what hex_encode writes);
 /// nothing for an odd length or any other character.
 inline std::optional<std::string> hex_decode(std::string_view hex) {
   if (hex.size() % 2) return std::nullopt;
-  const auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
   std::string out;
   out.reserve(hex.size() / 2);
   for (std::size_t i = 0; i < hex.size(); i += 2) {
-    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    const int hi = hex_nibble(hex[i]), lo = hex_nibble(hex[i + 1]);
     if (hi < 0 || lo < 0) return std::nullopt;
     out += static_cast<char>(hi * 16 + lo);
   }
@@ -1078,16 +1081,9 @@ inline bool parse_uuid_key(std::string_view s, std::uint64_t& hi, std::uint64_t&
   int digits = 0;
   for (std::size_t i = 0; i < 36; ++i) {
     if (i == 8 || i == 13 || i == 18 || i == 23) continue;
-    const char c = s[i];
-    unsigned d;
-    if (c >= '0' && c <= '9') {
-      d = static_cast<unsigned>(c - '0');
-    } else if (c >= 'a' && c <= 'f') {
-      d = static_cast<unsigned>(c - 'a' + 10);
-    } else {
-      return false;
-    }
-    half[digits >> 4] = (half[digits >> 4] << 4) | d;
+    const int d = hex_nibble(s[i]);
+    if (d < 0) return false;
+    half[digits >> 4] = (half[digits >> 4] << 4) | static_cast<unsigned>(d);
     ++digits;
   }
   hi = half[0];

@@ -433,16 +433,9 @@ inline bool parse_uuid_key(std::string_view s, std::uint64_t& hi, std::uint64_t&
   int digits = 0;
   for (std::size_t i = 0; i < 36; ++i) {
     if (i == 8 || i == 13 || i == 18 || i == 23) continue;
-    const char c = s[i];
-    unsigned d;
-    if (c >= '0' && c <= '9') {
-      d = static_cast<unsigned>(c - '0');
-    } else if (c >= 'a' && c <= 'f') {
-      d = static_cast<unsigned>(c - 'a' + 10);
-    } else {
-      return false;
-    }
-    half[digits >> 4] = (half[digits >> 4] << 4) | d;
+    const int d = hex_nibble(s[i]);
+    if (d < 0) return false;
+    half[digits >> 4] = (half[digits >> 4] << 4) | static_cast<unsigned>(d);
     ++digits;
   }
   hi = half[0];
