@@ -478,27 +478,23 @@ class SickDatabase(ClusterCase):
         PG.sql("ALTER SYSTEM SET synchronous_standby_names = 'iwsec_no_such_standby'")
         PG.sql("SELECT pg_reload_conf()")
         self.addCleanup(self.release_commits)
-        deadline = time.monotonic() + PROPAGATION_DEADLINE
-        probe = None
+        probe = [None]
+
+        def probe_held():
+            if probe[0] is None or probe[0].poll() is not None:  # done without waiting: not yet in force
+                probe[0] = subprocess.Popen(
+                    [pg_cluster.psql_path(), "-X", "-q", "-d", PG.conninfo() + " application_name=iwsec_probe",
+                     "-c", "CREATE TEMP TABLE iwsec_probe ()"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return PG.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'iwsec_probe' "
+                          "AND wait_event = 'SyncRep'")
         try:
-            while True:
-                if probe is None or probe.poll() is not None:  # done without waiting: not yet in force
-                    probe = subprocess.Popen(
-                        [pg_cluster.psql_path(), "-X", "-q", "-d", PG.conninfo() + " application_name=iwsec_probe",
-                         "-c", "CREATE TEMP TABLE iwsec_probe ()"],
-                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                pid = PG.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'iwsec_probe' "
-                             "AND wait_event = 'SyncRep'")
-                if pid:
-                    PG.sql("SELECT pg_terminate_backend(%s)" % pid)
-                    break
-                if time.monotonic() >= deadline:
-                    raise AssertionError("synchronous_standby_names not in force after %ss" % PROPAGATION_DEADLINE)
-                time.sleep(0.01)
+            pid = wait_until(probe_held, what="synchronous_standby_names in force")
+            PG.sql("SELECT pg_terminate_backend(%s)" % pid)
         finally:
-            if probe.poll() is None:
-                probe.kill()  # the client; its backend was terminated, or its wait ends with release_commits
-            probe.wait(timeout=60)
+            if probe[0].poll() is None:
+                probe[0].kill()  # the client; its backend was terminated, or its wait ends with release_commits
+            probe[0].wait(timeout=60)
 
     def release_commits(self):
         PG.sql("ALTER SYSTEM RESET synchronous_standby_names")
