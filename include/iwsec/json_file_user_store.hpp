@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "detail/change_watch.hpp"
 #include "detail/file.hpp"
 #include "detail/json.hpp"
 #include "detail/log.hpp"
@@ -146,7 +147,11 @@ class JsonFileUserStore : public UserStore {
   /// and its journal at `<path>.journal`. Throws store_error when they exist
   /// but are unreadable or invalid. @p log may be empty (no log).
   explicit JsonFileUserStore(std::string path, Log log = stderr_log())
-      : path_(std::move(path)), journal_path_(path_ + ".journal"), lock_path_(path_ + ".lock"), log_(std::move(log)) {
+      : path_(std::move(path)),
+        journal_path_(path_ + ".journal"),
+        lock_path_(path_ + ".lock"),
+        log_(std::move(log)),
+        changes_({path_, journal_path_}) {
     // A missing directory fails here, by name, not as an I/O error on the first write.
     const std::string dir = detail::parent_directory(path_);
     struct stat st;
@@ -284,6 +289,7 @@ class JsonFileUserStore : public UserStore {
   }
 
   // One stat of each file; false (and @p error) unless each is there or missing.
+  // read() skips it while the change watch has seen no event naming either.
   bool observe(versions& now, std::string& error) const {
     const auto one = [&](const std::string& path, std::optional<detail::file_identity>& out) {
       struct stat st;
@@ -300,13 +306,22 @@ class JsonFileUserStore : public UserStore {
 
   template <typename F>
   auto read(F&& f) -> decltype(f(std::declval<const detail::user_index&>())) {
+    const std::uint64_t generation = changes_.now();
+    if (changes_.unchanged(generation)) {  // no event names either file: no stat
+      detail::ReaderLock lock(state_mutex_);
+      return f(index_);
+    }
     versions now;
     std::string ignored;
     if (observe(now, ignored)) {
       detail::ReaderLock lock(state_mutex_);
-      if (now == seen_) return f(index_);
+      if (now == seen_) {
+        changes_.checked(generation);
+        return f(index_);
+      }
     }
     refresh_for_reader();
+    changes_.checked(generation);
     detail::ReaderLock lock(state_mutex_);
     return f(index_);
   }
@@ -835,6 +850,8 @@ class JsonFileUserStore : public UserStore {
   const std::string journal_path_;
   const std::string lock_path_;
   const Log log_;
+  // Lets read() skip its two stats while no event names either file.
+  detail::ChangeTracker changes_;
 
   // What reads use. Guarded by state_mutex_ (taken after sync_lock_).
   mutable detail::SharedMutex state_mutex_;

@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "detail/base64.hpp"
+#include "detail/change_watch.hpp"
 #include "detail/crypto.hpp"
 #include "detail/file.hpp"
 #include "detail/thread_safety.hpp"
@@ -287,7 +288,7 @@ struct Keyring {
 /// atomically, so iwsec-admin and a running server can share it.
 class KeyringFile {
  public:
-  explicit KeyringFile(std::string path) : path_(std::move(path)) {}
+  explicit KeyringFile(std::string path) : path_(std::move(path)), changes_({path_}) {}
   KeyringFile(const KeyringFile&) = delete;
   KeyringFile& operator=(const KeyringFile&) = delete;
 
@@ -352,24 +353,35 @@ class KeyringFile {
     return ring;
   }
 
-  /// @brief Keeps @p signer in step with the file: one stat, and when the
-  /// file changed since it was last loaded, reads it and replaces the
-  /// signer's keys. True when they were replaced. Throws StateUnavailable
+  /// @brief Keeps @p signer in step with the file: one stat when the
+  /// process's change watch saw an event naming it (or cannot watch it;
+  /// detail/change_watch.hpp), and when the file changed since it was
+  /// last loaded, reads it and replaces the signer's keys. True when they
+  /// were replaced. Throws StateUnavailable
   /// when the file changed (or vanished) and cannot be read, so the routes
   /// answer 503 rather than keep verifying with keys that may be retired.
   /// Cheap enough to call on every request (Options::refresh_keys).
   bool refresh(Signer& signer) {
+    const std::uint64_t generation = changes_.now();
+    if (changes_.unchanged(generation)) return false;  // no event names the file: no stat
     struct stat st;
     const bool present = ::stat(path_.c_str(), &st) == 0;
     if (present) {
       detail::ReaderLock shared(mutex_);  // the common case: every thread at once
-      if (loaded_ && detail::file_identity::of(st) == *loaded_) return false;
+      if (loaded_ && detail::file_identity::of(st) == *loaded_) {
+        changes_.checked(generation);
+        return false;
+      }
     }
     detail::WriterLock lock(mutex_);
-    if (present && loaded_ && detail::file_identity::of(st) == *loaded_) return false;  // reloaded meanwhile
+    if (present && loaded_ && detail::file_identity::of(st) == *loaded_) {  // reloaded meanwhile
+      changes_.checked(generation);
+      return false;
+    }
     try {
       Keyring ring = load_and_remember();
       signer.replace_keys(ring.signing_keys());
+      changes_.checked(generation);
       return true;
     } catch (const std::exception& e) {
       loaded_.reset();  // try again on the next call
@@ -427,6 +439,7 @@ class KeyringFile {
   }
 
   std::string path_;
+  detail::ChangeTracker changes_;  // lets refresh() skip its stat while no event names the file
   detail::SharedMutex mutex_;
   std::optional<detail::file_identity> loaded_ IWSEC_GUARDED_BY(mutex_);
   detail::unique_fd loaded_fd_ IWSEC_GUARDED_BY(mutex_);

@@ -19,6 +19,7 @@
 #include <httplib.h>
 
 #include "detail/base64.hpp"
+#include "detail/change_watch.hpp"
 #include "detail/crypto.hpp"
 #include "detail/http.hpp"
 #include "detail/json.hpp"
@@ -600,12 +601,14 @@ class SecurityRoutes {
       }
       std::shared_ptr<const VerifiedToken> token;
       const auto started = std::chrono::steady_clock::now();
+      std::optional<detail::ChangeTracker::Scope> changes(std::in_place);  // closed before the host's handler
       core->shielded(res, "Bearer", [&] {
         core->refresh_keys();
         const auto bearer = core->credentials_view(req, res, detail::authorization::kind::bearer, "Bearer");
         if (bearer && !(token = core->observed_check(req, *bearer, true)))
           core->fail(res, detail::failure::invalid_token, "Bearer");
       });
+      changes.reset();
       core->metrics().observe(MetricsRoute::guard, std::chrono::steady_clock::now() - started);
       // Only with a verified token: a fault in the check above (already
       // answered 500) must not run the host's handler on an empty token.
@@ -663,6 +666,8 @@ inline SecurityRoutes mount_security_routes(httplib::Server& server, UserStore& 
   const auto route = [core](member endpoint, const char* scheme, MetricsRoute name) {
     return [core, endpoint, scheme, name](const httplib::Request& req, httplib::Response& res) {
       const auto started = std::chrono::steady_clock::now();
+      // One look at the file-change watch for the keyring and the users file both.
+      const detail::ChangeTracker::Scope changes;
       detail::security_core::ignore_ranges(req);
       if (core->refused_body(req, res)) return;
       core->shielded(res, scheme, [&] {
