@@ -231,6 +231,11 @@ Settings parse_arguments(int argc, char** argv) {
   if (s.tls_cert.empty() != s.tls_key.empty()) cli::usage_error(program, "--tls-cert and --tls-key go together");
   if (const char* error = iwsec::detail::lockout_policy_error(s.lockout))
     cli::usage_error(program, startup::lockout_error_in_flags(error));
+  // The server never changes directory: absolute paths let the stores watch
+  // their files for changes instead of stat'ing them on every request
+  // (detail/change_watch.hpp leaves relative paths to the stat).
+  s.data_dir = startup::from_working_directory(s.data_dir);
+  if (!s.secret_file.empty()) s.secret_file = startup::from_working_directory(s.secret_file);
   return s;
 }
 

@@ -4,6 +4,7 @@
 // why, in one line, before anything that outlives the failure is created.
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -132,6 +133,19 @@ inline std::string make_directories(const std::string& dir) {
   if (!iwsec::detail::fsync_directory(iwsec::detail::parent_directory(dir)))
     return "cannot make data directory " + dir + " durable: " + std::strerror(errno);
   return "";
+}
+
+/// @p path, when relative, prefixed with the working directory (no link
+/// resolved, "./" dropped): the same file for a process that never changes
+/// directory.
+inline std::string from_working_directory(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  char cwd[PATH_MAX];
+  if (!::getcwd(cwd, sizeof cwd)) return path;
+  std::string rest = path;
+  while (rest.size() > 2 && rest.compare(0, 2, "./") == 0) rest.erase(0, 2);
+  if (rest == ".") return cwd;
+  return std::string(cwd) == "/" ? "/" + rest : std::string(cwd) + "/" + rest;
 }
 
 /// @p path made absolute (for the start-up summary).

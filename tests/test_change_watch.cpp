@@ -13,7 +13,10 @@
 #include <thread>
 #include <vector>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <iwsec/iwsec.hpp>
@@ -37,6 +40,23 @@ bool settle(ChangeTracker& t) {
 
 void append(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::app) << text;
+}
+
+// The kernel watches this process's inotify descriptors hold (fdinfo lines).
+int kernel_watches() {
+  int n = 0;
+  DIR* fds = ::opendir("/proc/self/fd");
+  REQUIRE(fds != nullptr);
+  while (const dirent* e = ::readdir(fds)) {
+    char target[256] = {};
+    const std::string link = std::string("/proc/self/fd/") + e->d_name;
+    if (::readlink(link.c_str(), target, sizeof target - 1) <= 0 || std::string(target) != "anon_inode:inotify")
+      continue;
+    std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
+    for (std::string line; std::getline(info, line);) n += line.rfind("inotify wd:", 0) == 0;
+  }
+  ::closedir(fds);
+  return n;
 }
 
 }  // namespace
@@ -128,6 +148,108 @@ TEST_CASE("ChangeTracker: links and moved directories are never trusted to the w
     write_file(dir.file("data/users.json"), "new");
     CHECK_FALSE(settle(t));
   }
+}
+
+TEST_CASE("ChangeTracker: a path that a directory above it no longer leads to is never trusted again",
+          "[change_watch]") {
+  TempDir dir;
+  REQUIRE(::mkdir(dir.file("a").c_str(), 0700) == 0);
+  REQUIRE(::mkdir(dir.file("a/data").c_str(), 0700) == 0);
+  write_file(dir.file("a/data/users.json"), "one");
+
+  SECTION("the data directory deleted and made again while a file in it is held open (as server.lock is)") {
+    ChangeTracker t({dir.file("a/data/users.json")});
+    REQUIRE(t.watched());
+    REQUIRE(settle(t));
+    const int held = ::open(dir.file("a/data/users.json").c_str(), O_RDONLY);
+    REQUIRE(held >= 0);
+    REQUIRE(::unlink(dir.file("a/data/users.json").c_str()) == 0);
+    REQUIRE(::rmdir(dir.file("a/data").c_str()) == 0);
+    REQUIRE(::mkdir(dir.file("a/data").c_str(), 0700) == 0);
+    write_file(dir.file("a/data/users.json"), "restored");
+    CHECK_FALSE(settle(t));
+    write_file(dir.file("a/data/users.json"), "changed after the restore");
+    CHECK_FALSE(settle(t));
+    ::close(held);
+  }
+  SECTION("a directory above it renamed, and the path made again") {
+    ChangeTracker t({dir.file("a/data/users.json")});
+    REQUIRE(t.watched());
+    REQUIRE(settle(t));
+    REQUIRE(::rename(dir.file("a").c_str(), dir.file("a.old").c_str()) == 0);
+    REQUIRE(::mkdir(dir.file("a").c_str(), 0700) == 0);
+    REQUIRE(::mkdir(dir.file("a/data").c_str(), 0700) == 0);
+    CHECK_FALSE(settle(t));
+    write_file(dir.file("a/data/users.json"), "new");
+    CHECK_FALSE(settle(t));
+  }
+  SECTION("a directory above it replaced by a symbolic link") {
+    ChangeTracker t({dir.file("a/data/users.json")});
+    REQUIRE(settle(t));
+    REQUIRE(::rename(dir.file("a").c_str(), dir.file("b").c_str()) == 0);
+    REQUIRE(::symlink(dir.file("b").c_str(), dir.file("a").c_str()) == 0);
+    CHECK_FALSE(settle(t));
+  }
+  SECTION("other names beside a directory on the path do not count") {
+    ChangeTracker t({dir.file("a/data/users.json")});
+    REQUIRE(settle(t));
+    REQUIRE(::mkdir(dir.file("a/data-old").c_str(), 0700) == 0);
+    REQUIRE(::rmdir(dir.file("a/data-old").c_str()) == 0);
+    write_file(dir.file("a/notes"), "x");
+    CHECK(quiet(t));
+  }
+}
+
+TEST_CASE("ChangeTracker: relative paths, files with other names and children of fork() stat every time",
+          "[change_watch]") {
+  TempDir dir;
+  write_file(dir.file("users.json"), "x");
+  SECTION("a relative path (a chdir() would move it)") {
+    ChangeTracker t({"users.json"});
+    CHECK_FALSE(t.watched());
+    CHECK_FALSE(settle(t));
+  }
+  SECTION("a file with a second name (a write through the other raises no event here)") {
+    REQUIRE(::link(dir.file("users.json").c_str(), dir.file("other").c_str()) == 0);
+    ChangeTracker t({dir.file("users.json")});
+    CHECK_FALSE(t.watched());
+  }
+  SECTION("a child of fork() does not take the parent's events") {
+    ChangeTracker t({dir.file("users.json")});
+    REQUIRE(settle(t));
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      // The child must not trust a count it no longer keeps, nor drain the queue.
+      t.checked(t.now());
+      const bool child_quiet = quiet(t);
+      ::_exit(child_quiet ? 1 : 0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    write_file(dir.file("users.json"), "changed after the fork");
+    CHECK_FALSE(quiet(t));  // the parent's count goes on
+    CHECK(settle(t));
+  }
+}
+
+TEST_CASE("ChangeTracker: the kernel watches go when the last tracker on them does", "[change_watch]") {
+  TempDir dir;
+  REQUIRE(::mkdir(dir.file("data").c_str(), 0700) == 0);
+  { ChangeTracker warm({dir.file("warm")}); }  // the descriptor exists from here on
+  const int before = kernel_watches();
+  {
+    ChangeTracker a({dir.file("data/users.json")});
+    ChangeTracker b({dir.file("data/signing.key")});
+    REQUIRE(a.watched());
+    CHECK(kernel_watches() > before);
+    REQUIRE(settle(a));
+    REQUIRE(::symlink(dir.file("x").c_str(), dir.file("data/users.json").c_str()) == 0);
+    CHECK_FALSE(settle(a));  // dead: a name turned into a link; its watch must still go
+  }
+  CHECK(kernel_watches() == before);
 }
 
 TEST_CASE("ChangeTracker::Scope: one generation for a request; later changes apply from the next request",

@@ -2487,13 +2487,15 @@ class Signer {
 /// Only then do the stores stat their files, as before.
 ///
 /// The watch never decides that a file is unchanged when it cannot know:
-/// a file that is a symbolic link, a directory reached through one, a file
-/// system whose changes inotify may not see (NFS and other network or FUSE
-/// file systems: only local ones are trusted), a directory deleted or moved
-/// while watched, a queue overflow, no inotify at all: each makes the
-/// trackers concerned fall back to a stat per check. Writes through a
-/// shared memory mapping or through a hard link in another directory raise
-/// no event in the watched directory; iwsec's own writers and editors use
+/// a relative path (a chdir() would move it), a file that is a symbolic
+/// link or has a second hard link, a directory reached through a link, a
+/// file system whose changes inotify may not see (NFS and other network or
+/// FUSE file systems: only local ones are trusted), a directory on the path
+/// deleted, moved or replaced while watched (the directories above are
+/// watched for that), a queue overflow, a child of fork(), no inotify at
+/// all: each makes the trackers concerned fall back to a stat per check.
+/// Not seen: a file system mounted over the path while watched, and writes
+/// through a shared memory mapping; iwsec's writers and editors use
 /// neither.
 
 #include <atomic>
@@ -2503,6 +2505,7 @@ class Signer {
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -2510,6 +2513,7 @@ class Signer {
 #include <sys/stat.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <pthread.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/vfs.h>
@@ -2912,14 +2916,25 @@ namespace detail {
 /// the generation that counts the events naming a watched file.
 class ChangeWatch {
  public:
-  /// @brief One watched directory. Dead once it is deleted, moved, unmounted
-  /// or one of its watched names turns into a symbolic link: trackers on a
-  /// dead directory stat again on every check.
+  /// @brief One watched directory: a file's own (its names), or one above
+  /// a file's (it guards the path down to it). Dead once it, or a directory
+  /// on the way to it, is deleted, moved, replaced or unmounted, or one of
+  /// its watched names turns into a symbolic link: trackers on a dead
+  /// directory stat on every check.
   struct Directory {
-    std::string path;
+    std::string path;  // absolute, no link on the way
     int wd = -1;
-    std::map<std::string, std::size_t> names;  // watched name -> trackers on it (guarded by the watch's mutex)
+    std::map<std::string, std::size_t> names;  // watched name -> trackers on it (under the watch's mutex)
+    std::size_t below = 0;                     // trackers on files below it (under the watch's mutex)
+    bool kernel_gone = false;                  // IN_IGNORED seen: no watch left to remove (under the mutex)
     std::atomic<bool> alive{true};
+  };
+
+  /// @brief What watch() hands out: the file's directory and those above it.
+  struct Registration {
+    std::shared_ptr<Directory> directory;
+    std::vector<std::shared_ptr<Directory>> above;
+    std::string name;
   };
 
   /// @brief The process-wide watch (its descriptor is opened on first use;
@@ -2941,6 +2956,7 @@ class ChangeWatch {
     // counted them: wait for it rather than answer the old generation.
     if (::ioctl(fd, FIONREAD, &queued) == 0 && queued == 0 && !draining_.load()) return generation_.load();
     Lock lock(mutex_);
+    if (fd_number_.load() < 0) return 0;
     draining_.store(true);
     drain();
     draining_.store(false);
@@ -2950,71 +2966,122 @@ class ChangeWatch {
 #endif
   }
 
-  /// @brief Watches @p path's name in its directory; nothing when it cannot
-  /// be watched (see the file comment). The caller gives it back to
-  /// unwatch().
-  std::shared_ptr<Directory> watch(const std::string& path) IWSEC_EXCLUDES(mutex_) {
+  /// @brief Watches @p path's name in its directory, and the path down to
+  /// it; nothing when it cannot be watched (see the file comment; a
+  /// relative path too: a chdir() would move it). The caller gives it back
+  /// to unwatch().
+  std::optional<Registration> watch(const std::string& path) IWSEC_EXCLUDES(mutex_) {
 #if defined(__linux__)
+    if (path.empty() || path[0] != '/' || forked_.load()) return std::nullopt;
     const std::string dir = parent_directory(path);
     const std::string name = base_name(path);
-    if (name.empty() || name == "." || name == "..") return nullptr;
-    struct stat st;
-    if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) return nullptr;
-    if (!reached_directly(dir) || !local_file_system(dir)) return nullptr;
+    if (name.empty() || name == "." || name == "..") return std::nullopt;
+    if (!one_name(path) || !reached_directly(dir) || !local_file_system(dir)) return std::nullopt;
     Lock lock(mutex_);
     if (!fd_) {
-      if (open_failed_) return nullptr;
       fd_ = unique_fd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-      if (!fd_) {
-        open_failed_ = true;  // e.g. the per-user instance limit: stat instead
-        return nullptr;
-      }
+      if (!fd_) return std::nullopt;  // e.g. the per-user instance limit: stat instead
       fd_number_.store(fd_.get());
     }
-    const int wd = ::inotify_add_watch(fd_.get(), dir.c_str(), events | IN_ONLYDIR);
-    if (wd < 0) return nullptr;
-    std::shared_ptr<Directory>& d = directories_[wd];
-    if (!d || !d->alive.load()) {
-      d = std::make_shared<Directory>();
-      d->path = dir;
-      d->wd = wd;
+    Registration r;
+    r.name = name;
+    for (std::string at = normalised(dir);; at = parent_directory(at)) {
+      const int wd = ::inotify_add_watch(fd_.get(), at.c_str(), events | IN_ONLYDIR);
+      std::shared_ptr<Directory> d;
+      if (wd >= 0) {
+        std::shared_ptr<Directory>& slot = directories_[wd];
+        if (!slot || !slot->alive.load() || slot->path != at) {
+          slot = std::make_shared<Directory>();
+          slot->path = at;
+          slot->wd = wd;
+        }
+        d = slot;
+      }
+      if (!d) {  // e.g. the watch limit: give back what was taken
+        release(r);
+        return std::nullopt;
+      }
+      if (!r.directory) {
+        ++d->names[name];
+        r.directory = d;
+      } else {
+        ++d->below;
+        r.above.push_back(d);
+      }
+      if (at == "/") break;
     }
-    ++d->names[name];
-    // The name may have become a link between the check above and the watch.
-    if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) d->alive.store(false);
-    return d;
+    // Swapped for a link, or moved, between the checks above and the watches.
+    if (!one_name(path) || !reached_directly(dir)) r.directory->alive.store(false);
+    return r;
 #else
     (void)path;
-    return nullptr;
+    return std::nullopt;
 #endif
   }
 
-  /// @brief Gives back what watch() returned for @p path.
-  void unwatch(const std::shared_ptr<Directory>& d, const std::string& path) IWSEC_EXCLUDES(mutex_) {
+  /// @brief Gives back what watch() returned.
+  void unwatch(Registration& r) IWSEC_EXCLUDES(mutex_) {
 #if defined(__linux__)
-    if (!d) return;
+    if (forked_.load()) return;
     Lock lock(mutex_);
-    auto name = d->names.find(base_name(path));
-    if (name != d->names.end() && --name->second == 0) d->names.erase(name);
-    if (!d->names.empty()) return;
-    auto it = directories_.find(d->wd);
-    if (it != directories_.end() && it->second == d) {
-      if (d->alive.load()) ::inotify_rm_watch(fd_.get(), d->wd);
-      directories_.erase(it);
-    }
-    d->alive.store(false);
+    release(r);
 #else
-    (void)d;
-    (void)path;
+    (void)r;
 #endif
   }
 
  private:
 #if defined(__linux__)
-  static constexpr std::uint32_t events = IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE |
-                                          IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
+  static constexpr std::uint32_t events = IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM |
+                                          IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
 
-  // Takes every queued event and counts those that name a watched file.
+  ChangeWatch() {
+    // A child of fork() shares the parent's queue but not its count: it
+    // stats on every check rather than take events the parent needs.
+    ::pthread_atfork(nullptr, nullptr, [] {
+      ChangeWatch& w = instance();
+      w.forked_.store(true);
+      w.fd_number_.store(-1);
+    });
+  }
+
+  void release(Registration& r) IWSEC_REQUIRES(mutex_) {
+    const auto done_with = [this](const std::shared_ptr<Directory>& d) IWSEC_REQUIRES(mutex_) {
+      if (!d->names.empty() || d->below != 0) return;
+      auto it = directories_.find(d->wd);
+      if (it == directories_.end() || it->second != d) return;
+      if (!d->kernel_gone) ::inotify_rm_watch(fd_.get(), d->wd);
+      directories_.erase(it);
+      d->alive.store(false);
+    };
+    if (r.directory) {
+      auto it = r.directory->names.find(r.name);
+      if (it != r.directory->names.end() && --it->second == 0) r.directory->names.erase(it);
+      done_with(r.directory);
+    }
+    for (const auto& d : r.above) {
+      if (d->below > 0) --d->below;
+      done_with(d);
+    }
+    r.directory.reset();
+    r.above.clear();
+  }
+
+  // Marks dead every watched directory at or below @p prefix; true when one was alive.
+  bool kill_under(const std::string& prefix) IWSEC_REQUIRES(mutex_) {
+    bool killed = false;
+    for (auto& entry : directories_) {
+      Directory& d = *entry.second;
+      const bool under = prefix == "/" || d.path == prefix ||
+                         (d.path.size() > prefix.size() && d.path.compare(0, prefix.size(), prefix) == 0 &&
+                          d.path[prefix.size()] == '/');
+      if (under && d.alive.exchange(false)) killed = true;
+    }
+    return killed;
+  }
+
+  // Takes every queued event and counts those that can change what a
+  // watched path names.
   void drain() IWSEC_REQUIRES(mutex_) {
     alignas(inotify_event) char buffer[16384];
     bool changed = false;
@@ -3023,7 +3090,7 @@ class ChangeWatch {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) break;
       if (n <= 0) {  // cannot read the queue: trust it no more
-        for (auto& entry : directories_) entry.second->alive.store(false);
+        kill_under("/");
         changed = true;
         break;
       }
@@ -3036,9 +3103,10 @@ class ChangeWatch {
         }
         auto it = directories_.find(e->wd);
         if (it == directories_.end()) continue;
-        Directory& d = *it->second;
+        const std::shared_ptr<Directory> d = it->second;
         if (e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
-          d.alive.store(false);
+          if (e->mask & IN_IGNORED) d->kernel_gone = true;
+          kill_under(d->path);
           changed = true;
           continue;
         }
@@ -3047,31 +3115,32 @@ class ChangeWatch {
           continue;
         }
         const std::string name(e->name);  // NUL-padded to len
-        if (d.names.find(name) == d.names.end()) continue;
+        const std::string child = d->path == "/" ? "/" + name : d->path + "/" + name;
+        // A directory on a watched path removed, moved or replaced.
+        if ((e->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) && kill_under(child)) changed = true;
+        if (d->names.find(name) == d->names.end()) continue;
         changed = true;
-        struct stat st;
-        if ((e->mask & (IN_CREATE | IN_MOVED_TO)) && ::lstat((d.path + "/" + name).c_str(), &st) == 0 &&
-            S_ISLNK(st.st_mode))
-          d.alive.store(false);
+        if ((e->mask & (IN_CREATE | IN_MOVED_TO)) && !one_name(child)) d->alive.store(false);
       }
     }
     if (changed) generation_.fetch_add(1);
   }
 
-  // Whether @p dir names its directory without a symbolic link on the way
-  // (a link swapped later would not be seen).
-  static bool reached_directly(const std::string& dir) {
-    std::string absolute = dir;
-    if (dir.empty() || dir[0] != '/') {
-      char cwd[PATH_MAX];
-      if (!::getcwd(cwd, sizeof cwd)) return false;
-      absolute = std::string(cwd) + "/" + dir;
-    }
+  // False when @p path is a symbolic link or a file with other names (a
+  // write through another directory's link raises no event here).
+  static bool one_name(const std::string& path) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT;
+    return !S_ISLNK(st.st_mode) && (S_ISDIR(st.st_mode) || st.st_nlink <= 1);
+  }
+
+  // @p dir (absolute) with "." and ".." taken lexically.
+  static std::string normalised(const std::string& dir) {
     std::vector<std::string> parts;
-    for (std::size_t at = 0; at <= absolute.size();) {
-      std::size_t slash = absolute.find('/', at);
-      if (slash == std::string::npos) slash = absolute.size();
-      const std::string part = absolute.substr(at, slash - at);
+    for (std::size_t at = 0; at <= dir.size();) {
+      std::size_t slash = dir.find('/', at);
+      if (slash == std::string::npos) slash = dir.size();
+      const std::string part = dir.substr(at, slash - at);
       if (part == "..") {
         if (!parts.empty()) parts.pop_back();
       } else if (!part.empty() && part != ".") {
@@ -3079,12 +3148,17 @@ class ChangeWatch {
       }
       at = slash + 1;
     }
-    std::string lexical;
-    for (const auto& p : parts) lexical += "/" + p;
-    if (lexical.empty()) lexical = "/";
-    char* real = ::realpath(absolute.c_str(), nullptr);
+    std::string out;
+    for (const auto& p : parts) out += "/" + p;
+    return out.empty() ? "/" : out;
+  }
+
+  // Whether @p dir names its directory without a symbolic link on the way
+  // (a link swapped later would not be seen).
+  static bool reached_directly(const std::string& dir) {
+    char* real = ::realpath(dir.c_str(), nullptr);
     if (!real) return false;
-    const bool same = lexical == real;
+    const bool same = normalised(dir) == real;
     std::free(real);
     return same;
   }
@@ -3111,10 +3185,10 @@ class ChangeWatch {
   Mutex mutex_;
   unique_fd fd_ IWSEC_GUARDED_BY(mutex_);  // opened once, kept to the end
   std::atomic<int> fd_number_{-1};         // its number, for generation()'s one ioctl
-  bool open_failed_ IWSEC_GUARDED_BY(mutex_) = false;
   std::map<int, std::shared_ptr<Directory>> directories_ IWSEC_GUARDED_BY(mutex_);
   std::atomic<std::uint64_t> generation_{1};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> forked_{false};
 #endif
 };
 
@@ -3127,15 +3201,15 @@ class ChangeWatch {
 ///     changes_.checked(g);                       // only once that succeeded
 class ChangeTracker {
  public:
-  explicit ChangeTracker(std::vector<std::string> paths) : paths_(std::move(paths)) {
-    for (const auto& p : paths_) {
-      auto d = ChangeWatch::instance().watch(p);
-      directories_.push_back(d);
-      if (!d) watched_ = false;
+  explicit ChangeTracker(const std::vector<std::string>& paths) {
+    for (const auto& p : paths) {
+      auto r = ChangeWatch::instance().watch(p);
+      if (!r) watched_ = false;
+      if (r) registrations_.push_back(std::move(*r));
     }
   }
   ~ChangeTracker() {
-    for (std::size_t i = 0; i < paths_.size(); ++i) ChangeWatch::instance().unwatch(directories_[i], paths_[i]);
+    for (auto& r : registrations_) ChangeWatch::instance().unwatch(r);
   }
   ChangeTracker(const ChangeTracker&) = delete;
   ChangeTracker& operator=(const ChangeTracker&) = delete;
@@ -3155,8 +3229,8 @@ class ChangeTracker {
   /// and nothing since made the watch untrustworthy: no stat is needed.
   bool unchanged(std::uint64_t g) const noexcept {
     if (!watched_ || g == 0 || g > checked_.load(std::memory_order_acquire)) return false;
-    for (const auto& d : directories_)
-      if (!d->alive.load()) return false;
+    for (const auto& r : registrations_)
+      if (!r.directory->alive.load()) return false;
     return true;
   }
 
@@ -3188,8 +3262,7 @@ class ChangeTracker {
   };
 
  private:
-  const std::vector<std::string> paths_;
-  std::vector<std::shared_ptr<ChangeWatch::Directory>> directories_;
+  std::vector<ChangeWatch::Registration> registrations_;
   bool watched_ = true;
   std::atomic<std::uint64_t> checked_{0};
 };
