@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
       users = file_users.get();
       keys = std::make_unique<iwsec::KeyringFile>(data_dir + "/signing.key");
       signer = std::make_unique<iwsec::Signer>(keys->load_or_create().signing_keys());
-      options.refresh_keys = [&] { keys->refresh(*signer); };  // key changes apply at once (a stat only after a change event)
+      options.refresh_keys = [&] { keys->refresh(*signer); };  // key changes apply at once (absolute paths: a stat only after a change event)
     } else {
 #ifdef IWSEC_HAVE_POSTGRES
       // Cluster mode: the same mount, handed the backend's stores; every

@@ -136,16 +136,22 @@ inline std::string make_directories(const std::string& dir) {
 }
 
 /// @p path, when relative, prefixed with the working directory (no link
-/// resolved, "./" dropped): the same file for a process that never changes
-/// directory.
+/// resolved; "." components and repeated slashes dropped, ".." kept): the
+/// same file for a process that never changes directory.
 inline std::string from_working_directory(const std::string& path) {
   if (path.empty() || path[0] == '/') return path;
   char cwd[PATH_MAX];
   if (!::getcwd(cwd, sizeof cwd)) return path;
-  std::string rest = path;
-  while (rest.size() > 2 && rest.compare(0, 2, "./") == 0) rest.erase(0, 2);
-  if (rest == ".") return cwd;
-  return std::string(cwd) == "/" ? "/" + rest : std::string(cwd) + "/" + rest;
+  const std::string joined = std::string(cwd) + "/" + path;
+  std::string out;
+  for (std::size_t at = 0; at <= joined.size();) {
+    std::size_t slash = joined.find('/', at);
+    if (slash == std::string::npos) slash = joined.size();
+    const std::string part = joined.substr(at, slash - at);
+    if (!part.empty() && part != ".") out += "/" + part;
+    at = slash + 1;
+  }
+  return out.empty() ? "/" : out;
 }
 
 /// @p path made absolute (for the start-up summary).

@@ -21,9 +21,10 @@
 /// deleted, moved or replaced while watched (the directories above are
 /// watched for that), a queue overflow, a child of fork(), no inotify at
 /// all: each makes the trackers concerned fall back to a stat per check.
-/// Not seen: a file system mounted over the path while watched, and writes
-/// through a shared memory mapping; iwsec's writers and editors use
-/// neither.
+/// Not seen: a file system mounted over the path while watched, a second
+/// hard link made in another directory after the watch began, and writes
+/// through a shared memory mapping; iwsec's writers and editors do none of
+/// these.
 
 #include <atomic>
 #include <cerrno>
@@ -90,15 +91,19 @@ class ChangeWatch {
   std::uint64_t generation() IWSEC_EXCLUDES(mutex_) {
 #if defined(__linux__)
     const int fd = fd_number_.load();
-    if (fd < 0) return 0;
+    if (fd < 0 || forked().load()) return 0;
     int queued = 0;
     // A drain in progress has taken the events off the queue but not yet
     // counted them: wait for it rather than answer the old generation.
     if (::ioctl(fd, FIONREAD, &queued) == 0 && queued == 0 && !draining_.load()) return generation_.load();
     Lock lock(mutex_);
-    if (fd_number_.load() < 0) return 0;
     draining_.store(true);
-    drain();
+    try {
+      drain();
+    } catch (...) {  // events taken and not counted: trust no watch from here on
+      kill_under("/");
+      generation_.fetch_add(1);
+    }
     draining_.store(false);
     return generation_.load();
 #else
@@ -112,10 +117,13 @@ class ChangeWatch {
   /// to unwatch().
   std::optional<Registration> watch(const std::string& path) IWSEC_EXCLUDES(mutex_) {
 #if defined(__linux__)
-    if (path.empty() || path[0] != '/' || forked_.load()) return std::nullopt;
+    if (path.empty() || path[0] != '/' || forked().load()) return std::nullopt;
     const std::string dir = parent_directory(path);
     const std::string name = base_name(path);
     if (name.empty() || name == "." || name == "..") return std::nullopt;
+    // Only a path spelled plainly: with "." or ".." in it, the directories
+    // the stores go through are not all the ones watched.
+    if (normalised(dir) != dir) return std::nullopt;
     if (!one_name(path) || !reached_directly(dir) || !local_file_system(dir)) return std::nullopt;
     Lock lock(mutex_);
     if (!fd_) {
@@ -123,32 +131,41 @@ class ChangeWatch {
       if (!fd_) return std::nullopt;  // e.g. the per-user instance limit: stat instead
       fd_number_.store(fd_.get());
     }
+    // From "/" down: a component swapped while this runs raises an event on
+    // a directory already watched, and kills what is registered below it.
+    std::vector<std::string> chain;
+    for (std::string at = dir;; at = parent_directory(at)) {
+      chain.push_back(at);
+      if (at == "/") break;
+    }
     Registration r;
     r.name = name;
-    for (std::string at = normalised(dir);; at = parent_directory(at)) {
-      const int wd = ::inotify_add_watch(fd_.get(), at.c_str(), events | IN_ONLYDIR);
-      std::shared_ptr<Directory> d;
-      if (wd >= 0) {
-        std::shared_ptr<Directory>& slot = directories_[wd];
-        if (!slot || !slot->alive.load() || slot->path != at) {
-          slot = std::make_shared<Directory>();
-          slot->path = at;
-          slot->wd = wd;
-        }
-        d = slot;
-      }
-      if (!d) {  // e.g. the watch limit: give back what was taken
+    for (auto at = chain.rbegin(); at != chain.rend(); ++at) {
+      const bool own = at + 1 == chain.rend();
+      const int wd = ::inotify_add_watch(fd_.get(), at->c_str(), (own ? own_events : above_events) | IN_MASK_ADD | IN_ONLYDIR);
+      if (wd < 0) {  // e.g. the watch limit: give back what was taken
         release(r);
         return std::nullopt;
       }
-      if (!r.directory) {
-        ++d->names[name];
-        r.directory = d;
-      } else {
-        ++d->below;
-        r.above.push_back(d);
+      std::shared_ptr<Directory>& slot = directories_[wd];
+      if (slot && slot->alive.load() && slot->path != *at) {
+        // The inode watched under another path (moved, or reached twice):
+        // what hung on the old path can no longer be trusted.
+        kill_under(slot->path);
+        generation_.fetch_add(1);
       }
-      if (at == "/") break;
+      if (!slot || !slot->alive.load() || slot->path != *at) {
+        slot = std::make_shared<Directory>();
+        slot->path = *at;
+        slot->wd = wd;
+      }
+      if (own) {
+        ++slot->names[name];
+        r.directory = slot;
+      } else {
+        ++slot->below;
+        r.above.push_back(slot);
+      }
     }
     // Swapped for a link, or moved, between the checks above and the watches.
     if (!one_name(path) || !reached_directly(dir)) r.directory->alive.store(false);
@@ -162,7 +179,7 @@ class ChangeWatch {
   /// @brief Gives back what watch() returned.
   void unwatch(Registration& r) IWSEC_EXCLUDES(mutex_) {
 #if defined(__linux__)
-    if (forked_.load()) return;
+    if (forked().load()) return;
     Lock lock(mutex_);
     release(r);
 #else
@@ -172,17 +189,24 @@ class ChangeWatch {
 
  private:
 #if defined(__linux__)
-  static constexpr std::uint32_t events = IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM |
-                                          IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
+  // A directory above a watched file: only what changes the names on the
+  // path, and its own mode (writes to files in it, such as logs, raise no
+  // event). A watched file's own directory: everything.
+  static constexpr std::uint32_t above_events =
+      IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB;
+  static constexpr std::uint32_t own_events = above_events | IN_MODIFY;
+
+  // Set in a child of fork(); not a member, so the handler never waits for
+  // instance() (a fork during its first call).
+  static std::atomic<bool>& forked() {
+    static std::atomic<bool> flag{false};
+    return flag;
+  }
 
   ChangeWatch() {
     // A child of fork() shares the parent's queue but not its count: it
     // stats on every check rather than take events the parent needs.
-    ::pthread_atfork(nullptr, nullptr, [] {
-      ChangeWatch& w = instance();
-      w.forked_.store(true);
-      w.fd_number_.store(-1);
-    });
+    ::pthread_atfork(nullptr, nullptr, [] { forked().store(true); });
   }
 
   void release(Registration& r) IWSEC_REQUIRES(mutex_) {
@@ -237,7 +261,8 @@ class ChangeWatch {
       for (ssize_t at = 0; at < n;) {
         const auto* e = reinterpret_cast<const inotify_event*>(buffer + at);
         at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
-        if (e->mask & IN_Q_OVERFLOW) {  // events were lost: every tracker checks its files once
+        if (e->mask & IN_Q_OVERFLOW) {  // events were lost, a move among them perhaps: trust no watch
+          kill_under("/");
           changed = true;
           continue;
         }
@@ -328,7 +353,6 @@ class ChangeWatch {
   std::map<int, std::shared_ptr<Directory>> directories_ IWSEC_GUARDED_BY(mutex_);
   std::atomic<std::uint64_t> generation_{1};
   std::atomic<bool> draining_{false};
-  std::atomic<bool> forked_{false};
 #endif
 };
 
@@ -344,8 +368,13 @@ class ChangeTracker {
   explicit ChangeTracker(const std::vector<std::string>& paths) {
     for (const auto& p : paths) {
       auto r = ChangeWatch::instance().watch(p);
-      if (!r) watched_ = false;
-      if (r) registrations_.push_back(std::move(*r));
+      if (!r) {  // one file unwatched: stat them all, and hold no watch for nothing
+        watched_ = false;
+        for (auto& held : registrations_) ChangeWatch::instance().unwatch(held);
+        registrations_.clear();
+        return;
+      }
+      registrations_.push_back(std::move(*r));
     }
   }
   ~ChangeTracker() {
