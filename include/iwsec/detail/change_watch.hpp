@@ -121,9 +121,6 @@ class ChangeWatch {
     const std::string dir = parent_directory(path);
     const std::string name = base_name(path);
     if (name.empty() || name == "." || name == "..") return std::nullopt;
-    // Only a path spelled plainly: with "." or ".." in it, the directories
-    // the stores go through are not all the ones watched.
-    if (normalised(dir) != dir) return std::nullopt;
     if (!one_name(path) || !reached_directly(dir) || !local_file_system(dir)) return std::nullopt;
     Lock lock(mutex_);
     if (!fd_) {
@@ -299,31 +296,13 @@ class ChangeWatch {
     return !S_ISLNK(st.st_mode) && (S_ISDIR(st.st_mode) || st.st_nlink <= 1);
   }
 
-  // @p dir (absolute) with "." and ".." taken lexically.
-  static std::string normalised(const std::string& dir) {
-    std::vector<std::string> parts;
-    for (std::size_t at = 0; at <= dir.size();) {
-      std::size_t slash = dir.find('/', at);
-      if (slash == std::string::npos) slash = dir.size();
-      const std::string part = dir.substr(at, slash - at);
-      if (part == "..") {
-        if (!parts.empty()) parts.pop_back();
-      } else if (!part.empty() && part != ".") {
-        parts.push_back(part);
-      }
-      at = slash + 1;
-    }
-    std::string out;
-    for (const auto& p : parts) out += "/" + p;
-    return out.empty() ? "/" : out;
-  }
-
-  // Whether @p dir names its directory without a symbolic link on the way
-  // (a link swapped later would not be seen).
+  // Whether @p dir is spelled as its canonical path: no symbolic link on
+  // the way (a link swapped later would not be seen), and no ".", ".." or
+  // repeated slash (the stores would go through directories not watched).
   static bool reached_directly(const std::string& dir) {
     char* real = ::realpath(dir.c_str(), nullptr);
     if (!real) return false;
-    const bool same = normalised(dir) == real;
+    const bool same = dir == real;
     std::free(real);
     return same;
   }
