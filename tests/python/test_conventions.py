@@ -292,7 +292,7 @@ class PublicApiOnly(unittest.TestCase):
         self.assertNotIn("startup.hpp", text)
 
     def test_programs_include_only_what_the_single_header_build_has(self):
-        # The single-header build (.ci/single-header) offers <iwsec/iwsec.hpp>
+        # The single-header build (.ci/meson) offers <iwsec/iwsec.hpp>
         # alone (cluster mode is not built there): a program, test or
         # benchmark that names another library header breaks it.
         bad = []
