@@ -10,6 +10,10 @@
 #   c16   16 connections, one token
 #   c64   64 connections, one token
 #   t1000 64 connections, 1 000 distinct tokens (bench/validate_tokens.lua)
+# and, only when asked for with --loads (a diagnostic, not a target):
+#   t1    64 connections, one token, through the same Lua script as t1000:
+#         t1 against c64 is what the Lua-driven client's pacing costs,
+#         t1000 against t1 what 1 000 distinct tokens cost
 # and prints req/s and the ratio iwsec/bare per load (target >= 0.97 each:
 # PASS or MISS is printed for each ratio, never an exit status),
 # and each server's own CPU time per request (user + system, /proc/PID/stat)
@@ -28,7 +32,7 @@
 # figure: it exits non-zero only when something could not run at all.
 #
 # usage: bench/validate_overhead.sh [--quick] [--duration SECONDS] [--rounds N]
-#                                   [--wrk-threads N] [--loads "c16 c64 t1000"]
+#                                   [--wrk-threads N] [--loads "c16 c64 t1 t1000"]
 #                                   [--no-access-log] [--server BIN] [BUILD_DIR]
 #        (BUILD_DIR defaults to $IWSEC_BUILD_DIR, then ./build)
 set -euo pipefail
@@ -60,7 +64,7 @@ for n in "$duration" "$rounds" "$wrk_threads"; do
   case "$n" in ''|*[!0-9]*|0) echo "validate_overhead.sh: counts and durations are positive whole numbers" >&2; exit 2 ;; esac
 done
 for l in $loads; do
-  case "$l" in c16|c64|t1000) ;; *) echo "validate_overhead.sh: unknown load $l (c16, c64, t1000)" >&2; exit 2 ;; esac
+  case "$l" in c16|c64|t1|t1000) ;; *) echo "validate_overhead.sh: unknown load $l (c16, c64, t1, t1000)" >&2; exit 2 ;; esac
 done
 
 server_bin=${server_override:-$build/examples/iwsec-server}
@@ -145,6 +149,7 @@ curl -sf -K "$scratch/curl-urls" -H "Authorization: Basic $refresh" |
 token=$(head -n1 "$scratch/all-tokens")
 tail -n 1000 "$scratch/all-tokens" >"$scratch/tokens"
 export IWSEC_TOKENS_FILE=$scratch/tokens
+head -n 1 "$scratch/tokens" >"$scratch/one-token"  # load t1
 header="Authorization: Bearer $token"
 
 check() {  # every server accepts the token before it is timed
@@ -163,12 +168,13 @@ cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
 # run_wrk LOAD PORT SECONDS: prints "requests/s requests" (errors are reported on stderr).
 run_wrk() {
-  local out connections=64 request=(-H "$header")
+  local out connections=64 request=(-H "$header") tokens_file=$IWSEC_TOKENS_FILE
   case "$1" in
     c16) connections=16 ;;
     t1000) request=(-s "$here/validate_tokens.lua") ;;
+    t1) request=(-s "$here/validate_tokens.lua"); tokens_file=$scratch/one-token ;;
   esac
-  out=$(timeout $(($3 + 30)) wrk -t"$wrk_threads" -c"$connections" -d"$3"s "${request[@]}" \
+  out=$(IWSEC_TOKENS_FILE=$tokens_file timeout $(($3 + 30)) wrk -t"$wrk_threads" -c"$connections" -d"$3"s "${request[@]}" \
           "http://127.0.0.1:$2/v3/security/token/validate")
   if printf '%s\n' "$out" | grep -q -e 'Non-2xx' -e 'Socket errors'; then
     echo "validate_overhead.sh: wrk saw errors:" >&2
@@ -182,7 +188,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'
 verdict() { awk -v v="$1" 'BEGIN { print (v >= 0.97 ? "PASS" : "MISS") }'; }
 
 echo "validate: wrk -t$wrk_threads -d${duration}s GET /v3/security/token/validate; c16: -c16, one token;" \
-  "c64: -c64, one token; t1000: -c64, 1000 distinct tokens; $rounds round(s), bare and iwsec alternating"
+  "c64: -c64, one token; t1: -c64, one token through the Lua script; t1000: -c64, 1000 distinct tokens; $rounds round(s), bare and iwsec alternating"
 echo "iwsec-server: $("$server_bin" --version 2>/dev/null | head -n1), default flags (access log to a file via stdout)"
 echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for p in "$bare_port" "$iwsec_port" ${quiet_port:+"$quiet_port"}; do run_wrk c64 "$p" 1 >/dev/null; done  # warm-up

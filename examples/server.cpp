@@ -255,7 +255,9 @@ void raise_descriptor_limit() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// Whatever stops a start (or a stop) with an exception not handled where it
+// arose ends with its message and status 1, never with std::terminate.
+int main(int argc, char** argv) try {
   const Settings settings = parse_arguments(argc, argv);
 
   ::signal(SIGPIPE, SIG_IGN);
@@ -501,7 +503,13 @@ int main(int argc, char** argv) {
     if (signal_number == SIGHUP && !keys_in_database) keys.reload();
   });
 
+#ifdef IWSEC_HAVE_POSTGRES
+  // Cluster mode counts the copy it loaded: a query here, with a request's
+  // timeout, could fail a start on a busy database after the load succeeded.
+  const std::size_t user_count = backend ? backend->user_count() : users->list_users().size();
+#else
   const std::size_t user_count = users->list_users().size();
+#endif
   if (cluster_mode) {
     std::printf("cluster database (--postgres), %zu user%s, signing keys in %s\n", user_count,
                 user_count == 1 ? "" : "s",
@@ -533,4 +541,7 @@ int main(int argc, char** argv) {
   if (backend) backend->stop();
 #endif
   return clean ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "%s: %s\n", program, e.what());
+  return 1;
 }

@@ -362,6 +362,32 @@ class Restarts(ClusterCase):
                                   "AND datname = '%s'" % self.db) == "2", what="the listeners to reconnect")
 
 
+class StartUp(ClusterCase):
+    def test_start_counts_the_users_it_loaded_without_another_query(self):
+        # The start-up line's user count came from a second read of the
+        # whole iwsec_users table after the copy had loaded, with a
+        # request's 1.5 s timeout: on a busy database that read timed out
+        # and its exception ended the start in std::terminate (status -6,
+        # no message). The count now comes from the loaded copy.
+        self.add_user("one@example.com")
+        self.add_user("two@example.com")
+        self.admin("delete-user", "two@example.com")
+        self.add_user("three@example.com")
+        PG.sql("ALTER DATABASE %s SET log_statement = 'all'" % self.db)
+        log = os.path.join(PG.root, "server.log")
+        offset = os.path.getsize(log)
+        [api] = self.start_replicas(1)
+        self.assertIn("cluster database (--postgres), 2 users, signing keys in", "\n".join(api.server.preamble))
+        with open(log, encoding="utf-8", errors="replace") as f:
+            f.seek(offset)
+            statements = f.read()
+        # The load is in the log (the setting applies to the replica's
+        # sessions), and no read of the whole table after it.
+        self.assertIn("FROM iwsec_users", statements)
+        self.assertNotIn("FROM iwsec_users ORDER BY added", statements)
+        self.add_user("four@example.com", apis=[api])  # and it serves
+
+
 def timed(call):
     """(response or the exception it raised, seconds it took)."""
     began = time.monotonic()

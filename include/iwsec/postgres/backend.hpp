@@ -212,6 +212,15 @@ class cluster_state {
     return u->second.user;
   }
 
+  /// Users in the local copy (deleted ones, kept as tombstones, not counted).
+  std::size_t local_user_count() const {
+    iwsec::detail::ReaderLock lock(users_mutex_);
+    std::size_t n = 0;
+    for (const auto& kv : users_)
+      if (kv.second.user) ++n;
+    return n;
+  }
+
   std::optional<UserStatus> local_status(std::string_view email) const {
     require_fresh();
     iwsec::detail::ReaderLock lock(users_mutex_);
@@ -1144,6 +1153,14 @@ class Backend {
   double lag_seconds() const { return state_->lag_seconds(); }
   /// @brief The last change-log entry applied locally (`iwsec_cluster_applied_sequence`).
   std::int64_t applied_sequence() const { return state_->applied_sequence(); }
+  /// @brief How many users there are: a replica counts its local copy (as
+  /// of its last catch-up; no round trip, so a start under load cannot time
+  /// out here, as list_users().size() could); otherwise one `count(*)`.
+  std::size_t user_count() {
+    if (state_->options().replica) return state_->local_user_count();
+    auto c = state_->pool().take();
+    return static_cast<std::size_t>(c->exec("SELECT count(*) FROM iwsec_users").integer(0, 0));
+  }
 
   /// @brief Runs @p body with a pooled connection (e.g. signing_keys::ensure).
   template <typename F>
