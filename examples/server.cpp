@@ -462,11 +462,15 @@ int main(int argc, char** argv) {
   cluster::DatabaseKeys database_keys;
 #endif
   const iwsec::Signer* signer = keys_in_database ? nullptr : &keys.signer();
+  std::size_t user_count = 0;  // for the start-up line
 #ifdef IWSEC_HAVE_POSTGRES
   if (cluster_mode) {
     // Cluster mode: the shared state is loaded here, before 'listening on'.
     backend = cluster::connect(program, settings.cluster, settings.lockout, true);
     users = &backend->configure(options);
+    // Counted in the copy just loaded: a query, with a request's timeout,
+    // could fail a start on a busy database after the load succeeded.
+    user_count = backend->user_count();
     // Locks go to the cluster's audit table too (with the admins' events).
     audit_to_database = [b = backend.get(), days = settings.audit_retention_days](const iwsec::AuditEvent& e) {
       try {
@@ -523,13 +527,7 @@ int main(int argc, char** argv) {
     if (signal_number == SIGHUP && !keys_in_database) keys.reload();
   });
 
-#ifdef IWSEC_HAVE_POSTGRES
-  // Cluster mode counts the copy it loaded: a query here, with a request's
-  // timeout, could fail a start on a busy database after the load succeeded.
-  const std::size_t user_count = backend ? backend->user_count() : users->list_users().size();
-#else
-  const std::size_t user_count = users->list_users().size();
-#endif
+  if (!cluster_mode) user_count = users->list_users().size();
   if (cluster_mode) {
     std::printf("cluster database (--postgres), %zu user%s, signing keys in %s\n", user_count,
                 user_count == 1 ? "" : "s",
