@@ -20,8 +20,6 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
-#include "access_log.hpp"    // rfc3339_seconds
-#include "audit_log.hpp"     // the audit trail: actor, append, read back
 #include "user_report.hpp"  // show-user, unlock: the same output in both modes
 #include "startup.hpp"
 #include "cluster.hpp"
@@ -241,7 +239,7 @@ void record(const char* event, const std::string& email, const std::string& user
   e.event = event;
   e.email = iwsec::detail::ascii_lower(email);
   e.user_id = user_id;
-  e.actor = audit_log::actor();
+  e.actor = iwsec::audit_actor();
   e.result = "success";
   e.kid = kid;
   audit_sink(e);
@@ -251,7 +249,7 @@ void record(const char* event, const std::string& email, const std::string& user
 void use_audit_file(const std::string& path) {
   audit_sink = [path](const iwsec::AuditEvent& e) {
     const std::string error =
-        audit_log::append_audit_line(path, iwsec::detail::parent_directory(path), iwsec::audit_json_line(e));
+        iwsec::append_audit_line(path, iwsec::audit_json_line(e));
     if (!error.empty()) cli::die(program, "the change was made, but its audit line was not written: " + error, 1);
   };
 }
@@ -261,17 +259,17 @@ int print_audit(const Command& c, const std::vector<std::string>& lines) {
   const std::int64_t since_ms = c.since >= 0 ? iwsec::audit_now_ms() - c.since * 1000 : 0;
   const std::string since_time = since_ms ? iwsec::audit_time(since_ms) : "";
   const std::string email = iwsec::detail::ascii_lower(c.filter_email);
-  std::vector<audit_log::ReadEvent> events;
+  std::vector<iwsec::AuditRecord> events;
   for (const auto& line : lines) {
-    audit_log::ReadEvent e;
-    if (!audit_log::parse_event(line, e)) continue;
+    iwsec::AuditRecord e;
+    if (!iwsec::parse_audit_line(line, e)) continue;
     if (!since_time.empty() && e.time < since_time) continue;
     if (!email.empty() && e.email != email) continue;
     events.push_back(std::move(e));
   }
   // Several writers append to one file: order by time (stable: ties keep file order).
   std::stable_sort(events.begin(), events.end(),
-                   [](const audit_log::ReadEvent& a, const audit_log::ReadEvent& b) { return a.time < b.time; });
+                   [](const iwsec::AuditRecord& a, const iwsec::AuditRecord& b) { return a.time < b.time; });
   if (c.json) {
     std::string out = "[";
     for (std::size_t i = 0; i < events.size(); ++i) out += (i ? ",\n" : "\n") + events[i].json;
@@ -522,9 +520,9 @@ int run_on(const Command& c, iwsec::UserStore& users) {
                ",\"disabled\":" + (u.disabled ? "true" : "false") +
                ",\"refresh_generation\":" + std::to_string(u.refresh_generation);
         if (c.refresh_token_lifetime > 0)  // asked about lifetimes: when each token was issued and expires
-          out += ",\"refresh_token_issued_at\":" + json_quoted(access_log::rfc3339_seconds(u.refresh_token_issued_at)) +
+          out += ",\"refresh_token_issued_at\":" + json_quoted(iwsec::detail::rfc3339_seconds(u.refresh_token_issued_at)) +
                  ",\"refresh_token_expires_at\":" +
-                 json_quoted(access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime));
+                 json_quoted(iwsec::detail::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime));
         out += "}";
       }
       std::printf("%s]\n", out.c_str());
@@ -533,7 +531,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
         if (c.refresh_token_lifetime > 0) {
           std::printf("%s  %s  %s  refresh token expires %s\n", u.user_id.c_str(), u.email.c_str(),
                       u.disabled ? "disabled" : "enabled",
-                      access_log::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime).c_str());
+                      iwsec::detail::rfc3339_seconds(u.refresh_token_issued_at + c.refresh_token_lifetime).c_str());
         } else {
           std::printf("%s  %s  %s\n", u.user_id.c_str(), u.email.c_str(), u.disabled ? "disabled" : "enabled");
         }

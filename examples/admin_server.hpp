@@ -1,7 +1,7 @@
 #pragma once
-// iwsec-server's admin listener (--admin-port): GET /metrics (Prometheus
-// text 0.0.4), GET /health/live, GET /health/ready, on a second server of
-// its own (default 127.0.0.1), never on the public port. It has the public
+// iwsec-server's admin listener (--admin-port): the library's
+// mount_operations_routes (GET /metrics, /health/live, /health/ready) on a
+// second server of its own (default 127.0.0.1), never on the public port. It has the public
 // listener's limits (docs/edge.md): an edge::Server (header
 // caps and deadline, connections per client capped, workers on demand, idle
 // connections closed first), iwsec::harden's timeouts, and no body taken.
@@ -31,7 +31,7 @@ class AdminServer {
 
   /// @p not_ready: empty when ready, else why not (one line, no secret).
   AdminServer(iwsec::Metrics& metrics, const Edge& edge, std::function<std::string()> not_ready)
-      : metrics_(metrics), not_ready_(std::move(not_ready)), server_(edge.limits) {
+      : server_(edge.limits) {
     iwsec::HardeningOptions hardening;
     hardening.threads = 0;  // the growing pool below instead
     iwsec::harden(server_, hardening);
@@ -46,28 +46,7 @@ class AdminServer {
       edge::close_after_answer = true;
       return httplib::Server::HandlerResponse::Handled;
     });
-    server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_header("Cache-Control", "no-store");
-      res.set_content(metrics_.render(), iwsec::Metrics::content_type);
-    });
-    server_.Get("/health/live", [](const httplib::Request&, httplib::Response& res) {
-      res.set_header("Cache-Control", "no-store");
-      res.set_content("{\"status\":\"live\"}", "application/json; charset=utf-8");
-    });
-    server_.Get("/health/ready", [this](const httplib::Request&, httplib::Response& res) {
-      const std::string problem = not_ready_();
-      res.set_header("Cache-Control", "no-store");
-      if (problem.empty()) {
-        res.set_content("{\"status\":\"ready\"}", "application/json; charset=utf-8");
-        return;
-      }
-      std::string body = "{\"status\":\"not ready\",\"reason\":";
-      iwsec::detail::append_json_string(body, problem);
-      body += '}';
-      res.status = 503;
-      res.set_header("Retry-After", "1");
-      res.set_content(body, "application/json; charset=utf-8");
-    });
+    iwsec::mount_operations_routes(server_, metrics, std::move(not_ready));
   }
 
   AdminServer(const AdminServer&) = delete;
@@ -97,8 +76,6 @@ class AdminServer {
   }
 
  private:
-  iwsec::Metrics& metrics_;
-  std::function<std::string()> not_ready_;
   edge::Server server_;
   cli::ListeningSocket socket_;
   std::thread thread_;

@@ -1,20 +1,31 @@
 // An existing cpp-httplib service that adopts iwsec: its own route stays its
 // own, the guard protects it, and one line mounts the security endpoints.
-// It uses only iwsec's public API (this file, complete, is the whole program).
+// It uses only iwsec's public API (this file, complete, is the whole program)
+// and mounts everything iwsec-server offers but its edge (docs/edge.md):
+// the five endpoints, an access log with request ids, the audit trail,
+// locks that `iwsec-admin show-user` sees and `iwsec-admin unlock` lifts,
+// durable revocations, signing keys that follow the key file, and metrics
+// and health on an admin port of its own.
 //
 //   existing_service [--host 127.0.0.1] [--port 3001] [--data-dir ./iwsec-data]
-//                    [--postgres CONNINFO [--secret-file FILE]]
+//                    [--admin-port PORT] [--postgres CONNINFO [--secret-file FILE]]
 //
-// It shares iwsec-server's data directory layout (users.json, signing.key),
-// so iwsec-admin manages its users and its signing keys too: a key added with
-// `iwsec-admin add-signing-key` signs from the next request on. With
-// --postgres (built where libpq was found) it mounts the same routes over a
-// cluster database instead (iwsec/postgres/backend.hpp, docs/cluster.md).
+// It shares iwsec-server's data directory layout (users.json, signing.key,
+// revocations.journal, lockouts.journal, audit.log), so iwsec-admin manages
+// its users and its signing keys too: a key added with `iwsec-admin
+// add-signing-key` signs from the next request on. With --postgres (built
+// where libpq was found) it mounts the same routes over a cluster database
+// instead (iwsec/postgres/backend.hpp, docs/cluster.md). SIGHUP or SIGUSR1
+// reopens audit.log (logrotate); SIGINT or SIGTERM stops it, every log line
+// written first.
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -34,13 +45,14 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int port = 3001;
   std::string data_dir = "./iwsec-data";
+  int admin_port = -1;                // off
   std::string conninfo, secret_file;  // cluster mode
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     const bool has_value = i + 1 < argc;
     if (a == "--help") {
       std::puts("usage: existing_service [--host ADDRESS] [--port PORT] [--data-dir DIR]\n"
-                "                        [--postgres CONNINFO [--secret-file FILE]]");
+                "                        [--admin-port PORT] [--postgres CONNINFO [--secret-file FILE]]");
       return 0;
     } else if (a == "--host" && has_value) {
       host = argv[++i];
@@ -48,6 +60,8 @@ int main(int argc, char** argv) {
       port = std::atoi(argv[++i]);
     } else if (a == "--data-dir" && has_value) {
       data_dir = argv[++i];
+    } else if (a == "--admin-port" && has_value) {
+      admin_port = std::atoi(argv[++i]);
     } else if (a == "--postgres" && has_value) {
       conninfo = argv[++i];
     } else if (a == "--secret-file" && has_value) {
@@ -61,33 +75,41 @@ int main(int argc, char** argv) {
   // What the service already had: a server, stopped by SIGINT or SIGTERM.
   httplib::Server server;
   iwsec::harden(server);  // body limit, timeouts, keep-alive, TCP no-delay, 64 threads
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before any thread starts
-  std::thread([&server, stop_signals] {
-    int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
-    while (!server.is_running()) std::this_thread::yield();
-    server.stop();
-  }).detach();
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
+
+  // What adopting iwsec adds. An access log (standard output, written by a
+  // thread of its own) and metrics: set up first, so every route is counted
+  // and logged.
+  iwsec::Options options;
+  options.metrics = std::make_shared<iwsec::Metrics>();
+  iwsec::AccessLog log(iwsec::AccessLogFormat::text, /*requests=*/true);
+  options.metrics->add_counter("iwsec_access_log_dropped_lines_total",
+                               "Access-log lines dropped because the log's buffer was full",
+                               [&log] { return static_cast<double>(log.dropped_lines()); });
+  options.on_lockout = [&log](const iwsec::LockoutEvent& e) { log.lockout(e); };
   // None of its routes takes a request body: one is refused before httplib
   // reads it (413 or 400 in the error envelope, connection closed).
-  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  server.set_pre_routing_handler([&log](const httplib::Request& req, httplib::Response& res) {
+    log.begin(req);  // arrival time and request id
     return iwsec::refuse_request_body(req, res) ? httplib::Server::HandlerResponse::Handled
                                                 : httplib::Server::HandlerResponse::Unhandled;
   });
+  log.attach(server);  // X-Request-Id on every answer, a line per request
 
-  // What adopting iwsec adds: a user store, a signer whose keys live in a
-  // key file (made on first start: 32 random bytes, mode 0600), and one line
-  // to mount the routes.
+  // Then a user store, a signer whose keys live in a key file (made on first
+  // start: 32 random bytes, mode 0600), revocations and locks kept where
+  // iwsec-admin sees them, the audit trail, and one line to mount the routes.
   std::unique_ptr<iwsec::JsonFileUserStore> file_users;
   iwsec::UserStore* users = nullptr;
   std::unique_ptr<iwsec::KeyringFile> keys;
   std::unique_ptr<iwsec::Signer> signer;
-  iwsec::Options options;
+  std::shared_ptr<iwsec::LockJournal> lock_journal;
+  std::unique_ptr<iwsec::AuditFile> audit;
+  std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
 #ifdef IWSEC_HAVE_POSTGRES
   std::unique_ptr<iwsec::postgres::Backend> backend;
 #endif
@@ -100,6 +122,18 @@ int main(int argc, char** argv) {
       keys = std::make_unique<iwsec::KeyringFile>(data_dir + "/signing.key");
       signer = std::make_unique<iwsec::Signer>(keys->load_or_create().signing_keys());
       options.refresh_keys = [&] { keys->refresh(*signer); };  // key changes apply at once (absolute paths: a stat only after a change event)
+      options.revocations = std::make_shared<iwsec::JournalRevocationStore>(data_dir + "/revocations.journal");
+      // Locks go to lockouts.journal, where iwsec-admin show-user sees them
+      // and iwsec-admin unlock lifts them in this running process.
+      lock_journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(data_dir));
+      std::string error;
+      if (!lock_journal->start(error)) throw std::runtime_error(error);
+      options.lockout_state = std::make_shared<iwsec::JournaledLockout>(
+          std::make_shared<iwsec::LockoutTracker>(options.lockout), lock_journal);
+      audit = std::make_unique<iwsec::AuditFile>(data_dir + "/audit.log", [](const std::string& line) {
+        std::fprintf(stderr, "existing_service: %s\n", line.c_str());
+      });
+      if (!audit->ok()) throw std::runtime_error(audit->error());
     } else {
 #ifdef IWSEC_HAVE_POSTGRES
       // Cluster mode: the same mount, handed the backend's stores; every
@@ -108,6 +142,15 @@ int main(int argc, char** argv) {
       cluster.conninfo = conninfo;
       backend = std::make_unique<iwsec::postgres::Backend>(cluster);
       users = &backend->configure(options);
+      // Locks go to the cluster's audit table, with the administrators' events.
+      audit_to_database = [b = backend.get()](const iwsec::AuditEvent& e) {
+        if (e.event != "lock") return;
+        try {
+          b->record_audit(e, /*retention_days=*/90);
+        } catch (const std::exception& error) {
+          std::fprintf(stderr, "existing_service: cannot record a lock in the audit table: %s\n", error.what());
+        }
+      };
       if (secret_file.empty()) {
         signer = std::make_unique<iwsec::Signer>(iwsec::Signer::generate_secret());
       } else {
@@ -123,6 +166,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "existing_service: %s\n", e.what());
     return 1;
   }
+  // Every audit event, with the id its request is answered with.
+  options.on_audit = [&log, &audit, &audit_to_database](const iwsec::AuditEvent& e) {
+    if (audit_to_database) audit_to_database(e);
+    if (!audit) return;
+    iwsec::AuditEvent with_id = e;
+    if (with_id.request_id.empty() && e.event != "lock") with_id.request_id = log.current_id();
+    audit->write(iwsec::audit_json_line(with_id));
+  };
   auto security = iwsec::mount_security_routes(server, *users, *signer, options);
 
   // The service's own route, now reachable only with a valid access token.
@@ -133,12 +184,69 @@ int main(int argc, char** argv) {
     res.set_content(body, "application/json; charset=utf-8");
   }));
 
+  // Metrics and health on an admin port of its own, on loopback only: they
+  // take no authentication.
+  httplib::Server admin;
+  int admin_bound = -1;
+  if (admin_port >= 0) {
+    iwsec::harden(admin);
+    admin.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+      return iwsec::refuse_request_body(req, res) ? httplib::Server::HandlerResponse::Handled
+                                                  : httplib::Server::HandlerResponse::Unhandled;
+    });
+    iwsec::mount_operations_routes(admin, *options.metrics, [&server, users] {
+      return server.is_running() ? iwsec::store_not_ready(*users) : std::string("not accepting connections");
+    });
+    admin_bound = admin_port == 0 ? admin.bind_to_any_port("127.0.0.1")
+                                  : (admin.bind_to_port("127.0.0.1", admin_port) ? admin_port : -1);
+    if (admin_bound <= 0) {
+      std::fprintf(stderr, "existing_service: cannot listen on 127.0.0.1 port %d (--admin-port)\n", admin_port);
+      return 1;
+    }
+  }
+
   const int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
   if (bound <= 0) {
     std::fprintf(stderr, "existing_service: cannot listen on %s port %d\n", host.c_str(), port);
     return 1;
   }
+  const std::string log_error = log.start();  // the access log's writer thread
+  if (!log_error.empty()) {
+    std::fprintf(stderr, "existing_service: %s\n", log_error.c_str());
+    return 1;
+  }
+  // SIGINT, SIGTERM: stop; SIGHUP, SIGUSR1: the audit trail reopened.
+  std::thread([&server, &audit, signals] {
+    for (;;) {
+      int signal_number = 0;
+      sigwait(&signals, &signal_number);
+      if (signal_number == SIGHUP || signal_number == SIGUSR1) {
+        if (audit) audit->reopen();
+        continue;
+      }
+      while (!server.is_running()) std::this_thread::yield();
+      server.stop();
+      return;
+    }
+  }).detach();
+  std::thread admin_thread;
+  std::atomic<bool> admin_done{false};
+  if (admin_bound > 0) admin_thread = std::thread([&admin, &admin_done] {
+    admin.listen_after_bind();
+    admin_done = true;
+  });
+
   std::printf("listening on http://%s:%d\n", host.c_str(), bound);
+  if (admin_bound > 0) std::printf("admin listening on http://127.0.0.1:%d\n", admin_bound);
   std::fflush(stdout);
-  return server.listen_after_bind() ? 0 : 1;
+  const bool clean = server.listen_after_bind();
+  if (admin_thread.joinable()) {
+    while (!admin.is_running() && !admin_done) std::this_thread::yield();  // a stop() before its accept loop is lost
+    admin.stop();
+    admin_thread.join();
+  }
+  log.stop();  // every line of every answered request written
+  if (lock_journal) lock_journal->stop();
+  if (audit) audit->stop();  // every audit line in the file
+  return clean ? 0 : 1;
 }

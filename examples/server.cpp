@@ -32,9 +32,7 @@
 #include <iwsec/iwsec.hpp>
 
 #include "cli.hpp"
-// Operations (docs/operations.md): access log, admin listener, lock journal.
-#include "access_log.hpp"
-#include "audit_log.hpp"
+// The admin listener (docs/operations.md): the library's operations routes on an edge server.
 #include "admin_server.hpp"
 #include "startup.hpp"
 #include "edge_server.hpp"
@@ -125,7 +123,7 @@ struct Settings {
   std::size_t max_connections_per_client = 128;
   std::uint32_t pbkdf2_rounds = iwsec::default_pbkdf2_rounds;
   bool access_log = true;
-  access_log::Format access_log_format = access_log::Format::text;
+  iwsec::AccessLogFormat access_log_format = iwsec::AccessLogFormat::text;
   std::string access_log_file;  // empty: standard output
   std::size_t access_log_buffer = 4u << 20;
   int admin_port = -1;  // off
@@ -179,7 +177,7 @@ Settings parse_arguments(int argc, char** argv) {
     } else if (a == "--access-log") {
       const std::string format = args.value();
       if (format != "text" && format != "json") cli::usage_error(program, "--access-log takes text or json");
-      s.access_log_format = format == "json" ? access_log::Format::json : access_log::Format::text;
+      s.access_log_format = format == "json" ? iwsec::AccessLogFormat::json : iwsec::AccessLogFormat::text;
     } else if (a == "--access-log-file") {
       s.access_log_file = args.value();
       if (s.access_log_file.empty()) cli::usage_error(program, "--access-log-file needs a file");
@@ -302,8 +300,9 @@ int main(int argc, char** argv) {
   // Operations: metrics, lock events to the log (the lock journal, where
   // iwsec-admin show-user / unlock meet the running server, is set below).
   options.metrics = std::make_shared<iwsec::Metrics>();
-  access_log::AccessLog log(settings.access_log_format, settings.access_log, settings.access_log_file,
-                            settings.access_log_buffer);
+  const auto tell_operator = [](const std::string& line) { std::fprintf(stderr, "%s: %s\n", program, line.c_str()); };
+  iwsec::AccessLog log(settings.access_log_format, settings.access_log, settings.access_log_file,
+                       settings.access_log_buffer, tell_operator);
   options.metrics->add_counter("iwsec_access_log_dropped_lines_total",
                                "Access-log lines dropped because the log's buffer was full",
                                [&log] { return static_cast<double>(log.dropped_lines()); });
@@ -312,10 +311,7 @@ int main(int argc, char** argv) {
   // this process's locks (iwsec::JournaledLockout, set below).
   const bool cluster_mode = settings.cluster.enabled();
   auto journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(settings.data_dir),
-                                                      iwsec::LockJournal::default_max_bytes,
-                                                      [](const std::string& line) {
-                                                        std::fprintf(stderr, "%s: %s\n", program, line.c_str());
-                                                      });
+                                                      iwsec::LockJournal::default_max_bytes, tell_operator);
   options.on_lockout = [&log](const iwsec::LockoutEvent& e) { log.lockout(e); };
   if (!settings.client_header.empty()) {
     // Behind a proxy every peer address is the proxy's: count failures under
@@ -378,11 +374,7 @@ int main(int argc, char** argv) {
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
-  if (settings.access_log) {
-    server->set_post_routing_handler(
-        [&log](const httplib::Request& req, httplib::Response& res) { log.answer_id(req, res); });
-    server->set_logger([&log](const httplib::Request& req, const httplib::Response& res) { log.write(req, res); });
-  }
+  log.attach(*server);  // X-Request-Id on answers, a line per request (unless --no-access-log)
 
   const int port = settings.port == 0 ? server->bind_to_any_port(settings.host)
                                       : (server->bind_to_port(settings.host, settings.port) ? settings.port : -1);
@@ -405,14 +397,12 @@ int main(int argc, char** argv) {
     admin_edge.threads = static_cast<std::size_t>(settings.threads);
     admin = std::make_unique<admin_server::AdminServer>(*options.metrics, admin_edge, [&server, &users, users_path]() -> std::string {
       if (!server->is_running() || !users) return "not accepting connections";
-      if (!users_path.empty() && !iwsec::detail::open_fd(users_path, O_RDONLY))
-        return "cannot open " + users_path + ": " + std::strerror(errno);
-      try {
-        users->status_of("ready-check@iwsec.invalid");  // a reload when users.json changed; staleness in cluster mode
-      } catch (const std::exception& e) {
-        return e.what();
+      if (!users_path.empty()) {
+        const int fd = ::open(users_path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return "cannot open " + users_path + ": " + std::strerror(errno);
+        ::close(fd);
       }
-      return "";
+      return iwsec::store_not_ready(*users);  // a reload when users.json changed; staleness in cluster mode
     });
     admin_port = admin->bind(settings.admin_host, settings.admin_port);
     if (admin_port <= 0)
@@ -435,7 +425,7 @@ int main(int argc, char** argv) {
     options.lockout_state = std::make_shared<iwsec::JournaledLockout>(
         std::make_shared<iwsec::LockoutTracker>(options.lockout), journal);
   }
-  std::unique_ptr<audit_log::AuditFile> audit;  // opened below, once nothing else can stop the start
+  std::unique_ptr<iwsec::AuditFile> audit;  // opened below, once nothing else can stop the start
   std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
   if (!settings.no_audit_log || cluster_mode) {
     options.on_audit = [&log, &audit, &audit_to_database](const iwsec::AuditEvent& e) {
@@ -446,7 +436,7 @@ int main(int argc, char** argv) {
         // log off (no id answered) one of the event's own.
         std::string id = log.current_id();
         iwsec::AuditEvent with_id = e;
-        with_id.request_id = id.empty() ? access_log::new_request_id() : std::move(id);
+        with_id.request_id = id.empty() ? iwsec::new_request_id() : std::move(id);
         return audit->write(iwsec::audit_json_line(with_id));
       }
       audit->write(iwsec::audit_json_line(e));
@@ -504,15 +494,12 @@ int main(int argc, char** argv) {
   const std::string log_error = log.start();  // the access log's writer thread (a file the operator named)
   if (!log_error.empty()) cli::die(program, log_error, 1);
   // The audit trail, opened last: a start that fails creates nothing.
-  // Lines are never dropped: see audit_log.hpp.
+  // Lines are never dropped: see iwsec/audit_file.hpp.
   {
     std::string path = settings.audit_log;
     if (path.empty() && !cluster_mode && !settings.no_audit_log) path = settings.data_dir + "/audit.log";
     if (!path.empty() && !settings.no_audit_log) {
-      audit = std::make_unique<audit_log::AuditFile>(path, iwsec::detail::parent_directory(path),
-                                                     [](const std::string& line) {
-                                                       std::fprintf(stderr, "%s: %s\n", program, line.c_str());
-                                                     });
+      audit = std::make_unique<iwsec::AuditFile>(path, tell_operator);
       if (!audit->ok()) cli::die(program, audit->error(), 1);
     }
   }

@@ -9,8 +9,6 @@
 
 #include <iwsec/iwsec.hpp>
 
-#include "access_log.hpp"  // rfc3339_seconds
-
 namespace user_report {
 
 /// @brief @p s as a JSON string literal, quotes included.
@@ -25,10 +23,10 @@ inline std::string json_quoted(const std::string& s) {
 /// also when the refresh token expires.
 inline void print_user(bool json, const iwsec::User& u, std::int64_t locked_until,
                        std::int64_t refresh_token_lifetime) {
-  const std::string until = locked_until ? access_log::rfc3339_seconds(locked_until) : "";
-  const std::string issued = access_log::rfc3339_seconds(u.refresh_token_issued_at);
+  const std::string until = locked_until ? iwsec::detail::rfc3339_seconds(locked_until) : "";
+  const std::string issued = iwsec::detail::rfc3339_seconds(u.refresh_token_issued_at);
   const std::string expires =
-      refresh_token_lifetime ? access_log::rfc3339_seconds(u.refresh_token_issued_at + refresh_token_lifetime) : "";
+      refresh_token_lifetime ? iwsec::detail::rfc3339_seconds(u.refresh_token_issued_at + refresh_token_lifetime) : "";
   if (json) {
     std::printf("{\"user_id\":%s,\"email\":%s,\"disabled\":%s,\"refresh_generation\":%llu,\"locked\":%s,"
                 "\"locked_until\":%s,\"refresh_token_issued_at\":%s%s%s}\n",

@@ -1,4 +1,4 @@
-// examples/log_writer.hpp: the buffered log file of iwsec-server's access log
+// iwsec/detail/log_writer.hpp: the buffered log file of the access log
 // (WhenFull::drop) and of anything that must not lose a line
 // (WhenFull::block): whole lines only, everything written by stop(), flush()
 // waits for the file, reopen() follows a rename, a full buffer drops (and
@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../examples/audit_log.hpp"
-#include "../examples/log_writer.hpp"
+#include <iwsec/iwsec.hpp>
+
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -38,7 +38,7 @@ std::string line(int thread, int i) { return "t" + std::to_string(thread) + " li
 TEST_CASE("block: many threads, a tiny buffer, every line written whole by stop()", "[log_writer]") {
   iwsec_test::TempDir dir;
   const std::string path = dir.file("audit.log");
-  log_writer::BufferedWriter w(path, log_writer::WhenFull::block, 64, std::chrono::milliseconds(1000));
+  iwsec::detail::BufferedWriter w(path, iwsec::detail::WhenFull::block, 64, std::chrono::milliseconds(1000));
   REQUIRE(w.start().empty());
   std::vector<std::thread> threads;
   std::atomic<int> refused{0};  // Catch2's CHECK is for the test's own thread
@@ -62,7 +62,7 @@ TEST_CASE("flush() returns once the lines are in the file; reopen() follows a re
   iwsec_test::TempDir dir;
   const std::string path = dir.file("access.log");
   std::atomic<int> opened{0};  // counted on the writer's thread
-  log_writer::BufferedWriter w(path, log_writer::WhenFull::drop, 1 << 20, std::chrono::milliseconds(60000));
+  iwsec::detail::BufferedWriter w(path, iwsec::detail::WhenFull::drop, 1 << 20, std::chrono::milliseconds(60000));
   w.on_open([&opened](int fd, const std::string&) {
     if (fd >= 0) ++opened;
   });
@@ -88,7 +88,7 @@ TEST_CASE("drop: a full buffer drops whole lines and counts them, the caller nev
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
   REQUIRE(reader >= 0);
-  log_writer::BufferedWriter w(fifo, log_writer::WhenFull::drop, 1024, std::chrono::milliseconds(1));
+  iwsec::detail::BufferedWriter w(fifo, iwsec::detail::WhenFull::drop, 1024, std::chrono::milliseconds(1));
   REQUIRE(w.start().empty());
   const std::string text(99, 'x');
   int sent = 0;
@@ -115,7 +115,7 @@ TEST_CASE("drop: a full buffer drops whole lines and counts them, the caller nev
 TEST_CASE("a path that cannot be opened is an error naming it", "[log_writer]") {
   iwsec_test::TempDir dir;
   const std::string path = dir.file("missing/dir/access.log");
-  log_writer::BufferedWriter w(path, log_writer::WhenFull::drop, 1024, std::chrono::milliseconds(10), "access log");
+  iwsec::detail::BufferedWriter w(path, iwsec::detail::WhenFull::drop, 1024, std::chrono::milliseconds(10), "access log");
   const std::string error = w.start();
   CHECK(error.find("access log " + path) != std::string::npos);
 }
@@ -123,7 +123,7 @@ TEST_CASE("a path that cannot be opened is an error naming it", "[log_writer]") 
 TEST_CASE("audit file: a line written after stop() still reaches the file", "[log_writer][audit]") {
   iwsec_test::TempDir dir;
   const std::string path = dir.file("audit.log");
-  audit_log::AuditFile audit(path, "", nullptr);
+  iwsec::AuditFile audit(path, "", nullptr);
   REQUIRE(audit.ok());
   audit.write("{\"event\":\"before\"}\n");
   audit.stop();

@@ -21,3 +21,6 @@
 #include "options.hpp"
 #include "routes.hpp"
 #include "hardening.hpp"
+#include "access_log.hpp"
+#include "audit_file.hpp"
+#include "operations_routes.hpp"

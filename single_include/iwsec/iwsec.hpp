@@ -9610,4 +9610,953 @@ inline bool refuse_request_body(const httplib::Request& req, httplib::Response& 
 
 }  // namespace iwsec
 // ----- end iwsec/hardening.hpp -----
+// ----- begin iwsec/access_log.hpp -----
+/// @brief AccessLog: one line per request (text or JSON), request ids, lock events, written off the request's thread.
+/// @file
+// What iwsec-server logs (docs/operations.md "The access log"), for any
+// host: one line per request, starting with an RFC 3339 UTC timestamp; the
+// client address, the request id (echoed as X-Request-Id), method, path
+// (never the query string), status, duration, and for token checks the
+// outcome and the rejection reason (from take_token_check, never the
+// token). Lock events go to the same stream. Lines go to standard output
+// or a file through a detail::BufferedWriter: no write system call on a
+// request's thread; lines it has no room for are dropped and counted.
+//
+// A host wires it into its server in three places:
+//
+//   iwsec::AccessLog log(iwsec::AccessLogFormat::text, true, "/var/log/svc/access.log");
+//   log.start();                                  // the writer thread; the error, or empty
+//   server.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response&) {
+//     log.begin(req);                             // arrival time, request id
+//     return httplib::Server::HandlerResponse::Unhandled;
+//   });
+//   log.attach(server);                           // X-Request-Id on answers, one line per answer
+//   options.on_lockout = [&log](const iwsec::LockoutEvent& e) { log.lockout(e); };
+//   ...                                           // on exit: log.stop()
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include <httplib.h>
+
+// ----- begin iwsec/detail/log_writer.hpp -----
+/// @brief A log file written by one thread of its own: the access log's and the audit trail's writer.
+/// @file
+// Callers append whole lines to a bounded in-memory buffer under a short
+// lock and never make a write system call; the writer thread takes the buffer as a
+// whole (at the latest max_delay after its first line, sooner when half full,
+// when flushed or stopping) and writes it with as few write(2) calls as the
+// file takes. What a full buffer does is the owner's choice:
+//
+//   - WhenFull::drop  (the access log): the line is dropped whole and counted
+//     (dropped_lines()); the caller never waits for the disk.
+//   - WhenFull::block (an audit trail): the caller waits until the writer has
+//     made room; no line is ever lost while the file takes writes.
+//
+// reopen() (SIGHUP / SIGUSR1: logrotate renamed the file) makes the writer
+// write what it holds to the old file, then open the path again (created if
+// missing). stop() (or the destructor) writes everything still buffered and
+// joins the thread: call it on the way out (SIGINT / SIGTERM). An empty path
+// means standard output, which is never reopened nor closed.
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+
+namespace iwsec {
+namespace detail {
+
+/// What write() does with a line the buffer has no room for.
+enum class WhenFull {
+  drop,   ///< drop the line (whole) and count it: the caller never waits
+  block,  ///< wait until the writer made room: no line is ever dropped
+};
+
+class BufferedWriter {
+ public:
+  /// @p path: the file (appended to, created with mode 0600 if missing), or
+  /// empty for standard output. @p capacity: bytes buffered at most (a line
+  /// longer than that is still taken, alone, under WhenFull::block).
+  /// @p max_delay: the longest a line waits in the buffer before the writer
+  /// takes it (an audit trail's "within a second" is 1 s or less).
+  /// @p name: how error messages name this log ("access log", "audit log");
+  /// @p log: where they go (default: stderr, "iwsec: ...").
+  BufferedWriter(std::string path, WhenFull when_full, std::size_t capacity = 4u << 20,
+                 std::chrono::milliseconds max_delay = std::chrono::milliseconds(100),
+                 std::string name = "log", Log log = stderr_log())
+      : path_(std::move(path)),
+        name_(std::move(name)),
+        when_full_(when_full),
+        capacity_(std::max<std::size_t>(capacity, 1)),
+        log_(log ? std::move(log) : stderr_log()),
+        max_delay_(max_delay) {
+    buffer_.reserve(capacity_);
+    spare_.reserve(capacity_);
+  }
+  ~BufferedWriter() { stop(); }
+  BufferedWriter(const BufferedWriter&) = delete;
+  BufferedWriter& operator=(const BufferedWriter&) = delete;
+
+  /// Called with each descriptor the writer opens (at start and after every
+  /// reopen), before anything is written to it: e.g. fchown to the data
+  /// directory's owner. Set before start().
+  void on_open(std::function<void(int fd, const std::string& path)> hook) { on_open_ = std::move(hook); }
+
+  /// Opens the file and starts the writer thread; the error message
+  /// ("cannot open PATH: reason"), or empty.
+  std::string start() {
+    std::string error;
+    fd_ = open_file(error);
+    if (fd_ < 0) return error;
+    Lock lock(mutex_);
+    running_ = true;
+    thread_ = std::thread([this] { run(); });
+    return "";
+  }
+
+  const std::string& path() const { return path_; }
+
+  /// Appends @p line (which should end with '\n'). Returns false when the
+  /// line was dropped (WhenFull::drop with a full buffer).
+  bool write(std::string_view line) {
+    Lock lock(mutex_);
+    if (!running_) {
+      lock.unlock();
+      return write_unbuffered(line);
+    }
+    if (buffer_.size() + line.size() > capacity_) {
+      if (when_full_ == WhenFull::drop) {
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      }
+      ++blocked_;
+      wake_writer();
+      lock.wait(space_, [&]() IWSEC_REQUIRES(mutex_) {
+        return !running_ || buffer_.empty() || buffer_.size() + line.size() <= capacity_;
+      });
+      --blocked_;
+      if (!running_) {
+        lock.unlock();
+        return write_unbuffered(line);
+      }
+    }
+    const bool was_below_half = buffer_.size() < capacity_ / 2;
+    buffer_.append(line.data(), line.size());
+    appended_ += line.size();
+    // Wake the writer only when it sleeps for want of lines, or when the
+    // buffer passes half: under load a request never makes a system call here.
+    if (writer_idle_ || (was_below_half && buffer_.size() >= capacity_ / 2)) wake_writer();
+    return true;
+  }
+
+  /// Lines dropped so far (WhenFull::drop with a full buffer, or a write
+  /// the file refused).
+  std::uint64_t dropped_lines() const { return dropped_.load(std::memory_order_relaxed); }
+
+  /// Asks the writer to write what it holds, then open the path again.
+  void reopen() {
+    Lock lock(mutex_);
+    if (path_.empty()) return;
+    reopen_ = true;
+    wake_writer();
+  }
+
+  /// Waits until every line appended before the call has been written.
+  void flush() {
+    Lock lock(mutex_);
+    if (!running_) return;
+    const std::uint64_t target = appended_;
+    flush_ = true;
+    wake_writer();
+    lock.wait(flushed_, [&]() IWSEC_REQUIRES(mutex_) { return written_ >= target || !running_; });
+  }
+
+  /// Writes everything still buffered, stops the writer thread and closes
+  /// the file. Later lines: standard output takes them at once, a file's
+  /// are dropped (counted).
+  void stop() {
+    Lock once(stop_mutex_);
+    if (!thread_.joinable()) return;
+    {
+      Lock lock(mutex_);
+      stopping_ = true;
+      wake_writer();
+    }
+    thread_.join();
+  }
+
+ private:
+  // Not started, or stopped: standard output takes the line at once; a
+  // file's line is dropped (counted). Called without mutex_.
+  bool write_unbuffered(std::string_view line) {
+    if (path_.empty()) return write_out(STDOUT_FILENO, line.data(), line.size()) == line.size();
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
+  void wake_writer() IWSEC_REQUIRES(mutex_) {
+    writer_idle_ = false;
+    wake_.notify_one();
+  }
+
+  bool urgent() const IWSEC_REQUIRES(mutex_) { return stopping_ || reopen_ || flush_ || blocked_ > 0 || buffer_.size() >= capacity_ / 2; }
+
+  void run() {
+    Lock lock(mutex_);
+    for (;;) {
+      if (buffer_.empty() && !urgent()) {
+        writer_idle_ = true;
+        lock.wait(wake_, [&]() IWSEC_REQUIRES(mutex_) { return !buffer_.empty() || urgent(); });
+        writer_idle_ = false;
+      }
+      // Give the callers a moment to add more: one write for many lines.
+      if (!urgent()) lock.wait_for(wake_, max_delay_, [&]() IWSEC_REQUIRES(mutex_) { return urgent(); });
+      spare_.swap(buffer_);
+      const std::uint64_t target = appended_;
+      const bool reopen = reopen_;
+      const bool last = stopping_;
+      reopen_ = false;
+      flush_ = false;
+      if (blocked_ > 0) space_.notify_all();
+      lock.unlock();
+
+      if (!spare_.empty()) write_batch();
+      spare_.clear();
+      if (reopen) reopen_file();
+
+      lock.lock();
+      written_ = target;
+      flushed_.notify_all();
+      if (last && buffer_.empty()) {
+        running_ = false;  // from here on write() does not buffer
+        space_.notify_all();
+        break;
+      }
+    }
+    lock.unlock();
+    if (fd_ >= 0 && fd_ != STDOUT_FILENO) ::close(fd_);
+    fd_ = -1;
+  }
+
+  void write_batch() {
+    if (fd_ < 0) {
+      dropped_.fetch_add(static_cast<std::uint64_t>(std::count(spare_.begin(), spare_.end(), '\n')),
+                         std::memory_order_relaxed);
+      return;
+    }
+    const std::size_t done = write_out(fd_, spare_.data(), spare_.size());
+    if (done < spare_.size()) {
+      // What did not get written is lost; count its lines (a partial line
+      // counts as written: the file has its start).
+      const auto from = spare_.begin() + static_cast<std::ptrdiff_t>(done);
+      std::uint64_t lost = static_cast<std::uint64_t>(std::count(from, spare_.end(), '\n'));
+      if (done > 0 && spare_[done - 1] != '\n' && lost > 0) --lost;
+      dropped_.fetch_add(lost, std::memory_order_relaxed);
+    }
+  }
+
+  // Writes @p size bytes, retrying short writes and EINTR; the bytes
+  // written. Reports a failure on stderr once until a write succeeds.
+  std::size_t write_out(int fd, const char* data, std::size_t size) {
+    std::size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::write(fd, data + done, size - done);
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      const int error = n < 0 ? errno : EIO;
+      if (!failing_.exchange(true))
+        log_(name_ + ": cannot write to " + (path_.empty() ? std::string("standard output") : path_) + ": " +
+             std::strerror(error));
+      return done;
+    }
+    failing_.store(false);
+    return done;
+  }
+
+  int open_file(std::string& error) {
+    if (path_.empty()) return STDOUT_FILENO;
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      error = "cannot open " + name_ + " " + path_ + ": " + std::strerror(errno);
+      return -1;
+    }
+    if (on_open_) on_open_(fd, path_);
+    return fd;
+  }
+
+  // The writer thread, nothing buffered in hand: the old file is complete.
+  void reopen_file() {
+    std::string error;
+    const int fd = open_file(error);
+    if (fd < 0) {
+      log_(name_ + ": keeping the file open: " + error);
+      return;
+    }
+    if (fd_ >= 0 && fd_ != STDOUT_FILENO) ::close(fd_);
+    fd_ = fd;
+  }
+
+  const std::string path_;
+  const std::string name_;
+  const WhenFull when_full_;
+  const std::size_t capacity_;
+  const Log log_;
+  const std::chrono::milliseconds max_delay_;
+  std::function<void(int, const std::string&)> on_open_;
+
+  Mutex stop_mutex_;  // one stop() joins the thread
+  Mutex mutex_;
+  std::condition_variable wake_;     // the writer waits here
+  std::condition_variable space_;    // blocked callers wait here
+  std::condition_variable flushed_;  // flush() waits here
+  std::string buffer_ IWSEC_GUARDED_BY(mutex_);  // lines not yet taken by the writer
+  std::string spare_;                            // the writer's batch (its own while unlocked)
+  std::uint64_t appended_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::uint64_t written_ IWSEC_GUARDED_BY(mutex_) = 0;
+  std::size_t blocked_ IWSEC_GUARDED_BY(mutex_) = 0;
+  bool running_ IWSEC_GUARDED_BY(mutex_) = false;  // the writer thread runs (started, not stopped)
+  bool writer_idle_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool stopping_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool reopen_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool flush_ IWSEC_GUARDED_BY(mutex_) = false;
+  int fd_ = -1;
+  std::thread thread_;
+  std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<bool> failing_{false};
+};
+
+}  // namespace detail
+}  // namespace iwsec
+// ----- end iwsec/detail/log_writer.hpp -----
+
+namespace iwsec {
+
+/// @brief How AccessLog writes a line.
+enum class AccessLogFormat { text, json };
+
+namespace detail {
+
+/// "2026-12-02T01:27:14.123456Z" (with @p micros) or "2026-12-02T01:27:14Z".
+inline std::string rfc3339(std::chrono::system_clock::time_point t, bool micros) {
+  const auto since = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  const std::time_t seconds = static_cast<std::time_t>(since / 1000000);
+  std::tm tm{};
+  ::gmtime_r(&seconds, &tm);
+  char text[40];
+  const std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (micros) {
+    std::snprintf(text + n, sizeof text - n, ".%06lldZ", static_cast<long long>(since % 1000000));
+  } else {
+    std::snprintf(text + n, sizeof text - n, "Z");
+  }
+  return text;
+}
+
+/// An epoch second as rfc3339 without fraction.
+inline std::string rfc3339_seconds(std::int64_t epoch_seconds) {
+  return rfc3339(std::chrono::system_clock::time_point(std::chrono::seconds(epoch_seconds)), false);
+}
+
+/// Text that arrived from a client (paths arrive percent-decoded, emails are
+/// what a login named): bytes that could break or forge a line, or a JSON
+/// string, percent-escaped, so the result is printable ASCII without spaces.
+inline void append_loggable(std::string& out, std::string_view text) {
+  static const char hex[] = "0123456789ABCDEF";
+  std::size_t plain = 0;  // start of the run of bytes that need no escape
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c <= 0x20 || c >= 0x7F || c == '%' || c == '"' || c == '\\') {
+      out.append(text.data() + plain, i - plain);
+      const char escaped[3] = {'%', hex[c >> 4], hex[c & 15]};
+      out.append(escaped, 3);
+      plain = i + 1;
+    }
+  }
+  out.append(text.data() + plain, text.size() - plain);
+}
+
+}  // namespace detail
+
+/// @brief A fresh request id into @p out: 32 lower-case hex digits (128 bits) from
+/// a per-thread generator seeded with 128 bits of OpenSSL randomness when the
+/// thread first needs one (an id names a request, it guards nothing: no
+/// RAND_bytes call per request).
+inline void new_request_id(std::string& out) {
+  struct generator {
+    std::uint64_t a = 0, b = 0;
+    generator() {
+      unsigned char seed[16];
+      detail::random_bytes(seed, sizeof seed);
+      for (int i = 0; i < 8; ++i) {
+        a = (a << 8) | seed[i];
+        b = (b << 8) | seed[8 + i];
+      }
+    }
+    // splitmix64: every output distinct over a thread's 2^64 steps.
+    static std::uint64_t mix(std::uint64_t& state) {
+      std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+      return z ^ (z >> 31);
+    }
+  };
+  static thread_local generator g;
+  const std::uint64_t words[2] = {generator::mix(g.a), g.b ^ generator::mix(g.a)};
+  out.resize(32);
+  for (int w = 0; w < 2; ++w)
+    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(w * 16 + i)] = detail::hex_digit(words[w] >> (60 - 4 * i));
+}
+
+/// @brief 128 random bits as 32 lower-case hex digits (the form of the ids AccessLog picks).
+inline std::string new_request_id() {
+  std::string id;
+  new_request_id(id);
+  return id;
+}
+
+namespace detail {
+
+/// rfc3339(t, true) appended to @p out, the date and time of day formatted
+/// once per second per thread (gmtime_r takes glibc's time-zone lock).
+inline void append_rfc3339_micros(std::string& out, std::chrono::system_clock::time_point t) {
+  struct cache {
+    long long second = -1;
+    char text[24] = {};
+    std::size_t size = 0;
+  };
+  static thread_local cache c;
+  const auto since = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  long long second = since / 1000000;
+  long long micros = since % 1000000;
+  if (micros < 0) {
+    micros += 1000000;
+    --second;
+  }
+  if (second != c.second) {
+    const std::time_t seconds = static_cast<std::time_t>(second);
+    std::tm tm{};
+    ::gmtime_r(&seconds, &tm);
+    c.size = std::strftime(c.text, sizeof c.text, "%Y-%m-%dT%H:%M:%S", &tm);
+    c.second = second;
+  }
+  out.append(c.text, c.size);
+  char fraction[9] = {'.', '0', '0', '0', '0', '0', '0', 'Z', 0};
+  for (int i = 6; i >= 1; --i, micros /= 10) fraction[i] = static_cast<char>('0' + micros % 10);
+  out.append(fraction, 8);
+}
+
+}  // namespace detail
+
+/// @brief The access log (see the file comment): thread-safe, one writer thread.
+class AccessLog {
+ public:
+  /// Lines go to @p path (appended; empty: standard output) through a
+  /// BufferedWriter of @p buffer_bytes that drops (and counts) what it
+  /// cannot hold: no request waits for the disk. Call start() once.
+  /// @p requests false: lock events only, no line per request.
+  /// @p log: where the writer reports that it cannot write (default:
+  /// stderr, "iwsec: ...").
+  AccessLog(AccessLogFormat format, bool requests, std::string path = "", std::size_t buffer_bytes = 4u << 20,
+            std::function<void(const std::string&)> log = nullptr)
+      : format_(format),
+        requests_(requests),
+        writer_(std::move(path), detail::WhenFull::drop, buffer_bytes, std::chrono::milliseconds(100), "access log",
+                std::move(log)) {}
+  AccessLog(const AccessLog&) = delete;
+  AccessLog& operator=(const AccessLog&) = delete;
+
+  /// Opens the file and starts the writer thread: the error, or empty.
+  std::string start() { return writer_.start(); }
+  /// SIGHUP / SIGUSR1: the file again (logrotate renamed it).
+  void reopen() { writer_.reopen(); }
+  /// Exit: every buffered line written, the file closed.
+  void stop() { writer_.stop(); }
+  /// Lines dropped because the buffer was full (iwsec_access_log_dropped_lines_total).
+  std::uint64_t dropped_lines() const { return writer_.dropped_lines(); }
+
+  bool logs_requests() const { return requests_; }
+
+  /// Sets @p server's post-routing handler (X-Request-Id on every answer)
+  /// and its logger (one line per request), when this log logs requests.
+  /// Call begin() from the server's pre-routing handler, so a line's time
+  /// and duration start at arrival (without it they start at the answer).
+  void attach(httplib::Server& server) {
+    if (!requests_) return;
+    server.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) { answer_id(req, res); });
+    server.set_logger([this](const httplib::Request& req, const httplib::Response& res) { write(req, res); });
+  }
+
+  /// The pre-routing step: notes the arrival time and picks the request id.
+  void begin(const httplib::Request& req) {
+    current& c = current_request();
+    c.request = &req;
+    c.arrived = std::chrono::system_clock::now();
+    c.started = std::chrono::steady_clock::now();
+    static const std::string header = "X-Request-Id";
+    const std::string* incoming = detail::find_header(req.headers, header);
+    if (incoming && sane_request_id(*incoming)) {
+      c.id = *incoming;
+    } else {
+      new_request_id(c.id);
+    }
+  }
+
+  /// The post-routing step: X-Request-Id on the answer (set here, after the
+  /// handler, because an answer replaced on a fault starts from no headers).
+  void answer_id(const httplib::Request& req, httplib::Response& res) {
+    current& c = current_request();
+    if (c.request != &req) begin(req);  // refused before routing
+    res.set_header("X-Request-Id", c.id);
+  }
+
+  /// The id of the request this thread is handling (for its audit events);
+  /// empty when none was begun.
+  std::string current_id() const {
+    const current& c = current_request();
+    return c.request ? c.id : std::string();
+  }
+
+  /// The logger: one line for @p req.
+  void write(const httplib::Request& req, const httplib::Response& res) {
+    current& c = current_request();
+    const bool begun = c.request == &req;
+    c.request = nullptr;
+    const auto arrived = begun ? c.arrived : std::chrono::system_clock::now();
+    const long long micros =
+        begun ? std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - c.started)
+                    .count()
+              : 0;
+    if (!begun) new_request_id(c.id);
+    const std::string& id = c.id;
+    const auto check = take_token_check(req);
+    std::string& line = c.line;  // the thread's own: no allocation per line
+    line.clear();
+    if (format_ == AccessLogFormat::json) {
+      line += "{\"time\":\"";
+      detail::append_rfc3339_micros(line, arrived);
+      line += "\",\"client\":\"";
+      detail::append_loggable(line, req.remote_addr);
+      line += "\",\"request_id\":\"";
+      line += id;
+      line += "\",\"method\":\"";
+      detail::append_loggable(line, req.method);
+      line += "\",\"path\":\"";
+      detail::append_loggable(line, security_route_path(req.path));  // one route, either spelling
+      line += "\",\"status\":";
+      append_number(line, res.status);
+      line += ",\"duration_us\":";
+      append_number(line, micros);
+      if (check) {
+        line += check->valid ? ",\"is_valid\":true" : ",\"is_valid\":false,\"reason\":\"";
+        if (!check->valid) {
+          line += to_string(check->rejection);
+          line += '"';
+        }
+      }
+      line += "}\n";
+    } else {
+      detail::append_rfc3339_micros(line, arrived);
+      line += ' ';
+      detail::append_loggable(line, req.remote_addr);
+      line += ' ';
+      line += id;
+      line += ' ';
+      detail::append_loggable(line, req.method);
+      line += ' ';
+      detail::append_loggable(line, security_route_path(req.path));  // one route, either spelling
+      line += ' ';
+      append_number(line, res.status);
+      line += ' ';
+      append_number(line, micros);
+      line += "us";
+      if (check) {
+        line += check->valid ? " is_valid=true" : " is_valid=false reason=";
+        if (!check->valid) line += to_string(check->rejection);
+      }
+      line += '\n';
+    }
+    writer_.write(line);
+  }
+
+  /// A lock that started (printed even with the request lines off).
+  void lockout(const LockoutEvent& e) {
+    const std::string now = detail::rfc3339(std::chrono::system_clock::now(), true);
+    const char* kind = e.kind == LockoutEvent::Kind::account ? "account" : "client";
+    std::string line;
+    if (format_ == AccessLogFormat::json) {
+      line = "{\"time\":\"" + now + "\",\"event\":\"lockout\",\"kind\":\"" + kind + "\",\"subject\":\"";
+      detail::append_loggable(line, e.subject);
+      line += "\",\"until\":\"" + detail::rfc3339_seconds(e.until) + "\"}\n";
+    } else {
+      line = now + " lockout " + kind + '=';
+      detail::append_loggable(line, e.subject);
+      line += " until=" + detail::rfc3339_seconds(e.until) + '\n';
+    }
+    writer_.write(line);
+  }
+
+ private:
+  struct current {
+    const httplib::Request* request = nullptr;
+    std::chrono::system_clock::time_point arrived;
+    std::chrono::steady_clock::time_point started;
+    std::string id;
+    std::string line;
+  };
+  static current& current_request() {
+    static thread_local current c;
+    return c;
+  }
+
+  static void append_number(std::string& out, long long n) {
+    char text[24];
+    char* end = text + sizeof text;
+    char* p = end;
+    unsigned long long v = n < 0 ? 0ULL - static_cast<unsigned long long>(n) : static_cast<unsigned long long>(n);
+    do {
+      *--p = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    if (n < 0) *--p = '-';
+    out.append(p, static_cast<std::size_t>(end - p));
+  }
+
+  AccessLogFormat format_;
+  bool requests_;
+  detail::BufferedWriter writer_;
+};
+
+}  // namespace iwsec
+// ----- end iwsec/access_log.hpp -----
+// ----- begin iwsec/audit_file.hpp -----
+/// @brief The audit trail's file: AuditFile (a server's writer), append_audit_line (an admin tool's), parse_audit_line (reading it back).
+/// @file
+// The file of docs/operations.md "The audit trail": JSON lines (audit.hpp's
+// audit_json_line) appended with O_APPEND, mode 0600, owned like the data
+// directory's other files.
+//
+// AuditFile is a server's writer (iwsec-server's; a host's Options::on_audit
+// can hand it audit_json_line(e)): a bounded buffer drained by one writer
+// thread. Unlike the access log it never drops a line: a full buffer makes
+// the request wait. Lines reach the file within a second (the writer wakes
+// on the first line and at least every 200 ms) and before exit (stop()
+// drains). reopen() (SIGHUP, SIGUSR1) makes the writer open the path again
+// for logrotate. Behind the small AuditSink interface, so another writer
+// (the access log's) can take its place.
+//
+// append_audit_line() is an admin tool's (iwsec-admin's): one whole line, one
+// write(2). parse_audit_line() reads a line back (`iwsec-admin audit`).
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <picojson.h>
+
+
+namespace iwsec {
+
+/// @brief Where audit lines go.
+class AuditSink {
+ public:
+  virtual ~AuditSink() = default;
+  /// One whole line (newline included); may block, never drops.
+  virtual void write(std::string line) = 0;
+  /// Open the file again (after logrotate moved it).
+  virtual void reopen() = 0;
+  /// Everything written so far reaches the file; the writer ends.
+  virtual void stop() = 0;
+};
+
+namespace detail {
+
+/// Opens @p path for appending (created 0600; when root creates it, given
+/// to the owner of @p owner_dir, so the account that owns the data
+/// directory can still write it). Invalid fd and errno on failure.
+inline unique_fd open_for_append(const std::string& path, const std::string& owner_dir) {
+  auto fd = open_fd(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0600);
+  if (!fd) return fd;
+  struct stat owner;
+  if (!owner_dir.empty() && ::stat(owner_dir.c_str(), &owner) == 0 && !give_to_owner(fd.get(), owner)) {
+    const int e = errno;
+    fd.reset();
+    errno = e;
+  }
+  return fd;
+}
+
+}  // namespace detail
+
+/// @brief A server's audit writer (see the file comment): never drops a line.
+class AuditFile : public AuditSink {
+ public:
+  static constexpr std::size_t max_buffered_lines = 4096;
+
+  /// Opens @p path now (so a start that cannot write its trail fails;
+  /// error() says why when ok() is false). @p owner_dir: a file this
+  /// creates as root is given to that directory's owner (empty: kept).
+  /// @p log: where write failures are told (nullptr: nowhere).
+  AuditFile(std::string path, std::string owner_dir, std::function<void(const std::string&)> log)
+      : path_(std::move(path)), owner_dir_(std::move(owner_dir)), log_(std::move(log)) {
+    fd_ = detail::open_for_append(path_, owner_dir_);
+    if (!fd_) error_ = "cannot open audit log " + path_ + ": " + std::strerror(errno);
+    if (fd_) writer_ = std::thread([this] { run(); });
+  }
+
+  /// The same, the file owned like the directory it is in (as the data
+  /// directory's other files are).
+  AuditFile(std::string path, std::function<void(const std::string&)> log)
+      : AuditFile(path, detail::parent_directory(path), std::move(log)) {}
+
+  ~AuditFile() override { stop(); }
+
+  bool ok() const { return static_cast<bool>(fd_); }
+  const std::string& error() const { return error_; }
+
+  void write(std::string line) override {
+    detail::Lock lock(mutex_);
+    lock.wait(room_, [this]() IWSEC_REQUIRES(mutex_) { return lines_.size() < max_buffered_lines || stopping_; });
+    if (writer_done_) {
+      // After stop() no thread drains the queue: the line goes out now.
+      if (fd_ && !detail::write_all(fd_.get(), line) && log_)
+        log_("cannot write audit log " + path_ + ": " + std::strerror(errno));
+      return;
+    }
+    lines_.push_back(std::move(line));
+    if (lines_.size() == 1) wake_.notify_one();
+  }
+
+  void reopen() override {
+    detail::Lock lock(mutex_);
+    reopen_ = true;
+    wake_.notify_one();
+  }
+
+  void stop() override {
+    {
+      detail::Lock lock(mutex_);
+      if (stopping_) return;
+      stopping_ = true;
+      wake_.notify_one();
+    }
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  void run() {
+    detail::Lock lock(mutex_);
+    for (;;) {
+      lock.wait_for(wake_, std::chrono::milliseconds(200),
+                    [this]() IWSEC_REQUIRES(mutex_) { return !lines_.empty() || reopen_ || stopping_; });
+      std::deque<std::string> batch;
+      batch.swap(lines_);
+      const bool reopen = reopen_;
+      reopen_ = false;
+      const bool last = stopping_;
+      room_.notify_all();
+      lock.unlock();
+      if (reopen) {
+        auto fresh = detail::open_for_append(path_, owner_dir_);
+        if (fresh) {
+          fd_ = std::move(fresh);
+        } else if (log_) {
+          log_("cannot reopen audit log " + path_ + " (" + std::strerror(errno) + "); writing on to the old file");
+        }
+      }
+      std::string text;
+      for (auto& line : batch) text += line;
+      // A write that fails is retried: an audit line is never dropped.
+      while (!text.empty() && !detail::write_all(fd_.get(), text)) {
+        if (log_) log_("cannot write audit log " + path_ + ": " + std::strerror(errno) + "; retrying");
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+      }
+      lock.lock();
+      if (last && lines_.empty()) {
+        writer_done_ = true;
+        return;
+      }
+    }
+  }
+
+  std::string path_;
+  std::string owner_dir_;
+  std::function<void(const std::string&)> log_;
+  std::string error_;
+  detail::unique_fd fd_;
+  detail::Mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable room_;
+  std::deque<std::string> lines_ IWSEC_GUARDED_BY(mutex_);
+  bool reopen_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool stopping_ IWSEC_GUARDED_BY(mutex_) = false;
+  bool writer_done_ IWSEC_GUARDED_BY(mutex_) = false;  // set by the writer as it ends; write() then writes itself
+  std::thread writer_;
+};
+
+/// @brief The OS account running this program (an admin event's `actor`):
+/// SUDO_USER when run through sudo, else the effective user's name (its
+/// number if it has none).
+inline std::string audit_actor() {
+  const char* sudo_user = std::getenv("SUDO_USER");
+  if (sudo_user && *sudo_user) return sudo_user;
+  const uid_t uid = ::geteuid();
+  struct passwd pw;
+  struct passwd* found = nullptr;
+  char buffer[4096];
+  if (::getpwuid_r(uid, &pw, buffer, sizeof buffer, &found) == 0 && found && found->pw_name)
+    return found->pw_name;
+  return "uid " + std::to_string(uid);
+}
+
+/// @brief An admin tool's append: one whole line in one write(2). Empty on
+/// success, else the reason (with the path).
+inline std::string append_audit_line(const std::string& path, const std::string& owner_dir, const std::string& line) {
+  auto fd = detail::open_for_append(path, owner_dir);
+  if (!fd) return "cannot open audit log " + path + ": " + std::strerror(errno);
+  if (!detail::write_all(fd.get(), line)) return "cannot write audit log " + path + ": " + std::strerror(errno);
+  return "";
+}
+
+/// @brief The same, the file owned like the directory it is in.
+inline std::string append_audit_line(const std::string& path, const std::string& line) {
+  return append_audit_line(path, detail::parent_directory(path), line);
+}
+
+/// @brief One event of a trail as read back: its JSON object and the fields
+/// the filters of `iwsec-admin audit` look at.
+struct AuditRecord {
+  std::string json;  // the line, without its newline
+  std::string time;
+  std::string email;
+  std::string text;  // one human-readable line
+};
+
+/// @brief Parses one JSON line of a trail; false when it is not an audit event.
+inline bool parse_audit_line(const std::string& line, AuditRecord& out) {
+  picojson::value v;
+  const std::string err = picojson::parse(v, line);
+  if (!err.empty() || !v.is<picojson::object>()) return false;
+  const auto& o = v.get<picojson::object>();
+  const auto get = [&o](const char* key) -> std::string {
+    auto it = o.find(key);
+    return it != o.end() && it->second.is<std::string>() ? it->second.get<std::string>() : std::string();
+  };
+  out.json = line;
+  out.time = get("time");
+  out.email = get("email");
+  if (out.time.empty() || get("event").empty()) return false;
+  out.text = out.time + ' ' + get("event");
+  for (const char* key : {"email", "user_id", "kid", "client", "request_id", "actor", "result", "reason", "until"}) {
+    const std::string value = get(key);
+    if (!value.empty()) out.text += std::string(" ") + key + '=' + value;
+  }
+  return true;
+}
+
+}  // namespace iwsec
+// ----- end iwsec/audit_file.hpp -----
+// ----- begin iwsec/operations_routes.hpp -----
+/// @brief mount_operations_routes: GET /metrics, /health/live and /health/ready for a host's own admin server.
+/// @file
+// What iwsec-server serves on its admin port (docs/operations.md "Metrics"
+// and "Health"), for any host: Prometheus text (0.0.4) of a Metrics, a
+// liveness answer, and a readiness answer that says why not. Mount them on a
+// server of their own, bound to loopback or an internal network: they take
+// no authentication (iwsec-server never serves them on its public port).
+//
+//   httplib::Server admin;
+//   iwsec::harden(admin);
+//   iwsec::mount_operations_routes(admin, *options.metrics,
+//                                  [&users] { return iwsec::store_not_ready(users); });
+
+#include <functional>
+#include <string>
+
+#include <httplib.h>
+
+
+namespace iwsec {
+
+/// @brief Why @p users cannot serve now (one line, no secret), or empty when
+/// it can: asks it for one account's status, which makes a file store
+/// reload a changed file and a cluster backend check its staleness.
+inline std::string store_not_ready(UserStore& users) {
+  try {
+    users.status_of("ready-check@iwsec.invalid");
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+/// @brief Mounts on @p server:
+/// - `GET /metrics`: @p metrics as Prometheus text, `Cache-Control: no-store`;
+/// - `GET /health/live`: 200 `{"status":"live"}` while the process answers;
+/// - `GET /health/ready`: 200 `{"status":"ready"}` when @p not_ready returns
+///   empty, else 503 `{"status":"not ready","reason":...}` with `Retry-After: 1`.
+/// @p metrics must outlive @p server; @p not_ready runs on each readiness
+/// request's thread (it must be thread-safe; what it returns is shown to the
+/// caller, so never a secret).
+inline void mount_operations_routes(httplib::Server& server, Metrics& metrics,
+                                    std::function<std::string()> not_ready) {
+  server.Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(metrics.render(), Metrics::content_type);
+  });
+  server.Get("/health/live", [](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Cache-Control", "no-store");
+    res.set_content("{\"status\":\"live\"}", "application/json; charset=utf-8");
+  });
+  server.Get("/health/ready", [not_ready = std::move(not_ready)](const httplib::Request&, httplib::Response& res) {
+    const std::string problem = not_ready ? not_ready() : std::string();
+    res.set_header("Cache-Control", "no-store");
+    if (problem.empty()) {
+      res.set_content("{\"status\":\"ready\"}", "application/json; charset=utf-8");
+      return;
+    }
+    std::string body = "{\"status\":\"not ready\",\"reason\":";
+    detail::append_json_string(body, problem);
+    body += '}';
+    res.status = 503;
+    res.set_header("Retry-After", "1");
+    res.set_content(body, "application/json; charset=utf-8");
+  });
+}
+
+}  // namespace iwsec
+// ----- end iwsec/operations_routes.hpp -----
 // ----- end iwsec/iwsec.hpp -----

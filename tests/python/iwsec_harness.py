@@ -419,8 +419,8 @@ def start_server(test, data_directory, *extra, binary=None, rounds=FAST_ROUNDS, 
     return server
 
 
-def start_existing_service(test, data_directory):
-    return start_server(test, data_directory, binary=existing_service_path(), rounds=None)
+def start_existing_service(test, data_directory, *extra):
+    return start_server(test, data_directory, *extra, binary=existing_service_path(), rounds=None)
 
 
 def run_program(argv, stdin=None, timeout=PROGRAM_TIMEOUT):

@@ -1,7 +1,8 @@
+/// @brief A log file written by one thread of its own: the access log's and the audit trail's writer.
+/// @file
 #pragma once
-// A log file written by one thread of its own (docs/operations.md): callers
-// append whole lines to a bounded in-memory buffer under a short lock and
-// never make a write system call; the writer thread takes the buffer as a
+// Callers append whole lines to a bounded in-memory buffer under a short
+// lock and never make a write system call; the writer thread takes the buffer as a
 // whole (at the latest max_delay after its first line, sooner when half full,
 // when flushed or stopping) and writes it with as few write(2) calls as the
 // file takes. What a full buffer does is the owner's choice:
@@ -33,9 +34,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <iwsec/iwsec.hpp>
+#include "log.hpp"
+#include "thread_safety.hpp"
 
-namespace log_writer {
+namespace iwsec {
+namespace detail {
 
 /// What write() does with a line the buffer has no room for.
 enum class WhenFull {
@@ -50,14 +53,16 @@ class BufferedWriter {
   /// longer than that is still taken, alone, under WhenFull::block).
   /// @p max_delay: the longest a line waits in the buffer before the writer
   /// takes it (an audit trail's "within a second" is 1 s or less).
-  /// @p name: how error messages name this log ("access log", "audit log").
+  /// @p name: how error messages name this log ("access log", "audit log");
+  /// @p log: where they go (default: stderr, "iwsec: ...").
   BufferedWriter(std::string path, WhenFull when_full, std::size_t capacity = 4u << 20,
                  std::chrono::milliseconds max_delay = std::chrono::milliseconds(100),
-                 std::string name = "log")
+                 std::string name = "log", Log log = stderr_log())
       : path_(std::move(path)),
         name_(std::move(name)),
         when_full_(when_full),
         capacity_(std::max<std::size_t>(capacity, 1)),
+        log_(log ? std::move(log) : stderr_log()),
         max_delay_(max_delay) {
     buffer_.reserve(capacity_);
     spare_.reserve(capacity_);
@@ -77,7 +82,7 @@ class BufferedWriter {
     std::string error;
     fd_ = open_file(error);
     if (fd_ < 0) return error;
-    iwsec::detail::Lock lock(mutex_);
+    Lock lock(mutex_);
     running_ = true;
     thread_ = std::thread([this] { run(); });
     return "";
@@ -88,7 +93,7 @@ class BufferedWriter {
   /// Appends @p line (which should end with '\n'). Returns false when the
   /// line was dropped (WhenFull::drop with a full buffer).
   bool write(std::string_view line) {
-    iwsec::detail::Lock lock(mutex_);
+    Lock lock(mutex_);
     if (!running_) {
       lock.unlock();
       return write_unbuffered(line);
@@ -124,7 +129,7 @@ class BufferedWriter {
 
   /// Asks the writer to write what it holds, then open the path again.
   void reopen() {
-    iwsec::detail::Lock lock(mutex_);
+    Lock lock(mutex_);
     if (path_.empty()) return;
     reopen_ = true;
     wake_writer();
@@ -132,7 +137,7 @@ class BufferedWriter {
 
   /// Waits until every line appended before the call has been written.
   void flush() {
-    iwsec::detail::Lock lock(mutex_);
+    Lock lock(mutex_);
     if (!running_) return;
     const std::uint64_t target = appended_;
     flush_ = true;
@@ -144,10 +149,10 @@ class BufferedWriter {
   /// the file. Later lines: standard output takes them at once, a file's
   /// are dropped (counted).
   void stop() {
-    iwsec::detail::Lock once(stop_mutex_);
+    Lock once(stop_mutex_);
     if (!thread_.joinable()) return;
     {
-      iwsec::detail::Lock lock(mutex_);
+      Lock lock(mutex_);
       stopping_ = true;
       wake_writer();
     }
@@ -171,7 +176,7 @@ class BufferedWriter {
   bool urgent() const IWSEC_REQUIRES(mutex_) { return stopping_ || reopen_ || flush_ || blocked_ > 0 || buffer_.size() >= capacity_ / 2; }
 
   void run() {
-    iwsec::detail::Lock lock(mutex_);
+    Lock lock(mutex_);
     for (;;) {
       if (buffer_.empty() && !urgent()) {
         writer_idle_ = true;
@@ -237,8 +242,8 @@ class BufferedWriter {
       if (n < 0 && errno == EINTR) continue;
       const int error = n < 0 ? errno : EIO;
       if (!failing_.exchange(true))
-        std::fprintf(stderr, "iwsec-server: %s: cannot write to %s: %s\n", name_.c_str(),
-                     path_.empty() ? "standard output" : path_.c_str(), std::strerror(error));
+        log_(name_ + ": cannot write to " + (path_.empty() ? std::string("standard output") : path_) + ": " +
+             std::strerror(error));
       return done;
     }
     failing_.store(false);
@@ -261,7 +266,7 @@ class BufferedWriter {
     std::string error;
     const int fd = open_file(error);
     if (fd < 0) {
-      std::fprintf(stderr, "iwsec-server: %s: keeping the file open: %s\n", name_.c_str(), error.c_str());
+      log_(name_ + ": keeping the file open: " + error);
       return;
     }
     if (fd_ >= 0 && fd_ != STDOUT_FILENO) ::close(fd_);
@@ -272,11 +277,12 @@ class BufferedWriter {
   const std::string name_;
   const WhenFull when_full_;
   const std::size_t capacity_;
+  const Log log_;
   const std::chrono::milliseconds max_delay_;
   std::function<void(int, const std::string&)> on_open_;
 
-  iwsec::detail::Mutex stop_mutex_;  // one stop() joins the thread
-  iwsec::detail::Mutex mutex_;
+  Mutex stop_mutex_;  // one stop() joins the thread
+  Mutex mutex_;
   std::condition_variable wake_;     // the writer waits here
   std::condition_variable space_;    // blocked callers wait here
   std::condition_variable flushed_;  // flush() waits here
@@ -296,4 +302,5 @@ class BufferedWriter {
   std::atomic<bool> failing_{false};
 };
 
-}  // namespace log_writer
+}  // namespace detail
+}  // namespace iwsec

@@ -1,8 +1,12 @@
+/// @brief The audit trail's file: AuditFile (a server's writer), append_audit_line (an admin tool's), parse_audit_line (reading it back).
+/// @file
 #pragma once
-// The audit trail's file (docs/operations.md "The audit trail"): JSON lines appended with
-// O_APPEND, mode 0600, owned like the data directory's other files.
+// The file of docs/operations.md "The audit trail": JSON lines (audit.hpp's
+// audit_json_line) appended with O_APPEND, mode 0600, owned like the data
+// directory's other files.
 //
-// AuditFile is iwsec-server's writer: a bounded buffer drained by one writer
+// AuditFile is a server's writer (iwsec-server's; a host's Options::on_audit
+// can hand it audit_json_line(e)): a bounded buffer drained by one writer
 // thread. Unlike the access log it never drops a line: a full buffer makes
 // the request wait. Lines reach the file within a second (the writer wakes
 // on the first line and at least every 200 ms) and before exit (stop()
@@ -10,8 +14,8 @@
 // for logrotate. Behind the small AuditSink interface, so another writer
 // (the access log's) can take its place.
 //
-// append_audit_line() is iwsec-admin's: one whole line, one write(2).
-// read_audit_file() parses the trail back for `iwsec-admin audit`.
+// append_audit_line() is an admin tool's (iwsec-admin's): one whole line, one
+// write(2). parse_audit_line() reads a line back (`iwsec-admin audit`).
 
 #include <cerrno>
 #include <chrono>
@@ -30,11 +34,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <iwsec/iwsec.hpp>
+#include <picojson.h>
 
-namespace audit_log {
+#include "audit.hpp"
+#include "detail/file.hpp"
+#include "detail/thread_safety.hpp"
 
-/// Where audit lines go.
+namespace iwsec {
+
+/// @brief Where audit lines go.
 class AuditSink {
  public:
   virtual ~AuditSink() = default;
@@ -46,14 +54,16 @@ class AuditSink {
   virtual void stop() = 0;
 };
 
+namespace detail {
+
 /// Opens @p path for appending (created 0600; when root creates it, given
 /// to the owner of @p owner_dir, so the account that owns the data
 /// directory can still write it). Invalid fd and errno on failure.
-inline iwsec::detail::unique_fd open_for_append(const std::string& path, const std::string& owner_dir) {
-  auto fd = iwsec::detail::open_fd(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0600);
+inline unique_fd open_for_append(const std::string& path, const std::string& owner_dir) {
+  auto fd = open_fd(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0600);
   if (!fd) return fd;
   struct stat owner;
-  if (!owner_dir.empty() && ::stat(owner_dir.c_str(), &owner) == 0 && !iwsec::detail::give_to_owner(fd.get(), owner)) {
+  if (!owner_dir.empty() && ::stat(owner_dir.c_str(), &owner) == 0 && !give_to_owner(fd.get(), owner)) {
     const int e = errno;
     fd.reset();
     errno = e;
@@ -61,19 +71,28 @@ inline iwsec::detail::unique_fd open_for_append(const std::string& path, const s
   return fd;
 }
 
-/// iwsec-server's writer (see the file comment).
+}  // namespace detail
+
+/// @brief A server's audit writer (see the file comment): never drops a line.
 class AuditFile : public AuditSink {
  public:
   static constexpr std::size_t max_buffered_lines = 4096;
 
-  /// Opens @p path now (so a start that cannot write its trail fails);
-  /// @p error says why when it returns false from ok().
+  /// Opens @p path now (so a start that cannot write its trail fails;
+  /// error() says why when ok() is false). @p owner_dir: a file this
+  /// creates as root is given to that directory's owner (empty: kept).
+  /// @p log: where write failures are told (nullptr: nowhere).
   AuditFile(std::string path, std::string owner_dir, std::function<void(const std::string&)> log)
       : path_(std::move(path)), owner_dir_(std::move(owner_dir)), log_(std::move(log)) {
-    fd_ = open_for_append(path_, owner_dir_);
+    fd_ = detail::open_for_append(path_, owner_dir_);
     if (!fd_) error_ = "cannot open audit log " + path_ + ": " + std::strerror(errno);
     if (fd_) writer_ = std::thread([this] { run(); });
   }
+
+  /// The same, the file owned like the directory it is in (as the data
+  /// directory's other files are).
+  AuditFile(std::string path, std::function<void(const std::string&)> log)
+      : AuditFile(path, detail::parent_directory(path), std::move(log)) {}
 
   ~AuditFile() override { stop(); }
 
@@ -81,11 +100,11 @@ class AuditFile : public AuditSink {
   const std::string& error() const { return error_; }
 
   void write(std::string line) override {
-    iwsec::detail::Lock lock(mutex_);
+    detail::Lock lock(mutex_);
     lock.wait(room_, [this]() IWSEC_REQUIRES(mutex_) { return lines_.size() < max_buffered_lines || stopping_; });
     if (writer_done_) {
       // After stop() no thread drains the queue: the line goes out now.
-      if (fd_ && !iwsec::detail::write_all(fd_.get(), line) && log_)
+      if (fd_ && !detail::write_all(fd_.get(), line) && log_)
         log_("cannot write audit log " + path_ + ": " + std::strerror(errno));
       return;
     }
@@ -94,14 +113,14 @@ class AuditFile : public AuditSink {
   }
 
   void reopen() override {
-    iwsec::detail::Lock lock(mutex_);
+    detail::Lock lock(mutex_);
     reopen_ = true;
     wake_.notify_one();
   }
 
   void stop() override {
     {
-      iwsec::detail::Lock lock(mutex_);
+      detail::Lock lock(mutex_);
       if (stopping_) return;
       stopping_ = true;
       wake_.notify_one();
@@ -111,7 +130,7 @@ class AuditFile : public AuditSink {
 
  private:
   void run() {
-    iwsec::detail::Lock lock(mutex_);
+    detail::Lock lock(mutex_);
     for (;;) {
       lock.wait_for(wake_, std::chrono::milliseconds(200),
                     [this]() IWSEC_REQUIRES(mutex_) { return !lines_.empty() || reopen_ || stopping_; });
@@ -123,7 +142,7 @@ class AuditFile : public AuditSink {
       room_.notify_all();
       lock.unlock();
       if (reopen) {
-        auto fresh = open_for_append(path_, owner_dir_);
+        auto fresh = detail::open_for_append(path_, owner_dir_);
         if (fresh) {
           fd_ = std::move(fresh);
         } else if (log_) {
@@ -133,7 +152,7 @@ class AuditFile : public AuditSink {
       std::string text;
       for (auto& line : batch) text += line;
       // A write that fails is retried: an audit line is never dropped.
-      while (!text.empty() && !iwsec::detail::write_all(fd_.get(), text)) {
+      while (!text.empty() && !detail::write_all(fd_.get(), text)) {
         if (log_) log_("cannot write audit log " + path_ + ": " + std::strerror(errno) + "; retrying");
         std::this_thread::sleep_for(std::chrono::seconds(1));
       }
@@ -149,8 +168,8 @@ class AuditFile : public AuditSink {
   std::string owner_dir_;
   std::function<void(const std::string&)> log_;
   std::string error_;
-  iwsec::detail::unique_fd fd_;
-  iwsec::detail::Mutex mutex_;
+  detail::unique_fd fd_;
+  detail::Mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable room_;
   std::deque<std::string> lines_ IWSEC_GUARDED_BY(mutex_);
@@ -160,9 +179,10 @@ class AuditFile : public AuditSink {
   std::thread writer_;
 };
 
-/// The OS account running this program: SUDO_USER when run through sudo,
-/// else the effective user's name (its number if it has none).
-inline std::string actor() {
+/// @brief The OS account running this program (an admin event's `actor`):
+/// SUDO_USER when run through sudo, else the effective user's name (its
+/// number if it has none).
+inline std::string audit_actor() {
   const char* sudo_user = std::getenv("SUDO_USER");
   if (sudo_user && *sudo_user) return sudo_user;
   const uid_t uid = ::geteuid();
@@ -174,26 +194,31 @@ inline std::string actor() {
   return "uid " + std::to_string(uid);
 }
 
-/// iwsec-admin's append: one whole line in one write(2). Empty on success,
-/// else the reason (with the path).
+/// @brief An admin tool's append: one whole line in one write(2). Empty on
+/// success, else the reason (with the path).
 inline std::string append_audit_line(const std::string& path, const std::string& owner_dir, const std::string& line) {
-  auto fd = open_for_append(path, owner_dir);
+  auto fd = detail::open_for_append(path, owner_dir);
   if (!fd) return "cannot open audit log " + path + ": " + std::strerror(errno);
-  if (!iwsec::detail::write_all(fd.get(), line)) return "cannot write audit log " + path + ": " + std::strerror(errno);
+  if (!detail::write_all(fd.get(), line)) return "cannot write audit log " + path + ": " + std::strerror(errno);
   return "";
 }
 
-/// One event of a trail as read back: its JSON object and the fields the
-/// filters of `iwsec-admin audit` look at.
-struct ReadEvent {
+/// @brief The same, the file owned like the directory it is in.
+inline std::string append_audit_line(const std::string& path, const std::string& line) {
+  return append_audit_line(path, detail::parent_directory(path), line);
+}
+
+/// @brief One event of a trail as read back: its JSON object and the fields
+/// the filters of `iwsec-admin audit` look at.
+struct AuditRecord {
   std::string json;  // the line, without its newline
   std::string time;
   std::string email;
   std::string text;  // one human-readable line
 };
 
-/// Parses one JSON line; false when it is not an audit event.
-inline bool parse_event(const std::string& line, ReadEvent& out) {
+/// @brief Parses one JSON line of a trail; false when it is not an audit event.
+inline bool parse_audit_line(const std::string& line, AuditRecord& out) {
   picojson::value v;
   const std::string err = picojson::parse(v, line);
   if (!err.empty() || !v.is<picojson::object>()) return false;
@@ -214,7 +239,4 @@ inline bool parse_event(const std::string& line, ReadEvent& out) {
   return true;
 }
 
-/// "2026-12-07T01:02:03.456Z" of @p epoch_ms (the form the trail holds).
-inline std::string time_of(std::int64_t epoch_ms) { return iwsec::audit_time(epoch_ms); }
-
-}  // namespace audit_log
+}  // namespace iwsec

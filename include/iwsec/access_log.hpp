@@ -1,29 +1,51 @@
+/// @brief AccessLog: one line per request (text or JSON), request ids, lock events, written off the request's thread.
+/// @file
 #pragma once
-// iwsec-server's access log (docs/operations.md): one line per request, text
-// or JSON, starting with an RFC 3339 UTC timestamp; the client address, the
-// request id (echoed as X-Request-Id), method, path (never the query
-// string), status, duration, and for token checks the outcome and the
-// rejection reason (from iwsec::take_token_check, never the token). Lock
-// events go to the same stream: standard output, or --access-log-file,
-// through a log_writer::BufferedWriter (no write system call on a request's
-// thread; lines it has no room for are dropped and counted).
+// What iwsec-server logs (docs/operations.md "The access log"), for any
+// host: one line per request, starting with an RFC 3339 UTC timestamp; the
+// client address, the request id (echoed as X-Request-Id), method, path
+// (never the query string), status, duration, and for token checks the
+// outcome and the rejection reason (from take_token_check, never the
+// token). Lock events go to the same stream. Lines go to standard output
+// or a file through a detail::BufferedWriter: no write system call on a
+// request's thread; lines it has no room for are dropped and counted.
+//
+// A host wires it into its server in three places:
+//
+//   iwsec::AccessLog log(iwsec::AccessLogFormat::text, true, "/var/log/svc/access.log");
+//   log.start();                                  // the writer thread; the error, or empty
+//   server.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response&) {
+//     log.begin(req);                             // arrival time, request id
+//     return httplib::Server::HandlerResponse::Unhandled;
+//   });
+//   log.attach(server);                           // X-Request-Id on answers, one line per answer
+//   options.on_lockout = [&log](const iwsec::LockoutEvent& e) { log.lockout(e); };
+//   ...                                           // on exit: log.stop()
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <string>
 #include <string_view>
 
 #include <httplib.h>
 
-#include <iwsec/iwsec.hpp>
+#include "audit.hpp"
+#include "observe.hpp"
+#include "routes.hpp"
+#include "detail/crypto.hpp"
+#include "detail/hex.hpp"
+#include "detail/httplib_compat.hpp"
+#include "detail/log_writer.hpp"
 
-#include "log_writer.hpp"
+namespace iwsec {
 
-namespace access_log {
+/// @brief How AccessLog writes a line.
+enum class AccessLogFormat { text, json };
 
-enum class Format { text, json };
+namespace detail {
 
 /// "2026-12-02T01:27:14.123456Z" (with @p micros) or "2026-12-02T01:27:14Z".
 inline std::string rfc3339(std::chrono::system_clock::time_point t, bool micros) {
@@ -64,7 +86,9 @@ inline void append_loggable(std::string& out, std::string_view text) {
   out.append(text.data() + plain, text.size() - plain);
 }
 
-/// A fresh request id into @p out: 32 lower-case hex digits (128 bits) from
+}  // namespace detail
+
+/// @brief A fresh request id into @p out: 32 lower-case hex digits (128 bits) from
 /// a per-thread generator seeded with 128 bits of OpenSSL randomness when the
 /// thread first needs one (an id names a request, it guards nothing: no
 /// RAND_bytes call per request).
@@ -73,7 +97,7 @@ inline void new_request_id(std::string& out) {
     std::uint64_t a = 0, b = 0;
     generator() {
       unsigned char seed[16];
-      iwsec::detail::random_bytes(seed, sizeof seed);
+      detail::random_bytes(seed, sizeof seed);
       for (int i = 0; i < 8; ++i) {
         a = (a << 8) | seed[i];
         b = (b << 8) | seed[8 + i];
@@ -91,15 +115,17 @@ inline void new_request_id(std::string& out) {
   const std::uint64_t words[2] = {generator::mix(g.a), g.b ^ generator::mix(g.a)};
   out.resize(32);
   for (int w = 0; w < 2; ++w)
-    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(w * 16 + i)] = iwsec::detail::hex_digit(words[w] >> (60 - 4 * i));
+    for (int i = 0; i < 16; ++i) out[static_cast<std::size_t>(w * 16 + i)] = detail::hex_digit(words[w] >> (60 - 4 * i));
 }
 
-/// 128 random bits as 32 lower-case hex digits.
+/// @brief 128 random bits as 32 lower-case hex digits (the form of the ids AccessLog picks).
 inline std::string new_request_id() {
   std::string id;
   new_request_id(id);
   return id;
 }
+
+namespace detail {
 
 /// rfc3339(t, true) appended to @p out, the date and time of day formatted
 /// once per second per thread (gmtime_r takes glibc's time-zone lock).
@@ -130,16 +156,25 @@ inline void append_rfc3339_micros(std::string& out, std::chrono::system_clock::t
   out.append(fraction, 8);
 }
 
+}  // namespace detail
+
+/// @brief The access log (see the file comment): thread-safe, one writer thread.
 class AccessLog {
  public:
   /// Lines go to @p path (appended; empty: standard output) through a
   /// BufferedWriter of @p buffer_bytes that drops (and counts) what it
   /// cannot hold: no request waits for the disk. Call start() once.
-  AccessLog(Format format, bool requests, std::string path = "", std::size_t buffer_bytes = 4u << 20)
+  /// @p requests false: lock events only, no line per request.
+  /// @p log: where the writer reports that it cannot write (default:
+  /// stderr, "iwsec: ...").
+  AccessLog(AccessLogFormat format, bool requests, std::string path = "", std::size_t buffer_bytes = 4u << 20,
+            std::function<void(const std::string&)> log = nullptr)
       : format_(format),
         requests_(requests),
-        writer_(std::move(path), log_writer::WhenFull::drop, buffer_bytes, std::chrono::milliseconds(100),
-                "access log") {}
+        writer_(std::move(path), detail::WhenFull::drop, buffer_bytes, std::chrono::milliseconds(100), "access log",
+                std::move(log)) {}
+  AccessLog(const AccessLog&) = delete;
+  AccessLog& operator=(const AccessLog&) = delete;
 
   /// Opens the file and starts the writer thread: the error, or empty.
   std::string start() { return writer_.start(); }
@@ -152,6 +187,16 @@ class AccessLog {
 
   bool logs_requests() const { return requests_; }
 
+  /// Sets @p server's post-routing handler (X-Request-Id on every answer)
+  /// and its logger (one line per request), when this log logs requests.
+  /// Call begin() from the server's pre-routing handler, so a line's time
+  /// and duration start at arrival (without it they start at the answer).
+  void attach(httplib::Server& server) {
+    if (!requests_) return;
+    server.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) { answer_id(req, res); });
+    server.set_logger([this](const httplib::Request& req, const httplib::Response& res) { write(req, res); });
+  }
+
   /// The pre-routing step: notes the arrival time and picks the request id.
   void begin(const httplib::Request& req) {
     current& c = current_request();
@@ -159,8 +204,8 @@ class AccessLog {
     c.arrived = std::chrono::system_clock::now();
     c.started = std::chrono::steady_clock::now();
     static const std::string header = "X-Request-Id";
-    const std::string* incoming = iwsec::detail::find_header(req.headers, header);
-    if (incoming && iwsec::sane_request_id(*incoming)) {
+    const std::string* incoming = detail::find_header(req.headers, header);
+    if (incoming && sane_request_id(*incoming)) {
       c.id = *incoming;
     } else {
       new_request_id(c.id);
@@ -194,20 +239,20 @@ class AccessLog {
               : 0;
     if (!begun) new_request_id(c.id);
     const std::string& id = c.id;
-    const auto check = iwsec::take_token_check(req);
+    const auto check = take_token_check(req);
     std::string& line = c.line;  // the thread's own: no allocation per line
     line.clear();
-    if (format_ == Format::json) {
+    if (format_ == AccessLogFormat::json) {
       line += "{\"time\":\"";
-      append_rfc3339_micros(line, arrived);
+      detail::append_rfc3339_micros(line, arrived);
       line += "\",\"client\":\"";
-      append_loggable(line, req.remote_addr);
+      detail::append_loggable(line, req.remote_addr);
       line += "\",\"request_id\":\"";
       line += id;
       line += "\",\"method\":\"";
-      append_loggable(line, req.method);
+      detail::append_loggable(line, req.method);
       line += "\",\"path\":\"";
-      append_loggable(line, iwsec::security_route_path(req.path));  // one route, either spelling
+      detail::append_loggable(line, security_route_path(req.path));  // one route, either spelling
       line += "\",\"status\":";
       append_number(line, res.status);
       line += ",\"duration_us\":";
@@ -215,21 +260,21 @@ class AccessLog {
       if (check) {
         line += check->valid ? ",\"is_valid\":true" : ",\"is_valid\":false,\"reason\":\"";
         if (!check->valid) {
-          line += iwsec::to_string(check->rejection);
+          line += to_string(check->rejection);
           line += '"';
         }
       }
       line += "}\n";
     } else {
-      append_rfc3339_micros(line, arrived);
+      detail::append_rfc3339_micros(line, arrived);
       line += ' ';
-      append_loggable(line, req.remote_addr);
+      detail::append_loggable(line, req.remote_addr);
       line += ' ';
       line += id;
       line += ' ';
-      append_loggable(line, req.method);
+      detail::append_loggable(line, req.method);
       line += ' ';
-      append_loggable(line, iwsec::security_route_path(req.path));  // one route, either spelling
+      detail::append_loggable(line, security_route_path(req.path));  // one route, either spelling
       line += ' ';
       append_number(line, res.status);
       line += ' ';
@@ -237,7 +282,7 @@ class AccessLog {
       line += "us";
       if (check) {
         line += check->valid ? " is_valid=true" : " is_valid=false reason=";
-        if (!check->valid) line += iwsec::to_string(check->rejection);
+        if (!check->valid) line += to_string(check->rejection);
       }
       line += '\n';
     }
@@ -245,18 +290,18 @@ class AccessLog {
   }
 
   /// A lock that started (printed even with the request lines off).
-  void lockout(const iwsec::LockoutEvent& e) {
-    const std::string now = rfc3339(std::chrono::system_clock::now(), true);
-    const char* kind = e.kind == iwsec::LockoutEvent::Kind::account ? "account" : "client";
+  void lockout(const LockoutEvent& e) {
+    const std::string now = detail::rfc3339(std::chrono::system_clock::now(), true);
+    const char* kind = e.kind == LockoutEvent::Kind::account ? "account" : "client";
     std::string line;
-    if (format_ == Format::json) {
+    if (format_ == AccessLogFormat::json) {
       line = "{\"time\":\"" + now + "\",\"event\":\"lockout\",\"kind\":\"" + kind + "\",\"subject\":\"";
-      append_loggable(line, e.subject);
-      line += "\",\"until\":\"" + rfc3339_seconds(e.until) + "\"}\n";
+      detail::append_loggable(line, e.subject);
+      line += "\",\"until\":\"" + detail::rfc3339_seconds(e.until) + "\"}\n";
     } else {
       line = now + " lockout " + kind + '=';
-      append_loggable(line, e.subject);
-      line += " until=" + rfc3339_seconds(e.until) + '\n';
+      detail::append_loggable(line, e.subject);
+      line += " until=" + detail::rfc3339_seconds(e.until) + '\n';
     }
     writer_.write(line);
   }
@@ -287,9 +332,9 @@ class AccessLog {
     out.append(p, static_cast<std::size_t>(end - p));
   }
 
-  Format format_;
+  AccessLogFormat format_;
   bool requests_;
-  log_writer::BufferedWriter writer_;
+  detail::BufferedWriter writer_;
 };
 
-}  // namespace access_log
+}  // namespace iwsec
