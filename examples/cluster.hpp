@@ -27,6 +27,7 @@
 #ifdef IWSEC_HAVE_POSTGRES
 #include <iwsec/postgres/backend.hpp>
 #include <iwsec/postgres/signing_keys.hpp>
+#include <iwsec/postgres/database_signer.hpp>
 #endif
 
 namespace cluster {
@@ -232,45 +233,41 @@ inline iwsec::postgres::KeyEncryptionKey read_key_encryption_key(const char* pro
   }
 }
 
-/// A replica's signing keys from the database (--key-encryption-key): checked
-/// and, the first time, created at start; reloaded on every replica when
-/// iwsec-admin adds or retires one (a 'k' entry in the change log).
-class DatabaseKeys {
- public:
-  /// Exits 1 with a one-line reason (a wrong key-encryption key: "does not match").
-  void open(const char* program, const std::string& kek_path, iwsec::postgres::Backend& backend) {
-    kek_ = std::make_unique<iwsec::postgres::KeyEncryptionKey>(read_key_encryption_key(program, kek_path));
-    try {
-      const auto keys = backend.with_connection([&](iwsec::postgres::detail::pq_connection& c) {
-        iwsec::postgres::signing_keys::ensure(c, *kek_, iwsec::system_now());
-        return iwsec::postgres::signing_keys::load(c, *kek_);
-      });
-      signer_ = std::make_unique<iwsec::Signer>(keys);
+/// iwsec-server in cluster mode: the backend (its shared state loaded before
+/// 'listening on'), the store to mount, the signer when the keys are in the
+/// database, the cluster gauges and the locks in the audit table; all of it
+/// library parts (Backend::configure, lock_audit_hook, DatabaseSigner).
+struct Server {
+  std::unique_ptr<iwsec::postgres::Backend> backend;
+  std::unique_ptr<iwsec::postgres::DatabaseSigner> database_keys;  // --key-encryption-key
+  iwsec::UserStore* users = nullptr;
+  std::size_t user_count = 0;  // for the start-up line
+  iwsec::AuditHook audit_locks;
+
+  /// Exits 1 with a one-line reason when it cannot start.
+  void start(const char* program, const Settings& s, std::int64_t audit_retention_days, iwsec::Options& options) {
+    backend = connect(program, s, options.lockout, true);
+    users = &backend->configure(options);  // with the lag and sequence gauges on options.metrics
+    // Counted in the copy just loaded: a query, with a request's timeout,
+    // could fail a start on a busy database after the load succeeded.
+    user_count = backend->user_count();
+    const auto tell = [program](const std::string& line) { std::fprintf(stderr, "%s: %s\n", program, line.c_str()); };
+    audit_locks = backend->lock_audit_hook(audit_retention_days, tell);
+    if (s.key_encryption_key.empty()) return;
+    auto kek = read_key_encryption_key(program, s.key_encryption_key);
+    try {  // a wrong key-encryption key stops the start here
+      database_keys = std::make_unique<iwsec::postgres::DatabaseSigner>(*backend, std::move(kek), tell);
     } catch (const std::exception& e) {
       cli::die(program, std::string("signing keys (--key-encryption-key): ") + e.what(), 1);
     }
-    backend.on_keys_changed([this, program](iwsec::postgres::detail::pq_connection& c) {
-      std::vector<iwsec::SigningKey> keys;
-      try {
-        keys = iwsec::postgres::signing_keys::load(c, *kek_);
-      } catch (const iwsec::StateUnavailable&) {
-        throw;  // the follower reconnects and asks again
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s: keeping the signing keys in use: %s\n", program, e.what());
-        return;
-      }
-      const auto before = signer_->key_ids();
-      signer_->replace_keys(keys);
-      if (signer_->key_ids() != before)
-        std::fprintf(stderr, "%s: signing keys reloaded from the database (%zu keys)\n", program, keys.size());
-    });
   }
 
-  const iwsec::Signer& signer() const { return *signer_; }
+  /// The signer of the keys in the database; null when they are in a file.
+  const iwsec::Signer* signer() const { return database_keys ? &database_keys->signer() : nullptr; }
 
- private:
-  std::unique_ptr<iwsec::postgres::KeyEncryptionKey> kek_;
-  std::unique_ptr<iwsec::Signer> signer_;
+  void stop() {
+    if (backend) backend->stop();
+  }
 };
 
 /// list-signing-keys, add-signing-key, retire-signing-key on the database's
@@ -341,6 +338,18 @@ inline int run_key_command(const char* program, const std::string& name, const s
   }
   return 0;
 }
+#else
+/// Without libpq: parse_flag refuses --postgres, so start() is never called.
+struct Server {
+  iwsec::UserStore* users = nullptr;
+  std::size_t user_count = 0;
+  iwsec::AuditHook audit_locks;
+  [[noreturn]] void start(const char* program, const Settings&, std::int64_t, iwsec::Options&) {
+    cli::die(program, "cluster mode needs a build with libpq", 1);
+  }
+  const iwsec::Signer* signer() const { return nullptr; }
+  void stop() {}
+};
 #endif
 
 }  // namespace cluster

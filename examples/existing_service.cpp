@@ -8,14 +8,16 @@
 // and health on an admin port of its own.
 //
 //   existing_service [--host 127.0.0.1] [--port 3001] [--data-dir ./iwsec-data]
-//                    [--admin-port PORT] [--postgres CONNINFO [--secret-file FILE]]
+//                    [--admin-port PORT]
+//                    [--postgres CONNINFO [--secret-file FILE | --key-encryption-key FILE]]
 //
 // It shares iwsec-server's data directory layout (users.json, signing.key,
 // revocations.journal, lockouts.journal, audit.log), so iwsec-admin manages
 // its users and its signing keys too: a key added with `iwsec-admin
 // add-signing-key` signs from the next request on. With --postgres (built
 // where libpq was found) it mounts the same routes over a cluster database
-// instead (iwsec/postgres/backend.hpp, docs/cluster.md). SIGHUP or SIGUSR1
+// instead (iwsec/postgres/backend.hpp, docs/cluster.md), its signing keys
+// from --secret-file or, with --key-encryption-key, from the database. SIGHUP or SIGUSR1
 // reopens audit.log (logrotate); SIGINT or SIGTERM stops it, every log line
 // written first.
 
@@ -39,6 +41,7 @@
 #include <iwsec/iwsec.hpp>
 #ifdef IWSEC_HAVE_POSTGRES
 #include <iwsec/postgres/backend.hpp>
+#include <iwsec/postgres/database_signer.hpp>
 #endif
 
 int main(int argc, char** argv) {
@@ -46,13 +49,14 @@ int main(int argc, char** argv) {
   int port = 3001;
   std::string data_dir = "./iwsec-data";
   int admin_port = -1;                // off
-  std::string conninfo, secret_file;  // cluster mode
+  std::string conninfo, secret_file, kek_file;  // cluster mode
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     const bool has_value = i + 1 < argc;
     if (a == "--help") {
       std::puts("usage: existing_service [--host ADDRESS] [--port PORT] [--data-dir DIR]\n"
-                "                        [--admin-port PORT] [--postgres CONNINFO [--secret-file FILE]]");
+                "                        [--admin-port PORT]\n"
+                "                        [--postgres CONNINFO [--secret-file FILE | --key-encryption-key FILE]]");
       return 0;
     } else if (a == "--host" && has_value) {
       host = argv[++i];
@@ -66,6 +70,8 @@ int main(int argc, char** argv) {
       conninfo = argv[++i];
     } else if (a == "--secret-file" && has_value) {
       secret_file = argv[++i];
+    } else if (a == "--key-encryption-key" && has_value) {
+      kek_file = argv[++i];
     } else {
       std::fprintf(stderr, "existing_service: bad argument '%s' (try --help)\n", argv[i]);
       return 2;
@@ -112,6 +118,7 @@ int main(int argc, char** argv) {
   std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
 #ifdef IWSEC_HAVE_POSTGRES
   std::unique_ptr<iwsec::postgres::Backend> backend;
+  std::unique_ptr<iwsec::postgres::DatabaseSigner> database_signer;
 #endif
   try {
     if (conninfo.empty()) {
@@ -143,15 +150,15 @@ int main(int argc, char** argv) {
       backend = std::make_unique<iwsec::postgres::Backend>(cluster);
       users = &backend->configure(options);
       // Locks go to the cluster's audit table, with the administrators' events.
-      audit_to_database = [b = backend.get()](const iwsec::AuditEvent& e) {
-        if (e.event != "lock") return;
-        try {
-          b->record_audit(e, /*retention_days=*/90);
-        } catch (const std::exception& error) {
-          std::fprintf(stderr, "existing_service: cannot record a lock in the audit table: %s\n", error.what());
-        }
-      };
-      if (secret_file.empty()) {
+      audit_to_database = backend->lock_audit_hook(/*retention_days=*/90, [](const std::string& line) {
+        std::fprintf(stderr, "existing_service: %s\n", line.c_str());
+      });
+      if (!kek_file.empty()) {
+        // Signing keys in the database: iwsec-admin add-signing-key and
+        // retire-signing-key reach every replica within a second.
+        database_signer = std::make_unique<iwsec::postgres::DatabaseSigner>(
+            *backend, iwsec::postgres::KeyEncryptionKey::from_file(kek_file));
+      } else if (secret_file.empty()) {
         signer = std::make_unique<iwsec::Signer>(iwsec::Signer::generate_secret());
       } else {
         keys = std::make_unique<iwsec::KeyringFile>(secret_file);
@@ -174,7 +181,11 @@ int main(int argc, char** argv) {
     if (with_id.request_id.empty() && e.event != "lock") with_id.request_id = log.current_id();
     audit->write(iwsec::audit_json_line(with_id));
   };
-  auto security = iwsec::mount_security_routes(server, *users, *signer, options);
+  const iwsec::Signer* signing = signer.get();
+#ifdef IWSEC_HAVE_POSTGRES
+  if (database_signer) signing = &database_signer->signer();
+#endif
+  auto security = iwsec::mount_security_routes(server, *users, *signing, options);
 
   // The service's own route, now reachable only with a valid access token.
   server.Get("/v3/domains", security.guard([](const httplib::Request&, httplib::Response& res,

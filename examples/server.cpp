@@ -410,9 +410,7 @@ int main(int argc, char** argv) {
                             " (--admin-port): " + std::strerror(errno), 1);
   }
   iwsec::detail::unique_fd directory_lock;  // held until exit
-#ifdef IWSEC_HAVE_POSTGRES
-  std::unique_ptr<iwsec::postgres::Backend> backend;
-#endif
+  cluster::Server cluster_server;            // --postgres
   if (!cluster_mode) {
     // ---- the data directory: one server each, then keys, users, revocations
     const std::string dir_error = startup::make_directories(settings.data_dir);
@@ -426,10 +424,9 @@ int main(int argc, char** argv) {
         std::make_shared<iwsec::LockoutTracker>(options.lockout), journal);
   }
   std::unique_ptr<iwsec::AuditFile> audit;  // opened below, once nothing else can stop the start
-  std::function<void(const iwsec::AuditEvent&)> audit_to_database;  // cluster mode: locks
   if (!settings.no_audit_log || cluster_mode) {
-    options.on_audit = [&log, &audit, &audit_to_database](const iwsec::AuditEvent& e) {
-      if (e.event == "lock" && audit_to_database) audit_to_database(e);
+    options.on_audit = [&log, &audit, &cluster_server](const iwsec::AuditEvent& e) {
+      if (cluster_server.audit_locks) cluster_server.audit_locks(e);  // cluster mode: locks in the audit table
       if (!audit) return;
       if (e.request_id.empty() && e.event != "lock") {
         // The id this server answers with (X-Request-Id), or with the access
@@ -448,40 +445,15 @@ int main(int argc, char** argv) {
     const std::string key_error = keys.open(settings.data_dir, settings.secret_file);
     if (!key_error.empty()) cli::die(program, key_error, 1);
   }
-#ifdef IWSEC_HAVE_POSTGRES
-  cluster::DatabaseKeys database_keys;
-#endif
   const iwsec::Signer* signer = keys_in_database ? nullptr : &keys.signer();
   std::size_t user_count = 0;  // for the start-up line
-#ifdef IWSEC_HAVE_POSTGRES
   if (cluster_mode) {
-    // Cluster mode: the shared state is loaded here, before 'listening on'.
-    backend = cluster::connect(program, settings.cluster, settings.lockout, true);
-    users = &backend->configure(options);
-    // Counted in the copy just loaded: a query, with a request's timeout,
-    // could fail a start on a busy database after the load succeeded.
-    user_count = backend->user_count();
-    // Locks go to the cluster's audit table too (with the admins' events).
-    audit_to_database = [b = backend.get(), days = settings.audit_retention_days](const iwsec::AuditEvent& e) {
-      try {
-        b->record_audit(e, days);
-      } catch (const std::exception& error) {
-        std::fprintf(stderr, "%s: cannot record a %s event in the audit table: %s\n", program, e.event.c_str(),
-                     error.what());
-      }
-    };
-    iwsec::postgres::Backend* b = backend.get();
-    options.metrics->add_gauge("iwsec_cluster_lag_seconds",
-                               "Seconds since this replica last showed it had caught up with the database",
-                               [b] { return b->lag_seconds(); });
-    options.metrics->add_gauge("iwsec_cluster_applied_sequence", "Last change-log entry this replica applied",
-                               [b] { return static_cast<double>(b->applied_sequence()); });
-    if (keys_in_database) {  // a wrong key-encryption key stops the start here
-      database_keys.open(program, settings.cluster.key_encryption_key, *backend);
-      signer = &database_keys.signer();
-    }
+    // The shared state is loaded here, before 'listening on'.
+    cluster_server.start(program, settings.cluster, settings.audit_retention_days, options);
+    users = cluster_server.users;
+    user_count = cluster_server.user_count;
+    if (keys_in_database) signer = cluster_server.signer();
   }
-#endif
   if (!users) {
     try {
       file_users = std::make_unique<iwsec::JsonFileUserStore>(settings.data_dir + "/users.json");
@@ -542,8 +514,6 @@ int main(int argc, char** argv) {
   if (admin) admin->stop();
   if (!cluster_mode) journal->stop();
   if (audit) audit->stop();  // every line in the file before exit
-#ifdef IWSEC_HAVE_POSTGRES
-  if (backend) backend->stop();
-#endif
+  cluster_server.stop();
   return clean ? 0 : 1;
 }

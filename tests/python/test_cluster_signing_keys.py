@@ -105,6 +105,33 @@ class SigningKeysInTheDatabase(ClusterCase):
         r = self.key_admin("retire-signing-key", added)
         self.assertNotEqual(r.returncode, 0, "the only key cannot be retired")
 
+    def test_existing_service_follows_the_keys_in_the_database(self):
+        # The embedding example, on the library's DatabaseSigner: the same
+        # keys as a bundled replica, and an admin's change within a second.
+        (a,) = self.start_replicas(1)
+        service = h.Server([h.existing_service_path(), "--host", "127.0.0.1", "--port", "0",
+                            "--postgres", self.conninfo, "--key-encryption-key", self.kek])
+        self.addCleanup(service.force_stop)
+        service.wait_listening()
+        host = h.Api(service.base_url)
+        self.addCleanup(host.close)
+        refresh = self.add_user("host-keys@example.com", apis=[a, host])
+        old_token = self.token(host, refresh)
+        self.assertTrue(self.valid(a, old_token))
+        self.assertTrue(self.valid(host, self.token(a, refresh)))
+        (first,) = [k["kid"] for k in self.kids()]
+        r = self.key_admin("add-signing-key", "--json", kek=self.kek)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        added = json.loads(r.stdout)["kid"]
+        wait_until(lambda: header_of(self.token(host, refresh)).get("kid") == added, timeout=KEY_DEADLINE,
+                   what="existing_service signing with the new key")
+        r = self.key_admin("retire-signing-key", first)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_until(lambda: not self.valid(host, old_token), timeout=KEY_DEADLINE,
+                   what="the retired key's token rejected by existing_service")
+        host.close()
+        self.assertEqual(service.stop(), 0)
+
     def test_a_wrong_key_encryption_key_refuses_to_start(self):
         (a,) = self.start_replicas(1)  # creates the first key under self.kek
         other = self.kek_file("other-kek")

@@ -51,6 +51,7 @@
 #include "../detail/hex.hpp"
 #include "../errors.hpp"
 #include "../lockout.hpp"
+#include "../metrics.hpp"
 #include "../options.hpp"
 #include "../revocation_store.hpp"
 #include "../user_store.hpp"
@@ -1112,15 +1113,46 @@ class Backend {
   PostgresUserStore& users() const { return *users_; }
 
   /// @brief Points @p options at this backend's shared revocations and
-  /// lockout counts, and returns the user store to mount the routes with:
+  /// lockout counts, adds this replica's gauges to `options.metrics` when
+  /// it is set (add_metrics), and returns the user store to mount the
+  /// routes with. Call it once per Options:
   ///
   ///     iwsec::Options options;
+  ///     options.metrics = std::make_shared<iwsec::Metrics>();  // optional
   ///     auto& users = backend.configure(options);
   ///     auto routes = iwsec::mount_security_routes(server, users, signer, options);
   UserStore& configure(Options& options) const {
     options.revocations = revocations_;
     options.lockout_state = lockout_;
+    if (options.metrics) add_metrics(*options.metrics);
     return *users_;
+  }
+
+  /// @brief Adds `iwsec_cluster_lag_seconds` and
+  /// `iwsec_cluster_applied_sequence` (read at each render) to @p metrics,
+  /// which must not outlive this backend.
+  void add_metrics(Metrics& metrics) const {
+    metrics.add_gauge("iwsec_cluster_lag_seconds",
+                      "Seconds since this replica last showed it had caught up with the database",
+                      [this] { return lag_seconds(); });
+    metrics.add_gauge("iwsec_cluster_applied_sequence", "Last change-log entry this replica applied",
+                      [this] { return static_cast<double>(applied_sequence()); });
+  }
+
+  /// @brief An Options::on_audit hook for what the cluster's audit table
+  /// keeps of a server's events: its locks (administrators' events are
+  /// recorded by the admin tool, HTTP events stay in a server's own file).
+  /// Rows older than @p retention_days go at each write. A write that fails
+  /// is told to @p log (nothing secret), never thrown into the request.
+  AuditHook lock_audit_hook(std::int64_t retention_days, std::function<void(const std::string&)> log) {
+    return [this, retention_days, log = std::move(log)](const AuditEvent& e) {
+      if (e.event != "lock") return;
+      try {
+        record_audit(e, retention_days);
+      } catch (const std::exception& error) {
+        if (log) log("cannot record a " + e.event + " event in the audit table: " + error.what());
+      }
+    };
   }
 
   /// @brief Appends @p e (its JSON line) to the audit table, and prunes the
