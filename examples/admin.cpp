@@ -300,13 +300,10 @@ std::vector<std::string> read_lines(const std::string& path) {
 }
 
 
-[[noreturn]] void store_failure(iwsec::StoreStatus status, const std::string& email,
-                                const iwsec::UserStore* store = nullptr) {
-  const auto* users = dynamic_cast<const iwsec::JsonFileUserStore*>(store);
+[[noreturn]] void store_failure(const iwsec::StoreResult& status, const std::string& email) {
   if (status == iwsec::StoreStatus::not_found) cli::die(program, "no user " + email, 1);
   if (status == iwsec::StoreStatus::already_exists) cli::die(program, "user " + email + " already exists", 1);
-  const std::string why = users && !users->last_error().empty() ? users->last_error() : iwsec::to_string(status);
-  cli::die(program, "cannot update users file " + users_file + ": " + why, 1);
+  cli::die(program, "cannot update users file " + users_file + ": " + status.reason(), 1);
 }
 
 void print_refresh_token(const Command& c, const std::string& user_id, const std::string& token) {
@@ -478,8 +475,8 @@ int run(const Command& c) {
   users_file = c.data_dir + "/users.json";
   iwsec::JsonFileUserStore users(users_file);
   if (c.name == "compact") {
-    if (users.compact() != iwsec::StoreStatus::ok)
-      cli::die(program, "cannot compact users file " + users_file + ": " + users.last_error(), 1);
+    if (const iwsec::StoreResult compacted = users.compact(); !compacted.ok())
+      cli::die(program, "cannot compact users file " + users_file + ": " + compacted.reason(), 1);
     const std::size_t count = users.list_users().size();
     if (c.json) {
       std::printf("{\"compacted\":true,\"users\":%zu}\n", count);
@@ -544,7 +541,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
     if (users.find_by_email(c.email)) store_failure(iwsec::StoreStatus::already_exists, c.email);
     const auto created = iwsec::create_user(users, c.email, read_password(), c.rounds);
     if (!created.error.empty()) cli::die(program, created.error, 1);
-    if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email, &users);
+    if (created.status != iwsec::StoreStatus::ok) store_failure(created.status, c.email);
     print_refresh_token(c, created.user_id, created.refresh_token);
     record("user_added", c.email, created.user_id);
     return 0;
@@ -559,7 +556,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
   if (c.name == "disable-user" || c.name == "enable-user") {
     const bool disable = c.name == "disable-user";
     const auto status = iwsec::set_user_disabled(users, c.email, disable);
-    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
+    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
     record(disable ? "user_disabled" : "user_enabled", existing->email, existing->user_id);
     if (c.json) {
       std::printf("{\"email\":%s,\"disabled\":%s}\n", json_quoted(existing->email).c_str(), disable ? "true" : "false");
@@ -571,7 +568,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
 
   if (c.name == "delete-user") {
     const auto status = users.delete_user(c.email);
-    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email, &users);
+    if (status != iwsec::StoreStatus::ok) store_failure(status, c.email);
     record("user_deleted", existing->email, existing->user_id);
     if (c.json) {
       std::printf("{\"email\":%s,\"deleted\":true}\n", json_quoted(existing->email).c_str());
@@ -584,7 +581,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
   if (c.name == "set-password") {
     // Unless --keep-sessions: a new refresh token (printed once) and a generation bump.
     const auto changed = iwsec::set_password(users, c.email, read_password(), c.rounds, c.keep_sessions);
-    if (changed.status != iwsec::StoreStatus::ok) store_failure(changed.status, c.email, &users);
+    if (changed.status != iwsec::StoreStatus::ok) store_failure(changed.status, c.email);
     if (!c.keep_sessions) {
       print_refresh_token(c, changed.user_id, changed.refresh_token);
     } else if (c.json) {
@@ -598,7 +595,7 @@ int run_on(const Command& c, iwsec::UserStore& users) {
 
   // rotate-refresh-token: the same change as DELETE /v3/security/token/refresh.
   const auto rotated = iwsec::rotate_refresh_token(users, c.email);
-  if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email, &users);
+  if (rotated.status != iwsec::StoreStatus::ok) store_failure(rotated.status, c.email);
   print_refresh_token(c, rotated.user_id, rotated.refresh_token);
   record("refresh_token_rotated", existing->email, existing->user_id);
   return 0;

@@ -236,7 +236,9 @@ inline iwsec::postgres::KeyEncryptionKey read_key_encryption_key(const char* pro
 /// iwsec-server in cluster mode: the backend (its shared state loaded before
 /// 'listening on'), the store to mount, the signer when the keys are in the
 /// database, the cluster gauges and the locks in the audit table; all of it
-/// library parts (Backend::configure, lock_audit_hook, DatabaseSigner).
+/// library parts (Backend::configure, add_metrics, lock_audit_hook,
+/// DatabaseSigner). stop() ends the backend's threads before anything here
+/// is destroyed.
 struct Server {
   std::unique_ptr<iwsec::postgres::Backend> backend;
   std::unique_ptr<iwsec::postgres::DatabaseSigner> database_keys;  // --key-encryption-key
@@ -247,7 +249,8 @@ struct Server {
   /// Exits 1 with a one-line reason when it cannot start.
   void start(const char* program, const Settings& s, std::int64_t audit_retention_days, iwsec::Options& options) {
     backend = connect(program, s, options.lockout, true);
-    users = &backend->configure(options);  // with the lag and sequence gauges on options.metrics
+    users = &backend->configure(options);
+    if (options.metrics) backend->add_metrics(*options.metrics);  // lag and sequence gauges
     // Counted in the copy just loaded: a query, with a request's timeout,
     // could fail a start on a busy database after the load succeeded.
     user_count = backend->user_count();
@@ -267,6 +270,10 @@ struct Server {
 
   void stop() {
     if (backend) backend->stop();
+  }
+  ~Server() {
+    database_keys.reset();  // before the backend it follows
+    stop();
   }
 };
 

@@ -17,7 +17,10 @@
 // add-signing-key` signs from the next request on. With --postgres (built
 // where libpq was found) it mounts the same routes over a cluster database
 // instead (iwsec/postgres/backend.hpp, docs/cluster.md), its signing keys
-// from --secret-file or, with --key-encryption-key, from the database. SIGHUP or SIGUSR1
+// from --secret-file or, with --key-encryption-key, from the database.
+// Like iwsec-server, one process per data directory: it starts the lock
+// journal afresh and appends to the revocation journal, so it must not
+// share a data directory with a running iwsec-server. SIGHUP or SIGUSR1
 // reopens audit.log (logrotate); SIGINT or SIGTERM stops it, every log line
 // written first.
 
@@ -77,6 +80,14 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+
+  if (!secret_file.empty() && !kek_file.empty()) {
+    std::fprintf(stderr, "existing_service: --secret-file and --key-encryption-key exclude each other\n");
+    return 2;
+  }
+  // The access log writes to standard output: a reader that goes away must
+  // not end the service (writes then fail with EPIPE, and are counted).
+  ::signal(SIGPIPE, SIG_IGN);
 
   // What the service already had: a server, stopped by SIGINT or SIGTERM.
   httplib::Server server;
@@ -149,6 +160,7 @@ int main(int argc, char** argv) {
       cluster.conninfo = conninfo;
       backend = std::make_unique<iwsec::postgres::Backend>(cluster);
       users = &backend->configure(options);
+      backend->add_metrics(*options.metrics);  // iwsec_cluster_lag_seconds, iwsec_cluster_applied_sequence
       // Locks go to the cluster's audit table, with the administrators' events.
       audit_to_database = backend->lock_audit_hook(/*retention_days=*/90, [](const std::string& line) {
         std::fprintf(stderr, "existing_service: %s\n", line.c_str());
@@ -157,7 +169,8 @@ int main(int argc, char** argv) {
         // Signing keys in the database: iwsec-admin add-signing-key and
         // retire-signing-key reach every replica within a second.
         database_signer = std::make_unique<iwsec::postgres::DatabaseSigner>(
-            *backend, iwsec::postgres::KeyEncryptionKey::from_file(kek_file));
+            *backend, iwsec::postgres::KeyEncryptionKey::from_file(kek_file),
+            [](const std::string& line) { std::fprintf(stderr, "existing_service: %s\n", line.c_str()); });
       } else if (secret_file.empty()) {
         signer = std::make_unique<iwsec::Signer>(iwsec::Signer::generate_secret());
       } else {
@@ -259,5 +272,9 @@ int main(int argc, char** argv) {
   log.stop();  // every line of every answered request written
   if (lock_journal) lock_journal->stop();
   if (audit) audit->stop();  // every audit line in the file
+#ifdef IWSEC_HAVE_POSTGRES
+  database_signer.reset();  // stops following the backend before the backend goes
+  if (backend) backend->stop();
+#endif
   return clean ? 0 : 1;
 }

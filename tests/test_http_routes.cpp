@@ -969,7 +969,7 @@ namespace {
 class FailingWrites : public iwsec::MemoryUserStore {
  public:
   std::atomic<bool> fail{false};
-  iwsec::StoreStatus update_user(std::string_view email, const std::function<void(iwsec::User&)>& change) override {
+  iwsec::StoreResult update_user(std::string_view email, const std::function<void(iwsec::User&)>& change) override {
     if (fail) return iwsec::StoreStatus::io_error;
     return MemoryUserStore::update_user(email, change);
   }

@@ -144,8 +144,8 @@ TEST_CASE("delete_user removes the user and their refresh token, in both stores"
 struct HostStoreWithoutDelete : iwsec::UserStore {
   std::optional<iwsec::User> find_by_email(std::string_view) override { return std::nullopt; }
   std::optional<iwsec::User> find_by_refresh_token_hash(std::string_view) override { return std::nullopt; }
-  iwsec::StoreStatus add_user(const iwsec::User&) override { return iwsec::StoreStatus::invalid; }
-  iwsec::StoreStatus update_user(std::string_view, const std::function<void(iwsec::User&)>&) override {
+  iwsec::StoreResult add_user(const iwsec::User&) override { return iwsec::StoreStatus::invalid; }
+  iwsec::StoreResult update_user(std::string_view, const std::function<void(iwsec::User&)>&) override {
     return iwsec::StoreStatus::invalid;
   }
   std::vector<iwsec::User> list_users() override { return {}; }

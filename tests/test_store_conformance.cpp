@@ -191,6 +191,29 @@ TEMPLATE_TEST_CASE("UserStore: delete_user ends the user, the email is free agai
   CHECK(users.list_users().size() == 2);
 }
 
+TEMPLATE_TEST_CASE("UserStore: a write that does not happen says why", "[conformance][users]", IWSEC_BACKENDS) {
+  TestType b;
+  auto& users = b.users();
+  const auto ann = make_user("ann@example.com");
+  const iwsec::StoreResult added = users.add_user(ann);
+  REQUIRE(added.ok());
+  CHECK(added.reason().empty());
+  const auto has = [](const iwsec::StoreResult& r, iwsec::StoreStatus status, const char* words) {
+    INFO("status " << iwsec::to_string(r.status()) << ", reason: " << r.reason());
+    CHECK(r.status() == status);
+    CHECK(r.reason().find(words) != std::string::npos);
+  };
+  has(users.add_user(make_user("ANN@example.com")), iwsec::StoreStatus::already_exists, "email");
+  has(users.add_user(make_user("")), iwsec::StoreStatus::invalid, "needs an email");
+  has(users.update_user("nobody@example.com", [](iwsec::User&) {}), iwsec::StoreStatus::not_found, "no user");
+  has(users.update_user("ann@example.com", [](iwsec::User& u) { u.user_id = "someone else"; }),
+      iwsec::StoreStatus::invalid, "may not alter");
+  has(users.delete_user("nobody@example.com"), iwsec::StoreStatus::not_found, "no user");
+  // The account operations pass the store's outcome on, reason and all.
+  has(iwsec::set_user_disabled(users, "nobody@example.com", true), iwsec::StoreStatus::not_found, "no user");
+  has(iwsec::create_user(users, "bob@example.com", "").status, iwsec::StoreStatus::invalid, "password");
+}
+
 TEMPLATE_TEST_CASE("UserStore: list_users answers in the order users were added", "[conformance][users]",
                    IWSEC_BACKENDS) {
   TestType b;

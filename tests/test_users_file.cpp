@@ -223,6 +223,29 @@ TEST_CASE("users file: a write whose file fsync fails is reported failed and cha
   CHECK(entries == 2);
 }
 
+TEST_CASE("users file: a write that fails returns why, naming the file", "[users_file]") {
+  TempDir dir;
+  const std::string path = dir.file("users.json");
+  JsonFileUserStore store(path);
+  REQUIRE(store.add_user(make_user(1)) == StoreStatus::ok);
+  iwsec::StoreResult written;
+  {
+    FsyncHook hook(fail_file_fsync);
+    written = store.update_user("user1@example.com", [](iwsec::User& u) { ++u.refresh_generation; });
+  }
+  CHECK(written.status() == StoreStatus::io_error);
+  INFO(written.reason());
+  CHECK(written.reason().find("Input/output error") != std::string::npos);
+  CHECK(written.reason().find(dir.path) != std::string::npos);
+  // The lock file's name taken by a symlink: the result names the lock.
+  const std::string other = dir.file("other.json");
+  REQUIRE(::symlink(dir.file("nowhere").c_str(), (other + ".lock").c_str()) == 0);
+  JsonFileUserStore second(other);
+  const iwsec::StoreResult refused = second.add_user(make_user(2));
+  CHECK(refused.status() == StoreStatus::io_error);
+  CHECK(refused.reason().find(other + ".lock") != std::string::npos);
+}
+
 TEST_CASE("users file: a symlink planted at a temporary or lock name does not redirect the write", "[users_file]") {
   TempDir dir;
   const std::string path = dir.file("users.json");

@@ -33,10 +33,10 @@ inline std::string generate_user_id() {
 
 /// @brief A refresh token shown once, with the outcome of the write that stored its hash.
 struct IssuedRefreshToken {
-  StoreStatus status = StoreStatus::invalid;
+  StoreResult status = StoreStatus::invalid;  ///< the write's outcome; status.reason() says why it failed
   std::string user_id;
   std::string refresh_token;  ///< empty unless status is ok
-  std::string error;          ///< why status is invalid, when a check said so (for a program to print)
+  std::string error;          ///< why status is invalid, when a check (not the store) said so (for a program to print)
 };
 
 namespace detail {
@@ -114,6 +114,7 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
                                        std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   if (const char* problem = password_problem(password)) {
+    out.status = StoreResult(StoreStatus::invalid, problem);
     out.error = problem;
     return out;
   }
@@ -138,21 +139,23 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
 /// any session: the refresh token and the generation stay. Only while the
 /// user is still @p user_id with @p old_hash (a password changed meanwhile
 /// wins); not_found otherwise.
-inline StoreStatus upgrade_password_hash(UserStore& users, std::string_view email, std::string_view user_id,
+inline StoreResult upgrade_password_hash(UserStore& users, std::string_view email, std::string_view user_id,
                                          std::string_view old_hash, const std::string& new_hash) {
   bool replaced = false;
-  const StoreStatus status = users.update_user(email, [&](User& u) {
+  const StoreResult status = users.update_user(email, [&](User& u) {
     if (u.user_id != user_id || u.password_hash != old_hash) return;
     u.password_hash = new_hash;
     replaced = true;
   });
-  return status == StoreStatus::ok && !replaced ? StoreStatus::not_found : status;
+  if (status == StoreStatus::ok && !replaced)
+    return StoreResult(StoreStatus::not_found, "the user or their password changed meanwhile");
+  return status;
 }
 
 /// @brief Disables or enables the user. Disabling ends every session (a
 /// generation bump), so a later enable does not bring old access tokens
 /// back; the refresh token works again once the user is enabled.
-inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, bool disabled) {
+inline StoreResult set_user_disabled(UserStore& users, std::string_view email, bool disabled) {
   return users.update_user(email, [&](User& u) {
     if (disabled) ++u.refresh_generation;
     u.disabled = disabled;
@@ -170,6 +173,7 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
   const char* problem = email_problem(email);
   if (!problem) problem = password_problem(password);
   if (problem) {
+    out.status = StoreResult(StoreStatus::invalid, problem);
     out.error = problem;
     return out;
   }

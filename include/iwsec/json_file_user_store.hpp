@@ -196,8 +196,8 @@ class JsonFileUserStore : public UserStore {
   /// @brief Folds the journal into the snapshot: writes users.json whole
   /// (atomically, owner and mode kept) and removes the journal (setting a
   /// stale one aside first). What `iwsec-admin compact` does.
-  StoreStatus compact() {
-    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
+  StoreResult compact() {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) -> StoreResult {
       if (!compact_into(next, error)) return failed(error);
       publish(std::move(next));
       return StoreStatus::ok;
@@ -230,15 +230,15 @@ class JsonFileUserStore : public UserStore {
     return read([](const detail::user_index& index) { return index.list(); });
   }
 
-  StoreStatus add_user(const User& user) override {
+  StoreResult add_user(const User& user) override {
     return write(user.email, [&](detail::user_index& index) { return index.add(user); });
   }
 
-  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+  StoreResult update_user(std::string_view email, const std::function<void(User&)>& change) override {
     return write(email, [&](detail::user_index& index) { return index.update(email, change); });
   }
 
-  StoreStatus delete_user(std::string_view email) override {
+  StoreResult delete_user(std::string_view email) override {
     return write(email, [&](detail::user_index& index) { return index.remove(email); });
   }
 
@@ -649,16 +649,16 @@ class JsonFileUserStore : public UserStore {
     return false;
   }
 
-  StoreStatus failed(const std::string& error) {
+  StoreResult failed(const std::string& error) {
     detail::WriterLock lock(state_mutex_);
     last_error_ = error;
-    return StoreStatus::io_error;
+    return StoreResult(StoreStatus::io_error, error);
   }
 
   // Takes the cross-process lock, then sync_lock_, catches up with the
   // files, and calls change(next, error) with a copy of the users.
   template <typename F>
-  StoreStatus change_current(F&& change) {
+  StoreResult change_current(F&& change) {
     detail::file_lock cross_process(lock_path_);
     if (!cross_process) return failed(cross_process.error());
     detail::waitable_guard sync(sync_lock_);
@@ -673,15 +673,15 @@ class JsonFileUserStore : public UserStore {
   }
 
   template <typename F>
-  StoreStatus write(std::string_view email, F&& mutate) {
-    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
+  StoreResult write(std::string_view email, F&& mutate) {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) -> StoreResult {
       return append_change(email, mutate(next), next, error);
     });
   }
 
   // Makes @p next (the users after a change to @p email whose outcome is
   // @p status) durable: one journal line, or a compaction.
-  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
+  StoreResult append_change(std::string_view email, StoreResult status, detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (status != StoreStatus::ok) return status;
     const User* changed = next.by_email(email);
     const std::string line =

@@ -30,12 +30,12 @@ class MemoryUserStore : public UserStore {
     return u ? std::optional<User>(*u) : std::nullopt;
   }
 
-  StoreStatus add_user(const User& user) override {
+  StoreResult add_user(const User& user) override {
     detail::WriterLock lock(mutex_);
     return index_.add(user);
   }
 
-  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+  StoreResult update_user(std::string_view email, const std::function<void(User&)>& change) override {
     detail::WriterLock lock(mutex_);
     return index_.update(email, change);
   }
@@ -52,7 +52,7 @@ class MemoryUserStore : public UserStore {
     return UserStatus{u->refresh_generation, u->disabled, u->user_id};
   }
 
-  StoreStatus delete_user(std::string_view email) override {
+  StoreResult delete_user(std::string_view email) override {
     detail::WriterLock lock(mutex_);
     return index_.remove(email);
   }

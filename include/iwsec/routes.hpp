@@ -501,7 +501,7 @@ class security_core {
     };
     const auto status = users_.status_of(t.email());
     if (!status || !current(status->user_id, status->refresh_generation)) return true;
-    const StoreStatus written = users_.update_user(t.email(), [&](User& u) {
+    const StoreResult written = users_.update_user(t.email(), [&](User& u) {
       if (current(u.user_id, u.refresh_generation)) ++u.refresh_generation;
     });
     return written == StoreStatus::ok || written == StoreStatus::not_found;

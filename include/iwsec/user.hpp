@@ -1,9 +1,10 @@
-/// @brief One account and the outcome of a store write: User, UserStatus, StoreStatus.
+/// @brief One account and the outcome of a store write: User, UserStatus, StoreStatus, StoreResult.
 /// @file
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace iwsec {
 
@@ -32,7 +33,7 @@ struct UserStatus {
   std::string user_id;
 };
 
-/// @brief The outcome of a UserStore write.
+/// @brief What became of a UserStore write (StoreResult carries it, with the reason).
 enum class StoreStatus { ok, not_found, already_exists, invalid, io_error };
 
 /// @brief A short name for a StoreStatus.
@@ -46,5 +47,33 @@ inline const char* to_string(StoreStatus s) noexcept {
   }
   return "unknown";
 }
+
+/// @brief The outcome of a UserStore write: a StoreStatus and, when it is
+/// not ok, why in the store's own words (an I/O error's path and the
+/// system's reason, the rule a user broke; never a secret). Compares with a
+/// StoreStatus (`store.add_user(u) == StoreStatus::ok`) and converts to one.
+class StoreResult {
+ public:
+  StoreResult(StoreStatus status = StoreStatus::ok) noexcept : status_(status) {}  // NOLINT: implicit on purpose
+  StoreResult(StoreStatus status, std::string reason) : status_(status), reason_(std::move(reason)) {}
+
+  StoreStatus status() const noexcept { return status_; }
+  bool ok() const noexcept { return status_ == StoreStatus::ok; }
+  operator StoreStatus() const noexcept { return status_; }  // NOLINT: implicit on purpose
+
+  /// @brief Why the write did not happen: the store's words, else
+  /// to_string(status()); empty when it is ok.
+  std::string reason() const {
+    if (ok()) return {};
+    return reason_.empty() ? std::string(to_string(status_)) : reason_;
+  }
+
+ private:
+  StoreStatus status_;
+  std::string reason_;
+};
+
+/// @brief "ok", or the reason of a write that did not happen.
+inline std::string to_string(const StoreResult& r) { return r.ok() ? std::string("ok") : r.reason(); }
 
 }  // namespace iwsec

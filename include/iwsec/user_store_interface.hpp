@@ -28,12 +28,12 @@ class UserStore {
   /// @brief Adds @p user; already_exists when the email (case-insensitively),
   /// the user id or the refresh-token hash is taken; invalid when the email or
   /// id is empty or a text field is not valid UTF-8.
-  virtual StoreStatus add_user(const User& user) = 0;
+  virtual StoreResult add_user(const User& user) = 0;
 
   /// @brief Applies @p change to the user with this email, atomically with
   /// respect to every other write (and, for durable stores, durably). The
   /// change must not alter the email or the user id.
-  virtual StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) = 0;
+  virtual StoreResult update_user(std::string_view email, const std::function<void(User&)>& change) = 0;
 
   /// @brief Every user, in a stable order.
   virtual std::vector<User> list_users() = 0;
@@ -44,7 +44,7 @@ class UserStore {
   /// under the same email does not share). not_found when there is no such
   /// user. Required (since 0.x): a default that removed nothing would let a
   /// store skip the rule that a deleted user's tokens stop working.
-  virtual StoreStatus delete_user(std::string_view email) = 0;
+  virtual StoreResult delete_user(std::string_view email) = 0;
 
   /// @brief Generation and disabled flag of a user: the hot path of every
   /// access-token check. Override when a cheaper answer than a copy exists.

@@ -3843,11 +3843,12 @@ inline bool password_needs_rehash(std::string_view stored, std::uint32_t rounds)
 /// Each part is a header of its own; this one keeps `#include <iwsec/user_store.hpp>` working.
 
 // ----- begin iwsec/user.hpp -----
-/// @brief One account and the outcome of a store write: User, UserStatus, StoreStatus.
+/// @brief One account and the outcome of a store write: User, UserStatus, StoreStatus, StoreResult.
 /// @file
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace iwsec {
 
@@ -3876,7 +3877,7 @@ struct UserStatus {
   std::string user_id;
 };
 
-/// @brief The outcome of a UserStore write.
+/// @brief What became of a UserStore write (StoreResult carries it, with the reason).
 enum class StoreStatus { ok, not_found, already_exists, invalid, io_error };
 
 /// @brief A short name for a StoreStatus.
@@ -3890,6 +3891,34 @@ inline const char* to_string(StoreStatus s) noexcept {
   }
   return "unknown";
 }
+
+/// @brief The outcome of a UserStore write: a StoreStatus and, when it is
+/// not ok, why in the store's own words (an I/O error's path and the
+/// system's reason, the rule a user broke; never a secret). Compares with a
+/// StoreStatus (`store.add_user(u) == StoreStatus::ok`) and converts to one.
+class StoreResult {
+ public:
+  StoreResult(StoreStatus status = StoreStatus::ok) noexcept : status_(status) {}  // NOLINT: implicit on purpose
+  StoreResult(StoreStatus status, std::string reason) : status_(status), reason_(std::move(reason)) {}
+
+  StoreStatus status() const noexcept { return status_; }
+  bool ok() const noexcept { return status_ == StoreStatus::ok; }
+  operator StoreStatus() const noexcept { return status_; }  // NOLINT: implicit on purpose
+
+  /// @brief Why the write did not happen: the store's words, else
+  /// to_string(status()); empty when it is ok.
+  std::string reason() const {
+    if (ok()) return {};
+    return reason_.empty() ? std::string(to_string(status_)) : reason_;
+  }
+
+ private:
+  StoreStatus status_;
+  std::string reason_;
+};
+
+/// @brief "ok", or the reason of a write that did not happen.
+inline std::string to_string(const StoreResult& r) { return r.ok() ? std::string("ok") : r.reason(); }
 
 }  // namespace iwsec
 // ----- end iwsec/user.hpp -----
@@ -3922,12 +3951,12 @@ class UserStore {
   /// @brief Adds @p user; already_exists when the email (case-insensitively),
   /// the user id or the refresh-token hash is taken; invalid when the email or
   /// id is empty or a text field is not valid UTF-8.
-  virtual StoreStatus add_user(const User& user) = 0;
+  virtual StoreResult add_user(const User& user) = 0;
 
   /// @brief Applies @p change to the user with this email, atomically with
   /// respect to every other write (and, for durable stores, durably). The
   /// change must not alter the email or the user id.
-  virtual StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) = 0;
+  virtual StoreResult update_user(std::string_view email, const std::function<void(User&)>& change) = 0;
 
   /// @brief Every user, in a stable order.
   virtual std::vector<User> list_users() = 0;
@@ -3938,7 +3967,7 @@ class UserStore {
   /// under the same email does not share). not_found when there is no such
   /// user. Required (since 0.x): a default that removed nothing would let a
   /// store skip the rule that a deleted user's tokens stop working.
-  virtual StoreStatus delete_user(std::string_view email) = 0;
+  virtual StoreResult delete_user(std::string_view email) = 0;
 
   /// @brief Generation and disabled flag of a user: the hot path of every
   /// access-token check. Override when a cheaper answer than a copy exists.
@@ -3979,10 +4008,10 @@ inline std::string generate_user_id() {
 
 /// @brief A refresh token shown once, with the outcome of the write that stored its hash.
 struct IssuedRefreshToken {
-  StoreStatus status = StoreStatus::invalid;
+  StoreResult status = StoreStatus::invalid;  ///< the write's outcome; status.reason() says why it failed
   std::string user_id;
   std::string refresh_token;  ///< empty unless status is ok
-  std::string error;          ///< why status is invalid, when a check said so (for a program to print)
+  std::string error;          ///< why status is invalid, when a check (not the store) said so (for a program to print)
 };
 
 namespace detail {
@@ -4060,6 +4089,7 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
                                        std::int64_t now = system_now()) {
   IssuedRefreshToken out;
   if (const char* problem = password_problem(password)) {
+    out.status = StoreResult(StoreStatus::invalid, problem);
     out.error = problem;
     return out;
   }
@@ -4084,21 +4114,23 @@ inline IssuedRefreshToken set_password(UserStore& users, std::string_view email,
 /// any session: the refresh token and the generation stay. Only while the
 /// user is still @p user_id with @p old_hash (a password changed meanwhile
 /// wins); not_found otherwise.
-inline StoreStatus upgrade_password_hash(UserStore& users, std::string_view email, std::string_view user_id,
+inline StoreResult upgrade_password_hash(UserStore& users, std::string_view email, std::string_view user_id,
                                          std::string_view old_hash, const std::string& new_hash) {
   bool replaced = false;
-  const StoreStatus status = users.update_user(email, [&](User& u) {
+  const StoreResult status = users.update_user(email, [&](User& u) {
     if (u.user_id != user_id || u.password_hash != old_hash) return;
     u.password_hash = new_hash;
     replaced = true;
   });
-  return status == StoreStatus::ok && !replaced ? StoreStatus::not_found : status;
+  if (status == StoreStatus::ok && !replaced)
+    return StoreResult(StoreStatus::not_found, "the user or their password changed meanwhile");
+  return status;
 }
 
 /// @brief Disables or enables the user. Disabling ends every session (a
 /// generation bump), so a later enable does not bring old access tokens
 /// back; the refresh token works again once the user is enabled.
-inline StoreStatus set_user_disabled(UserStore& users, std::string_view email, bool disabled) {
+inline StoreResult set_user_disabled(UserStore& users, std::string_view email, bool disabled) {
   return users.update_user(email, [&](User& u) {
     if (disabled) ++u.refresh_generation;
     u.disabled = disabled;
@@ -4116,6 +4148,7 @@ inline IssuedRefreshToken create_user(UserStore& users, std::string_view email, 
   const char* problem = email_problem(email);
   if (!problem) problem = password_problem(password);
   if (problem) {
+    out.status = StoreResult(StoreStatus::invalid, problem);
     out.error = problem;
     return out;
   }
@@ -4189,6 +4222,10 @@ class user_index {
     return &base_->by_email.at(it->second);
   }
 
+  /// @brief Why storable() refused a user.
+  static constexpr const char* not_storable =
+      "a user needs an email and a user id, all text in valid UTF-8, and no negative generation or issue time";
+
   /// @brief Fields every stored user must have: text a JSON file can hold.
   static bool storable(const User& u) {
     return !u.email.empty() && !u.user_id.empty() && is_valid_utf8(u.email) && is_valid_utf8(u.user_id) &&
@@ -4196,15 +4233,17 @@ class user_index {
            u.refresh_token_issued_at >= 0;
   }
 
-  StoreStatus add(const User& user) { return add(User(user)); }
+  StoreResult add(const User& user) { return add(User(user)); }
 
   /// @brief Adds @p user (moved in); already_exists when its email, id or
   /// refresh-token hash is taken, invalid when not storable.
-  StoreStatus add(User&& user) {
-    if (!storable(user)) return StoreStatus::invalid;
+  StoreResult add(User&& user) {
+    if (!storable(user)) return StoreResult(StoreStatus::invalid, not_storable);
     std::string key = ascii_lower(user.email);
-    if (by_key(key) || id_taken(user.user_id) || token_taken(user.refresh_token_sha256))
-      return StoreStatus::already_exists;
+    if (by_key(key)) return StoreResult(StoreStatus::already_exists, "a user with this email exists");
+    if (id_taken(user.user_id)) return StoreResult(StoreStatus::already_exists, "a user with this user id exists");
+    if (token_taken(user.refresh_token_sha256))
+      return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
     ++size_;
     if (base_is_mine()) {
       base_data& b = *base_;
@@ -4228,16 +4267,18 @@ class user_index {
 
   /// @brief Applies @p change to a copy; commits it only if the identity is
   /// unchanged and the new refresh-token hash is not someone else's.
-  StoreStatus update(std::string_view email, const std::function<void(User&)>& change) {
+  StoreResult update(std::string_view email, const std::function<void(User&)>& change) {
     const std::string key = ascii_lower(email);
     const User* current = by_key(key);
-    if (!current) return StoreStatus::not_found;
+    if (!current) return StoreResult(StoreStatus::not_found, "no user with this email");
     User updated = *current;
     change(updated);
-    if (ascii_lower(updated.email) != key || updated.user_id != current->user_id || !storable(updated))
-      return StoreStatus::invalid;
+    if (ascii_lower(updated.email) != key || updated.user_id != current->user_id)
+      return StoreResult(StoreStatus::invalid, "a change may not alter a user's email or user id");
+    if (!storable(updated)) return StoreResult(StoreStatus::invalid, not_storable);
     const bool new_token = updated.refresh_token_sha256 != current->refresh_token_sha256;
-    if (new_token && token_taken(updated.refresh_token_sha256)) return StoreStatus::already_exists;
+    if (new_token && token_taken(updated.refresh_token_sha256))
+      return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
     if (base_is_mine()) {
       base_data& b = *base_;
       auto it = b.by_email.find(key);
@@ -4256,10 +4297,10 @@ class user_index {
   }
 
   /// @brief Removes the user with this email; not_found when there is none.
-  StoreStatus remove(std::string_view email) {
+  StoreResult remove(std::string_view email) {
     const std::string key = ascii_lower(email);
     const User* current = by_key(key);
-    if (!current) return StoreStatus::not_found;
+    if (!current) return StoreResult(StoreStatus::not_found, "no user with this email");
     --size_;
     if (!base_is_mine() || !base_->by_email.count(key)) {
       overlay_tokens_.erase(current->refresh_token_sha256);
@@ -4394,12 +4435,12 @@ class MemoryUserStore : public UserStore {
     return u ? std::optional<User>(*u) : std::nullopt;
   }
 
-  StoreStatus add_user(const User& user) override {
+  StoreResult add_user(const User& user) override {
     detail::WriterLock lock(mutex_);
     return index_.add(user);
   }
 
-  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+  StoreResult update_user(std::string_view email, const std::function<void(User&)>& change) override {
     detail::WriterLock lock(mutex_);
     return index_.update(email, change);
   }
@@ -4416,7 +4457,7 @@ class MemoryUserStore : public UserStore {
     return UserStatus{u->refresh_generation, u->disabled, u->user_id};
   }
 
-  StoreStatus delete_user(std::string_view email) override {
+  StoreResult delete_user(std::string_view email) override {
     detail::WriterLock lock(mutex_);
     return index_.remove(email);
   }
@@ -5022,8 +5063,8 @@ class JsonFileUserStore : public UserStore {
   /// @brief Folds the journal into the snapshot: writes users.json whole
   /// (atomically, owner and mode kept) and removes the journal (setting a
   /// stale one aside first). What `iwsec-admin compact` does.
-  StoreStatus compact() {
-    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
+  StoreResult compact() {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) -> StoreResult {
       if (!compact_into(next, error)) return failed(error);
       publish(std::move(next));
       return StoreStatus::ok;
@@ -5056,15 +5097,15 @@ class JsonFileUserStore : public UserStore {
     return read([](const detail::user_index& index) { return index.list(); });
   }
 
-  StoreStatus add_user(const User& user) override {
+  StoreResult add_user(const User& user) override {
     return write(user.email, [&](detail::user_index& index) { return index.add(user); });
   }
 
-  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+  StoreResult update_user(std::string_view email, const std::function<void(User&)>& change) override {
     return write(email, [&](detail::user_index& index) { return index.update(email, change); });
   }
 
-  StoreStatus delete_user(std::string_view email) override {
+  StoreResult delete_user(std::string_view email) override {
     return write(email, [&](detail::user_index& index) { return index.remove(email); });
   }
 
@@ -5475,16 +5516,16 @@ class JsonFileUserStore : public UserStore {
     return false;
   }
 
-  StoreStatus failed(const std::string& error) {
+  StoreResult failed(const std::string& error) {
     detail::WriterLock lock(state_mutex_);
     last_error_ = error;
-    return StoreStatus::io_error;
+    return StoreResult(StoreStatus::io_error, error);
   }
 
   // Takes the cross-process lock, then sync_lock_, catches up with the
   // files, and calls change(next, error) with a copy of the users.
   template <typename F>
-  StoreStatus change_current(F&& change) {
+  StoreResult change_current(F&& change) {
     detail::file_lock cross_process(lock_path_);
     if (!cross_process) return failed(cross_process.error());
     detail::waitable_guard sync(sync_lock_);
@@ -5499,15 +5540,15 @@ class JsonFileUserStore : public UserStore {
   }
 
   template <typename F>
-  StoreStatus write(std::string_view email, F&& mutate) {
-    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
+  StoreResult write(std::string_view email, F&& mutate) {
+    return change_current([&](detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) -> StoreResult {
       return append_change(email, mutate(next), next, error);
     });
   }
 
   // Makes @p next (the users after a change to @p email whose outcome is
   // @p status) durable: one journal line, or a compaction.
-  StoreStatus append_change(std::string_view email, StoreStatus status, detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
+  StoreResult append_change(std::string_view email, StoreResult status, detail::user_index& next, std::string& error) IWSEC_REQUIRES(sync_lock_) {
     if (status != StoreStatus::ok) return status;
     const User* changed = next.by_email(email);
     const std::string line =
@@ -9285,7 +9326,7 @@ class security_core {
     };
     const auto status = users_.status_of(t.email());
     if (!status || !current(status->user_id, status->refresh_generation)) return true;
-    const StoreStatus written = users_.update_user(t.email(), [&](User& u) {
+    const StoreResult written = users_.update_user(t.email(), [&](User& u) {
       if (current(u.user_id, u.refresh_generation)) ++u.refresh_generation;
     });
     return written == StoreStatus::ok || written == StoreStatus::not_found;

@@ -5,7 +5,8 @@ request ids, metrics and health on an admin port, the audit trail in
 DATA/audit.log, locks that `iwsec-admin show-user` sees and `iwsec-admin
 unlock` lifts in the running process, and revocations that outlive a
 restart. With IWSEC_TEST_POSTGRES=1 nothing here runs (the data directory's
-files are what is asserted); test_infoworks_client covers its cluster mode."""
+files are what is asserted); its cluster mode is covered by
+test_infoworks_client and by test_cluster_signing_keys (--key-encryption-key)."""
 
 import json
 import os

@@ -45,6 +45,10 @@ class user_index {
     return &base_->by_email.at(it->second);
   }
 
+  /// @brief Why storable() refused a user.
+  static constexpr const char* not_storable =
+      "a user needs an email and a user id, all text in valid UTF-8, and no negative generation or issue time";
+
   /// @brief Fields every stored user must have: text a JSON file can hold.
   static bool storable(const User& u) {
     return !u.email.empty() && !u.user_id.empty() && is_valid_utf8(u.email) && is_valid_utf8(u.user_id) &&
@@ -52,15 +56,17 @@ class user_index {
            u.refresh_token_issued_at >= 0;
   }
 
-  StoreStatus add(const User& user) { return add(User(user)); }
+  StoreResult add(const User& user) { return add(User(user)); }
 
   /// @brief Adds @p user (moved in); already_exists when its email, id or
   /// refresh-token hash is taken, invalid when not storable.
-  StoreStatus add(User&& user) {
-    if (!storable(user)) return StoreStatus::invalid;
+  StoreResult add(User&& user) {
+    if (!storable(user)) return StoreResult(StoreStatus::invalid, not_storable);
     std::string key = ascii_lower(user.email);
-    if (by_key(key) || id_taken(user.user_id) || token_taken(user.refresh_token_sha256))
-      return StoreStatus::already_exists;
+    if (by_key(key)) return StoreResult(StoreStatus::already_exists, "a user with this email exists");
+    if (id_taken(user.user_id)) return StoreResult(StoreStatus::already_exists, "a user with this user id exists");
+    if (token_taken(user.refresh_token_sha256))
+      return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
     ++size_;
     if (base_is_mine()) {
       base_data& b = *base_;
@@ -84,16 +90,18 @@ class user_index {
 
   /// @brief Applies @p change to a copy; commits it only if the identity is
   /// unchanged and the new refresh-token hash is not someone else's.
-  StoreStatus update(std::string_view email, const std::function<void(User&)>& change) {
+  StoreResult update(std::string_view email, const std::function<void(User&)>& change) {
     const std::string key = ascii_lower(email);
     const User* current = by_key(key);
-    if (!current) return StoreStatus::not_found;
+    if (!current) return StoreResult(StoreStatus::not_found, "no user with this email");
     User updated = *current;
     change(updated);
-    if (ascii_lower(updated.email) != key || updated.user_id != current->user_id || !storable(updated))
-      return StoreStatus::invalid;
+    if (ascii_lower(updated.email) != key || updated.user_id != current->user_id)
+      return StoreResult(StoreStatus::invalid, "a change may not alter a user's email or user id");
+    if (!storable(updated)) return StoreResult(StoreStatus::invalid, not_storable);
     const bool new_token = updated.refresh_token_sha256 != current->refresh_token_sha256;
-    if (new_token && token_taken(updated.refresh_token_sha256)) return StoreStatus::already_exists;
+    if (new_token && token_taken(updated.refresh_token_sha256))
+      return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
     if (base_is_mine()) {
       base_data& b = *base_;
       auto it = b.by_email.find(key);
@@ -112,10 +120,10 @@ class user_index {
   }
 
   /// @brief Removes the user with this email; not_found when there is none.
-  StoreStatus remove(std::string_view email) {
+  StoreResult remove(std::string_view email) {
     const std::string key = ascii_lower(email);
     const User* current = by_key(key);
-    if (!current) return StoreStatus::not_found;
+    if (!current) return StoreResult(StoreStatus::not_found, "no user with this email");
     --size_;
     if (!base_is_mine() || !base_->by_email.count(key)) {
       overlay_tokens_.erase(current->refresh_token_sha256);

@@ -624,8 +624,9 @@ class PostgresUserStore : public UserStore {
     return UserStore::status_of(email);
   }
 
-  StoreStatus add_user(const User& user) override {
-    if (!iwsec::detail::user_index::storable(user)) return StoreStatus::invalid;
+  StoreResult add_user(const User& user) override {
+    if (!iwsec::detail::user_index::storable(user))
+      return StoreResult(StoreStatus::invalid, iwsec::detail::user_index::not_storable);
     const std::string key = iwsec::detail::ascii_lower(user.email);
     std::int64_t seq = 0;
     try {
@@ -642,7 +643,8 @@ class PostgresUserStore : public UserStore {
       });
       seq = r.integer(0, 0);
     } catch (const SqlError& e) {
-      if (e.unique_violation()) return StoreStatus::already_exists;
+      if (e.unique_violation())
+        return StoreResult(StoreStatus::already_exists, "a user with this email, user id or refresh token exists");
       throw;
     }
     state_->put_user(key, user, seq);
@@ -652,11 +654,11 @@ class PostgresUserStore : public UserStore {
   /// @brief One transaction: the row locked (FOR UPDATE, so concurrent
   /// rotations of one user on any replicas run one after the other, each on
   /// the state the previous one committed), changed, logged, committed.
-  StoreStatus update_user(std::string_view email, const std::function<void(User&)>& change) override {
+  StoreResult update_user(std::string_view email, const std::function<void(User&)>& change) override {
     const std::string key = iwsec::detail::ascii_lower(email);
     std::optional<User> written;
     std::int64_t seq = 0;
-    StoreStatus status = StoreStatus::ok;
+    StoreResult status = StoreStatus::ok;
     auto c = state_->pool().take();
     try {
       c->transaction([&] {
@@ -666,15 +668,18 @@ class PostgresUserStore : public UserStore {
             "FROM iwsec_users WHERE email_key = $1 FOR UPDATE",
             {key});
         if (r.rows() == 0) {
-          status = StoreStatus::not_found;
+          status = StoreResult(StoreStatus::not_found, "no user with this email");
           return;
         }
         const User before = detail::cluster_state::user_of(r, 0, 0);
         User after = before;
         change(after);
-        if (iwsec::detail::ascii_lower(after.email) != key || after.user_id != before.user_id ||
-            !iwsec::detail::user_index::storable(after)) {
-          status = StoreStatus::invalid;
+        if (iwsec::detail::ascii_lower(after.email) != key || after.user_id != before.user_id) {
+          status = StoreResult(StoreStatus::invalid, "a change may not alter a user's email or user id");
+          return;
+        }
+        if (!iwsec::detail::user_index::storable(after)) {
+          status = StoreResult(StoreStatus::invalid, iwsec::detail::user_index::not_storable);
           return;
         }
         c->exec(
@@ -686,7 +691,7 @@ class PostgresUserStore : public UserStore {
         written = std::move(after);
       });
     } catch (const SqlError& e) {
-      if (e.unique_violation()) return StoreStatus::already_exists;
+      if (e.unique_violation()) return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
       throw;
     }
     if (written) state_->put_user(key, std::move(written), seq);
@@ -694,7 +699,7 @@ class PostgresUserStore : public UserStore {
   }
 
   /// @brief Removes the user (not_found when there is none).
-  StoreStatus delete_user(std::string_view email) override {
+  StoreResult delete_user(std::string_view email) override {
     const std::string key = iwsec::detail::ascii_lower(email);
     auto c = state_->pool().take();
     auto r = c->transaction([&] {
@@ -703,7 +708,7 @@ class PostgresUserStore : public UserStore {
         "SELECT iwsec_append('u', email_key, NULL, NULL) FROM gone",
         {key});
     });
-    if (r.rows() == 0) return StoreStatus::not_found;
+    if (r.rows() == 0) return StoreResult(StoreStatus::not_found, "no user with this email");
     state_->put_user(key, std::nullopt, r.integer(0, 0));
     return StoreStatus::ok;
   }
@@ -1113,24 +1118,22 @@ class Backend {
   PostgresUserStore& users() const { return *users_; }
 
   /// @brief Points @p options at this backend's shared revocations and
-  /// lockout counts, adds this replica's gauges to `options.metrics` when
-  /// it is set (add_metrics), and returns the user store to mount the
-  /// routes with. Call it once per Options:
+  /// lockout counts, and returns the user store to mount the routes with:
   ///
   ///     iwsec::Options options;
-  ///     options.metrics = std::make_shared<iwsec::Metrics>();  // optional
   ///     auto& users = backend.configure(options);
   ///     auto routes = iwsec::mount_security_routes(server, users, signer, options);
+  ///     backend.add_metrics(routes.metrics());  // the cluster gauges, if you serve metrics
   UserStore& configure(Options& options) const {
     options.revocations = revocations_;
     options.lockout_state = lockout_;
-    if (options.metrics) add_metrics(*options.metrics);
     return *users_;
   }
 
   /// @brief Adds `iwsec_cluster_lag_seconds` and
   /// `iwsec_cluster_applied_sequence` (read at each render) to @p metrics,
-  /// which must not outlive this backend.
+  /// which must not be rendered after this backend is gone. Once per
+  /// Metrics: a second call throws invalid_option ("already added").
   void add_metrics(Metrics& metrics) const {
     metrics.add_gauge("iwsec_cluster_lag_seconds",
                       "Seconds since this replica last showed it had caught up with the database",
@@ -1231,7 +1234,7 @@ class Backend {
   /// every replica reload. Refuses, changing nothing, when any of the users
   /// (by email or id) already exists: already_exists, with @p conflict set to
   /// the first such email.
-  StoreStatus import(const std::vector<User>& users, const std::vector<std::pair<std::string, std::int64_t>>& revocations,
+  StoreResult import(const std::vector<User>& users, const std::vector<std::pair<std::string, std::int64_t>>& revocations,
                      std::string* conflict = nullptr) {
     std::vector<RevocationRecord> records;
     records.reserve(revocations.size());
@@ -1242,11 +1245,13 @@ class Backend {
   /// @brief import(), with each revocation's owner (a journal's third
   /// column; empty: none), so imported revocations count against their
   /// owner's cap as they did in the journal.
-  StoreStatus import(const std::vector<User>& users, const std::vector<RevocationRecord>& revocations,
+  StoreResult import(const std::vector<User>& users, const std::vector<RevocationRecord>& revocations,
                      std::string* conflict = nullptr) {
     for (const auto& u : users)
-      if (!iwsec::detail::user_index::storable(u)) return StoreStatus::invalid;
+      if (!iwsec::detail::user_index::storable(u))
+        return StoreResult(StoreStatus::invalid, iwsec::detail::user_index::not_storable);
     struct refused {};
+    std::string taken;
     auto c = state_->pool().take();
     c->clear_deadline();  // a long import: each statement gets the request timeout
     try {
@@ -1260,7 +1265,7 @@ class Backend {
              std::to_string(u.refresh_generation), std::string(u.disabled ? "true" : "false"),
              std::to_string(u.refresh_token_issued_at ? u.refresh_token_issued_at : state_->now())});
         if (r.rows() == 0) {
-          if (conflict) *conflict = u.email;
+          taken = u.email;
           throw refused{};  // rolls the whole import back
         }
       }
@@ -1276,7 +1281,8 @@ class Backend {
       c->exec("SELECT iwsec_append('s', NULL, NULL, NULL)");
       });
     } catch (const refused&) {
-      return StoreStatus::already_exists;
+      if (conflict) *conflict = taken;
+      return StoreResult(StoreStatus::already_exists, "user " + taken + " already exists");
     }
     return StoreStatus::ok;
   }

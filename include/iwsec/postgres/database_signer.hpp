@@ -32,8 +32,10 @@ class DatabaseSigner {
   /// whenever they change. @p log hears of a reload, or of keys that could
   /// not be read (the keys in use are kept); never a key. Throws what the
   /// database or the key check threw.
+  /// A backend follows one DatabaseSigner at a time; @p backend must
+  /// outlive it.
   DatabaseSigner(Backend& backend, KeyEncryptionKey kek, std::function<void(const std::string&)> log = nullptr)
-      : kek_(std::move(kek)), log_(std::move(log)) {
+      : backend_(backend), kek_(std::move(kek)), log_(std::move(log)) {
     const auto keys = backend.with_connection([&](detail::pq_connection& c) {
       signing_keys::ensure(c, kek_, system_now());
       return signing_keys::load(c, kek_);
@@ -43,6 +45,9 @@ class DatabaseSigner {
   }
   DatabaseSigner(const DatabaseSigner&) = delete;
   DatabaseSigner& operator=(const DatabaseSigner&) = delete;
+  /// Stops following: once it returns, the backend's follower thread calls
+  /// this signer no more (the hook is cleared under the lock it runs under).
+  ~DatabaseSigner() { backend_.on_keys_changed(nullptr); }
 
   /// The signer to mount the routes with; its keys change in place.
   const Signer& signer() const { return *signer_; }
@@ -64,6 +69,7 @@ class DatabaseSigner {
       log_("signing keys reloaded from the database (" + std::to_string(keys.size()) + " keys)");
   }
 
+  Backend& backend_;
   const KeyEncryptionKey kek_;
   const std::function<void(const std::string&)> log_;
   std::unique_ptr<Signer> signer_;
