@@ -313,17 +313,9 @@ int main(int argc, char** argv) {
   auto journal = std::make_shared<iwsec::LockJournal>(iwsec::LockJournal::path_in(settings.data_dir),
                                                       iwsec::LockJournal::default_max_bytes, tell_operator);
   options.on_lockout = [&log](const iwsec::LockoutEvent& e) { log.lockout(e); };
-  if (!settings.client_header.empty()) {
-    // Behind a proxy every peer address is the proxy's: count failures under
-    // the address it reports. A request without the header counts under its
-    // peer address, so stripping the header gains a client nothing.
-    options.lockout.client_key = [header = settings.client_header](const httplib::Request& req) {
-      const std::size_t n = iwsec::detail::count_header(req.headers, header);
-      if (n == 0) return iwsec::client_address_key(req.remote_addr);
-      // The last value is the one the nearest proxy appended.
-      return "proxied:" + iwsec::forwarded_address_key(*iwsec::detail::find_header(req.headers, header, n - 1));
-    };
-  }
+  // Behind a proxy every peer address is the proxy's: count failures under
+  // the address it reports (without the header: the peer address).
+  if (!settings.client_header.empty()) options.lockout.client_key = iwsec::client_key_from_header(settings.client_header);
 
   raise_descriptor_limit();
 

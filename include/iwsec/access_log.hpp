@@ -72,13 +72,12 @@ inline std::string rfc3339_seconds(std::int64_t epoch_seconds) {
 /// what a login named): bytes that could break or forge a line, or a JSON
 /// string, percent-escaped, so the result is printable ASCII without spaces.
 inline void append_loggable(std::string& out, std::string_view text) {
-  static const char hex[] = "0123456789ABCDEF";
   std::size_t plain = 0;  // start of the run of bytes that need no escape
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c <= 0x20 || c >= 0x7F || c == '%' || c == '"' || c == '\\') {
       out.append(text.data() + plain, i - plain);
-      const char escaped[3] = {'%', hex[c >> 4], hex[c & 15]};
+      const char escaped[3] = {'%', hex_digit_upper(c >> 4), hex_digit_upper(c)};
       out.append(escaped, 3);
       plain = i + 1;
     }

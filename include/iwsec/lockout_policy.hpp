@@ -11,7 +11,9 @@
 // httplib::Request: LockoutPolicy::client_key reads the request.
 #include <httplib.h>
 
+#include "client_address.hpp"
 #include "clock.hpp"
+#include "detail/httplib_compat.hpp"
 
 namespace iwsec {
 
@@ -52,6 +54,20 @@ struct LockoutPolicy {
   /// freely. An empty string exempts the request from the client throttle.
   std::function<std::string(const httplib::Request&)> client_key;
 };
+
+/// @brief A LockoutPolicy::client_key for a server behind a reverse proxy
+/// that always sets @p header (`X-Forwarded-For`, `X-Real-IP`): the address
+/// in its last value (the one the nearest proxy appended), keyed by
+/// forwarded_address_key and prefixed `proxied:`. A request without the
+/// header counts under its peer address, so stripping the header gains a
+/// client nothing. What `iwsec-server --lockout-client-header` does.
+inline std::function<std::string(const httplib::Request&)> client_key_from_header(std::string header) {
+  return [header = std::move(header)](const httplib::Request& req) {
+    const std::size_t n = detail::count_header(req.headers, header);
+    if (n == 0) return client_address_key(req.remote_addr);
+    return "proxied:" + forwarded_address_key(*detail::find_header(req.headers, header, n - 1));
+  };
+}
 
 namespace detail {
 

@@ -635,6 +635,9 @@ namespace detail {
 /// @brief The lower-case hex digit of the low four bits of @p v.
 constexpr char hex_digit(std::uint64_t v) noexcept { return "0123456789abcdef"[v & 15]; }
 
+/// @brief The upper-case hex digit of @p v's low four bits (percent-escapes, RFC 3986).
+constexpr char hex_digit_upper(std::uint64_t v) noexcept { return "0123456789ABCDEF"[v & 15]; }
+
 /// @brief @p n bytes as 2n lower-case hex digits.
 inline std::string hex_encode(const unsigned char* data, std::size_t n) {
   std::string out(n * 2, '0');
@@ -6713,6 +6716,20 @@ struct LockoutPolicy {
   std::function<std::string(const httplib::Request&)> client_key;
 };
 
+/// @brief A LockoutPolicy::client_key for a server behind a reverse proxy
+/// that always sets @p header (`X-Forwarded-For`, `X-Real-IP`): the address
+/// in its last value (the one the nearest proxy appended), keyed by
+/// forwarded_address_key and prefixed `proxied:`. A request without the
+/// header counts under its peer address, so stripping the header gains a
+/// client nothing. What `iwsec-server --lockout-client-header` does.
+inline std::function<std::string(const httplib::Request&)> client_key_from_header(std::string header) {
+  return [header = std::move(header)](const httplib::Request& req) {
+    const std::size_t n = detail::count_header(req.headers, header);
+    if (n == 0) return client_address_key(req.remote_addr);
+    return "proxied:" + forwarded_address_key(*detail::find_header(req.headers, header, n - 1));
+  };
+}
+
 namespace detail {
 
 /// @brief Refuses a policy that would silently not protect (or never let
@@ -10023,13 +10040,12 @@ inline std::string rfc3339_seconds(std::int64_t epoch_seconds) {
 /// what a login named): bytes that could break or forge a line, or a JSON
 /// string, percent-escaped, so the result is printable ASCII without spaces.
 inline void append_loggable(std::string& out, std::string_view text) {
-  static const char hex[] = "0123456789ABCDEF";
   std::size_t plain = 0;  // start of the run of bytes that need no escape
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c <= 0x20 || c >= 0x7F || c == '%' || c == '"' || c == '\\') {
       out.append(text.data() + plain, i - plain);
-      const char escaped[3] = {'%', hex[c >> 4], hex[c & 15]};
+      const char escaped[3] = {'%', hex_digit_upper(c >> 4), hex_digit_upper(c)};
       out.append(escaped, 3);
       plain = i + 1;
     }

@@ -130,6 +130,20 @@ class AccessLog(unittest.TestCase):
         for secret in secrets:
             h.assert_no_secret(self, secret, joined, "a credential in the access log")
 
+    def test_client_text_is_percent_escaped_so_no_line_can_be_forged(self):
+        # httplib decodes the path: a %0A would end the line and start a
+        # forged one; a quote or backslash would end a JSON string.
+        for form in ("text", "json"):
+            with self.subTest(form=form):
+                self.start("--access-log", form)
+                r = self.api.request("GET", "/a%0Ab%22c%5Cd%25e%7F", headers={"X-Request-Id": "escape-" + form})
+                self.assertEqual(r.status_code, 404)
+                line = self.line_with("escape-" + form)
+                path = json.loads(line)["path"] if form == "json" else TEXT_LINE.match(line).group(5)
+                self.assertEqual(path, "/a%0Ab%22c%5Cd%25e%7F")
+                self.api.close()
+                self.assertEqual(self.server.stop(), 0)
+
     def test_lock_lines_even_without_access_log(self):
         self.start("--no-access-log")
         for _ in range(2):

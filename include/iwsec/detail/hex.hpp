@@ -14,6 +14,9 @@ namespace detail {
 /// @brief The lower-case hex digit of the low four bits of @p v.
 constexpr char hex_digit(std::uint64_t v) noexcept { return "0123456789abcdef"[v & 15]; }
 
+/// @brief The upper-case hex digit of @p v's low four bits (percent-escapes, RFC 3986).
+constexpr char hex_digit_upper(std::uint64_t v) noexcept { return "0123456789ABCDEF"[v & 15]; }
+
 /// @brief @p n bytes as 2n lower-case hex digits.
 inline std::string hex_encode(const unsigned char* data, std::size_t n) {
   std::string out(n * 2, '0');
