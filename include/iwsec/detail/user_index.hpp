@@ -45,9 +45,22 @@ class user_index {
     return &base_->by_email.at(it->second);
   }
 
-  /// @brief Why storable() refused a user.
+  /// @brief Why a write is refused, in the words every store uses (the
+  /// PostgreSQL store keeps the same rules with the same reasons).
   static constexpr const char* not_storable =
       "a user needs an email and a user id, all text in valid UTF-8, and no negative generation or issue time";
+  static constexpr const char* no_such_user = "no user with this email";
+  static constexpr const char* token_held = "another user holds this refresh token";
+
+  /// @brief Whether the change of @p before (found by @p key, its lower-cased
+  /// email) into @p after may be stored: the identity (email, user id)
+  /// unchanged and the result storable. ok, or invalid with the reason.
+  static StoreResult change_problem(std::string_view key, const User& before, const User& after) {
+    if (ascii_lower(after.email) != key || after.user_id != before.user_id)
+      return StoreResult(StoreStatus::invalid, "a change may not alter a user's email or user id");
+    if (!storable(after)) return StoreResult(StoreStatus::invalid, not_storable);
+    return StoreStatus::ok;
+  }
 
   /// @brief Fields every stored user must have: text a JSON file can hold.
   static bool storable(const User& u) {
@@ -66,7 +79,7 @@ class user_index {
     if (by_key(key)) return StoreResult(StoreStatus::already_exists, "a user with this email exists");
     if (id_taken(user.user_id)) return StoreResult(StoreStatus::already_exists, "a user with this user id exists");
     if (token_taken(user.refresh_token_sha256))
-      return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
+      return StoreResult(StoreStatus::already_exists, token_held);
     ++size_;
     if (base_is_mine()) {
       base_data& b = *base_;
@@ -93,15 +106,13 @@ class user_index {
   StoreResult update(std::string_view email, const std::function<void(User&)>& change) {
     const std::string key = ascii_lower(email);
     const User* current = by_key(key);
-    if (!current) return StoreResult(StoreStatus::not_found, "no user with this email");
+    if (!current) return StoreResult(StoreStatus::not_found, no_such_user);
     User updated = *current;
     change(updated);
-    if (ascii_lower(updated.email) != key || updated.user_id != current->user_id)
-      return StoreResult(StoreStatus::invalid, "a change may not alter a user's email or user id");
-    if (!storable(updated)) return StoreResult(StoreStatus::invalid, not_storable);
+    if (StoreResult problem = change_problem(key, *current, updated); !problem.ok()) return problem;
     const bool new_token = updated.refresh_token_sha256 != current->refresh_token_sha256;
     if (new_token && token_taken(updated.refresh_token_sha256))
-      return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
+      return StoreResult(StoreStatus::already_exists, token_held);
     if (base_is_mine()) {
       base_data& b = *base_;
       auto it = b.by_email.find(key);
@@ -123,7 +134,7 @@ class user_index {
   StoreResult remove(std::string_view email) {
     const std::string key = ascii_lower(email);
     const User* current = by_key(key);
-    if (!current) return StoreResult(StoreStatus::not_found, "no user with this email");
+    if (!current) return StoreResult(StoreStatus::not_found, no_such_user);
     --size_;
     if (!base_is_mine() || !base_->by_email.count(key)) {
       overlay_tokens_.erase(current->refresh_token_sha256);

@@ -668,20 +668,14 @@ class PostgresUserStore : public UserStore {
             "FROM iwsec_users WHERE email_key = $1 FOR UPDATE",
             {key});
         if (r.rows() == 0) {
-          status = StoreResult(StoreStatus::not_found, "no user with this email");
+          status = StoreResult(StoreStatus::not_found, iwsec::detail::user_index::no_such_user);
           return;
         }
         const User before = detail::cluster_state::user_of(r, 0, 0);
         User after = before;
         change(after);
-        if (iwsec::detail::ascii_lower(after.email) != key || after.user_id != before.user_id) {
-          status = StoreResult(StoreStatus::invalid, "a change may not alter a user's email or user id");
-          return;
-        }
-        if (!iwsec::detail::user_index::storable(after)) {
-          status = StoreResult(StoreStatus::invalid, iwsec::detail::user_index::not_storable);
-          return;
-        }
+        status = iwsec::detail::user_index::change_problem(key, before, after);
+        if (!status.ok()) return;
         c->exec(
             "UPDATE iwsec_users SET email = $2, password_hash = $3, refresh_token_sha256 = $4, "
             "refresh_generation = $5, disabled = $6, refresh_token_issued_at = $7 WHERE email_key = $1",
@@ -691,7 +685,7 @@ class PostgresUserStore : public UserStore {
         written = std::move(after);
       });
     } catch (const SqlError& e) {
-      if (e.unique_violation()) return StoreResult(StoreStatus::already_exists, "another user holds this refresh token");
+      if (e.unique_violation()) return StoreResult(StoreStatus::already_exists, iwsec::detail::user_index::token_held);
       throw;
     }
     if (written) state_->put_user(key, std::move(written), seq);
@@ -708,7 +702,7 @@ class PostgresUserStore : public UserStore {
         "SELECT iwsec_append('u', email_key, NULL, NULL) FROM gone",
         {key});
     });
-    if (r.rows() == 0) return StoreResult(StoreStatus::not_found, "no user with this email");
+    if (r.rows() == 0) return StoreResult(StoreStatus::not_found, iwsec::detail::user_index::no_such_user);
     state_->put_user(key, std::nullopt, r.integer(0, 0));
     return StoreStatus::ok;
   }
