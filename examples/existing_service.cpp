@@ -191,7 +191,7 @@ int main(int argc, char** argv) {
     if (audit_to_database) audit_to_database(e);
     if (!audit) return;
     iwsec::AuditEvent with_id = e;
-    if (with_id.request_id.empty() && e.event != "lock") with_id.request_id = log.current_id();
+    log.stamp_request_id(with_id);
     audit->write(iwsec::audit_json_line(with_id));
   };
   const iwsec::Signer* signing = signer.get();

@@ -420,15 +420,9 @@ int main(int argc, char** argv) {
     options.on_audit = [&log, &audit, &cluster_server](const iwsec::AuditEvent& e) {
       if (cluster_server.audit_locks) cluster_server.audit_locks(e);  // cluster mode: locks in the audit table
       if (!audit) return;
-      if (e.request_id.empty() && e.event != "lock") {
-        // The id this server answers with (X-Request-Id), or with the access
-        // log off (no id answered) one of the event's own.
-        std::string id = log.current_id();
-        iwsec::AuditEvent with_id = e;
-        with_id.request_id = id.empty() ? iwsec::new_request_id() : std::move(id);
-        return audit->write(iwsec::audit_json_line(with_id));
-      }
-      audit->write(iwsec::audit_json_line(e));
+      iwsec::AuditEvent with_id = e;
+      log.stamp_request_id(with_id);  // the X-Request-Id answered, or with the access log off one of its own
+      audit->write(iwsec::audit_json_line(with_id));
     };
   }
   startup::ServerKeys keys;

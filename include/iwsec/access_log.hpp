@@ -226,6 +226,16 @@ class AccessLog {
     return c.request ? c.id : std::string();
   }
 
+  /// Gives the audit event @p e the id of the request this thread is
+  /// handling (the X-Request-Id it is answered with), or an id of its own
+  /// when none was begun (the access log off); a lock event, and an event
+  /// that has an id, keep theirs.
+  void stamp_request_id(AuditEvent& e) const {
+    if (!e.request_id.empty() || e.event == "lock") return;
+    e.request_id = current_id();
+    if (e.request_id.empty()) e.request_id = new_request_id();
+  }
+
   /// The logger: one line for @p req.
   void write(const httplib::Request& req, const httplib::Response& res) {
     current& c = current_request();
